@@ -1,0 +1,287 @@
+"""Settings: built once from ``config/dispatchd.toml`` and ``DISPATCHD_*`` variables, then passed down.
+
+Nothing else in the daemon reads the environment. Every key lives in a section; the environment
+variable for ``[section] key`` is ``DISPATCHD_SECTION_KEY`` (``[http] port`` → ``DISPATCHD_HTTP_PORT``,
+``[database] url`` → ``DISPATCHD_DATABASE_URL``, ``[data] dir`` → ``DISPATCHD_DATA_DIR``).
+A bad value raises :class:`ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """One bad setting: the key, the value seen and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"configuration error: {key}={value!r}: {allowed}")
+        self.key = key
+
+
+def _meta(
+    doc: str, *, lo: float | None = None, hi: float | None = None, choices: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    return {"doc": doc, "lo": lo, "hi": hi, "choices": choices}
+
+
+def _port(doc: str) -> dict[str, Any]:
+    return _meta(doc, lo=0, hi=65535)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str = field(default="127.0.0.1", metadata=_meta("address the HTTP server binds"))
+    port: int = field(default=8080, metadata=_port("HTTP port (0 picks a free one)"))
+    shutdown_timeout: float = field(default=5.0, metadata=_meta("seconds to drain on SIGTERM", lo=0, hi=60))
+    max_body_mb: int = field(default=100, metadata=_meta("largest request body in MB", lo=1, hi=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = field(default="", metadata=_meta("PostgreSQL URL; empty = embedded server under data dir"))
+    pool_min: int = field(default=2, metadata=_meta("smallest connection pool", lo=1, hi=100))
+    pool_max: int = field(default=10, metadata=_meta("largest connection pool", lo=1, hi=500))
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = field(default="", metadata=_meta("Redis URL; empty = embedded server under data dir"))
+
+
+@dataclass(frozen=True, slots=True)
+class DataSettings:
+    dir: Path = field(default=Path("var"), metadata=_meta("data directory (embedded stores, uploads)"))
+
+
+@dataclass(frozen=True, slots=True)
+class PathSettings:
+    orgs: Path = field(default=Path("config/orgs"), metadata=_meta("directory of organisation TOML files"))
+    taxonomy: Path = field(default=Path("config/taxonomy.toml"), metadata=_meta("case taxonomy"))
+    hotlines: Path = field(default=Path("config/hotlines.toml"), metadata=_meta("hotline routing"))
+    webui: Path = field(default=Path("webui"), metadata=_meta("directory of the web UI"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    token_ttl: int = field(
+        default=43200, metadata=_meta("bearer token lifetime in seconds", lo=60, hi=30 * 86400)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = field(
+        default="info", metadata=_meta("log level", choices=("debug", "info", "warning", "error"))
+    )
+    format: str = field(
+        default="auto",
+        metadata=_meta("auto = JSON unless stdout is a terminal", choices=("auto", "json", "console")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    enabled: bool = field(default=False, metadata=_meta("run the demo feed (dispatchd dev turns it on)"))
+    speed: float = field(default=1.0, metadata=_meta("demo time multiplier", lo=0.01, hi=10000))
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSettings:
+    county_prefix: str = field(default="RA", metadata=_meta("prefix of case numbers"))
+    warn_share: float = field(
+        default=0.8, metadata=_meta("share of a step's time limit at which to warn", lo=0.05, hi=0.99)
+    )
+    escalate_grace: int = field(
+        default=1800, metadata=_meta("seconds past a deadline before automatic escalation", lo=0, hi=864000)
+    )
+    duplicate_radius_m: float = field(
+        default=100.0, metadata=_meta("duplicate candidates: metres", lo=1, hi=100000)
+    )
+    duplicate_window_s: int = field(
+        default=7200, metadata=_meta("duplicate candidates: seconds, same category", lo=60, hi=864000)
+    )
+    duplicate_caller_window_s: int = field(
+        default=86400, metadata=_meta("duplicate candidates: seconds, same caller", lo=60, hi=2592000)
+    )
+    timer_interval: float = field(
+        default=1.0, metadata=_meta("seconds between deadline checks", lo=0.05, hi=60)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    incidents: IncidentSettings = field(default_factory=IncidentSettings)
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database.url
+
+    @property
+    def embedded_redis(self) -> bool:
+        return not self.redis.url
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, raw: object, typ: Any, meta: Mapping[str, Any]) -> object:
+    value: object
+    if typ is bool:
+        if isinstance(raw, bool):
+            value = raw
+        elif isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            value = raw.strip().lower() in _TRUE
+        else:
+            raise ConfigError(key, raw, "must be true or false")
+    elif typ is int:
+        try:
+            if isinstance(raw, bool) or isinstance(raw, float):
+                raise ValueError
+            value = int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(key, raw, f"must be an integer{_range(meta)}") from None
+    elif typ is float:
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(str(raw).strip())
+        except ValueError:
+            raise ConfigError(key, raw, f"must be a number{_range(meta)}") from None
+    elif typ is Path:
+        if not isinstance(raw, str | Path) or not str(raw).strip():
+            raise ConfigError(key, raw, "must be a non-empty path")
+        value = Path(str(raw))
+    else:
+        if not isinstance(raw, str):
+            raise ConfigError(key, raw, "must be a string")
+        value = raw.strip()
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices") or ()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(key, raw, f"must be{_range(meta)}")
+    if choices and value not in choices:
+        raise ConfigError(key, raw, "must be one of " + ", ".join(choices))
+    return value
+
+
+def _range(meta: Mapping[str, Any]) -> str:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None and hi is None:
+        return ""
+    return f" between {lo:g} and {hi:g}"
+
+
+def env_name(section: str, key: str) -> str:
+    return f"DISPATCHD_{section.upper()}_{key.upper()}"
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: object
+) -> Settings:
+    """Build the settings from a TOML file (optional), the environment and keyword overrides.
+
+    ``overrides`` take ``section_key=value`` (``http_port=0``) and win over everything; tests use them.
+    Relative paths are resolved against the project root: the parent of the config file's directory
+    when a file is given, otherwise the current directory.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get("DISPATCHD_CONFIG"):
+        path = Path(env["DISPATCHD_CONFIG"])
+    doc: dict[str, Any] = {}
+    root = Path.cwd()
+    if path is not None:
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("DISPATCHD_CONFIG", str(path), "file does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), "…", f"is not valid TOML: {exc}") from None
+        root = path.resolve().parent.parent
+    sections: dict[str, object] = {}
+    hints = get_type_hints(Settings)
+    for section_field in dataclasses.fields(Settings):
+        name = section_field.name
+        cls = hints[name]
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}]", table, "must be a table")
+        unknown = set(table) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"[{name}] {sorted(unknown)[0]}", table[sorted(unknown)[0]], "unknown key")
+        values: dict[str, object] = {}
+        sub_hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = env_name(name, f.name)
+            raw: object
+            if f"{name}_{f.name}" in overrides:
+                raw = overrides[f"{name}_{f.name}"]
+            elif key in env:
+                raw = env[key]
+            elif f.name in table:
+                raw = table[f.name]
+                key = f"[{name}] {f.name}"
+            else:
+                continue
+            values[f.name] = _coerce(key, raw, sub_hints[f.name], f.metadata)
+        sections[name] = cls(**values)
+    settings = Settings(**sections)  # type: ignore[arg-type]
+    return _resolve_paths(settings, root)
+
+
+def _resolve_paths(settings: Settings, root: Path) -> Settings:
+    def abs_(p: Path) -> Path:
+        return p if p.is_absolute() else (root / p)
+
+    paths = settings.paths
+    return dataclasses.replace(
+        settings,
+        data=DataSettings(dir=abs_(settings.data.dir).resolve()),
+        paths=PathSettings(
+            orgs=abs_(paths.orgs),
+            taxonomy=abs_(paths.taxonomy),
+            hotlines=abs_(paths.hotlines),
+            webui=abs_(paths.webui),
+        ),
+    )
+
+
+def describe(settings: Settings) -> dict[str, dict[str, object]]:
+    """The effective settings as plain data, URLs with passwords masked (for check-config)."""
+    out: dict[str, dict[str, object]] = {}
+    for section_field in dataclasses.fields(settings):
+        section = getattr(settings, section_field.name)
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            if f.name == "url" and isinstance(v, str):
+                v = mask_url(v)
+            values[f.name] = str(v) if isinstance(v, Path) else v
+        out[section_field.name] = values
+    return out
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"

@@ -1,0 +1,1 @@
+"""Durable and live stores: asyncpg repositories, SQL migrations, and the Redis key names."""

@@ -1,0 +1,1 @@
+"""aiohttp application assembly, HTTP API, auth and the static web UI."""
