@@ -30,6 +30,7 @@ from dispatchd.store.orgs import sync_org_tree
 from dispatchd.web import auth, health, orgs
 from dispatchd.web.appkeys import (
     API_ROUTES,
+    BOARD_SECTIONS,
     CLOCK,
     INSTANCE_ID,
     LOCATOR,
@@ -132,6 +133,7 @@ def build_app(
     app[API_ROUTES] = []
     app[PUBLIC_RESOURCES] = set()
     app[TASKS] = []
+    app[BOARD_SECTIONS] = {}
     app[INSTANCE_ID] = uuid.uuid4().hex[:8]
 
     async def stores_ctx(app: web.Application) -> AsyncIterator[None]:

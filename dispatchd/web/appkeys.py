@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -29,3 +30,7 @@ PUBLIC_RESOURCES = web.AppKey("public_resources", set[str])
 # Background tasks of the instance, cancelled on shutdown.
 TASKS = web.AppKey("tasks", list[asyncio.Task[Any]])
 INSTANCE_ID = web.AppKey("instance_id", str)
+# Sections of the board snapshot, registered by each capability: name -> async (app, codes) -> data,
+# where ``codes`` is the viewer's jurisdiction (a frozenset of unit codes).
+BoardSection = Callable[[web.Application, frozenset[str]], Awaitable[Any]]
+BOARD_SECTIONS = web.AppKey("board_sections", dict[str, BoardSection])
