@@ -1,0 +1,641 @@
+"""The case service: every report, call and alarm becomes a case, and every change to it is one
+PostgreSQL transaction that writes the case, an append-only audit event and an outbox row.
+
+Callers (the HTTP API, 平安通 reports, Open311, the hotline, JT/T 808 alarms, the deadline
+timers) go through three functions:
+
+* :func:`create_incident` — a new case (事件上报): grid by point, owning unit, default priority,
+  case number, the ``report`` audit event, the accept-deadline timers and an outbox row.
+* :func:`apply_action` — one step of the closed loop by a user (``accept`` … ``assign``),
+  decided by the pure state machine :func:`dispatchd.domain.incident.decide` on the row locked
+  ``FOR UPDATE``; the loser of a race gets 409 with the current case.
+* :func:`get_incident` — the case with its timeline, as ``GET /api/v1/incidents/{id}``.
+
+Refusals are :class:`dispatchd.web.errors.ApiError` (404 unknown or outside the caller's
+jurisdiction, 403, 409 with ``error.incident`` holding the current case, 422).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from dispatchd.domain.incident import (
+    Action,
+    Actor,
+    AuditEvent,
+    Command,
+    DeadlineCancel,
+    DeadlineStart,
+    OwnerChanged,
+    Role,
+    State,
+    TransitionError,
+    decide,
+    on_created,
+)
+from dispatchd.domain.taxonomy import PRIORITIES
+from dispatchd.incidents import store
+from dispatchd.incidents.store import CHANNELS
+from dispatchd.store.orgs import unit_path
+from dispatchd.store.outbox import emit
+from dispatchd.store.users import User
+from dispatchd.web.appkeys import CLOCK, LOCATOR, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
+from dispatchd.web.errors import ApiError, not_found
+from dispatchd.web.validate import Field, check_fields, invalid
+
+log = structlog.get_logger("dispatchd.incidents")
+
+# Case numbers carry the local date of the county (China Standard Time, UTC+8).
+LOCAL_TZ: Final = timezone(timedelta(hours=8), "CST")
+TOPIC: Final = "incident"
+# Levels at which a case may be owned by default ("handled at township level or below").
+_ROUTING_LEVELS: Final = ("township", "community", "grid")
+
+__all__ = [
+    "ACTION_FIELDS",
+    "CHANNELS",
+    "apply_action",
+    "create_incident",
+    "get_incident",
+]
+
+
+def _not_found() -> ApiError:
+    return not_found("案件", "case")
+
+
+def _field_error(name: str, zh: str, en: str) -> ApiError:
+    return invalid({name: (zh, en)})
+
+
+@contextlib.asynccontextmanager
+async def _transaction(
+    app: web.Application, conn: asyncpg.Connection | None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on a pooled connection, or a savepoint inside the caller's transaction."""
+    if conn is not None:
+        async with conn.transaction():
+            yield conn
+        return
+    async with app[POOL].acquire() as own, own.transaction():
+        yield own
+
+
+def domain_actor(user: User) -> Actor:
+    """The state machine's view of a user."""
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        unit=user.org,
+        department=user.department,
+    )
+
+
+def _default_owner(app: web.Application, grid: str | None, actor: User | None) -> str:
+    """The township of the grid; without a grid the township of the actor's unit (or the actor's
+    unit when it sits above township level); with neither, the county."""
+    tree = app[ORGS]
+    if grid is not None:
+        return tree.ancestor_at(grid, "township") or tree.parent_of(grid) or grid
+    if actor is not None and actor.org in tree:
+        if tree.level_of(actor.org) in _ROUTING_LEVELS:
+            return tree.ancestor_at(actor.org, "township") or actor.org
+        return actor.org
+    counties = tree.units_at("county")
+    if not counties:
+        raise RuntimeError("the organisation tree has no county to own a case without a place")
+    return counties[0].code
+
+
+# -- create ----------------------------------------------------------------------------------------
+
+
+async def create_incident(
+    app: web.Application,
+    *,
+    category: str,
+    description: str,
+    channel: str,
+    priority: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    address: str | None = None,
+    reporter_id: int | None = None,
+    caller: str | None = None,
+    attachments: Sequence[str] = (),
+    owner_unit: str | None = None,
+    actor: User | None = None,
+    observed_at: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
+    conn: asyncpg.Connection | None = None,
+) -> dict[str, Any]:
+    """Open a case (事件上报) and return it as ``GET /api/v1/incidents/{id}`` shows it.
+
+    One transaction (a savepoint in the caller's when ``conn`` is given) writes the case, its
+    ``report`` audit event, the accept-deadline timers and an outbox row.  422 on an unknown
+    category, priority, channel or owning unit, a blank description or a bad point.
+    """
+    tree, taxonomy, settings = app[ORGS], app[TAXONOMY], app[SETTINGS].incidents
+    now = app[CLOCK].now()
+    if category not in taxonomy:
+        raise _field_error("category", "未知的事件类别", "unknown category")
+    if priority is None:
+        priority = taxonomy.get(category).default_priority
+    elif priority not in PRIORITIES:
+        raise _field_error("priority", "优先级应为 P1–P4", "priority must be one of P1, P2, P3, P4")
+    if channel not in CHANNELS:
+        raise _field_error("channel", "未知的来源渠道", "unknown channel; one of " + ", ".join(CHANNELS))
+    description = (description or "").strip()
+    if not description:
+        raise _field_error("description", "不能为空", "must not be empty")
+    if (lat is None) != (lon is None):
+        raise _field_error("location", "纬度和经度须同时提供", "lat and lon must be given together")
+    if lat is not None and lon is not None and not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise _field_error("location", "坐标超出 WGS-84 范围", "point lies outside WGS-84 ranges")
+    if owner_unit is not None and owner_unit not in tree:
+        raise _field_error("owner_unit", "未知的单位", "unknown unit")
+    if observed_at is not None and (observed_at.tzinfo is None or observed_at.utcoffset() is None):
+        raise _field_error("observed_at", "时间须带时区", "time must carry a time zone")
+
+    grid = app_locate(app, lat, lon)
+    owner = owner_unit or _default_owner(app, grid, actor)
+    address = address.strip() if address and address.strip() else None
+    row_values = {
+        "category": category,
+        "priority": priority,
+        "description": description,
+        "channel": channel,
+        "lat": lat,
+        "lon": lon,
+        "address": address,
+        "grid": grid,
+        "community": tree.ancestor_at(grid, "community") if grid else None,
+        "township": tree.ancestor_at(grid, "township") if grid else None,
+        "county": tree.ancestor_at(grid, "county") if grid else None,
+        "place_path": unit_path(tree, grid) if grid else [],
+        "reporter_id": reporter_id,
+        "caller": store.normalise_caller(caller),
+        "attachments": list(dict.fromkeys(attachments)),
+        "owner_unit": owner,
+        "org_path": unit_path(tree, owner),
+        "observed_at": observed_at,
+        "extra": dict(extra or {}),
+    }
+    async with _transaction(app, conn) as c:
+        number = await store.next_number(c, settings.county_prefix, now.astimezone(LOCAL_TZ))
+        row = await c.fetchrow(
+            "INSERT INTO incidents (number, state, version, category, priority, description, channel,"
+            " channels, lat, lon, address, grid, community, township, county, place_path, reporter_id,"
+            " caller, attachments, owner_unit, org_path, observed_at, created_at, updated_at, extra)"
+            " VALUES ($1, 'reported', 1, $2, $3, $4, $5, ARRAY[$5]::text[], $6, $7, $8, $9, $10, $11, $12,"
+            " $13, $14, $15, $16, $17, $18, $19, $20, $20, $21) RETURNING id",
+            number,
+            row_values["category"],
+            row_values["priority"],
+            row_values["description"],
+            row_values["channel"],
+            row_values["lat"],
+            row_values["lon"],
+            row_values["address"],
+            row_values["grid"],
+            row_values["community"],
+            row_values["township"],
+            row_values["county"],
+            row_values["place_path"],
+            row_values["reporter_id"],
+            row_values["caller"],
+            row_values["attachments"],
+            row_values["owner_unit"],
+            row_values["org_path"],
+            row_values["observed_at"],
+            now,
+            row_values["extra"],
+        )
+        incident_id: int = row["id"]
+        with structlog.contextvars.bound_contextvars(incident_id=incident_id, incident_number=number):
+            await store.add_event(
+                c,
+                incident_id,
+                action=store.REPORT,
+                actor_id=actor.id if actor is not None else reporter_id,
+                actor_name=actor.username if actor is not None else channel,
+                actor_role=actor.role if actor is not None else None,
+                at=now,
+                from_state=None,
+                to_state=str(State.reported),
+                note=None,
+                data={"channel": channel, "grid": grid, "owner_unit": owner},
+            )
+            for effect in on_created(now):
+                if isinstance(effect, DeadlineStart):
+                    await _start(app, c, incident_id, category, priority, effect)
+            case_row = await _row(c, incident_id)
+            await emit(
+                c,
+                TOPIC,
+                incident_id,
+                case_row["org_path"],
+                {"event": "created", "incident": store.summary_json(case_row, tree, taxonomy)},
+            )
+            case = await _full_json(app, c, case_row, actor)
+            app[METRICS].transitions.labels("report").inc()
+            log.info(
+                "incident_created",
+                channel=channel,
+                category=category,
+                priority=priority,
+                grid=grid,
+                owner_unit=owner,
+                duplicates=len(case["duplicates"]),
+            )
+    return case
+
+
+def app_locate(app: web.Application, lat: float | None, lon: float | None) -> str | None:
+    """The grid of a WGS-84 point (point in polygon), or None."""
+    if lat is None or lon is None:
+        return None
+    return app[LOCATOR].locate(lat, lon)
+
+
+# -- read ------------------------------------------------------------------------------------------
+
+
+async def _row(conn: asyncpg.Connection, incident_id: int, *, lock: bool = False) -> asyncpg.Record:
+    sql = "SELECT * FROM incidents WHERE id = $1" + (" FOR UPDATE" if lock else "")
+    row = await conn.fetchrow(sql, incident_id)
+    if row is None:
+        raise _not_found()
+    return row
+
+
+async def _full_json(
+    app: web.Application, conn: asyncpg.Connection, row: Mapping[str, Any], viewer: User | None
+) -> dict[str, Any]:
+    tree, taxonomy, settings = app[ORGS], app[TAXONOMY], app[SETTINGS].incidents
+    case = store.summary_json(row, tree, taxonomy)
+    case["timeline"] = await store.timeline(conn, row["id"])
+    case["merged"] = await store.merged_cases(conn, row["id"])
+    duplicates: list[dict[str, Any]] = []
+    if State(row["state"]) in store.MERGEABLE:
+        duplicates = await store.duplicate_candidates(
+            conn,
+            row,
+            tree=tree,
+            viewer=viewer,
+            radius_m=settings.duplicate_radius_m,
+            window=timedelta(seconds=settings.duplicate_window_s),
+            caller_window=timedelta(seconds=settings.duplicate_caller_window_s),
+        )
+    case["duplicates"] = duplicates
+    return case
+
+
+async def get_incident(
+    app: web.Application,
+    incident_id: int,
+    viewer: User | None,
+    *,
+    conn: asyncpg.Connection | None = None,
+) -> dict[str, Any] | None:
+    """The case with its timeline, merged duplicates and duplicate candidates; None when it does
+    not exist or ``viewer`` may not see it (``viewer=None``: no restriction)."""
+
+    async def read(c: asyncpg.Connection) -> dict[str, Any] | None:
+        row = await c.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
+        if row is None or (viewer is not None and not store.may_view(app[ORGS], viewer, row)):
+            return None
+        return await _full_json(app, c, row, viewer)
+
+    if conn is not None:
+        return await read(conn)
+    async with app[POOL].acquire() as own:
+        return await read(own)
+
+
+# -- transitions -----------------------------------------------------------------------------------
+
+_VERSION = Field(
+    "version", "integer", required=True, minimum=1, description="the case version the change is based on"
+)
+_NOTE = Field("note", max_length=4000, description="free-text note for the audit trail")
+_REASON = Field("reason", max_length=2000, description="why (required for reject, reopen, escalate)")
+_PHOTOS = Field("photos", "array", items="string", max_length=20, description="photo references")
+
+# The body of each action: ``version`` is required; what each action itself requires is checked by
+# the state machine after authorisation, so a stranger learns nothing about the case.
+ACTION_FIELDS: Final[Mapping[Action, tuple[Field, ...]]] = {
+    Action.accept: (_VERSION, _NOTE),
+    Action.reject: (_VERSION, _REASON, _NOTE),
+    Action.merge: (
+        _VERSION,
+        Field("merge_into", "integer", minimum=1, description="id of the primary case (required)"),
+        _NOTE,
+    ),
+    Action.dispatch: (
+        _VERSION,
+        Field("department", max_length=64, description="lead department code (required)"),
+        Field(
+            "co_departments", "array", items="string", max_length=20, description="co-handling departments"
+        ),
+        Field("squad_unit", "integer", minimum=1, description="emergency squad unit id"),
+        _NOTE,
+    ),
+    Action.start: (_VERSION, _NOTE),
+    Action.feedback: (
+        _VERSION,
+        Field(
+            "department",
+            max_length=64,
+            description="on whose behalf (officers); handlers feed back for their own",
+        ),
+        Field("note", max_length=4000, description="what was done (required)"),
+        _PHOTOS,
+    ),
+    Action.verify: (_VERSION, _NOTE, _PHOTOS),
+    Action.reopen: (_VERSION, _REASON, _NOTE, _PHOTOS),
+    Action.close: (_VERSION, _NOTE),
+    Action.evaluate: (
+        _VERSION,
+        Field("satisfaction", "integer", description="satisfaction from the callback, 1–5 (required)"),
+        _NOTE,
+    ),
+    Action.escalate: (_VERSION, _REASON, _NOTE),
+    Action.assign: (
+        _VERSION,
+        Field("target_unit", max_length=64, description="unit below the owning unit (required)"),
+        _NOTE,
+    ),
+}
+
+
+def build_command(action: Action, body: Mapping[str, Any]) -> Command:
+    """The state machine's command from a request body (422 naming each mistyped field)."""
+    data = check_fields(body, ACTION_FIELDS[action])
+    return Command(
+        action=action,
+        version=data["version"],
+        reason=data.get("reason"),
+        note=data.get("note"),
+        department=data.get("department"),
+        co_departments=tuple(data.get("co_departments") or ()),
+        squad_unit=data.get("squad_unit"),
+        target_unit=data.get("target_unit"),
+        merge_into=data.get("merge_into"),
+        satisfaction=data.get("satisfaction"),
+        photos=tuple(data.get("photos") or ()),
+    )
+
+
+async def apply_action(
+    app: web.Application, incident_id: int, action: str, body: Mapping[str, Any], actor: User
+) -> dict[str, Any]:
+    """Take one step of the closed loop on behalf of ``actor``; return the case after it.
+
+    ``body`` is the request body: ``version`` (the version the actor saw) and the action's
+    fields.  404 when the case is unknown or outside the actor's sight, 403 when the role or
+    the case's jurisdiction forbids it, 409 (``illegal_transition``, ``stale_version``) with the
+    current case in ``error.incident``, 422 for bad input.
+    """
+    try:
+        what = Action(action)
+    except ValueError:
+        raise not_found("操作", "action") from None
+    command = build_command(what, body)
+    try:
+        async with app[POOL].acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
+            if row is None or not store.may_view(app[ORGS], actor, row):
+                raise _not_found()
+            with structlog.contextvars.bound_contextvars(
+                incident_id=incident_id, incident_number=row["number"]
+            ):
+                case = await transition_locked(app, conn, row, command, domain_actor(actor), viewer=actor)
+    except asyncpg.DeadlockDetectedError:
+        raise ApiError(
+            409,
+            "conflict",
+            "案件正被同时修改，请刷新后重试",
+            "the case was changed at the same time; reload and retry",
+        ) from None
+    return case
+
+
+async def _refuse(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    row: Mapping[str, Any],
+    exc: TransitionError,
+    viewer: User | None,
+) -> ApiError:
+    log.info("incident_action_refused", code=exc.code, state=row["state"], version=row["version"])
+    extra: dict[str, Any] = {}
+    if exc.status == 409:
+        extra["incident"] = await _full_json(app, conn, row, viewer)
+    return ApiError(exc.status, exc.code, exc.message_zh, exc.message_en, extra=extra)
+
+
+async def transition_locked(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    command: Command,
+    actor: Actor,
+    *,
+    viewer: User | None,
+) -> dict[str, Any]:
+    """Decide and persist one command on a case row the caller locked ``FOR UPDATE`` inside its
+    transaction; returns the case after it (full JSON for ``viewer``)."""
+    tree, taxonomy = app[ORGS], app[TAXONOMY]
+    now = app[CLOCK].now()
+    current = store.to_domain(row)
+    try:
+        decision = decide(current, command, actor, now, tree)
+    except TransitionError as exc:
+        raise await _refuse(app, conn, row, exc, viewer) from None
+    new = decision.incident
+    action = command.action
+
+    primary: asyncpg.Record | None = None
+    if action is Action.merge:
+        primary = await _merge_target(app, conn, row, command, viewer)
+        new = dataclasses.replace(new, merged_into=primary["id"])
+    if action is Action.dispatch:
+        unknown = [d for d in new.handling_departments if d not in tree.departments]
+        if unknown:
+            raise _field_error(
+                "department",
+                f"未知的部门：{'、'.join(unknown)}",
+                f"unknown departments: {', '.join(unknown)}",
+            )
+    if action is Action.assign and new.owner_unit not in tree:
+        raise _field_error("target_unit", "未知的单位", "unknown unit")
+
+    org_path = unit_path(tree, new.owner_unit)
+    closing = action is Action.close
+    await conn.execute(
+        "UPDATE incidents SET state = $2, version = $3, owner_unit = $4, org_path = $5,"
+        " lead_department = $6, co_departments = $7, squad_unit = $8, feedback_from = $9,"
+        " merged_into = $10, satisfaction = $11, escalations = $12, updated_at = $13,"
+        " accepted_at = CASE WHEN $14 THEN $13 ELSE accepted_at END,"
+        " dispatched_at = CASE WHEN $15 THEN coalesce(dispatched_at, $13) ELSE dispatched_at END,"
+        " closed_at = CASE WHEN $16 THEN $13 ELSE closed_at END,"
+        " closed_unit = CASE WHEN $16 THEN $4 ELSE closed_unit END,"
+        " closed_level = CASE WHEN $16 THEN $17 ELSE closed_level END,"
+        " evaluated_at = CASE WHEN $18 THEN $13 ELSE evaluated_at END"
+        " WHERE id = $1",
+        new.id,
+        str(new.state),
+        new.version,
+        new.owner_unit,
+        org_path,
+        new.lead_department,
+        list(new.co_departments),
+        new.squad_unit,
+        list(new.feedback_from),
+        new.merged_into,
+        new.satisfaction,
+        new.escalations,
+        now,
+        action is Action.accept,
+        action is Action.dispatch,
+        closing,
+        tree.level_of(new.owner_unit) if closing else None,
+        action is Action.evaluate,
+    )
+    moved: OwnerChanged | None = None
+    for effect in decision.effects:
+        if isinstance(effect, AuditEvent):
+            await store.add_audit(conn, new.id, effect, str(actor.role))
+        elif isinstance(effect, DeadlineCancel):
+            await store.stop_clock(conn, new.id, effect.step)
+        elif isinstance(effect, DeadlineStart):
+            await _start(app, conn, new.id, new.category, new.priority, effect)
+        elif isinstance(effect, OwnerChanged):
+            moved = effect
+    if primary is not None:
+        await _absorb(app, conn, primary, row, actor, now)
+
+    after = await _row(conn, new.id)
+    summary = store.summary_json(after, tree, taxonomy)
+    payload = {"event": str(action), "incident": summary}
+    await emit(conn, TOPIC, new.id, after["org_path"], payload)
+    if moved is not None:
+        # The unit that gave the case away learns it left its board (its path no longer covers it).
+        if moved.from_unit not in after["org_path"]:
+            old_path = unit_path(tree, moved.from_unit)
+            await emit(conn, TOPIC, new.id, old_path, {"event": "moved_out", "incident": summary})
+    case = await _full_json(app, conn, after, viewer)
+    app[METRICS].transitions.labels(str(action)).inc()
+    log.info(
+        "incident_transition",
+        action=str(action),
+        from_state=str(current.state),
+        to_state=str(new.state),
+        version=new.version,
+        owner_unit=new.owner_unit,
+        actor=actor.username,
+    )
+    return case
+
+
+async def _start(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    incident_id: int,
+    category: str,
+    priority: str,
+    effect: DeadlineStart,
+) -> None:
+    settings = app[SETTINGS].incidents
+    due = await store.start_clock(
+        conn,
+        app[TAXONOMY],
+        incident_id=incident_id,
+        category=category,
+        priority=priority,
+        step=effect.step,
+        started_at=effect.started_at,
+        warn_share=settings.warn_share,
+        grace=timedelta(seconds=settings.escalate_grace),
+    )
+    log.debug("deadline_start", step=effect.step, due_at=due.isoformat())
+
+
+async def _merge_target(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    row: Mapping[str, Any],
+    command: Command,
+    viewer: User | None,
+) -> asyncpg.Record:
+    """The primary case a duplicate merges into, locked; a chain of merges is followed to its end."""
+    target_id = command.merge_into
+    assert target_id is not None  # the state machine refused a merge without a target
+    seen = {row["id"]}
+    while True:
+        target = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", target_id)
+        if target is None or (viewer is not None and not store.may_view(app[ORGS], viewer, target)):
+            raise _field_error("merge_into", "目标案件不存在", "no such case to merge into")
+        if target["state"] != State.merged or target["merged_into"] is None:
+            break
+        target_id = target["merged_into"]
+        if target_id in seen:
+            raise _field_error("merge_into", "合并链出现循环", "the merge chain loops")
+        seen.add(target_id)
+    if target["id"] == row["id"]:
+        raise _field_error("merge_into", "案件不能合并到自身", "a case cannot be merged into itself")
+    if target["state"] == State.rejected:
+        raise _field_error("merge_into", "目标案件已不予受理", "the target case was rejected")
+    return target
+
+
+async def _absorb(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    primary: Mapping[str, Any],
+    duplicate: Mapping[str, Any],
+    actor: Actor,
+    now: datetime,
+) -> None:
+    """The primary takes in a merged duplicate: every channel and attachment, an audit event."""
+    channels = store.union(primary["channels"], duplicate["channels"])
+    attachments = store.union(primary["attachments"], duplicate["attachments"])
+    await conn.execute(
+        "UPDATE incidents SET channels = $2, attachments = $3, version = version + 1, updated_at = $4"
+        " WHERE id = $1",
+        primary["id"],
+        channels,
+        attachments,
+        now,
+    )
+    await store.add_event(
+        conn,
+        primary["id"],
+        action=store.MERGED_IN,
+        actor_id=actor.user_id,
+        actor_name=actor.username,
+        actor_role=str(actor.role),
+        at=now,
+        from_state=primary["state"],
+        to_state=primary["state"],
+        note=None,
+        data={"merged_id": duplicate["id"], "merged_number": duplicate["number"], "channels": channels},
+    )
+    after = await _row(conn, primary["id"])
+    await emit(
+        conn,
+        TOPIC,
+        primary["id"],
+        after["org_path"],
+        {"event": store.MERGED_IN, "incident": store.summary_json(after, app[ORGS], app[TAXONOMY])},
+    )

@@ -1,0 +1,43 @@
+"""The case service called directly, on the real PostgreSQL: create, transition, read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from dispatchd.domain.orgs import OrgTree
+from dispatchd.incidents.service import apply_action, create_incident, get_incident
+from tests.conftest import UserFactory
+from tests.incidents.helpers import GRID, TOWN, point_in
+
+AppOf = Callable[[TestClient[Any, Any]], web.Application]
+
+
+async def test_create_routes_to_the_township_of_the_grid(
+    client: TestClient[Any, Any], app_of: AppOf, org_tree: OrgTree, make_user: UserFactory
+) -> None:
+    """A case created by point lands in its grid, is owned by the grid's township and has a number."""
+    officer = await make_user("duty_officer", TOWN)
+    lat, lon = point_in(org_tree, GRID)
+    app = app_of(client)
+    case = await create_incident(
+        app,
+        category="incident.dispute",
+        description="邻里纠纷",
+        channel="officer",
+        lat=lat,
+        lon=lon,
+        actor=officer.user,
+    )
+    assert case["state"] == "reported" and case["version"] == 1
+    assert case["grid"]["code"] == GRID and case["owner_unit"] == TOWN
+    assert case["number"].startswith("RA20260503-")
+    assert [e["action"] for e in case["timeline"]] == ["report"]
+    assert case["deadline"]["step"] == "accept"
+    again = await get_incident(app, case["id"], officer.user)
+    assert again == case
+    accepted = await apply_action(app, case["id"], "accept", {"version": 1}, officer.user)
+    assert accepted["state"] == "accepted" and accepted["version"] == 2
