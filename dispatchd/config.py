@@ -116,6 +116,62 @@ class IncidentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OsmandSettings:
+    host: str = field(default="", metadata=_meta("address the OsmAnd HTTP server binds; empty = [http] host"))
+    port: int = field(default=5055, metadata=_port("OsmAnd / Traccar Client HTTP port (0 picks a free one)"))
+    require_key: bool = field(default=True, metadata=_meta("refuse fixes without the device's key"))
+
+
+@dataclass(frozen=True, slots=True)
+class Jt808Settings:
+    host: str = field(default="", metadata=_meta("address the JT/T 808 TCP server binds; empty = [http] host"))
+    port: int = field(default=5015, metadata=_port("JT/T 808 TCP port (0 picks a free one)"))
+    idle_timeout: float = field(
+        default=600.0, metadata=_meta("seconds without a frame before a terminal is dropped", lo=10, hi=86400)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UnitSettings:
+    stale_after: int = field(
+        default=300, metadata=_meta("seconds without a fix before a unit's position is stale", lo=10, hi=86400)
+    )
+    speed_team_kmh: float = field(default=40.0, metadata=_meta("ETA speed of a team", lo=1, hi=200))
+    speed_vehicle_kmh: float = field(default=40.0, metadata=_meta("ETA speed of a vehicle", lo=1, hi=200))
+    speed_person_kmh: float = field(default=5.0, metadata=_meta("ETA speed on foot", lo=1, hi=200))
+    speed_motorbike_kmh: float = field(default=35.0, metadata=_meta("ETA speed of a motorbike", lo=1, hi=200))
+    speed_ebike_kmh: float = field(default=20.0, metadata=_meta("ETA speed of an e-bike", lo=1, hi=200))
+    route_factor: float = field(
+        default=1.3, metadata=_meta("road distance / straight-line distance for ETAs", lo=1, hi=5)
+    )
+    nearest_radius_km: float = field(
+        default=50.0, metadata=_meta("nearest squad: search radius in km", lo=0.1, hi=2000)
+    )
+    max_speed_kmh: float = field(
+        default=300.0, metadata=_meta("a jump faster than this between fixes is refused", lo=10, hi=2000)
+    )
+    max_future_s: int = field(
+        default=300, metadata=_meta("fixes further in the future than this are refused", lo=0, hi=86400)
+    )
+    china_only: bool = field(default=True, metadata=_meta("refuse fixes outside China's bounding box"))
+    device_rate: float = field(
+        default=5.0, metadata=_meta("messages per second a device may send, sustained", lo=0.1, hi=1000)
+    )
+    device_burst: int = field(
+        default=30, metadata=_meta("messages a device may send at once above the rate", lo=1, hi=10000)
+    )
+    live_flush_s: float = field(
+        default=0.1, metadata=_meta("seconds between writes of live positions to Redis", lo=0.01, hi=1)
+    )
+    track_flush_s: float = field(
+        default=0.5, metadata=_meta("seconds between batched track writes to PostgreSQL", lo=0.05, hi=1)
+    )
+    publish_interval_s: float = field(
+        default=1.0, metadata=_meta("least seconds between two position changes of one unit", lo=1, hi=60)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -126,6 +182,9 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    osmand: OsmandSettings = field(default_factory=OsmandSettings)
+    jt808: Jt808Settings = field(default_factory=Jt808Settings)
+    units: UnitSettings = field(default_factory=UnitSettings)
 
     @property
     def embedded_database(self) -> bool:

@@ -18,3 +18,18 @@ def idempotency(scope: str, key: str) -> str:
 
 def ratelimit(scope: str, ident: str) -> str:
     return f"{PREFIX}rl:{scope}:{ident}"
+
+
+# Squad positions: the last accepted fix of every unit (rebuilt from the next fixes if lost).
+# A GEO set of unit ids for radius searches, and one hash per unit:
+# lat, lon, at (fix time, unix seconds), speed (km/h), heading, battery, source, device.
+UNITS_GEO = PREFIX + "units:geo"
+
+
+def unit_position(unit_id: int) -> str:
+    return f"{PREFIX}unit:{unit_id}:pos"
+
+
+def unit_alarm(unit_id: int) -> str:
+    """Set while an emergency alarm of the unit has an open case (dedupes repeated alarm reports)."""
+    return f"{PREFIX}unit:{unit_id}:alarm"

@@ -28,7 +28,7 @@ async def emit(
         raise RuntimeError("outbox.emit must run inside the transaction that makes the change")
     await conn.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
     seq: int = await conn.fetchval(
-        "INSERT INTO outbox (topic, entity_id, org_path, payload) VALUES ($1, $2, $3, $4::jsonb)"
+        "INSERT INTO outbox (topic, entity_id, org_path, payload) VALUES ($1, $2, $3, $4::text::jsonb)"
         " RETURNING seq",
         topic,
         str(entity_id),

@@ -56,7 +56,9 @@ def _core_setup(app: web.Application) -> None:
 
 def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
-    return [_core_setup]
+    from dispatchd import units
+
+    return [_core_setup, units.setup]
 
 
 @web.middleware

@@ -1,0 +1,515 @@
+"""Squad units: create, members, devices, status, and views with the live position.
+
+Every change writes the unit's state, a ``unit_events`` audit row and an outbox row (topic
+``unit``) in one transaction. Live positions come from Redis (:mod:`dispatchd.units.positions`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from dispatchd.domain.geo import haversine_m
+from dispatchd.domain.units import (
+    DEVICE_PROTOCOLS,
+    UNIT_KINDS,
+    UNIT_STATUSES,
+    Position,
+    eta_seconds,
+    is_stale,
+)
+from dispatchd.store import keys
+from dispatchd.store.orgs import unit_path
+from dispatchd.store.outbox import emit
+from dispatchd.store.users import User
+from dispatchd.units.appkeys import DEVICES
+from dispatchd.units.devices import digest, new_secret, normalise_identifier
+from dispatchd.units.positions import read_positions
+from dispatchd.web.appkeys import CLOCK, ORGS, POOL, REDIS, SETTINGS
+from dispatchd.web.errors import conflict, not_found
+from dispatchd.web.validate import invalid
+
+UNIT_COLUMNS = "id, name, kind, org_code, org_path, status, version, created_at, updated_at"
+
+
+def actor_name(actor: User | str | None) -> str:
+    if isinstance(actor, User):
+        return actor.username
+    return actor or "system"
+
+
+def unit_record(row: asyncpg.Record) -> dict[str, Any]:
+    """A unit as JSON, without its position."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "org": row["org_code"],
+        "org_path": list(row["org_path"]),
+        "status": row["status"],
+        "version": row["version"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def _stale_after(app: web.Application) -> timedelta:
+    return timedelta(seconds=app[SETTINGS].units.stale_after)
+
+
+def attach_position(app: web.Application, unit: dict[str, Any], pos: Position | None) -> dict[str, Any]:
+    """Add ``position`` ({lat, lon, at, speed, heading, battery, source} or None) and ``stale``."""
+    unit["position"] = pos.as_json() if pos else None
+    unit["stale"] = is_stale(pos.at if pos else None, app[CLOCK].now(), _stale_after(app))
+    return unit
+
+
+async def _audit(
+    conn: asyncpg.Connection, unit_id: int, at: datetime, actor: str, action: str, details: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "INSERT INTO unit_events (unit_id, at, actor, action, details) VALUES ($1, $2, $3, $4, $5)",
+        unit_id,
+        at,
+        actor,
+        action,
+        details,
+    )
+
+
+async def _changed(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    action: str,
+    actor: str,
+    at: datetime,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Audit and outbox for a change of ``row`` (the unit's new state), inside the caller's transaction."""
+    unit = unit_record(row)
+    await _audit(conn, row["id"], at, actor, action, details)
+    await emit(conn, "unit", row["id"], list(row["org_path"]), {"action": action, "unit": unit, **details})
+    return unit
+
+
+# -- units -----------------------------------------------------------------------------------------
+
+
+async def create_unit(
+    app: web.Application, *, name: str, kind: str, org: str, actor: User | str | None
+) -> dict[str, Any]:
+    """Create a squad unit (status available) owned by org unit ``org``."""
+    tree = app[ORGS]
+    if kind not in UNIT_KINDS:
+        raise invalid(
+            {"kind": ("取值无效，可选：" + "、".join(UNIT_KINDS), "must be one of " + ", ".join(UNIT_KINDS))}
+        )
+    if org not in tree.units:
+        raise invalid({"org": ("组织单位不存在", "unknown organisation unit")})
+    now = app[CLOCK].now()
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO squad_units (name, kind, org_code, org_path, created_at, updated_at)"
+            f" VALUES ($1, $2, $3, $4, $5, $5) RETURNING {UNIT_COLUMNS}",
+            name.strip(),
+            kind,
+            org,
+            unit_path(tree, org),
+            now,
+        )
+        unit = await _changed(conn, row, "created", actor_name(actor), now, {})
+    return attach_position(app, unit, None)
+
+
+async def fetch_unit(conn: asyncpg.Connection, unit_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1", unit_id)
+
+
+async def get_unit(app: web.Application, unit_id: int, *, details: bool = True) -> dict[str, Any] | None:
+    """The unit with position and stale flag, and (``details``) its members and devices; None if unknown."""
+    async with app[POOL].acquire() as conn:
+        row = await fetch_unit(conn, unit_id)
+        if row is None:
+            return None
+        unit = unit_record(row)
+        if details:
+            members = await conn.fetch(
+                "SELECT u.id, u.username, u.display_name, u.role FROM unit_members m"
+                " JOIN users u ON u.id = m.user_id WHERE m.unit_id = $1 ORDER BY u.username",
+                unit_id,
+            )
+            devices = await conn.fetch(
+                "SELECT id, protocol, identifier, created_at, registered_at, disabled FROM devices"
+                " WHERE unit_id = $1 ORDER BY id",
+                unit_id,
+            )
+            unit["members"] = [dict(m) for m in members]
+            unit["devices"] = [_device_json(d) for d in devices]
+    positions = await read_positions(app[REDIS], [unit_id])
+    return attach_position(app, unit, positions.get(unit_id))
+
+
+async def list_units(
+    app: web.Application,
+    codes: frozenset[str],
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    org: str | None = None,
+) -> list[dict[str, Any]]:
+    """Units owned by any of ``codes`` (a jurisdiction), optionally one org's subtree, with positions."""
+    sql = f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE org_code = ANY($1::text[])"
+    args: list[Any] = [list(codes)]
+    if status:
+        args.append(status)
+        sql += f" AND status = ${len(args)}"
+    if kind:
+        args.append(kind)
+        sql += f" AND kind = ${len(args)}"
+    if org:
+        args.append(org)
+        sql += f" AND ${len(args)} = ANY(org_path)"
+    sql += " ORDER BY id"
+    async with app[POOL].acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+    positions = await read_positions(app[REDIS], [r["id"] for r in rows])
+    return [attach_position(app, unit_record(r), positions.get(r["id"])) for r in rows]
+
+
+async def units_of_user(conn: asyncpg.Connection, user_id: int) -> list[int]:
+    """Ids of the units the user is a member of (what ``/ws/squad`` serves)."""
+    rows = await conn.fetch("SELECT unit_id FROM unit_members WHERE user_id = $1 ORDER BY unit_id", user_id)
+    return [r["unit_id"] for r in rows]
+
+
+async def set_unit_status(
+    app: web.Application,
+    unit_id: int,
+    status: str,
+    actor: User | str | None,
+    conn: asyncpg.Connection | None = None,
+) -> dict[str, Any]:
+    """Set a unit's status with an audit row and an outbox row (topic ``unit``), in one transaction.
+
+    With ``conn`` the change joins the caller's transaction (an order and the unit's status commit
+    together); otherwise it runs in its own. Setting the status it already has writes nothing.
+    Raises :class:`ApiError` 422 for an unknown status and 404 for an unknown unit.
+    """
+    if status not in UNIT_STATUSES:
+        raise invalid(
+            {
+                "status": (
+                    "取值无效，可选：" + "、".join(UNIT_STATUSES),
+                    "must be one of " + ", ".join(UNIT_STATUSES),
+                )
+            }
+        )
+    now = app[CLOCK].now()
+    who = actor_name(actor)
+
+    async def run(c: asyncpg.Connection) -> dict[str, Any]:
+        row = await c.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+        if row is None:
+            raise not_found("队伍", "unit")
+        if row["status"] == status:
+            return unit_record(row)
+        new = await c.fetchrow(
+            "UPDATE squad_units SET status = $2, version = version + 1, updated_at = $3 WHERE id = $1"
+            f" RETURNING {UNIT_COLUMNS}",
+            unit_id,
+            status,
+            now,
+        )
+        return await _changed(c, new, "status", who, now, {"from": row["status"], "to": status})
+
+    if conn is None:
+        async with app[POOL].acquire() as own, own.transaction():
+            unit = await run(own)
+    elif conn.is_in_transaction():
+        unit = await run(conn)
+    else:
+        async with conn.transaction():
+            unit = await run(conn)
+    positions = await read_positions(app[REDIS], [unit_id])
+    return attach_position(app, unit, positions.get(unit_id))
+
+
+# -- members ---------------------------------------------------------------------------------------
+
+
+async def add_member(
+    app: web.Application, unit_id: int, username: str, actor: User | str | None, *, visible: frozenset[str]
+) -> dict[str, Any]:
+    """Put the user ``username`` (whose home unit is in ``visible``) in the unit; idempotent."""
+    now = app[CLOCK].now()
+    async with app[POOL].acquire() as conn, conn.transaction():
+        user = await conn.fetchrow(
+            "SELECT id, username, display_name, role, org_code FROM users WHERE username = $1 AND NOT disabled",
+            username,
+        )
+        if user is None or user["org_code"] not in visible:
+            raise invalid({"username": ("用户不存在", "no such user")})
+        row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+        if row is None:
+            raise not_found("队伍", "unit")
+        added = await conn.fetchval(
+            "INSERT INTO unit_members (unit_id, user_id, added_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING user_id",
+            unit_id,
+            user["id"],
+            now,
+        )
+        if added is not None:
+            await _changed(
+                conn,
+                row,
+                "member_added",
+                actor_name(actor),
+                now,
+                {"user_id": user["id"], "username": username},
+            )
+    return {
+        "unit_id": unit_id,
+        "user": {k: user[k] for k in ("id", "username", "display_name", "role")},
+        "added": added is not None,
+    }
+
+
+async def remove_member(app: web.Application, unit_id: int, username: str, actor: User | str | None) -> bool:
+    now = app[CLOCK].now()
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+        if row is None:
+            raise not_found("队伍", "unit")
+        user_id = await conn.fetchval(
+            "DELETE FROM unit_members m USING users u WHERE m.unit_id = $1 AND m.user_id = u.id"
+            " AND u.username = $2 RETURNING m.user_id",
+            unit_id,
+            username,
+        )
+        if user_id is None:
+            return False
+        await _changed(
+            conn, row, "member_removed", actor_name(actor), now, {"user_id": user_id, "username": username}
+        )
+    return True
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+def _device_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "protocol": row["protocol"],
+        "identifier": row["identifier"],
+        "created_at": row["created_at"].isoformat(),
+        "registered_at": row["registered_at"].isoformat() if row["registered_at"] else None,
+        "disabled": row["disabled"],
+    }
+
+
+async def register_device(
+    app: web.Application,
+    unit_id: int,
+    protocol: str,
+    identifier: str,
+    actor: User | str | None,
+    *,
+    secret: str | None = None,
+) -> dict[str, Any]:
+    """Register a tracking device of the unit.
+
+    OsmAnd: the answer carries ``key``, the device's HTTP key (``secret`` or a new one), shown once.
+    JT/T 808: ``identifier`` is the terminal phone number; the auth code is issued when the terminal
+    registers (0x8100), or preset with ``secret`` for terminals that only authenticate.
+    """
+    if protocol not in DEVICE_PROTOCOLS:
+        raise invalid({"protocol": ("取值无效，可选：osmand、jt808", "must be one of osmand, jt808")})
+    ident = normalise_identifier(protocol, identifier)
+    if ident is None:
+        msg = (
+            ("终端手机号应为 1–20 位数字", "a terminal phone number is 1-20 digits")
+            if protocol == "jt808"
+            else ("标识应为 1–64 个可见 ASCII 字符", "1-64 printable ASCII characters without spaces")
+        )
+        raise invalid({"identifier": msg})
+    if protocol == "osmand" and not secret:
+        secret = new_secret("osmand")
+    now = app[CLOCK].now()
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+        if row is None:
+            raise not_found("队伍", "unit")
+        try:
+            device = await conn.fetchrow(
+                "INSERT INTO devices (unit_id, protocol, identifier, secret_hash, created_at)"
+                " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                unit_id,
+                protocol,
+                ident,
+                digest(secret) if secret else None,
+                now,
+            )
+        except asyncpg.UniqueViolationError:
+            raise conflict(
+                "该设备已登记", "this device is already registered", code="device_exists"
+            ) from None
+        await _changed(
+            conn,
+            row,
+            "device_added",
+            actor_name(actor),
+            now,
+            {"device_id": device["id"], "protocol": protocol, "identifier": ident},
+        )
+    app[DEVICES].forget(protocol, ident)
+    out = _device_json(device)
+    out["unit_id"] = unit_id
+    if protocol == "osmand":
+        out["key"] = secret
+    elif secret:
+        out["auth_code"] = secret
+    return out
+
+
+async def remove_device(app: web.Application, unit_id: int, device_id: int, actor: User | str | None) -> bool:
+    now = app[CLOCK].now()
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+        if row is None:
+            raise not_found("队伍", "unit")
+        device = await conn.fetchrow(
+            "DELETE FROM devices WHERE id = $1 AND unit_id = $2 RETURNING protocol, identifier",
+            device_id,
+            unit_id,
+        )
+        if device is None:
+            return False
+        await _changed(
+            conn,
+            row,
+            "device_removed",
+            actor_name(actor),
+            now,
+            {"device_id": device_id, "protocol": device["protocol"], "identifier": device["identifier"]},
+        )
+    app[DEVICES].forget(device["protocol"], device["identifier"])
+    return True
+
+
+# -- positions: nearest squad, track, board --------------------------------------------------------
+
+
+def kind_speed_kmh(app: web.Application, kind: str) -> float:
+    speed: float = getattr(app[SETTINGS].units, f"speed_{kind}_kmh")
+    return speed
+
+
+async def nearest_units(
+    app: web.Application,
+    lat: float,
+    lon: float,
+    codes: frozenset[str],
+    *,
+    status: str | None = "available",
+    kind: str | None = None,
+    limit: int = 5,
+    fresh_only: bool = False,
+) -> list[dict[str, Any]]:
+    """Units of the jurisdiction with a live position near (lat, lon), nearest first, with an ETA.
+
+    Ranked by straight-line distance; ``eta_s`` is that distance times ``[units] route_factor`` at the
+    configured speed of the unit's kind. A stale position is included and flagged (``stale``) unless
+    ``fresh_only``.
+    """
+    settings = app[SETTINGS].units
+    found = await app[REDIS].geosearch(
+        keys.UNITS_GEO,
+        longitude=lon,
+        latitude=lat,
+        radius=settings.nearest_radius_km,
+        unit="km",
+        sort="ASC",
+    )
+    ids = [int(m) for m in found if isinstance(m, bytes | str)]
+    if not ids:
+        return []
+    sql = (
+        f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = ANY($1::bigint[]) AND org_code = ANY($2::text[])"
+    )
+    args: list[Any] = [ids, list(codes)]
+    if status:
+        args.append(status)
+        sql += f" AND status = ${len(args)}"
+    if kind:
+        args.append(kind)
+        sql += f" AND kind = ${len(args)}"
+    async with app[POOL].acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+    positions = await read_positions(app[REDIS], [r["id"] for r in rows])
+    now = app[CLOCK].now()
+    ranked: list[tuple[float, dict[str, Any]]] = []
+    for r in rows:
+        pos = positions.get(r["id"])
+        if pos is None:
+            continue
+        unit = attach_position(app, unit_record(r), pos)
+        if fresh_only and unit["stale"]:
+            continue
+        distance = haversine_m(lat, lon, pos.lat, pos.lon)
+        unit["distance_m"] = round(distance, 1)
+        unit["eta_s"] = eta_seconds(distance, kind_speed_kmh(app, r["kind"]), settings.route_factor)
+        unit["position_age_s"] = max(0, round((now - pos.at).total_seconds()))
+        ranked.append((distance, unit))
+    ranked.sort(key=lambda item: (item[0], item[1]["id"]))
+    return [u for _, u in ranked[:limit]]
+
+
+async def track(
+    app: web.Application, unit_id: int, start: datetime, end: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Track points of the unit with ``start <= at < end``, in time order (at most ``limit``)."""
+    async with app[POOL].acquire() as conn:
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT at, lat, lon, speed_kmh, heading, altitude_m, accuracy_m, battery, source, received_at"
+            " FROM track_points WHERE unit_id = $1 AND at >= $2 AND at < $3"
+            " ORDER BY at, received_at LIMIT $4",
+            unit_id,
+            start,
+            end,
+            limit,
+        )
+    return rows
+
+
+def track_geojson(unit_id: int, rows: list[asyncpg.Record]) -> dict[str, Any]:
+    """A FeatureCollection of Point features in time order ([lon, lat] as GeoJSON wants)."""
+    features = []
+    for r in rows:
+        props: dict[str, Any] = {"at": r["at"].isoformat(), "source": r["source"]}
+        for name, column in (
+            ("speed", "speed_kmh"),
+            ("heading", "heading"),
+            ("altitude", "altitude_m"),
+            ("accuracy", "accuracy_m"),
+            ("battery", "battery"),
+        ):
+            if r[column] is not None:
+                props[name] = r[column]
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+                "properties": props,
+            }
+        )
+    return {"type": "FeatureCollection", "unit_id": unit_id, "features": features}
+
+
+async def board_units(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
+    """The board section ``units``: every unit of the jurisdiction with status, position and stale flag."""
+    return await list_units(app, codes)
