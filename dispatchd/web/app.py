@@ -56,9 +56,9 @@ def _core_setup(app: web.Application) -> None:
 
 def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
-    from dispatchd import units
+    from dispatchd import incidents, units
 
-    return [_core_setup, units.setup]
+    return [_core_setup, units.setup, incidents.setup]
 
 
 @web.middleware

@@ -1,0 +1,65 @@
+"""The ``incidents`` section of the board snapshot: open cases and counters of a jurisdiction."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Any, Final
+
+from aiohttp import web
+
+from dispatchd.incidents import store
+from dispatchd.incidents.service import LOCAL_TZ
+from dispatchd.web.appkeys import CLOCK, ORGS, POOL, TAXONOMY
+
+# The board shows at most this many open cases (most urgent first); counters count them all.
+BOARD_LIMIT: Final = 500
+
+
+def _root(app: web.Application, codes: frozenset[str]) -> str | None:
+    """The top unit of a jurisdiction (a unit and everything below it)."""
+    tree = app[ORGS]
+    for code in codes:
+        parent = tree.units[code].parent if code in tree else None
+        if parent is None or parent not in codes:
+            return code
+    return None
+
+
+async def incidents_section(app: web.Application, codes: frozenset[str]) -> dict[str, Any]:
+    """Open cases of the jurisdiction (P1 first, then overdue, then newest) and today's counters."""
+    root = _root(app, codes)
+    if root is None:
+        return {"open": [], "counters": {}}
+    args: list[Any] = []
+    scope = store.unit_in_scope_sql(root, args)
+    open_states = "i.state NOT IN ('rejected', 'merged', 'closed', 'evaluated')"
+    today = datetime.combine(app[CLOCK].now().astimezone(LOCAL_TZ).date(), time(0), LOCAL_TZ)
+    async with app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT i.* FROM incidents i WHERE {scope} AND {open_states}"
+            f" ORDER BY i.priority, i.overdue DESC, i.id DESC LIMIT {BOARD_LIMIT}",
+            *args,
+        )
+        counts = await conn.fetchrow(
+            f"SELECT count(*) FILTER (WHERE {open_states}) AS open,"
+            f" count(*) FILTER (WHERE {open_states} AND i.overdue) AS overdue,"
+            f" count(*) FILTER (WHERE i.state = 'reported') AS to_accept,"
+            f" count(*) FILTER (WHERE i.created_at >= $2) AS received_today,"
+            f" count(*) FILTER (WHERE i.closed_at >= $2) AS closed_today"
+            f" FROM incidents i WHERE {scope}",
+            root,
+            today,
+        )
+        channels = await conn.fetch(
+            "SELECT i.channel AS channel, count(*) AS n FROM incidents i"
+            f" WHERE {scope} AND i.created_at >= $2 GROUP BY i.channel",
+            root,
+            today,
+        )
+    return {
+        "open": [store.summary_json(r, app[ORGS], app[TAXONOMY]) for r in rows],
+        "counters": {
+            **dict(counts),
+            "received_today_by_channel": {r["channel"]: r["n"] for r in channels},
+        },
+    }
