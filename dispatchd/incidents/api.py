@@ -54,8 +54,16 @@ LIST_FIELDS: Final = (
 
 STATS_FIELDS: Final = (
     Field("org", max_length=64, description="org code; default: the caller's unit"),
-    Field("from", max_length=40, description="ISO date (local, inclusive) or date-time; default 30 days ago"),
-    Field("to", max_length=40, description="ISO date (local, inclusive) or date-time; default now"),
+    Field(
+        "from",
+        max_length=40,
+        description="ISO date (local, inclusive) or date-time; default 30 days before to",
+    ),
+    Field(
+        "to",
+        max_length=40,
+        description="ISO date (local, inclusive) or date-time (exclusive); default end of today",
+    ),
     Field("format", choices=("json", "csv")),
 )
 
@@ -245,8 +253,10 @@ async def _statistics(request: web.Request) -> dict[str, Any]:
     org = query.get("org") or user.org
     if org not in request.app[ORGS] or not may_see(request, org):
         raise not_found("单位", "unit")
-    now = request.app[CLOCK].now()
-    end = _parse_time(query["to"], "to", end=True) if query.get("to") else now
+    # Default period: the 30 local days up to and including today.
+    today = request.app[CLOCK].now().astimezone(LOCAL_TZ).date()
+    tomorrow = datetime.combine(today, time(0), LOCAL_TZ) + timedelta(days=1)
+    end = _parse_time(query["to"], "to", end=True) if query.get("to") else tomorrow
     start = _parse_time(query["from"], "from", end=False) if query.get("from") else end - timedelta(days=30)
     if start >= end:
         raise invalid({"from": ("起始时间须早于结束时间", "must be before to")})
