@@ -261,9 +261,12 @@ async def _statistics(request: web.Request) -> dict[str, Any]:
     if start >= end:
         raise invalid({"from": ("起始时间须早于结束时间", "must be before to")})
     async with request.app[POOL].acquire() as conn:
-        return await stats.statistics(
+        figures = await stats.statistics(
             conn, tree=request.app[ORGS], taxonomy=request.app[TAXONOMY], org=org, start=start, end=end
         )
+        for name, section in request.app.get(stats.STATS_SECTIONS, {}).items():
+            figures[name] = await section(conn, org, start, end)
+    return figures
 
 
 def _csv_response(figures: dict[str, Any]) -> web.Response:

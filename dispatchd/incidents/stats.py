@@ -19,14 +19,30 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
+from aiohttp import web
 
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
 from dispatchd.incidents.store import unit_in_scope_sql
+
+# Figures other capabilities add to ``GET /api/v1/stats`` under their own key (patrol compliance,
+# call answering …): ``async fn(conn, org, start, end) -> JSON``, registered with
+# :func:`register_section` from their ``setup(app)``.
+StatsSection = Callable[[asyncpg.Connection, str, datetime, datetime], Awaitable[Any]]
+STATS_SECTIONS: Final = web.AppKey("stats_sections", dict[str, StatsSection])
+
+
+def register_section(app: web.Application, name: str, section: StatsSection) -> None:
+    """Add ``name`` to the statistics of every unit and period (whatever the setup order)."""
+    if STATS_SECTIONS not in app:
+        app[STATS_SECTIONS] = {}
+    app[STATS_SECTIONS][name] = section
+
 
 _LOW_LEVELS: Final = "('township', 'community', 'grid')"
 _OPEN: Final = "i.state NOT IN ('rejected', 'merged', 'closed', 'evaluated')"

@@ -148,7 +148,9 @@ async def run_timers(app: web.Application) -> None:
     while True:
         try:
             await fire_due(app)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bad round is logged; the next one tries again
             log.exception("deadline_timers_failed")
         await asyncio.sleep(interval)
 

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
+from dispatchd.incidents.stats import register_section
 from tests.conftest import UserFactory
 from tests.incidents.helpers import COMMUNITY, COUNTY, JUSTICE, OTHER_GRID, OTHER_TOWN, TOWN, act, report
 
@@ -109,3 +110,19 @@ async def test_statistics_bad_period(client: TestClient[Any, Any], make_user: Us
         assert resp.status == 422, query
     resp = await client.get("/api/v1/stats?org=nowhere", headers=officer.headers)
     assert resp.status == 404
+
+
+async def test_other_capabilities_add_statistics_sections(
+    client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A section registered with register_section appears in the statistics under its name."""
+    seen: list[str] = []
+
+    async def patrols(conn: Any, org: str, start: Any, end: Any) -> dict[str, Any]:
+        seen.append(org)
+        return {"compliant": await conn.fetchval("SELECT 3")}
+
+    register_section(client.server.app, "patrols", patrols)
+    officer = await make_user("duty_officer", TOWN)
+    stats = await (await client.get("/api/v1/stats", headers=officer.headers)).json()
+    assert stats["patrols"] == {"compliant": 3} and seen == [TOWN]
