@@ -35,6 +35,7 @@ from dispatchd.domain.incident import (
     Command,
     DeadlineCancel,
     DeadlineStart,
+    Incident,
     OwnerChanged,
     Role,
     State,
@@ -339,12 +340,21 @@ ACTION_FIELDS: Final[Mapping[Action, tuple[Field, ...]]] = {
     Action.reject: (_VERSION, _REASON, _NOTE),
     Action.merge: (
         _VERSION,
-        Field("merge_into", "integer", minimum=1, description="id of the primary case (required)"),
+        Field(
+            "merge_into",
+            "integer",
+            minimum=1,
+            description="id of the primary case (required; also read as into)",
+        ),
         _NOTE,
     ),
     Action.dispatch: (
         _VERSION,
-        Field("department", max_length=64, description="lead department code (required)"),
+        Field(
+            "department",
+            max_length=64,
+            description="lead department code; default: the category's department kind nearest the owner",
+        ),
         Field(
             "co_departments", "array", items="string", max_length=20, description="co-handling departments"
         ),
@@ -373,15 +383,31 @@ ACTION_FIELDS: Final[Mapping[Action, tuple[Field, ...]]] = {
     Action.escalate: (_VERSION, _REASON, _NOTE),
     Action.assign: (
         _VERSION,
-        Field("target_unit", max_length=64, description="unit below the owning unit (required)"),
+        Field(
+            "target_unit",
+            max_length=64,
+            description="unit below the owning unit (required; also read as unit)",
+        ),
         _NOTE,
     ),
 }
 
 
+# Other spellings clients use for a field, accepted when the documented name is absent.
+_ALIASES: Final[Mapping[str, str]] = {
+    "into": "merge_into",
+    "lead_department": "department",
+    "unit": "target_unit",
+}
+
+
 def build_command(action: Action, body: Mapping[str, Any]) -> Command:
     """The state machine's command from a request body (422 naming each mistyped field)."""
-    data = check_fields(body, ACTION_FIELDS[action])
+    spelled = dict(body)
+    for alias, name in _ALIASES.items():
+        if spelled.get(name) is None and spelled.get(alias) is not None:
+            spelled[name] = spelled[alias]
+    data = check_fields(spelled, ACTION_FIELDS[action])
     return Command(
         action=action,
         version=data["version"],
@@ -459,6 +485,8 @@ async def transition_locked(
     tree, taxonomy = app[ORGS], app[TAXONOMY]
     now = app[CLOCK].now()
     current = store.to_domain(row)
+    if command.action is Action.dispatch and command.department is None:
+        command = dataclasses.replace(command, department=_default_department(app, current))
     try:
         decision = decide(current, command, actor, now, tree)
     except TransitionError as exc:
@@ -547,6 +575,15 @@ async def transition_locked(
         actor=actor.username,
     )
     return case
+
+
+def _default_department(app: web.Application, case: Incident) -> str | None:
+    """The category's default handling department kind, nearest to the owning unit (upwards)."""
+    category = app[TAXONOMY].categories.get(case.category)
+    if category is None:
+        return None
+    found = app[ORGS].find_department(case.owner_unit, category.default_department)
+    return found.code if found is not None else None
 
 
 async def _start(

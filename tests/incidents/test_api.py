@@ -359,3 +359,17 @@ async def test_routes_documented_and_transitions_counted(
     assert metrics.transitions.labels("accept")._value.get() == 1
     text = await (await client.get("/metrics")).text()
     assert 'dispatchd_incident_transitions_total{action="accept"} 1.0' in text
+
+
+async def test_dispatch_defaults_to_the_category_department(
+    client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """Dispatch without a department goes to the category's department kind nearest the owner; aliases work."""
+    officer = await make_user("duty_officer", TOWN)
+    case = await act(client, officer, await report(client, officer, org_tree), "accept")
+    case = await act(client, officer, case, "dispatch")
+    assert case["lead_department"] == JUSTICE  # 矛盾纠纷 → justice → the township's 司法所
+    primary = await report(client, officer, org_tree)
+    duplicate = await report(client, officer, org_tree)
+    merged = await act(client, officer, duplicate, "merge", into=primary["id"])
+    assert merged["merged_into"] == primary["id"]
