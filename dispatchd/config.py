@@ -93,6 +93,35 @@ class DemoSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoSettings:
+    ice_servers: str = field(
+        default="", metadata=_meta("STUN/TURN URLs, space-separated; empty = host candidates only")
+    )
+    ice_username: str = field(default="", metadata=_meta("TURN user name"))
+    ice_credential: str = field(default="", metadata=_meta("TURN password"))
+    host_addresses: str = field(
+        default="", metadata=_meta("local addresses offered as ICE host candidates; empty = all interfaces")
+    )
+    codec: str = field(
+        default="VP8", metadata=_meta("video codec of new meetings", choices=("VP8", "H264"))
+    )
+    screen_slots: int = field(
+        default=2, metadata=_meta("video streams each participant receives (chair, speaker)", lo=1, hi=4)
+    )
+    rotation_interval: int = field(
+        default=10, metadata=_meta("default seconds per site when rotating (轮巡)", lo=3, hi=600)
+    )
+    link_base: str = field(default="", metadata=_meta("scheme://host[:port] of join links; empty = the request's"))
+    max_participants: int = field(default=64, metadata=_meta("participants per meeting", lo=2, hi=1000))
+    queue_frames: int = field(
+        default=30, metadata=_meta("frames queued per subscriber before skipping to a keyframe", lo=4, hi=600)
+    )
+    rtsp_transport: str = field(
+        default="tcp", metadata=_meta("RTSP transport for pulled cameras", choices=("tcp", "udp"))
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class IncidentSettings:
     county_prefix: str = field(default="RA", metadata=_meta("prefix of case numbers"))
     warn_share: float = field(
@@ -244,6 +273,7 @@ def _range(meta: Mapping[str, Any]) -> str:
     if lo is None and hi is None:
         return ""
     return f" between {lo:g} and {hi:g}"
+    video: VideoSettings = field(default_factory=VideoSettings)
 
 
 def env_name(section: str, key: str) -> str:
@@ -344,3 +374,5 @@ def mask_url(url: str) -> str:
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":***"
     return f"{scheme}://{creds}@{host}"
+            elif f.name.endswith("credential") and v:
+                v = "***"  # video TURN password: never printed

@@ -58,7 +58,9 @@ def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
     from dispatchd import incidents, units
 
-    return [_core_setup, units.setup, incidents.setup]
+    from dispatchd import video
+
+    return [_core_setup, units.setup, incidents.setup, video.setup]
 
 
 @web.middleware

@@ -1,0 +1,423 @@
+"""Rooms: the live side of a meeting on this instance — participants, peer connections, forwarding.
+
+A room exists while someone is connected. Each participant has one ``RTCPeerConnection`` to the
+server; the m-lines the participant sends on become :class:`~dispatchd.video.forward.Source` s
+(through the receiver tap of :mod:`dispatchd.video.seam`), and the m-lines it receives on become
+slots fed by :class:`~dispatchd.video.forward.ForwardedTrack` s. After every change the room asks
+the :class:`~dispatchd.video.layout.Screen` what each participant should see and hear and points
+the slots there: only what is shown is forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from dispatchd.config import VideoSettings
+from dispatchd.video import seam
+from dispatchd.video.forward import ForwardedTrack, Source
+from dispatchd.video.layout import LayoutError, Screen
+from dispatchd.video.signalling import CHAIR_ONLY, Message, ProtocolError, candidate_fields, dumps
+from dispatchd.video.store import Invite, Meeting
+
+if TYPE_CHECKING:
+    from dispatchd.video.recording import Recorder
+
+log = structlog.get_logger("dispatchd.video")
+
+_SERVER_DIRECTION = {
+    # (participant sends, participant receives) -> the server's direction on that m-line
+    (True, True): "sendrecv",
+    (True, False): "recvonly",
+    (False, True): "sendonly",
+    (False, False): "inactive",
+}
+
+
+def ice_configuration(settings: VideoSettings) -> RTCConfiguration:
+    """ICE servers from settings; none by default, so no public STUN server is tried."""
+    urls = settings.ice_servers.split()
+    servers = [
+        RTCIceServer(urls=url, username=settings.ice_username or None, credential=settings.ice_credential or None)
+        for url in urls
+    ]
+    return RTCConfiguration(iceServers=servers)
+
+
+@dataclass(eq=False)
+class Slot:
+    mid: str
+    kind: str
+    track: ForwardedTrack
+
+
+@dataclass(eq=False)
+class Participant:
+    invite: Invite
+    ws: web.WebSocketResponse | None = None
+    pc: RTCPeerConnection | None = None
+    sources: dict[str, Source] = field(default_factory=dict)
+    slots: list[Slot] = field(default_factory=list)
+    tapped: set[str] = field(default_factory=set)  # mids whose receiver hands on encoded frames
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_screen: str = ""
+    closed: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.invite.participant_id
+
+    @property
+    def is_chair(self) -> bool:
+        return self.invite.role == "chair"
+
+    async def send(self, text: str) -> None:
+        if self.ws is not None and not self.ws.closed:
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                pass
+
+
+Actor = Callable[[str, dict[str, Any], bool], Awaitable[None]]
+RecordingSwitch = Callable[["Room", bool, str], Awaitable[None]]
+
+
+class Room:
+    """One meeting's participants and forwarding on this instance."""
+
+    def __init__(
+        self,
+        meeting: Meeting,
+        invites: list[Invite],
+        settings: VideoSettings,
+        monotonic: Callable[[], float],
+        audit: Actor,
+        recording: RecordingSwitch | None = None,
+    ) -> None:
+        self.meeting = meeting
+        self.settings = settings
+        self.invites = {inv.participant_id: inv for inv in invites}
+        self.participants: dict[str, Participant] = {}
+        self.screen = Screen(slots=settings.screen_slots)
+        self._monotonic = monotonic
+        self._audit = audit
+        self._recording = recording
+        self.recorder: Recorder | None = None
+        self.pullers: dict[str, Any] = {}
+        self.closed = False
+        self._ticker: asyncio.Task[None] | None = None
+
+    # -- membership ---------------------------------------------------------------------------
+    async def join(self, invite: Invite, ws: web.WebSocketResponse | None) -> Participant:
+        self.invites[invite.participant_id] = invite
+        old = self.participants.get(invite.participant_id)
+        if old is not None:  # the same link opened again (a reload): the newer connection wins
+            await old.send(dumps("error", code="replaced", message="在另一处加入了会议 / joined elsewhere"))
+            await self._drop(old)
+        p = Participant(invite, ws)
+        self.participants[p.id] = p
+        self.screen.join(p.id, chair=p.is_chair)
+        if p.is_chair:
+            self.screen.take_chair(p.id)
+        await p.send(
+            dumps(
+                "welcome",
+                you=invite.as_json(),
+                meeting=self.meeting.as_json(),
+                slots=self.settings.screen_slots,
+                ice_servers=[
+                    {"urls": u, "username": self.settings.ice_username, "credential": self.settings.ice_credential}
+                    if self.settings.ice_username
+                    else {"urls": u}
+                    for u in self.settings.ice_servers.split()
+                ],
+            )
+        )
+        log.info("participant_joined", meeting_id=self.meeting.id, participant=p.id, label=invite.label)
+        self._ensure_ticker()
+        await self.relayout(roster=True)
+        return p
+
+    async def leave(self, p: Participant) -> None:
+        if self.participants.get(p.id) is p:
+            await self._drop(p)
+            log.info("participant_left", meeting_id=self.meeting.id, participant=p.id)
+            await self.relayout(roster=True)
+
+    async def _drop(self, p: Participant) -> None:
+        p.closed = True
+        if self.participants.get(p.id) is p:
+            del self.participants[p.id]
+        self.screen.leave(p.id)
+        for source in p.sources.values():
+            source.end()
+        p.sources.clear()
+        for slot in p.slots:
+            slot.track.show(None)
+        if p.pc is not None:
+            await p.pc.close()
+        if p.ws is not None and not p.ws.closed:
+            await p.ws.close()
+
+    def add_source_participant(self, invite: Invite) -> Participant:
+        """A pulled source (RTSP camera): present on the roster, never sends or receives SDP."""
+        p = Participant(invite)
+        self.invites[invite.participant_id] = invite
+        self.participants[p.id] = p
+        self.screen.join(p.id)
+        return p
+
+    def publish(self, p: Participant, kind: str, source: Source) -> None:
+        old = p.sources.get(kind)
+        if old is not None and old is not source:
+            old.end()
+        p.sources[kind] = source
+
+    # -- signalling ---------------------------------------------------------------------------
+    async def handle(self, p: Participant, msg: Message) -> None:
+        if msg.type in CHAIR_ONLY and not p.is_chair:
+            raise ProtocolError("not_chair", "只有主持人可以这样做", "only the chair may do this")
+        if msg.type == "offer":
+            answer = await self.negotiate(p, msg.str_field("sdp") or "")
+            await p.send(dumps("answer", sdp=answer))
+            await self.relayout(roster=True)
+        elif msg.type == "candidate":
+            await self.add_candidate(p, msg)
+        elif msg.type == "hand":
+            self.screen.raise_hand(p.id, bool(msg.data["raised"]))
+            await self.relayout(roster=True)
+        elif msg.type == "leave":
+            await self.leave(p)
+        else:
+            await self.chair_command(p, msg)
+
+    async def chair_command(self, p: Participant, msg: Message) -> None:
+        target = msg.data.get("participant")
+        if target is not None and not isinstance(target, str):
+            raise ProtocolError("bad_field", "participant 应为字符串", "participant must be a string")
+        try:
+            if msg.type == "rollcall":
+                self.screen.roll_call(target)
+                await self._audit("rollcall", {"participant": target, "by": p.id}, True)
+            elif msg.type == "rotate":
+                sites = msg.data.get("participants")
+                if sites is not None and not (isinstance(sites, list) and all(isinstance(s, str) for s in sites)):
+                    raise ProtocolError("bad_field", "participants 应为字符串数组", "participants must be strings")
+                interval = msg.data.get("interval", self.settings.rotation_interval)
+                if not isinstance(interval, int | float) or isinstance(interval, bool) or not 1 <= interval <= 3600:
+                    raise ProtocolError("bad_field", "interval 应在 1 到 3600 秒之间", "interval must be 1–3600 s")
+                self.screen.rotate(sites, float(interval), self._monotonic())
+                await self._audit("rotate", {"sites": self.screen.as_json()["rotation"]}, True)
+            elif msg.type == "rotate_stop":
+                self.screen.stop_rotation()
+            elif msg.type == "mute":
+                if not isinstance(target, str):
+                    raise ProtocolError("bad_field", "缺少 participant", "participant is missing")
+                muted = bool(msg.data["muted"])
+                self.screen.mute(target, muted)
+                other = self.participants.get(target)
+                if other is not None:
+                    await other.send(dumps("muted", muted=muted))
+                await self._audit("mute", {"participant": target, "muted": muted}, False)
+            elif msg.type == "record":
+                await self.set_recording(bool(msg.data["on"]), p.invite.label)
+            elif msg.type == "end":
+                await self._audit("end_requested", {"by": p.id}, False)
+                await self.end()
+                return
+        except LayoutError as exc:
+            raise ProtocolError(exc.code, exc.message_zh, exc.message_en) from None
+        await self.relayout(roster=True)
+
+    async def negotiate(self, p: Participant, sdp: str) -> str:
+        """Apply the participant's offer; tap what it sends, give slots for what it receives."""
+        async with p.lock:
+            if p.closed:
+                raise ProtocolError("left", "已离开会议", "you have left the meeting")
+            try:
+                parsed = SessionDescription.parse(sdp)
+            except Exception:
+                raise ProtocolError("bad_sdp", "SDP 无法解析", "the SDP offer cannot be parsed") from None
+            directions = {m.rtp.muxId: m.direction for m in parsed.media if m.kind in ("audio", "video")}
+            if p.pc is None:
+                p.pc = self._new_peer(p)
+            pc = p.pc
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            except Exception as exc:
+                raise ProtocolError("bad_sdp", f"无法接受此 SDP：{exc}", f"the offer was refused: {exc}") from None
+            for t in pc.getTransceivers():
+                if t.mid is None or t.mid not in directions:
+                    continue
+                self._configure(p, t, directions[t.mid] or "sendrecv")
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+            return pc.localDescription.sdp
+
+    def _configure(self, p: Participant, t: RTCRtpTransceiver, remote_direction: str) -> None:
+        kind = t.kind
+        codec = "opus" if kind == "audio" else self.meeting.codec
+        sends = remote_direction in ("sendonly", "sendrecv")
+        receives = remote_direction in ("recvonly", "sendrecv")
+        if (sends or receives) and not seam.restrict_codecs(t, codec):
+            raise ProtocolError(
+                "codec", f"本会议使用 {codec} 编码，浏览器未提供", f"this meeting uses {codec}; the offer lacks it"
+            )
+        assert t.mid is not None
+        if sends and t.mid not in p.tapped:
+            source = Source(p.id, kind, codec)
+            tap = seam.tap_receiver(t.receiver, kind, codec, source.deliver)
+            source._request_keyframe = tap.request_keyframe
+            self.publish(p, kind, source)
+            p.tapped.add(t.mid)
+        if receives and not any(s.mid == t.mid for s in p.slots):
+            track = ForwardedTrack(kind, queue_frames=self.settings.queue_frames, label=f"{p.id}:{t.mid}")
+            t.sender.replaceTrack(track)
+            seam.on_keyframe_request(t.sender, track.request_keyframe)
+            track.on_change = lambda _track: asyncio.ensure_future(self._screen_to(p))
+            p.slots.append(Slot(t.mid, kind, track))
+        t.direction = _SERVER_DIRECTION[(sends, receives)]
+
+    def _new_peer(self, p: Participant) -> RTCPeerConnection:
+        pc = RTCPeerConnection(ice_configuration(self.settings))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("peer_state", meeting_id=self.meeting.id, participant=p.id, state=pc.connectionState)
+            if pc.connectionState == "failed" and not p.closed:
+                await self.leave(p)
+
+        return pc
+
+    async def add_candidate(self, p: Participant, msg: Message) -> None:
+        fields = candidate_fields(msg)
+        async with p.lock:
+            if p.pc is None or p.pc.remoteDescription is None:
+                raise ProtocolError("no_offer", "请先发送 offer", "send the offer before candidates")
+            if fields is None:
+                await p.pc.addIceCandidate(None)  # type: ignore[arg-type]  # end of candidates
+                return
+            line, mid, index = fields
+            try:
+                candidate = candidate_from_sdp(line)
+            except (ValueError, IndexError):
+                raise ProtocolError("bad_candidate", "ICE 候选格式错误", "the ICE candidate cannot be parsed") from None
+            candidate.sdpMid = mid
+            candidate.sdpMLineIndex = index if index is not None else (0 if mid is None else None)
+            await p.pc.addIceCandidate(candidate)
+
+    # -- what everyone sees -------------------------------------------------------------------
+    async def relayout(self, *, roster: bool = False) -> None:
+        """Point every slot at what the screen says; tell participants what changed."""
+        for p in list(self.participants.values()):
+            self._apply(p)
+        if self.recorder is not None:
+            self.recorder.show(self._sources_of(self.screen.on_screen(), "video"), self._sources_of(
+                [x for x in self.screen.on_screen() if x not in self.screen.muted], "audio"
+            ))
+        if roster:
+            text = dumps("roster", participants=self.roster(), screen=self.screen.as_json())
+            await asyncio.gather(*(p.send(text) for p in list(self.participants.values())))
+        await asyncio.gather(*(self._screen_to(p) for p in list(self.participants.values())))
+
+    def _sources_of(self, pids: list[str], kind: str) -> list[Source | None]:
+        out: list[Source | None] = []
+        for pid in pids:
+            other = self.participants.get(pid)
+            out.append(other.sources.get(kind) if other is not None else None)
+        return out
+
+    def _apply(self, p: Participant) -> None:
+        wanted = {"video": self.screen.shown_for(p.id), "audio": self.screen.heard_by(p.id)}
+        index = {"video": 0, "audio": 0}
+        for slot in p.slots:
+            pids = wanted[slot.kind]
+            i = index[slot.kind]
+            index[slot.kind] += 1
+            source = None
+            if i < len(pids):
+                source = self._sources_of([pids[i]], slot.kind)[0]
+            slot.track.show(source)
+
+    async def _screen_to(self, p: Participant) -> None:
+        slots = [
+            {"mid": s.mid, "kind": s.kind, "participant": s.track.showing, "label": self._label(s.track.showing)}
+            for s in p.slots
+        ]
+        text = dumps("screen", screen=self.screen.as_json(), slots=slots, shown=self.screen.shown_for(p.id))
+        if text != p.last_screen:
+            p.last_screen = text
+            await p.send(text)
+
+    def _label(self, pid: str | None) -> str | None:
+        if pid is None:
+            return None
+        inv = self.invites.get(pid)
+        return inv.label if inv else pid
+
+    def roster(self) -> list[dict[str, Any]]:
+        out = []
+        for pid, inv in self.invites.items():
+            p = self.participants.get(pid)
+            out.append(
+                {
+                    **inv.as_json(),
+                    "online": p is not None,
+                    "publishing": sorted(p.sources) if p is not None else [],
+                    "hand": pid in self.screen.hands,
+                    "muted": pid in self.screen.muted,
+                }
+            )
+        return out
+
+    # -- rotation, recording, end -------------------------------------------------------------
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.ensure_future(self._tick_loop())
+
+    async def _tick_loop(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(0.2)
+            if self.screen.tick(self._monotonic()):
+                await self.relayout(roster=True)
+
+    async def set_recording(self, on: bool, actor: str) -> None:
+        if self._recording is None:
+            raise ProtocolError("no_recording", "此会议不能录制", "this meeting cannot be recorded")
+        await self._recording(self, on, actor)
+
+    async def end(self) -> None:
+        """End the meeting for everyone on this instance."""
+        for p in list(self.participants.values()):
+            await p.send(dumps("ended"))
+        await self.close()
+
+    async def close(self) -> None:
+        self.closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for puller in list(self.pullers.values()):
+            await puller.stop()
+        self.pullers.clear()
+        if self.recorder is not None:
+            await self.set_recording(False, "system")
+        for p in list(self.participants.values()):
+            await self._drop(p)
+
+    @property
+    def online(self) -> int:
+        return sum(1 for p in self.participants.values() if p.ws is not None)

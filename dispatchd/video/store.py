@@ -1,0 +1,353 @@
+"""Meetings in PostgreSQL: state, invites (join tokens stored hashed), recordings, audit, outbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from dispatchd.store.outbox import emit
+
+TOPIC = "meeting"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True, slots=True)
+class Meeting:
+    id: int
+    title: str
+    org_code: str
+    org_path: list[str]
+    status: str
+    codec: str
+    incident_id: str | None
+    scheduled_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, r: asyncpg.Record) -> Meeting:
+        return cls(
+            r["id"],
+            r["title"],
+            r["org_code"],
+            list(r["org_path"]),
+            r["status"],
+            r["codec"],
+            r["incident_id"],
+            r["scheduled_at"],
+            r["started_at"],
+            r["ended_at"],
+            r["created_at"],
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        def iso(d: datetime | None) -> str | None:
+            return d.isoformat() if d else None
+
+        return {
+            "id": self.id,
+            "title": self.title,
+            "org": self.org_code,
+            "status": self.status,
+            "codec": self.codec,
+            "incident_id": self.incident_id,
+            "scheduled_at": iso(self.scheduled_at),
+            "started_at": iso(self.started_at),
+            "ended_at": iso(self.ended_at),
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Invite:
+    id: int
+    meeting_id: int
+    unit_code: str | None
+    label: str
+    role: str
+    kind: str
+    source_url: str | None
+
+    @classmethod
+    def from_row(cls, r: asyncpg.Record) -> Invite:
+        return cls(r["id"], r["meeting_id"], r["unit_code"], r["label"], r["role"], r["kind"], r["source_url"])
+
+    @property
+    def participant_id(self) -> str:
+        return f"p{self.id}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.participant_id,
+            "unit": self.unit_code,
+            "label": self.label,
+            "role": self.role,
+            "kind": self.kind,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewInvite:
+    unit_code: str | None
+    label: str
+    role: str
+    kind: str
+    source_url: str | None = None
+    user_id: int | None = None
+
+
+_MEETING_COLS = (
+    "id, title, org_code, org_path, status, codec, incident_id, scheduled_at, started_at, ended_at, created_at"
+)
+_INVITE_COLS = "id, meeting_id, unit_code, label, role, kind, source_url"
+
+
+async def _audit(
+    conn: asyncpg.Connection, meeting_id: int, at: datetime, actor: str, action: str, detail: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "INSERT INTO meeting_events (meeting_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
+        meeting_id,
+        at,
+        actor,
+        action,
+        json.loads(json.dumps(detail, ensure_ascii=False, default=str)),  # plain JSON values only
+    )
+
+
+async def _emit(conn: asyncpg.Connection, meeting: Meeting, change: str, **extra: Any) -> None:
+    await emit(conn, TOPIC, meeting.id, meeting.org_path, {"change": change, **meeting.as_json(), **extra})
+
+
+async def create_meeting(
+    conn: asyncpg.Connection,
+    *,
+    title: str,
+    org_code: str,
+    org_path: list[str],
+    created_by: int | None,
+    actor: str,
+    codec: str,
+    incident_id: str | None,
+    scheduled_at: datetime | None,
+    now: datetime,
+    invites: list[NewInvite],
+) -> tuple[Meeting, list[tuple[Invite, str | None]]]:
+    """Create the meeting and its invites; returns each invite with its link token (shown once)."""
+    status = "scheduled" if scheduled_at is not None and scheduled_at > now else "running"
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO meetings (title, org_code, org_path, created_by, status, scheduled_at, started_at,"
+            " incident_id, codec, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            f" RETURNING {_MEETING_COLS}",
+            title,
+            org_code,
+            org_path,
+            created_by,
+            status,
+            scheduled_at,
+            now if status == "running" else None,
+            incident_id,
+            codec,
+            now,
+        )
+        meeting = Meeting.from_row(row)
+        created = [await _insert_invite(conn, meeting.id, inv, now) for inv in invites]
+        await _audit(conn, meeting.id, now, actor, "create", {"invites": len(invites), "status": status})
+        await _emit(conn, meeting, "created")
+    return meeting, created
+
+
+async def _insert_invite(
+    conn: asyncpg.Connection, meeting_id: int, inv: NewInvite, now: datetime
+) -> tuple[Invite, str | None]:
+    token = None if inv.kind == "rtsp" else new_token()
+    row = await conn.fetchrow(
+        "INSERT INTO meeting_invites (meeting_id, unit_code, label, role, kind, token_hash, source_url,"
+        f" user_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_INVITE_COLS}",
+        meeting_id,
+        inv.unit_code,
+        inv.label,
+        inv.role,
+        inv.kind,
+        hash_token(token) if token else None,
+        inv.source_url,
+        inv.user_id,
+        now,
+    )
+    return Invite.from_row(row), token
+
+
+async def add_invite(
+    conn: asyncpg.Connection, meeting: Meeting, inv: NewInvite, actor: str, now: datetime
+) -> tuple[Invite, str | None]:
+    async with conn.transaction():
+        created = await _insert_invite(conn, meeting.id, inv, now)
+        await _audit(conn, meeting.id, now, actor, "invite", {"kind": inv.kind, "label": inv.label})
+        await _emit(conn, meeting, "invited", invite=created[0].as_json())
+    return created
+
+
+async def get_meeting(conn: asyncpg.Connection, meeting_id: int) -> Meeting | None:
+    row = await conn.fetchrow(f"SELECT {_MEETING_COLS} FROM meetings WHERE id = $1", meeting_id)
+    return Meeting.from_row(row) if row else None
+
+
+async def list_meetings(
+    conn: asyncpg.Connection,
+    codes: frozenset[str],
+    *,
+    status: str | None = None,
+    incident_id: str | None = None,
+    limit: int = 100,
+) -> list[Meeting]:
+    """Meetings convened inside ``codes`` or inviting a unit inside them, newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_MEETING_COLS} FROM meetings m WHERE (m.org_code = ANY($1::text[]) OR EXISTS ("
+        " SELECT 1 FROM meeting_invites i WHERE i.meeting_id = m.id AND i.unit_code = ANY($1::text[])))"
+        " AND ($2::text IS NULL OR m.status = $2) AND ($3::text IS NULL OR m.incident_id = $3)"
+        " ORDER BY m.id DESC LIMIT $4",
+        list(codes),
+        status,
+        incident_id,
+        limit,
+    )
+    return [Meeting.from_row(r) for r in rows]
+
+
+async def invites_of(conn: asyncpg.Connection, meeting_id: int) -> list[Invite]:
+    rows = await conn.fetch(
+        f"SELECT {_INVITE_COLS} FROM meeting_invites WHERE meeting_id = $1 AND NOT revoked ORDER BY id",
+        meeting_id,
+    )
+    return [Invite.from_row(r) for r in rows]
+
+
+async def invite_for_token(conn: asyncpg.Connection, meeting_id: int, token: str) -> Invite | None:
+    if not token or len(token) > 200:
+        return None
+    row = await conn.fetchrow(
+        f"SELECT {_INVITE_COLS} FROM meeting_invites WHERE token_hash = $1 AND meeting_id = $2 AND NOT revoked",
+        hash_token(token),
+        meeting_id,
+    )
+    return Invite.from_row(row) if row else None
+
+
+async def set_status(
+    conn: asyncpg.Connection, meeting_id: int, status: str, actor: str, now: datetime
+) -> Meeting | None:
+    """Move a meeting to ``running`` or ``ended``; None when it already was (or does not exist)."""
+    async with conn.transaction():
+        if status == "running":
+            row = await conn.fetchrow(
+                "UPDATE meetings SET status = 'running', started_at = coalesce(started_at, $2)"
+                f" WHERE id = $1 AND status = 'scheduled' RETURNING {_MEETING_COLS}",
+                meeting_id,
+                now,
+            )
+        else:
+            row = await conn.fetchrow(
+                "UPDATE meetings SET status = 'ended', ended_at = $2"
+                f" WHERE id = $1 AND status <> 'ended' RETURNING {_MEETING_COLS}",
+                meeting_id,
+                now,
+            )
+        if row is None:
+            return None
+        meeting = Meeting.from_row(row)
+        await _audit(conn, meeting_id, now, actor, "start" if status == "running" else "end", {})
+        await _emit(conn, meeting, "started" if status == "running" else "ended")
+    return meeting
+
+
+async def record_event(
+    conn: asyncpg.Connection,
+    meeting: Meeting,
+    actor: str,
+    action: str,
+    detail: dict[str, Any],
+    now: datetime,
+    *,
+    publish: bool = False,
+) -> None:
+    """Audit a chair's action (roll call, mute, recording); ``publish`` also tells the boards."""
+    async with conn.transaction():
+        await _audit(conn, meeting.id, now, actor, action, detail)
+        if publish:
+            await _emit(conn, meeting, action, detail=detail)
+
+
+async def events_of(conn: asyncpg.Connection, meeting_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT at, actor, action, detail FROM meeting_events WHERE meeting_id = $1 ORDER BY id", meeting_id
+    )
+    return [
+        {"at": r["at"].isoformat(), "actor": r["actor"], "action": r["action"], "detail": r["detail"]}
+        for r in rows
+    ]
+
+
+async def start_recording(
+    conn: asyncpg.Connection, meeting: Meeting, path: str, actor: str, now: datetime
+) -> int:
+    async with conn.transaction():
+        rec_id: int = await conn.fetchval(
+            "INSERT INTO meeting_recordings (meeting_id, incident_id, path, started_at)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
+            meeting.id,
+            meeting.incident_id,
+            path,
+            now,
+        )
+        await _audit(conn, meeting.id, now, actor, "recording_started", {"recording": rec_id, "path": path})
+        await _emit(conn, meeting, "recording_started", recording=rec_id)
+    return rec_id
+
+
+async def stop_recording(
+    conn: asyncpg.Connection, meeting: Meeting, rec_id: int, size: int, actor: str, now: datetime
+) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE meeting_recordings SET stopped_at = $2, bytes = $3 WHERE id = $1", rec_id, now, size
+        )
+        await _audit(conn, meeting.id, now, actor, "recording_stopped", {"recording": rec_id, "bytes": size})
+        await _emit(conn, meeting, "recording_stopped", recording=rec_id)
+
+
+async def recordings_of(conn: asyncpg.Connection, meeting_id: int) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, path, started_at, stopped_at, bytes, incident_id FROM meeting_recordings"
+        " WHERE meeting_id = $1 ORDER BY id",
+        meeting_id,
+    )
+    return [
+        {
+            "id": r["id"],
+            "path": r["path"],
+            "incident_id": r["incident_id"],
+            "started_at": r["started_at"].isoformat(),
+            "stopped_at": r["stopped_at"].isoformat() if r["stopped_at"] else None,
+            "bytes": r["bytes"],
+        }
+        for r in rows
+    ]
+
+
+async def running_meetings(conn: asyncpg.Connection, codes: frozenset[str]) -> list[Meeting]:
+    return await list_meetings(conn, codes, status="running", limit=50)
