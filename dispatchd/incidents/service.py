@@ -65,6 +65,7 @@ __all__ = [
     "ACTION_FIELDS",
     "CHANNELS",
     "apply_action",
+    "attach_report",
     "create_incident",
     "get_incident",
 ]
@@ -322,6 +323,72 @@ async def get_incident(
         return await read(conn)
     async with app[POOL].acquire() as own:
         return await read(own)
+
+
+# -- another report of the same case --------------------------------------------------------------
+
+
+async def attach_report(
+    app: web.Application,
+    incident_id: int,
+    *,
+    channel: str,
+    actor: User | None = None,
+    caller: str | None = None,
+    attachments: Sequence[str] = (),
+    note: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    conn: asyncpg.Connection | None = None,
+) -> dict[str, Any]:
+    """Record another report of an existing case (a call attached to it, a repeated grid report):
+    the channel joins ``channels``, attachments are added, an ``attach`` audit event and an outbox
+    row are written, the version grows.  404 when the case is unknown or ``actor`` may not see it."""
+    if channel not in CHANNELS:
+        raise _field_error("channel", "未知的来源渠道", "unknown channel; one of " + ", ".join(CHANNELS))
+    now = app[CLOCK].now()
+    async with _transaction(app, conn) as c:
+        row = await c.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
+        if row is None or (actor is not None and not store.may_view(app[ORGS], actor, row)):
+            raise _not_found()
+        with structlog.contextvars.bound_contextvars(incident_id=incident_id, incident_number=row["number"]):
+            await c.execute(
+                "UPDATE incidents SET channels = $2, attachments = $3, version = version + 1, updated_at = $4"
+                " WHERE id = $1",
+                incident_id,
+                store.union(row["channels"], [channel]),
+                store.union(row["attachments"], list(attachments)),
+                now,
+            )
+            await store.add_event(
+                c,
+                incident_id,
+                action=store.ATTACH,
+                actor_id=actor.id if actor is not None else None,
+                actor_name=actor.username if actor is not None else channel,
+                actor_role=actor.role if actor is not None else None,
+                at=now,
+                from_state=row["state"],
+                to_state=row["state"],
+                note=note,
+                data={
+                    "channel": channel,
+                    "caller": store.normalise_caller(caller),
+                    "attachments": list(attachments),
+                    **dict(data or {}),
+                },
+            )
+            after = await _row(c, incident_id)
+            await emit(
+                c,
+                TOPIC,
+                incident_id,
+                after["org_path"],
+                {"event": store.ATTACH, "incident": store.summary_json(after, app[ORGS], app[TAXONOMY])},
+            )
+            case = await _full_json(app, c, after, actor)
+            app[METRICS].transitions.labels(store.ATTACH).inc()
+            log.info("incident_report_attached", channel=channel)
+    return case
 
 
 # -- transitions -----------------------------------------------------------------------------------

@@ -42,12 +42,14 @@ CHANNELS: Final[tuple[str, ...]] = (
 # Audit actions that are not commands of the state machine.
 REPORT: Final = "report"
 MERGED_IN: Final = "merged_in"
+ATTACH: Final = "attach"
 DEADLINE_WARNING: Final = "deadline_warning"
 DEADLINE_OVERDUE: Final = "deadline_overdue"
 
 _EVENT_NAMES: Final[Mapping[str, tuple[str, str]]] = {
     REPORT: ("上报", "report"),
     MERGED_IN: ("并入重复案件", "duplicate merged in"),
+    ATTACH: ("追加来源", "another report attached"),
     DEADLINE_WARNING: ("临期预警", "deadline warning"),
     DEADLINE_OVERDUE: ("超期", "overdue"),
 }

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.incidents.service import apply_action, create_incident, get_incident
+from dispatchd.incidents.service import apply_action, attach_report, create_incident, get_incident
+from dispatchd.web.appkeys import POOL
+from dispatchd.web.errors import ApiError
 from tests.conftest import UserFactory
 from tests.incidents.helpers import GRID, TOWN, point_in
 
@@ -41,3 +44,38 @@ async def test_create_routes_to_the_township_of_the_grid(
     assert again == case
     accepted = await apply_action(app, case["id"], "accept", {"version": 1}, officer.user)
     assert accepted["state"] == "accepted" and accepted["version"] == 2
+
+
+async def test_attach_report_adds_a_channel_inside_the_callers_transaction(
+    client: TestClient[Any, Any], app_of: AppOf, org_tree: OrgTree, make_user: UserFactory
+) -> None:
+    """A call attached to a case adds its channel with an audit event; a rolled-back caller leaves nothing."""
+    officer = await make_user("duty_officer", TOWN)
+    app = app_of(client)
+    lat, lon = point_in(org_tree, GRID)
+    case = await create_incident(
+        app, category="incident.dispute", description="纠纷", channel="grid_report", lat=lat, lon=lon
+    )
+    case = await attach_report(app, case["id"], channel="hotline", actor=officer.user, caller="13800001234")
+    assert case["channels"] == ["grid_report", "hotline"] and case["version"] == 2
+    assert [e["action"] for e in case["timeline"]] == ["report", "attach"]
+    async with app[POOL].acquire() as conn:
+        try:
+            async with conn.transaction():
+                await create_incident(
+                    app,
+                    category="incident.dispute",
+                    description="重复",
+                    channel="open311",
+                    address="x",
+                    conn=conn,
+                )
+                raise RuntimeError("the caller fails after creating")
+        except RuntimeError:
+            pass
+        assert await conn.fetchval("SELECT count(*) FROM incidents") == 1
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = 'incident'") == 2
+    stranger = await make_user("duty_officer", "330381002")
+    with pytest.raises(ApiError) as refused:
+        await attach_report(app, case["id"], channel="hotline", actor=stranger.user)
+    assert refused.value.status == 404
