@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+WEBUI_STAMP := webui/node_modules/.installed
 
 .PHONY: run test lint bench clean-data
 
@@ -14,11 +15,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# Web UI assets from the npm registry (the Chinese web font), vendored at install time from
+# webui/package-lock.json. Without npm the pages still work, in the system's fonts.
+$(WEBUI_STAMP): webui/package.json webui/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd webui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "make: npm not found; the web UI falls back to the system's fonts" >&2; fi
+
+run: $(STAMP) $(WEBUI_STAMP)
 	$(BIN)/dispatchd dev
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: $(STAMP)
+test: $(STAMP) $(WEBUI_STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$rc
 

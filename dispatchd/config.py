@@ -201,6 +201,23 @@ class UnitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MapSettings:
+    tile_url: str = field(
+        default="",
+        metadata=_meta("tile URL template with {z} {x} {y} and optional {s}; empty = offline basemap"),
+    )
+    tile_crs: str = field(
+        default="wgs84",
+        metadata=_meta("coordinate system of the tiles", choices=("wgs84", "cgcs2000", "gcj02")),
+    )
+    tile_subdomains: str = field(default="", metadata=_meta("characters substituted for {s} in turn"))
+    label_url: str = field(default="", metadata=_meta("optional label tiles drawn above (same system)"))
+    attribution: str = field(default="", metadata=_meta("credit line shown on the map"))
+    min_zoom: int = field(default=3, metadata=_meta("smallest zoom level", lo=0, hi=22))
+    max_zoom: int = field(default=18, metadata=_meta("largest zoom level", lo=0, hi=22))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -211,6 +228,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    map: MapSettings = field(default_factory=MapSettings)
     osmand: OsmandSettings = field(default_factory=OsmandSettings)
     jt808: Jt808Settings = field(default_factory=Jt808Settings)
     units: UnitSettings = field(default_factory=UnitSettings)

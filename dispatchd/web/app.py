@@ -27,7 +27,7 @@ from dispatchd.metrics import Metrics
 from dispatchd.store.db import create_pool
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
-from dispatchd.web import auth, health, orgs
+from dispatchd.web import auth, health, orgs, ui
 from dispatchd.web.appkeys import (
     API_ROUTES,
     BOARD_SECTIONS,
@@ -60,7 +60,7 @@ def _feature_setups() -> list[Callable[[web.Application], None]]:
 
     from dispatchd import video
 
-    return [_core_setup, units.setup, incidents.setup, video.setup]
+    return [_core_setup, ui.setup, units.setup, incidents.setup, video.setup]
 
 
 @web.middleware

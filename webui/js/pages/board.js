@@ -1,0 +1,418 @@
+// The wall display (/board): map, counters, the lists that need action, squads and meetings, all
+// from the board websocket (snapshot, then changes), with no reload and no scrolling.
+import { get } from "../api.js";
+import { BoardState } from "../boardstate.js";
+import { fmtDuration, fmtPercent, fmtTime, h } from "../dom.js";
+import { locale, onLanguageChange, t } from "../i18n.js";
+import { LiveSocket } from "../live.js";
+import { MapView, svg } from "../map.js";
+import {
+  byUrgency,
+  caseMarker,
+  caseSignature,
+  casePoint,
+  categoryName,
+  channelName,
+  meetingMarker,
+  pick,
+  prioBadge,
+  unitMarker,
+  unitPoint,
+  unitSignature,
+  unitStale,
+  unitStatusName,
+  UNIT_STATUSES,
+} from "../model.js";
+import { languageSwitch, liveIndicator, startPage } from "../shell.js";
+
+const CHANNEL_ORDER = ["hotline", "grid_report", "open311", "officer", "walk_in", "video", "alarm"];
+const state = new BoardState();
+let map;
+let config;
+let staleAfter = 300;
+let highlighted = null;
+let bannerTimer = 0;
+let renderQueued = false;
+const fresh = new Set(); // ids of items that just arrived, flashed once
+
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function setCounter(id, value) {
+  const el = document.getElementById(id);
+  const text = value === null || value === undefined ? "—" : String(value);
+  if (el.textContent !== text) {
+    const was = el.textContent;
+    el.textContent = text;
+    if (was !== "—" && was !== "") {
+      el.classList.remove("bump");
+      void el.offsetWidth; // restart the animation
+      el.classList.add("bump");
+    }
+  }
+}
+
+function renderCounters() {
+  const c = state.counters;
+  if (!state.loaded) return;
+  setCounter("c-received", c.received_today ?? 0);
+  setCounter("c-open", c.open ?? 0);
+  setCounter("c-overdue", c.overdue ?? 0);
+  setCounter("c-to-accept", c.to_accept ?? 0);
+  const by = c.received_today_by_channel || {};
+  const channels = [...new Set([...CHANNEL_ORDER.filter((k) => by[k]), ...Object.keys(by)])];
+  const max = Math.max(1, ...Object.values(by));
+  const bars = channels.length
+    ? channels.map((k) => {
+        const fill = h("i");
+        fill.style.width = `${(100 * (by[k] || 0)) / max}%`;
+        return h("div.channel-bar", h("span", channelName(k)), h("span.bar", fill), h("b", by[k] || 0));
+      })
+    : [h("div.channel-bar", h("span.muted", t("board.no_intake")))];
+  document.getElementById("c-channels").replaceChildren(...bars);
+}
+
+/** Fill a list and keep only what fits, with "+N more" at the end: a wall display never scrolls. */
+function fitList(ul, items, renderItem, emptyKey) {
+  if (!items.length) {
+    ul.replaceChildren(h("li.empty", t(emptyKey)));
+    return;
+  }
+  const els = items.slice(0, 40).map(renderItem);
+  ul.replaceChildren(...els);
+  const limit = ul.clientHeight;
+  let shown = els.length;
+  for (let i = 0; i < els.length; i++) {
+    if (els[i].offsetTop - ul.offsetTop + els[i].offsetHeight > limit) {
+      shown = i;
+      break;
+    }
+  }
+  if (shown < items.length) {
+    const more = h("li.more");
+    // Make room for the "more" line.
+    while (shown > 0) {
+      for (const el of els.slice(shown)) el.remove();
+      more.textContent = t("board.more", { n: items.length - shown });
+      ul.append(more);
+      if (more.offsetTop - ul.offsetTop + more.offsetHeight <= limit) break;
+      more.remove();
+      shown -= 1;
+    }
+    if (shown === 0) {
+      for (const el of els) el.remove();
+      more.textContent = t("board.more", { n: items.length });
+      ul.append(more);
+    }
+  }
+}
+
+function caseItem(c, side) {
+  const li = h(
+    "li.clickable",
+    { dataset: { id: c.id }, onclick: () => highlight(c) },
+    prioBadge(c.priority),
+    h("span.l1", `${categoryName(c)}`),
+    side,
+    h("span.l2", `${c.number || ""} · ${placeOf(c)}`),
+  );
+  if (fresh.has(`incident:${c.id}`)) li.classList.add("fresh");
+  return li;
+}
+
+function placeOf(c) {
+  const where = c.grid || c.community || c.township;
+  return c.address || (where ? pick(where, where.code || "") : "") || t("board.no_place");
+}
+
+function ageSide(fromIso, cls = "") {
+  const s = (state.now() - Date.parse(fromIso)) / 1000;
+  return h(`span.side${cls ? `.${cls}` : ""}`, Number.isNaN(s) ? "" : fmtDuration(s));
+}
+
+function overdueSide(c) {
+  const due = c.deadline && c.deadline.due_at;
+  if (!due) return h("span.side.bad", t("case.overdue"));
+  const s = (state.now() - Date.parse(due)) / 1000;
+  return h("span.side.bad", t("board.overdue_by", { d: fmtDuration(s) }));
+}
+
+function renderLists() {
+  const open = [...state.incidents.values()];
+  const toAccept = open.filter((c) => c.state === "reported").sort(byUrgency);
+  const overdue = open.filter((c) => c.overdue).sort(byUrgency);
+  const emergencies = open.filter((c) => c.priority === "P1" && c.state !== "reported").sort(byUrgency);
+  document.getElementById("n-to_accept").textContent = state.counters.to_accept ?? toAccept.length;
+  document.getElementById("n-overdue").textContent = state.counters.overdue ?? overdue.length;
+  document.getElementById("n-emergencies").textContent = emergencies.length;
+  fitList(document.getElementById("list-to_accept"), toAccept, (c) => caseItem(c, ageSide(c.created_at, c.overdue ? "bad" : "warn")), "board.none_to_accept");
+  fitList(document.getElementById("list-overdue"), overdue, (c) => caseItem(c, overdueSide(c)), "board.none_overdue");
+  fitList(
+    document.getElementById("list-emergencies"),
+    emergencies,
+    (c) => caseItem(c, h("span.side", h("span", { class: `state state-${c.state}` }, t(`state.${c.state}`)))),
+    "board.none_emergencies",
+  );
+  const calls = state.waitingCalls().sort((a, b) => String(a.created_at || a.ringing_at).localeCompare(String(b.created_at || b.ringing_at)));
+  document.getElementById("n-calls").textContent = calls.length;
+  const callsUl = document.getElementById("list-calls");
+  if (!config.features.hotline && !calls.length) {
+    callsUl.replaceChildren(h("li.empty", t("board.hotline_off")));
+  } else {
+    fitList(
+      callsUl,
+      calls,
+      (c) =>
+        h(
+          "li",
+          h("span.prio.prio-P3", "☎"),
+          h("span.l1", maskPhone(c.caller)),
+          ageSide(c.created_at || c.ringing_at || c.queued_at, "warn"),
+          h("span.l2", [c.dialled, pick(c.department_name || c.department_names, c.department || "")].filter(Boolean).join(" · ")),
+        ),
+      "board.none_calls",
+    );
+  }
+}
+
+function maskPhone(n) {
+  const s = String(n || "");
+  return s.length >= 7 ? `${s.slice(0, 3)}****${s.slice(-4)}` : s || t("board.unknown_caller");
+}
+
+function renderSquads() {
+  const units = [...state.units.values()];
+  document.getElementById("squad-count").textContent = units.length;
+  const counts = {};
+  let stale = 0;
+  for (const u of units) {
+    counts[u.status] = (counts[u.status] || 0) + 1;
+    if (unitStale(u, staleAfter)) stale += 1;
+  }
+  const summary = UNIT_STATUSES.filter((s) => counts[s]).map((s) =>
+    h("span", { class: `unit-status us-${s}` }, unitStatusName(s), h("b", counts[s])),
+  );
+  if (stale) summary.push(h("span.stale-mark", `? ${t("unit.stale")}`, h("b", stale)));
+  document.getElementById("squad-summary").replaceChildren(...summary);
+  const order = { en_route: 0, dispatched: 1, on_scene: 2, returning: 3, available: 4, off_duty: 5 };
+  units.sort((a, b) => (order[a.status] ?? 9) - (order[b.status] ?? 9) || String(a.name).localeCompare(String(b.name)));
+  fitList(
+    document.getElementById("squad-list"),
+    units,
+    (u) => {
+      const isStale = unitStale(u, staleAfter);
+      const at = u.position && u.position.at;
+      return h(
+        "li",
+        h("span", { class: `unit-status us-${u.status}` }),
+        h("span.l1", u.name),
+        h("span.side", { class: isStale ? "side stale-mark" : "side" }, at ? fmtAgoShort(at) : "—"),
+        h("span.l2", `${unitStatusName(u.status)}${isStale ? ` · ${t("unit.stale")}` : ""}`),
+      );
+    },
+    "board.no_squads",
+  );
+}
+
+function fmtAgoShort(iso) {
+  const s = (state.now() - Date.parse(iso)) / 1000;
+  return Number.isNaN(s) ? "" : s < 60 ? t("ago.now") : fmtDuration(s);
+}
+
+function renderMeetings() {
+  const meetings = [...state.meetings.values()].filter((m) => m.status !== "ended");
+  document.getElementById("meeting-count").textContent = meetings.length;
+  const ul = document.getElementById("meeting-list");
+  if (!config.features.meetings && !meetings.length) {
+    ul.replaceChildren(h("li.empty", t("board.meetings_off")));
+    return;
+  }
+  fitList(
+    ul,
+    meetings,
+    (m) =>
+      h(
+        "li",
+        h("span.prio", { class: m.status === "running" ? "prio prio-P1" : "prio prio-P4" }, "▶"),
+        h("span.l1", m.title || `#${m.id}`),
+        m.started_at ? ageSide(m.started_at) : h("span.side", m.scheduled_at ? fmtTime(m.scheduled_at) : ""),
+        h("span.l2", [pick(m.convener_name || m.org_name, m.org || m.convener || ""), m.status === "running" ? t("meeting.running") : t("meeting.scheduled")].filter(Boolean).join(" · ")),
+      ),
+    "board.no_meetings",
+  );
+}
+
+function renderMap() {
+  const cases = [...state.incidents.values()].map((c) => ({ ...c, ...casePoint(c) }));
+  // Most urgent drawn last, on top.
+  cases.sort((a, b) => byUrgency(b, a));
+  map.setMarkers("cases", cases, {
+    render: (c) => caseMarker(c, { size: 1.25, selected: highlighted === String(c.id) }),
+    signature: (c) => caseSignature(c, highlighted === String(c.id)),
+    onClick: (c) => c && highlight(c),
+  });
+  const units = [...state.units.values()].map((u) => ({ ...u, ...unitPoint(u) }));
+  map.setMarkers("units", units, {
+    render: (u) => unitMarker(u, { size: 1.15, staleAfter }),
+    signature: (u) => unitSignature(u, staleAfter),
+  });
+  const meetings = [];
+  for (const m of state.meetings.values()) {
+    const c = m.incident_id !== undefined && m.incident_id !== null ? state.incidents.get(String(m.incident_id)) : null;
+    const p = m.location || (c && casePoint(c));
+    if (p && p.lat !== null && p.lat !== undefined) meetings.push({ ...m, lat: p.lat, lon: p.lon });
+  }
+  map.setMarkers("meetings", meetings, { render: (m) => meetingMarker(m), signature: (m) => `${m.title}|${m.status}` });
+}
+
+function render() {
+  renderCounters();
+  renderLists();
+  renderSquads();
+  renderMeetings();
+  renderMap();
+  fresh.clear();
+}
+
+function highlight(c) {
+  highlighted = String(c.id);
+  const p = casePoint(c);
+  if (p.lat !== null) map.centerOn(p.lon, p.lat, Math.max(map.zoom, 14));
+  scheduleRender();
+  clearTimeout(highlight.timer);
+  highlight.timer = setTimeout(() => {
+    highlighted = null;
+    scheduleRender();
+  }, 15000);
+}
+
+function showBanner(c) {
+  const el = document.getElementById("board-banner");
+  el.className = `board-banner banner-${c.priority}`;
+  el.textContent = `${t("board.new_case")} · ${c.priority} · ${categoryName(c)} · ${placeOf(c)}`;
+  el.hidden = false;
+  clearTimeout(bannerTimer);
+  bannerTimer = setTimeout(() => (el.hidden = true), 12000);
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "snapshot":
+      state.applySnapshot(msg);
+      scheduleRender();
+      break;
+    case "change": {
+      const r = state.applyChange(msg);
+      if (r && r.item && r.item.id !== undefined) fresh.add(`${r.topic}:${r.item.id}`);
+      if (r && r.topic === "incident" && r.event === "created" && r.kept) showBanner(r.item);
+      if (r && r.topic === "incident" && r.event === "close") refreshRate();
+      scheduleRender();
+      break;
+    }
+    case "position":
+      if (state.applyPosition(msg)) scheduleRender();
+      break;
+    case "heartbeat":
+      if (msg.at) state.noteServerTime(msg.at);
+      break;
+    default:
+      break;
+  }
+}
+
+let rateTimer = 0;
+
+async function refreshRate() {
+  if (!config.features.stats) return;
+  clearTimeout(rateTimer);
+  rateTimer = setTimeout(async () => {
+    try {
+      const s = await get("/api/v1/stats");
+      const figures = s.totals || s.figures || s;
+      setCounter("c-rate", fmtPercent(figures.resolution_rate, 1));
+    } catch {
+      /* keep the last figure */
+    }
+  }, 500);
+}
+
+function tickClock() {
+  const now = new Date(state.now());
+  const date = now.toLocaleDateString(locale(), { year: "numeric", month: "long", day: "numeric", weekday: "short" });
+  document.getElementById("board-clock").textContent = `${date} ${fmtTime(now, { seconds: true })}`;
+}
+
+function legend() {
+  const icon = (el) => {
+    const s = svg("svg", { viewBox: "-14 -14 28 28" });
+    s.append(el);
+    return s;
+  };
+  const items = [
+    ...["P1", "P2", "P3", "P4"].map((p) => [icon(caseMarker({ priority: p, state: "accepted" }, { size: 0.8 })), p]),
+    [icon(caseMarker({ priority: "P3", state: "reported" }, { size: 0.8 })), t("state.reported")],
+    [icon(caseMarker({ priority: "P3", state: "in_progress" }, { size: 0.8 })), t("state.in_progress")],
+    [icon(caseMarker({ priority: "P3", state: "fed_back" }, { size: 0.8 })), t("state.fed_back")],
+    [icon(unitMarker({ name: "", status: "available", position: { heading: 45, at: new Date().toISOString() }, stale: false }, { label: false, size: 0.7 })), t("board.legend_squad")],
+    [icon(unitMarker({ name: "", status: "available", position: null, stale: true }, { label: false, size: 0.7 })), t("unit.stale")],
+  ];
+  document.getElementById("legend").replaceChildren(...items.map(([i, label]) => h("span", i, label)));
+}
+
+async function main() {
+  let user;
+  ({ user, config } = await startPage({ roles: ["duty_officer", "leader", "admin", "ops", "department_handler"] }));
+  staleAfter = config.units_stale_after || 300;
+  document.getElementById("board-title").textContent = t("board.heading", { org: pick({ name: user.org_name, name_en: user.org_name_en }) });
+  const live = liveIndicator();
+  document.getElementById("live-slot").append(live.el);
+  document.getElementById("lang-slot").append(languageSwitch());
+  map = new MapView(document.getElementById("map"), {
+    tiles: config.map.tiles,
+    minZoom: config.map.min_zoom,
+    maxZoom: config.map.max_zoom,
+    theme: "dark",
+  });
+  legend();
+  tickClock();
+  setInterval(tickClock, 1000);
+  // Ages, stale marks and "overdue by" move with time even when nothing changes.
+  setInterval(scheduleRender, 15000);
+  onLanguageChange(() => {
+    document.getElementById("board-title").textContent = t("board.heading", { org: pick({ name: user.org_name, name_en: user.org_name_en }) });
+    map.relabel();
+    legend();
+    tickClock();
+    scheduleRender();
+    refreshRate();
+  });
+  window.addEventListener("resize", scheduleRender);
+  get("/api/v1/orgs/geojson").then((fc) => map.setBoundaries(fc));
+  refreshRate();
+  setInterval(refreshRate, 300000);
+  if (!config.features.board_ws) {
+    live.set("unavailable");
+    return;
+  }
+  const socket = new LiveSocket("/ws/board", { onMessage, onStatus: live.set });
+  socket.start();
+  // Today's counters start again at local midnight: take a fresh snapshot when the day changes.
+  let day = new Date().toDateString();
+  setInterval(() => {
+    const today = new Date().toDateString();
+    if (today === day) return;
+    day = today;
+    socket.resetSequence();
+    socket.stop();
+    socket.start();
+  }, 30000);
+  window.dispatchdBoard = { state, socket, map };
+}
+
+main();
