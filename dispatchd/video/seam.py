@@ -77,6 +77,7 @@ class ReceiverTap:
         self.on_frame = on_frame
         self.ssrc: int | None = None
         self.packets = 0
+        self._pli_waiting = False  # asked before the first packet told us the publisher's SSRC
 
     @property
     def capacity(self) -> int:
@@ -86,6 +87,9 @@ class ReceiverTap:
         """Called by the receiver for each depayloaded RTP packet (``packet._data``)."""
         self.packets += 1
         self.ssrc = packet.ssrc
+        if self._pli_waiting:
+            self._pli_waiting = False
+            self.request_keyframe()
         frames, keyframe_needed = self.assembler.push(
             packet.sequence_number, packet.timestamp, bool(packet.marker), packet._data, packet.ssrc
         )
@@ -96,6 +100,7 @@ class ReceiverTap:
     def request_keyframe(self) -> None:
         """Send an RTCP PLI to the publisher (RFC 4585 section 6.3.1)."""
         if self.ssrc is None:
+            self._pli_waiting = True
             return
         send = getattr(self.receiver, _SEND_RTCP_PLI)
         asyncio.ensure_future(send(self.ssrc))

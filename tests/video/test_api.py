@@ -100,7 +100,7 @@ async def test_join_link_is_the_only_credential(video_client: TestClient[Any, An
 async def test_scheduled_meeting_starts_when_someone_joins(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
     """A meeting scheduled for later is 'scheduled' until the first participant joins, then 'running'."""
     officer = await make_user("duty_officer", COUNTY)
-    data = await create_meeting(video_client, officer.headers, scheduled_at="2026-05-03T10:00:00+08:00")
+    data = await create_meeting(video_client, officer.headers, scheduled_at="2026-05-03T20:00:00+08:00")
     assert data["status"] == "scheduled"
     ws = await video_client.session.ws_connect(ws_url(video_client, data["chair_link"]["url"]))
     assert (await ws.receive_json(timeout=10))["you"]["role"] == "chair"

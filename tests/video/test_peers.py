@@ -1,0 +1,95 @@
+"""Real WebRTC peers through the server: three aiortc participants, roll call, rotation, mute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import COUNTY, UserFactory
+from tests.video.conftest import create_meeting, ws_url
+from tests.video.peers import MeetingPeer
+
+
+async def _three(video_client: TestClient[Any, Any], make_user: UserFactory) -> tuple[MeetingPeer, MeetingPeer, MeetingPeer]:
+    officer = await make_user("duty_officer", COUNTY)
+    data = await create_meeting(video_client, officer.headers, invite=["330381001", "330381002"])
+    chair = MeetingPeer(ws_url(video_client, data["chair_link"]["url"]), colour="red")
+    b = MeetingPeer(ws_url(video_client, data["links"][0]["url"]), colour="green")
+    c = MeetingPeer(ws_url(video_client, data["links"][1]["url"]), colour="blue")
+    for peer in (chair, b, c):
+        await peer.join()
+    return chair, b, c
+
+
+async def test_three_peers_exchange_media_and_roll_call_switches(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """Three aiortc peers each decode the others' video through the server; roll call changes what they get."""
+    chair, b, c = await _three(video_client, make_user)
+    try:
+        # Before any roll call everyone sees the chair (red); the chair sees nobody yet.
+        await b.wait_for(lambda: "red" in b.colours_seen())
+        await c.wait_for(lambda: "red" in c.colours_seen())
+        # 点名 B: the chair and C now receive B (green) as the speaker.
+        await chair.send("rollcall", participant=b.id)
+        await chair.wait_for(lambda: "green" in chair.colours_seen())
+        await c.wait_for(lambda: "green" in c.colours_seen())
+        assert c.slot_of(b.id) is not None and chair.slot_of(b.id) is not None
+        # 点名 C: the chair and B now receive C (blue).
+        await chair.send("rollcall", participant=c.id)
+        await chair.wait_for(lambda: chair.slot_of(c.id) is not None)
+        mid = chair.slot_of(c.id)
+        assert mid is not None
+        before = len(chair.received[mid])
+        await chair.wait_for(lambda: "blue" in chair.received[mid][before:])
+        await b.wait_for(lambda: "blue" in b.colours_seen())
+        # Each peer has now decoded both others' video.
+        assert chair.colours_seen() >= {"green", "blue"}
+        assert b.colours_seen() >= {"red", "blue"}
+        assert c.colours_seen() >= {"red", "green"}
+        # C is the speaker and does not receive itself.
+        assert c.slot_of(c.id) is None
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()
+
+
+async def test_each_participant_receives_only_what_is_shown(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A participant's slots carry the chair and the speaker only; a site neither chair nor speaker is not forwarded to anyone."""
+    chair, b, c = await _three(video_client, make_user)
+    try:
+        await chair.send("rollcall", participant=b.id)
+        await c.wait_for(lambda: c.slot_of(b.id) is not None and c.slot_of(chair.id) is not None)
+        app = video_client.server.app
+        from dispatchd.video.service import ROOMS
+
+        room = next(iter(app[ROOMS].rooms.values()))
+        sources = {pid: p.sources["video"] for pid, p in room.participants.items() if "video" in p.sources}
+        await c.wait_for(lambda: len(sources) == 3)
+        assert sources[c.id].subscribers == set()  # C is not on screen: nobody receives it
+        assert len(sources[chair.id].subscribers) == 2  # B and C watch the chair
+        assert len(sources[b.id].subscribers) == 2  # the chair and C watch the speaker
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()
+
+
+async def test_only_the_chair_commands_and_hands_reach_the_chair(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A participant's roll call is refused; a raised hand shows on the roster and the chair gets that site."""
+    chair, b, c = await _three(video_client, make_user)
+    try:
+        await b.send("rollcall", participant=c.id)
+        await b.wait_for(lambda: any(m["type"] == "error" and m["code"] == "not_chair" for m in b.messages))
+        await c.send("hand", raised=True)
+        await chair.wait_for(lambda: any(r["id"] == c.id and r["hand"] for r in chair.roster))
+        await chair.wait_for(lambda: chair.slot_of(c.id) is not None)
+        await chair.send("mute", participant=b.id, muted=True)
+        await b.wait_for(lambda: any(m["type"] == "muted" and m["muted"] for m in b.messages))
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()
