@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -79,3 +80,19 @@ async def test_attach_report_adds_a_channel_inside_the_callers_transaction(
     with pytest.raises(ApiError) as refused:
         await attach_report(app, case["id"], channel="hotline", actor=stranger.user)
     assert refused.value.status == 404
+
+
+async def test_audit_trail_is_append_only(client: TestClient[Any, Any], app_of: AppOf) -> None:
+    """The database refuses to change or delete an audit event."""
+    app = app_of(client)
+    case = await create_incident(
+        app, category="hazard.fire", description="楼道堆物", channel="walk_in", address="x"
+    )
+    async with app[POOL].acquire() as conn:
+        for sql in ("UPDATE incident_events SET note = 'x'", "DELETE FROM incident_events"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(sql)
+        assert (
+            await conn.fetchval("SELECT count(*) FROM incident_events WHERE incident_id = $1", case["id"])
+            == 1
+        )
