@@ -198,6 +198,9 @@ class UnitSettings:
     publish_interval_s: float = field(
         default=1.0, metadata=_meta("least seconds between two position changes of one unit", lo=1, hi=60)
     )
+    alarm_category: str = field(
+        default="incident.criminal", metadata=_meta("taxonomy category of the case an emergency alarm opens")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +381,8 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
             v = getattr(section, f.name)
             if f.name == "url" and isinstance(v, str):
                 v = mask_url(v)
+            elif f.name.endswith("credential") and v:
+                v = "***"  # video TURN password: never printed
             values[f.name] = str(v) if isinstance(v, Path) else v
         out[section_field.name] = values
     return out
@@ -392,5 +397,3 @@ def mask_url(url: str) -> str:
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":***"
     return f"{scheme}://{creds}@{host}"
-            elif f.name.endswith("credential") and v:
-                v = "***"  # video TURN password: never printed

@@ -27,3 +27,30 @@ class Metrics:
         self.rejected_input = Counter(
             "dispatchd_rejected_input_total", "malformed input rejected", ["channel"], registry=r
         )
+        # Squad positions (dispatchd/channels/gps/): fixes accepted, kept out, and the batched writes.
+        self.gps_fixes = Counter(
+            "dispatchd_gps_fixes_total",
+            "fixes accepted (live = became the unit's position, track_only = older than it)",
+            ["protocol", "use"],
+            registry=r,
+        )
+        self.gps_filtered = Counter(
+            "dispatchd_gps_fixes_filtered_total",
+            "fixes kept out of the live position: null_island, out_of_range, future, impossible_speed,"
+            " duplicate",
+            ["protocol", "reason"],
+            registry=r,
+        )
+        self.gps_refused = Counter(
+            "dispatchd_gps_messages_refused_total",
+            "position messages refused: unknown_device, bad_key, unauthenticated, rate_limited",
+            ["protocol", "reason"],
+            registry=r,
+        )
+        self.gps_alarms = Counter("dispatchd_gps_alarms_total", "emergency alarms received", ["protocol"], registry=r)
+        self.gps_writes = Counter(
+            "dispatchd_gps_batch_writes_total", "batched position writes", ["store", "result"], registry=r
+        )
+        self.gps_batch_rows = Counter(
+            "dispatchd_gps_batch_rows_total", "rows written by batched position writes", ["store"], registry=r
+        )

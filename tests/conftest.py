@@ -149,6 +149,9 @@ def make_settings(urls: StoreUrls, data_dir: Path, **overrides: object) -> Setti
         "database_url": urls.database,
         "redis_url": urls.redis,
         "http_port": 0,
+        # The position servers bind their own ports: free ones, so that instances and runs never collide.
+        "osmand_port": 0,
+        "jt808_port": 0,
         "data_dir": str(data_dir),
     }
     values.update(overrides)

@@ -37,6 +37,9 @@ def data_env() -> Iterator[dict[str, str]]:
     os.chmod(tmp, 0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHD_")}
     env["DISPATCHD_DATA_DIR"] = tmp
+    # Free ports for the position servers, so a running daemon or a parallel run cannot collide.
+    env["DISPATCHD_OSMAND_PORT"] = "0"
+    env["DISPATCHD_JT808_PORT"] = "0"
     yield env
     _kill_servers_of(tmp)
     subprocess.run(["rm", "-rf", tmp], check=False)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from dispatchd.domain.units import DEVICE_PROTOCOLS, UNIT_KINDS, UNIT_STATUSES
 from dispatchd.units import service
+from dispatchd.units.appkeys import SINK
 from dispatchd.web.appkeys import CLOCK, ORGS, POOL
 from dispatchd.web.auth import current_user, jurisdiction, may_see, require_role
 from dispatchd.web.errors import not_found
@@ -31,7 +32,7 @@ async def _visible(request: web.Request) -> dict[str, object]:
 
 async def _fresh(request: web.Request) -> None:
     """Read your writes: what this instance accepted is in the stores before it is read back."""
-    return None
+    await request.app[SINK].flush_pending()
 
 
 UNIT_BODY = (

@@ -1,0 +1,212 @@
+"""The OsmAnd / Traccar Client HTTP server, on its own port (``[osmand] port``, 5055 as in Traccar).
+
+Accepted, on any path:
+
+* ``GET`` or ``POST`` with the fields in the query string (OsmAnd, older Traccar Client), or
+  ``POST`` with ``application/x-www-form-urlencoded`` fields; ``id, lat, lon, timestamp, speed``
+  (knots), ``bearing, altitude, accuracy, batt`` as Traccar documents them
+  (:func:`dispatchd.channels.gps.osmand.parse_query`);
+* ``POST`` with ``application/json``: the body of Traccar Client 9 and later
+  (:func:`~dispatchd.channels.gps.osmand.parse_json`), also with ``location`` as a list (a batch).
+
+The device key goes in the query or form field ``key`` (put it in the client's server URL:
+``http://host:5055/?key=…``), or in ``Authorization: Bearer …`` or as the password of HTTP Basic.
+
+Answers: 200 when the fixes are stored (or were filtered out: a client must not retry those),
+400 naming the bad field, 401 for an unknown device or a wrong key, 429 past the per-device rate,
+503 when the stores cannot take the fix (the client retries later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from dispatchd.channels.gps.osmand import Fix, OsmandError, parse_json, parse_query
+from dispatchd.domain.units import Position
+from dispatchd.units.devices import Device
+from dispatchd.web.appkeys import CLOCK, METRICS, SETTINGS
+
+from .intake import GpsIntake
+
+log = structlog.get_logger("dispatchd.gps.osmand")
+
+INTAKE = web.AppKey("gps_intake", GpsIntake)
+_SEEN = web.AppKey("osmand_seen", dict[tuple[Any, str], None])
+_MAX_BODY = 256 * 1024
+_SOS = {"sos", "alarm", "panic", "emergency"}
+
+
+def _peer(request: web.Request) -> Any:
+    transport = request.transport
+    return transport.get_extra_info("peername") if transport is not None else None
+
+
+def _once(request: web.Request, event: str, **fields: Any) -> None:
+    """Log ``event`` once per connection (a misbehaving client cannot flood the log)."""
+    seen = request.app[_SEEN]
+    key = (_peer(request), event)
+    if key in seen:
+        return
+    if len(seen) > 10_000:
+        seen.clear()
+    seen[key] = None
+    log.info(event, peer=str(key[0]), **fields)
+
+
+def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=message + "\n", headers=headers)
+
+
+def _header_key(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
+    return None
+
+
+async def _read_fixes(request: web.Request, received: Any) -> tuple[list[Fix], str | None]:
+    """The fixes of the request and the key it carries; raises OsmandError for bad input."""
+    params = {k: request.query.get(k, "") for k in request.query}
+    key = params.pop("key", None)
+    if request.method == "POST" and request.content_type == "application/json":
+        body = await request.read()
+        try:
+            root = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise OsmandError("body", f"not JSON: {error}") from None
+        items = root if isinstance(root, list) else [root]
+        fixes: list[Fix] = []
+        for item in items[:1000]:
+            if isinstance(item, dict) and isinstance(item.get("location"), list):
+                for loc in item["location"][:1000]:
+                    one = {**item, "location": loc}
+                    fixes.append(parse_json(json.dumps(one).encode(), received_at=received))
+            else:
+                fixes.append(parse_json(json.dumps(item).encode(), received_at=received))
+            if isinstance(item, dict) and isinstance(item.get("key"), str) and key is None:
+                key = item["key"]
+        if not fixes:
+            raise OsmandError("location", "missing")
+        return fixes, key or _header_key(request)
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()
+        for name in form:
+            value = form.get(name)
+            if isinstance(value, str):
+                params.setdefault(name, value)
+        key = key or (params.pop("key", None))
+        params.pop("key", None)
+    if not params:
+        raise OsmandError("id", "missing (no fields in the query or form)")
+    return [parse_query(params, received_at=received)], key or _header_key(request)
+
+
+def _position(device: Device, fix: Fix) -> Position:
+    return Position(
+        unit_id=device.unit_id,
+        device_id=device.id,
+        lat=fix.lat,
+        lon=fix.lon,
+        at=fix.at,
+        source="osmand",
+        speed_kmh=fix.speed_kmh,
+        heading=fix.heading,
+        altitude_m=fix.altitude,
+        accuracy_m=fix.accuracy,
+        battery=fix.battery,
+    )
+
+
+def _is_sos(fix: Fix) -> bool:
+    alarm = fix.extras.get("alarm")
+    return isinstance(alarm, str) and alarm.strip().lower() in _SOS
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    main: web.Application = request.app[MAIN]
+    metrics = main[METRICS]
+    if request.method not in ("GET", "POST"):
+        return _text(405, "method not allowed: send GET or POST", {"Allow": "GET, POST"})
+    intake = request.app[INTAKE]
+    received = main[CLOCK].now()
+    try:
+        fixes, key = await _read_fixes(request, received)
+    except OsmandError as error:
+        metrics.rejected_input.labels("osmand").inc()
+        _once(request, "osmand_bad_request", field=error.field, error=error.message)
+        return _text(400, f"bad request: {error}")
+    except web.HTTPException:
+        raise
+    except (ValueError, UnicodeDecodeError) as error:
+        metrics.rejected_input.labels("osmand").inc()
+        _once(request, "osmand_bad_request", error=str(error)[:200])
+        return _text(400, "bad request: unreadable body")
+    require_key = main[SETTINGS].osmand.require_key
+    devices: dict[str, Device] = {}
+    for fix in fixes:
+        if fix.device_id in devices:
+            continue
+        device = await intake.devices.find("osmand", fix.device_id)
+        if device is None or device.disabled:
+            intake.refuse("osmand", "unknown_device")
+            _once(request, "osmand_unknown_device", device=fix.device_id[:64])
+            return _text(401, "unknown device or wrong key")
+        if require_key and not device.secret_matches(key):
+            intake.refuse("osmand", "bad_key")
+            _once(request, "osmand_bad_key", device=fix.device_id[:64])
+            return _text(401, "unknown device or wrong key")
+        if not intake.allow(device, "osmand"):
+            _once(request, "osmand_rate_limited", device=fix.device_id[:64])
+            return _text(429, "too many requests", {"Retry-After": "1"})
+        devices[fix.device_id] = device
+    for fix in fixes:
+        device = devices[fix.device_id]
+        position = _position(device, fix)
+        verdict = intake.submit(position)
+        intake.alarm_state(device, "osmand", _is_sos(fix), position if verdict == "live" else None)
+    if not await asyncio.shield(intake.sink.written()):
+        return _text(503, "temporarily unable to store the position; retry")
+    return web.Response(status=200)
+
+
+MAIN = web.AppKey("main_app", web.Application)
+
+
+def build_osmand_app(main: web.Application, intake: GpsIntake) -> web.Application:
+    sub = web.Application(client_max_size=_MAX_BODY)
+    sub[MAIN] = main
+    sub[INTAKE] = intake
+    sub[_SEEN] = {}
+    sub.router.add_route("*", "/{tail:.*}", handle)
+    return sub
+
+
+async def serve_osmand(
+    main: web.Application, intake: GpsIntake, host: str, port: int
+) -> AsyncGenerator[int, None]:
+    """Run the OsmAnd server while the generator is suspended; yields the bound port."""
+    runner = web.AppRunner(build_osmand_app(main, intake), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound = int(runner.addresses[0][1])
+        log.info("osmand_listening", address=f"http://{host}:{bound}")
+        yield bound
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,303 @@
+"""The position sink: fixes in, batched writes out.
+
+No fix costs a Redis round trip, an INSERT or a log line of its own. :meth:`PositionSink.submit`
+is synchronous and cheap: it judges the fix against the unit's live position
+(:func:`dispatchd.domain.units.judge_fix`) and queues it. Two loops write what was queued:
+
+* live, every ``[units] live_flush_s``: the newest fix of each unit, one pipelined Lua call per
+  unit that updates the unit's hash and the GEO set unless Redis already holds a newer fix (another
+  instance, or a blind-area re-upload after a restart);
+* track, every ``[units] track_flush_s`` (at most a second): every accepted fix with one COPY into
+  ``track_points``, then, for units whose position changed and was last published at least
+  ``[units] publish_interval_s`` ago, one outbox row each (topic ``position``) in one statement.
+
+Callers that must not answer before the fix is stored await :meth:`PositionSink.written`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from redis.asyncio import Redis
+
+from dispatchd.clock import Clock
+from dispatchd.config import UnitSettings
+from dispatchd.domain.units import LIVE, TRACK_ONLY, FixRules, Position, judge_fix
+from dispatchd.metrics import Metrics
+from dispatchd.store import keys
+from dispatchd.store.outbox import OUTBOX_LOCK
+
+log = structlog.get_logger("dispatchd.gps")
+
+TRACK_COLUMNS = (
+    "unit_id",
+    "device_id",
+    "at",
+    "lat",
+    "lon",
+    "speed_kmh",
+    "heading",
+    "altitude_m",
+    "accuracy_m",
+    "battery",
+    "source",
+    "received_at",
+)
+
+# Write the unit's live position unless Redis holds a newer one (KEYS: hash, geo set).
+_LIVE_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], 'at')
+if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'lat', ARGV[1], 'lon', ARGV[2], 'at', ARGV[3], 'speed', ARGV[4],
+           'heading', ARGV[5], 'battery', ARGV[6], 'source', ARGV[7], 'device', ARGV[8])
+redis.call('GEOADD', KEYS[2], ARGV[2], ARGV[1], ARGV[9])
+return 1
+"""
+
+# Most track rows held while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
+MAX_BACKLOG = 500_000
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+class PositionSink:
+    def __init__(
+        self, redis: Redis, pool: asyncpg.Pool, clock: Clock, settings: UnitSettings, metrics: Metrics
+    ) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self.rules = FixRules(
+            max_speed_kmh=settings.max_speed_kmh,
+            max_future=timedelta(seconds=settings.max_future_s),
+            china_only=settings.china_only,
+        )
+        self._script = redis.register_script(_LIVE_SCRIPT)
+        self._last: dict[int, Position] = {}
+        self._live: dict[int, Position] = {}
+        self._track: list[tuple[Any, ...]] = []
+        self._dirty: set[int] = set()
+        self._published: dict[int, float] = {}
+        self._org_paths: dict[int, list[str]] = {}
+        self._track_done: asyncio.Future[bool] | None = None
+        self._live_lock = asyncio.Lock()
+        self._track_lock = asyncio.Lock()
+        self._fixes = {
+            (proto, use): metrics.gps_fixes.labels(proto, use)
+            for proto in ("osmand", "jt808", "squad")
+            for use in (LIVE, TRACK_ONLY)
+        }
+
+    # -- in ------------------------------------------------------------------------------------
+
+    def last(self, unit_id: int) -> Position | None:
+        """The newest live fix of the unit this instance has accepted."""
+        return self._last.get(unit_id)
+
+    def submit(self, fix: Position, received_at: datetime | None = None) -> str:
+        """Judge and queue one fix; return the verdict (``live``, ``track_only`` or why it was refused)."""
+        now = received_at or self.clock.now()
+        verdict = judge_fix(fix, self._last.get(fix.unit_id), now, self.rules)
+        counter = self._fixes.get((fix.source, verdict))
+        if counter is None:
+            self.metrics.gps_filtered.labels(fix.source, verdict).inc()
+            return verdict
+        counter.inc()
+        self._track.append(
+            (
+                fix.unit_id,
+                fix.device_id,
+                fix.at,
+                fix.lat,
+                fix.lon,
+                fix.speed_kmh,
+                fix.heading,
+                fix.altitude_m,
+                fix.accuracy_m,
+                fix.battery,
+                fix.source,
+                now,
+            )
+        )
+        if verdict == LIVE:
+            self._last[fix.unit_id] = fix
+            self._live[fix.unit_id] = fix
+            self._dirty.add(fix.unit_id)
+        return verdict
+
+    def written(self) -> asyncio.Future[bool]:
+        """Resolves once everything submitted so far is in Redis and PostgreSQL (False if a write failed).
+
+        One future per batch, shared by every fix in it: await it through ``asyncio.shield``.
+        """
+        loop = asyncio.get_running_loop()
+        if not self._track:
+            done: asyncio.Future[bool] = loop.create_future()
+            done.set_result(True)
+            return done
+        if self._track_done is None:
+            self._track_done = loop.create_future()
+        return self._track_done
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._live or self._track)
+
+    # -- out -----------------------------------------------------------------------------------
+
+    async def flush_pending(self) -> None:
+        """Write whatever is queued now (read paths call this: what this instance took is readable)."""
+        if self._live:
+            await self.flush_live()
+        if self._track or self._dirty:
+            await self.flush_track()
+
+    async def flush_live(self) -> bool:
+        """Write the newest queued fix of each unit to Redis; False if that failed."""
+        async with self._live_lock:
+            batch, self._live = self._live, {}
+            try:
+                if batch:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        # execute() loads the script if Redis lacks it (redis-py types this set as sync Scripts).
+                        pipe.scripts.add(self._script)  # type: ignore[arg-type]
+                        sha, geo = self._script.sha, keys.UNITS_GEO
+                        for uid, p in batch.items():
+                            pipe.evalsha(
+                                sha,
+                                2,
+                                keys.unit_position(uid),
+                                geo,
+                                repr(p.lat),
+                                repr(p.lon),
+                                repr(p.at.timestamp()),
+                                _num(p.speed_kmh),
+                                _num(p.heading),
+                                _num(p.battery),
+                                p.source,
+                                str(p.device_id),
+                                str(uid),
+                            )
+                        await pipe.execute()
+                    self.metrics.gps_writes.labels("redis", "ok").inc()
+                    self.metrics.gps_batch_rows.labels("redis").inc(len(batch))
+            except Exception as exc:
+                self.metrics.gps_writes.labels("redis", "error").inc()
+                log.warning("gps_live_write_failed", units=len(batch), error=f"{type(exc).__name__}: {exc}")
+                for uid, p in batch.items():  # keep the newest for the next attempt
+                    self._live.setdefault(uid, p)
+                return False
+            return True
+
+    async def flush_track(self) -> None:
+        async with self._track_lock:
+            rows, self._track = self._track, []
+            done, self._track_done = self._track_done, None
+            # The live part of these fixes goes first, so that "written" means readable too.
+            ok = await self.flush_live()
+            try:
+                if rows:
+                    async with self.pool.acquire() as conn:
+                        await conn.copy_records_to_table("track_points", records=rows, columns=TRACK_COLUMNS)
+                    self.metrics.gps_writes.labels("postgres", "ok").inc()
+                    self.metrics.gps_batch_rows.labels("postgres").inc(len(rows))
+            except Exception as exc:
+                ok = False
+                self.metrics.gps_writes.labels("postgres", "error").inc()
+                log.warning("gps_track_write_failed", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
+                self._track = rows + self._track
+                if len(self._track) > MAX_BACKLOG:
+                    dropped = len(self._track) - MAX_BACKLOG
+                    del self._track[:dropped]
+                    self.metrics.gps_writes.labels("postgres", "dropped").inc(dropped)
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(ok)
+            if ok:
+                try:
+                    await self._publish()
+                except Exception as exc:
+                    log.warning("gps_publish_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _publish(self) -> None:
+        """Outbox rows (topic ``position``) for changed units, at most one per unit per interval."""
+        if not self._dirty:
+            return
+        mono = self.clock.monotonic()
+        interval = self.settings.publish_interval_s
+        due = [uid for uid in self._dirty if mono - self._published.get(uid, -1e18) >= interval]
+        if not due:
+            return
+        missing = [uid for uid in due if uid not in self._org_paths]
+        async with self.pool.acquire() as conn:
+            if missing:
+                for r in await conn.fetch(
+                    "SELECT id, org_path FROM squad_units WHERE id = ANY($1::bigint[])", missing
+                ):
+                    self._org_paths[r["id"]] = list(r["org_path"])
+            entity_ids: list[str] = []
+            paths: list[str] = []
+            payloads: list[str] = []
+            for uid in sorted(due):
+                pos = self._last.get(uid)
+                path = self._org_paths.get(uid)
+                if pos is None or path is None:
+                    continue
+                entity_ids.append(str(uid))
+                paths.append(",".join(path))
+                payloads.append(json.dumps({"unit_id": uid, **pos.as_json()}, ensure_ascii=False))
+            if entity_ids:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
+                    await conn.execute(
+                        "INSERT INTO outbox (topic, entity_id, org_path, payload)"
+                        " SELECT 'position', e, string_to_array(p, ','), pl::jsonb"
+                        " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(e, p, pl, n)"
+                        " ORDER BY n",
+                        entity_ids,
+                        paths,
+                        payloads,
+                    )
+        for uid in due:
+            self._dirty.discard(uid)
+            self._published[uid] = mono
+
+    def forget_unit(self, unit_id: int) -> None:
+        """Drop what this instance remembers of a unit (its org changed or it was deleted)."""
+        self._org_paths.pop(unit_id, None)
+
+    async def run(self) -> None:
+        """The flush loop, for the life of the application.
+
+        Live positions go to Redis every ``live_flush_s``; the track goes to PostgreSQL every
+        ``track_flush_s``, or at the next live tick when a caller waits for its fix to be stored.
+        """
+        tick = self.settings.live_flush_s
+        since_track = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            since_track += tick
+            try:
+                if since_track >= self.settings.track_flush_s or self._track_done is not None:
+                    since_track = 0.0
+                    await self.flush_track()
+                else:
+                    await self.flush_live()
+            except Exception:  # the flushes catch store errors; anything else must not stop the loop
+                log.exception("gps_flush_failed")
+
+    async def close(self) -> None:
+        """Write what is queued (shutdown)."""
+        try:
+            await asyncio.wait_for(self.flush_pending(), 5)
+        except Exception as exc:
+            log.warning("gps_final_flush_failed", error=f"{type(exc).__name__}: {exc}")
