@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -54,7 +55,10 @@ def ice_configuration(settings: VideoSettings) -> RTCConfiguration:
         RTCIceServer(urls=url, username=settings.ice_username or None, credential=settings.ice_credential or None)
         for url in urls
     ]
-    return RTCConfiguration(iceServers=servers)
+    # One transport for every m-line (max-bundle): with aiortc's default "balanced" policy, an offer
+    # whose first m-line is audio followed by several video m-lines leaves the later video ones on a
+    # transport that bundling then discards, and nothing is ever sent on them.
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 @dataclass(eq=False)

@@ -1,0 +1,290 @@
+// The meeting page (/meet/{id}?t=TOKEN): join with camera and microphone, watch the chair and the
+// speaker, and — for the chair — roll call (点名), rotation (轮巡), mute, recording and ending.
+// Signalling is described in docs/video.md: this page always makes the SDP offer, the server answers.
+
+const TEXT = {
+  "zh-CN": {
+    title: "视频会商", connecting: "正在连接…", connected: "已接入", failed: "连接失败", ended: "会议已结束",
+    recording: "● 录制中", nobody: "等待主持人…", me: "本方", mic_off: "关闭麦克风", mic_on: "打开麦克风",
+    raise: "举手", lower: "放下手", leave: "退出", controls: "主持控制", interval: "轮巡间隔（秒）",
+    rotate: "开始轮巡", rotate_stop: "停止轮巡", clear: "取消点名", record: "开始录制", record_stop: "停止录制",
+    end: "结束会议", sites: "参会方", rollcall: "点名", mute: "静音", unmute: "取消静音", chair: "主持",
+    hand: "✋ 举手", offline: "未接入", muted_by_chair: "主持人已将您静音", no_camera: "未能打开摄像头，仅收看",
+    left: "您已退出会议", confirm_end: "确定结束会议？", speaker: "发言",
+  },
+  en: {
+    title: "Video consultation", connecting: "Connecting…", connected: "Connected", failed: "Connection failed",
+    ended: "The meeting has ended", recording: "● Recording", nobody: "Waiting for the chair…", me: "Me",
+    mic_off: "Mute microphone", mic_on: "Unmute microphone", raise: "Raise hand", lower: "Lower hand",
+    leave: "Leave", controls: "Chair controls", interval: "Rotation interval (s)", rotate: "Rotate sites",
+    rotate_stop: "Stop rotation", clear: "Clear speaker", record: "Start recording", record_stop: "Stop recording",
+    end: "End meeting", sites: "Sites", rollcall: "Call", mute: "Mute", unmute: "Unmute", chair: "Chair",
+    hand: "✋ Hand up", offline: "not joined", muted_by_chair: "The chair muted you",
+    no_camera: "Camera unavailable: watching only", left: "You left the meeting", confirm_end: "End the meeting?",
+    speaker: "Speaker",
+  },
+};
+
+const params = new URLSearchParams(location.search);
+const meetingId = location.pathname.split("/").filter(Boolean).pop();
+const token = params.get("t") || "";
+let lang = params.get("lang") || localStorage.getItem("dispatchd.lang") || "zh-CN";
+if (!(lang in TEXT)) lang = "zh-CN";
+const t = (key) => TEXT[lang][key] || TEXT["zh-CN"][key] || key;
+const $ = (sel) => document.querySelector(sel);
+
+const state = {
+  ws: null, pc: null, you: null, meeting: null, slots: 2, iceServers: [], local: null,
+  roster: [], screen: {}, slotMap: [], hand: false, micOn: true, recording: false, ended: false,
+};
+
+function setStatus(key) { $("#status").dataset.i18n = key; $("#status").textContent = t(key); }
+function showError(message) { $("#error").textContent = message || ""; }
+
+function translate() {
+  document.documentElement.lang = lang;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  $("#lang").textContent = lang === "en" ? "中文" : "EN";
+  if (state.meeting) $("#title").textContent = state.meeting.title;
+  $("#mic").textContent = t(state.micOn ? "mic_off" : "mic_on");
+  $("#hand").textContent = t(state.hand ? "lower" : "raise");
+  $("#rotate").textContent = t(state.screen.rotation ? "rotate_stop" : "rotate");
+  $("#record").textContent = t(state.recording ? "record_stop" : "record");
+  renderRoster();
+  renderScreen();
+}
+
+function send(type, fields = {}) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ type, ...fields }));
+}
+
+async function openCamera() {
+  const facing = params.get("camera") === "environment" ? "environment" : "user";
+  try {
+    return await navigator.mediaDevices.getUserMedia({
+      audio: true,
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15 }, facingMode: facing },
+    });
+  } catch (err) {
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (err2) {
+      showError(t("no_camera"));
+      return null;
+    }
+  }
+}
+
+function preferCodec(transceiver, kind, codec) {
+  // Forwarding never transcodes: offer the meeting's codec first (where the browser lets us).
+  if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver || !RTCRtpReceiver.getCapabilities) return;
+  const caps = RTCRtpReceiver.getCapabilities(kind);
+  if (!caps) return;
+  const want = `${kind}/${codec}`.toLowerCase();
+  const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === want);
+  const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== want);
+  if (first.length) {
+    try { transceiver.setCodecPreferences([...first, ...rest]); } catch (err) { /* older browsers */ }
+  }
+}
+
+async function startPeer() {
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers, bundlePolicy: "max-bundle" });
+  state.pc = pc;
+  window.meet.pc = pc;
+  if (state.local) {
+    for (const track of state.local.getTracks()) {
+      const tr = pc.addTransceiver(track, { direction: "sendonly", streams: [state.local] });
+      if (track.kind === "video") preferCodec(tr, "video", state.meeting.codec);
+    }
+  }
+  for (let i = 0; i < state.slots; i++) {
+    preferCodec(pc.addTransceiver("video", { direction: "recvonly" }), "video", state.meeting.codec);
+  }
+  for (let i = 0; i < state.slots; i++) pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.ontrack = (ev) => attachTrack(ev.transceiver, ev.track);
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === "connected") setStatus("connected");
+    if (pc.connectionState === "failed") setStatus("failed");
+  };
+  await offer();
+}
+
+async function offer() {
+  const pc = state.pc;
+  await pc.setLocalDescription(await pc.createOffer());
+  // Send the offer with every candidate in it: aiortc answers with all of its own at once.
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    const done = () => { if (pc.iceGatheringState === "complete") resolve(); };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 3000);
+  });
+  send("offer", { sdp: pc.localDescription.sdp });
+}
+
+function attachTrack(transceiver, track) {
+  const stream = new MediaStream([track]);
+  const mid = transceiver.mid;
+  if (track.kind === "video") {
+    const index = state.pc.getTransceivers().filter((x) => x.receiver.track.kind === "video" && x.direction === "recvonly").indexOf(transceiver);
+    const tile = document.querySelector(`.tile[data-slot="${index}"]`);
+    if (tile) { tile.dataset.mid = mid; tile.querySelector("video").srcObject = stream; }
+  } else {
+    const index = state.pc.getTransceivers().filter((x) => x.receiver.track.kind === "audio" && x.direction === "recvonly").indexOf(transceiver);
+    const el = document.getElementById(`a${index}`);
+    if (el) el.srcObject = stream;
+  }
+  renderScreen();
+}
+
+function labelOf(pid) {
+  const found = state.roster.find((p) => p.id === pid);
+  return found ? found.label : pid;
+}
+
+function renderScreen() {
+  let shown = 0;
+  for (const tile of document.querySelectorAll(".tile")) {
+    const slot = state.slotMap.find((s) => s.kind === "video" && s.mid === tile.dataset.mid);
+    const pid = slot && slot.participant;
+    tile.hidden = !pid;
+    if (pid) {
+      shown += 1;
+      const role = pid === state.screen.chair ? t("chair") : pid === state.screen.speaker ? t("speaker") : "";
+      tile.querySelector("figcaption").textContent = `${labelOf(pid)}${role ? " · " + role : ""}`;
+      tile.dataset.participant = pid;
+      const video = tile.querySelector("video");
+      if (video.paused) video.play().catch(() => {});
+    }
+  }
+  $("#empty").hidden = shown > 0;
+}
+
+function renderRoster() {
+  const list = $("#roster");
+  list.replaceChildren();
+  const isChair = state.you && state.you.role === "chair";
+  for (const p of state.roster) {
+    const li = document.createElement("li");
+    li.dataset.participant = p.id;
+    if (!p.online) li.classList.add("offline");
+    if (p.id === state.screen.speaker) li.classList.add("speaker");
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = `${p.label}${p.online ? "" : " · " + t("offline")}`;
+    li.append(name);
+    if (p.hand) { const h = document.createElement("span"); h.textContent = t("hand"); li.append(h); }
+    if (isChair && p.online && p.id !== state.you.id) {
+      const call = document.createElement("button");
+      call.type = "button"; call.className = "rollcall"; call.textContent = t("rollcall");
+      call.onclick = () => send("rollcall", { participant: p.id });
+      const mute = document.createElement("button");
+      mute.type = "button"; mute.className = "mute"; mute.textContent = t(p.muted ? "unmute" : "mute");
+      mute.onclick = () => send("mute", { participant: p.id, muted: !p.muted });
+      li.append(call, mute);
+    }
+    list.append(li);
+  }
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case "welcome":
+      state.you = msg.you; state.meeting = msg.meeting; state.slots = msg.slots; state.iceServers = msg.ice_servers || [];
+      $("#chair").hidden = msg.you.role !== "chair";
+      document.title = `${msg.meeting.title} · ${t("title")}`;
+      translate();
+      state.local = await openCamera();
+      if (state.local) $("#self video").srcObject = state.local; else $("#self").hidden = true;
+      await startPeer();
+      break;
+    case "answer":
+      await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+      break;
+    case "renegotiate":
+      await offer();
+      break;
+    case "roster":
+      state.roster = msg.participants; state.screen = msg.screen || state.screen;
+      translate();
+      break;
+    case "screen":
+      state.screen = msg.screen; state.slotMap = msg.slots;
+      translate();
+      break;
+    case "muted":
+      setMic(!msg.muted);
+      if (msg.muted) showError(t("muted_by_chair"));
+      break;
+    case "recording":
+      state.recording = msg.on; $("#rec").hidden = !msg.on; translate();
+      break;
+    case "error":
+      showError(msg.message);
+      break;
+    case "ended":
+      finish("ended");
+      break;
+    default:
+      break;
+  }
+}
+
+function setMic(on) {
+  state.micOn = on;
+  if (state.local) for (const track of state.local.getAudioTracks()) track.enabled = on;
+  translate();
+}
+
+function finish(key) {
+  state.ended = true;
+  setStatus(key);
+  if (state.pc) state.pc.close();
+  if (state.local) for (const track of state.local.getTracks()) track.stop();
+  if (state.ws) state.ws.close();
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws/meet/${meetingId}?token=${encodeURIComponent(token)}&lang=${lang}`);
+  state.ws = ws;
+  let chain = Promise.resolve();
+  ws.onmessage = (ev) => { chain = chain.then(() => onMessage(JSON.parse(ev.data))).catch((err) => showError(String(err))); };
+  ws.onclose = () => { if (!state.ended) setStatus("failed"); };
+}
+
+$("#lang").onclick = () => { lang = lang === "en" ? "zh-CN" : "en"; localStorage.setItem("dispatchd.lang", lang); translate(); };
+$("#mic").onclick = () => setMic(!state.micOn);
+$("#hand").onclick = () => { state.hand = !state.hand; send("hand", { raised: state.hand }); translate(); };
+$("#leave").onclick = () => { send("leave"); finish("left"); };
+$("#rotate").onclick = () => {
+  if (state.screen.rotation) send("rotate_stop");
+  else send("rotate", { interval: Number($("#interval").value) || 10 });
+};
+$("#clear").onclick = () => send("rollcall", { participant: null });
+$("#record").onclick = () => send("record", { on: !state.recording });
+$("#end").onclick = () => { if (confirm(t("confirm_end"))) send("end"); };
+
+// For tests and the curious: the live peer connection and a summary of what is being decoded.
+window.meet = {
+  pc: null,
+  state,
+  async framesDecoded() {
+    if (!state.pc) return 0;
+    let total = 0;
+    (await state.pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") total += s.framesDecoded || 0; });
+    return total;
+  },
+  async decodedByParticipant() {
+    const out = {};
+    if (!state.pc) return out;
+    const byMid = {};
+    (await state.pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") byMid[s.mid] = s.framesDecoded || 0; });
+    for (const slot of state.slotMap) if (slot.kind === "video" && slot.participant) out[slot.participant] = byMid[slot.mid] || 0;
+    return out;
+  },
+};
+
+translate();
+connect();
