@@ -221,6 +221,46 @@ class MapSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveSettings:
+    frame_interval: float = field(
+        default=0.1, metadata=_meta("board: seconds between frames of changes, at most", lo=0.01, hi=5)
+    )
+    heartbeat_interval: float = field(
+        default=15.0, metadata=_meta("board and squad: seconds between heartbeats", lo=1, hi=300)
+    )
+    queue_frames: int = field(
+        default=100, metadata=_meta("board: frames queued for one slow client before it must resume", lo=2, hi=10000)
+    )
+    compression: bool = field(
+        default=False, metadata=_meta("permessage-deflate on the websockets (memory per connection)")
+    )
+    resume_max_rows: int = field(
+        default=20000, metadata=_meta("board: resume with at most this many rows, else a snapshot", lo=100, hi=1000000)
+    )
+    retention_hours: float = field(
+        default=24.0, metadata=_meta("hours the change feed keeps rows for resuming clients", lo=0.1, hi=720)
+    )
+    relay_poll_interval: float = field(
+        default=1.0, metadata=_meta("relay: seconds between outbox polls when no NOTIFY wakes it", lo=0.01, hi=60)
+    )
+    relay_election_interval: float = field(
+        default=2.0, metadata=_meta("seconds between attempts to become the relay", lo=0.05, hi=60)
+    )
+    resend_after: float = field(
+        default=15.0, metadata=_meta("orders: seconds without a receipt before sending again", lo=1, hi=3600)
+    )
+    accept_timeout: float = field(
+        default=60.0, metadata=_meta("orders: seconds to accept before the duty officer is alerted", lo=5, hi=86400)
+    )
+    auto_reassign: bool = field(
+        default=False, metadata=_meta("orders: give an unaccepted order to the next nearest unit by itself")
+    )
+    timer_interval: float = field(
+        default=1.0, metadata=_meta("orders: seconds between checks of resend and accept timers", lo=0.01, hi=60)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -231,6 +271,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
     map: MapSettings = field(default_factory=MapSettings)
     osmand: OsmandSettings = field(default_factory=OsmandSettings)
     jt808: Jt808Settings = field(default_factory=Jt808Settings)

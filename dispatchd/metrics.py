@@ -27,6 +27,41 @@ class Metrics:
         self.rejected_input = Counter(
             "dispatchd_rejected_input_total", "malformed input rejected", ["channel"], registry=r
         )
+        # Live: change feed, board and squad websockets, orders (dispatchd/live/).
+        self.live_feed_rows = Counter(
+            "dispatchd_live_feed_rows_total", "outbox rows handed to this instance's clients", registry=r
+        )
+        self.live_feed_backfills = Counter(
+            "dispatchd_live_feed_backfills_total",
+            "catch-ups of the change feed from PostgreSQL",
+            ["reason"],
+            registry=r,
+        )
+        self.live_relay = Gauge("dispatchd_live_relay", "1 while this instance is the feed relay", registry=r)
+        self.live_relay_published = Counter(
+            "dispatchd_live_relay_published_total", "outbox rows published to Redis", registry=r
+        )
+        self.live_frames = Counter(
+            "dispatchd_live_frames_total", "frames written to board clients", registry=r
+        )
+        self.live_frame_bytes = Counter(
+            "dispatchd_live_frame_bytes_total", "bytes of frames written to board clients", registry=r
+        )
+        self.live_queue_drops = Counter(
+            "dispatchd_live_queue_drops_total",
+            "board clients closed because their queue overflowed (told to resume)",
+            registry=r,
+        )
+        self.live_board_starts = Counter(
+            "dispatchd_live_board_starts_total", "board connections started", ["mode"], registry=r
+        )
+        self.live_orders = Counter(
+            "dispatchd_live_order_events_total", "order events (created, resent, delivered, ...)", ["event"],
+            registry=r,
+        )
+        self.live_squad_messages = Counter(
+            "dispatchd_live_squad_messages_total", "messages from squad devices", ["type"], registry=r
+        )
         # Squad positions (dispatchd/channels/gps/): fixes accepted, kept out, and the batched writes.
         self.gps_fixes = Counter(
             "dispatchd_gps_fixes_total",

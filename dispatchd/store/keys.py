@@ -10,6 +10,8 @@ PREFIX = "dispatchd:"
 
 # Change feed: outbox rows published after commit, in seq order, to every instance.
 CHANGES_CHANNEL = PREFIX + "changes"
+# The seq of the last outbox row the relay published (where a new relay takes over).
+FEED_RELAY_LAST = PREFIX + "feed:relay_last"
 
 
 def idempotency(scope: str, key: str) -> str:

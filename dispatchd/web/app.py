@@ -58,9 +58,9 @@ def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
     from dispatchd import incidents, units
 
-    from dispatchd import video
+    from dispatchd import live, video
 
-    return [_core_setup, ui.setup, units.setup, incidents.setup, video.setup]
+    return [_core_setup, ui.setup, units.setup, incidents.setup, live.setup, video.setup]
 
 
 @web.middleware

@@ -1,0 +1,744 @@
+"""Orders to squads: stored first, then pushed; receipts, accept and decline, resend and alerts.
+
+Every change of an order is one transaction: the order row, an ``order_events`` audit row and an
+outbox row on topic ``order`` (payload ``{"event", "order"}``). The squad hub of every instance
+reads those rows from the change feed and pushes the order to the connections of the unit's
+members there (:mod:`dispatchd.live.squad`), so an order made on one instance reaches a squad
+connected to another. Alerts for the duty officer are outbox rows on topic ``alert``.
+
+Timers (:class:`OrderTimers`) run on every instance against the application clock; a due order is
+taken with ``FOR UPDATE SKIP LOCKED``, so two instances never fire one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from dispatchd.domain import orders as machine
+from dispatchd.domain.orders import Order, OrderClock, OrderConflict, Step
+from dispatchd.store.outbox import emit
+from dispatchd.store.users import User
+from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
+from dispatchd.web.errors import ApiError, conflict, not_found
+
+log = structlog.get_logger("dispatchd.live.orders")
+
+# Cases in these states take no more orders.
+CLOSED_CASE_STATES = frozenset({"rejected", "merged", "closed", "evaluated"})
+DISPATCH_ROLES = ("duty_officer", "leader")
+
+
+def order_clock(app: web.Application) -> OrderClock:
+    s = app[SETTINGS].live
+    return OrderClock(timedelta(seconds=s.resend_after), timedelta(seconds=s.accept_timeout))
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def order_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An order as the API, the board and the squad device see it."""
+    o = as_machine(row)
+    return {
+        "id": row["id"],
+        "incident_id": row["incident_id"],
+        "unit_id": row["unit_id"],
+        "org": row["org_path"][-1] if row["org_path"] else None,
+        "org_path": list(row["org_path"]),
+        "instructions": row["instructions"],
+        "priority": row["priority"],
+        "incident": row["incident"],
+        "place": (row["incident"] or {}).get("place"),
+        "state": row["state"],
+        "version": row["version"],
+        "sends": row["sends"],
+        "created_by": row["created_by"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "last_sent_at": _iso(row["last_sent_at"]),
+        "resend_at": _iso(row["resend_at"]),
+        "accept_by": _iso(row["accept_by"]),
+        "delivered_at": _iso(row["delivered_at"]),
+        "accepted_at": _iso(row["accepted_at"]),
+        "accepted_by": row["accepted_by"],
+        "declined_at": _iso(row["declined_at"]),
+        "decline_reason": row["decline_reason"],
+        "alerted_at": _iso(row["alerted_at"]),
+        "overdue": o.overdue,
+        "closed_at": _iso(row["closed_at"]),
+        "replaces": row["replaces"],
+        "replaced_by": row["replaced_by"],
+    }
+
+
+def as_machine(row: Mapping[str, Any]) -> Order:
+    return Order(
+        state=row["state"],
+        sends=row["sends"],
+        last_sent_at=row["last_sent_at"],
+        resend_at=row["resend_at"],
+        accept_by=row["accept_by"],
+        delivered_at=row["delivered_at"],
+        accepted_at=row["accepted_at"],
+        declined_at=row["declined_at"],
+        alerted_at=row["alerted_at"],
+        closed_at=row["closed_at"],
+    )
+
+
+def _conflict(exc: OrderConflict, row: Mapping[str, Any]) -> ApiError:
+    return conflict(exc.message_zh, exc.message_en, code="illegal_order_move", extra={"order": order_json(row)})
+
+
+def _actor(user: User | None) -> tuple[int | None, str]:
+    return (user.id, user.username) if user is not None else (None, "system")
+
+
+async def _lock(conn: asyncpg.Connection, order_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM orders WHERE id = $1 FOR UPDATE", order_id)
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    app: web.Application,
+    row: Mapping[str, Any],
+    event: str,
+    actor: User | None,
+    from_state: str | None,
+    data: Mapping[str, Any] | None = None,
+) -> None:
+    """Audit row and outbox row of an order change, inside the caller's transaction."""
+    actor_id, actor_name = _actor(actor)
+    await conn.execute(
+        "INSERT INTO order_events (order_id, at, action, actor_id, actor_name, from_state, to_state, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        row["id"],
+        app[CLOCK].now(),
+        event,
+        actor_id,
+        actor_name,
+        from_state,
+        row["state"],
+        dict(data or {}),
+    )
+    await emit(conn, "order", row["id"], list(row["org_path"]), {"event": event, "order": order_json(row)})
+    app[METRICS].live_orders.labels(event).inc()
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    app: web.Application,
+    row: Mapping[str, Any],
+    step: Step,
+    actor: User | None,
+    extra: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> asyncpg.Record:
+    """Store the machine's new order (plus ``extra`` columns), audit it and emit it."""
+    o = step.order
+    values: dict[str, Any] = {
+        "state": o.state,
+        "sends": o.sends,
+        "last_sent_at": o.last_sent_at,
+        "resend_at": o.resend_at,
+        "accept_by": o.accept_by,
+        "delivered_at": o.delivered_at,
+        "accepted_at": o.accepted_at,
+        "declined_at": o.declined_at,
+        "alerted_at": o.alerted_at,
+        "closed_at": o.closed_at,
+        **dict(extra or {}),
+    }
+    names = list(values)
+    sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
+    new: asyncpg.Record = await conn.fetchrow(
+        f"UPDATE orders SET {sets}, version = version + 1, updated_at = ${len(names) + 2}"
+        " WHERE id = $1 RETURNING *",
+        row["id"],
+        *values.values(),
+        app[CLOCK].now(),
+    )
+    assert step.event is not None
+    await _record(conn, app, new, step.event, actor, row["state"], data)
+    return new
+
+
+async def is_member(conn: asyncpg.Connection, unit_id: int, user_id: int) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM unit_members WHERE unit_id = $1 AND user_id = $2", unit_id, user_id
+    )
+    return found is not None
+
+
+def _case_info(app: web.Application, inc: Mapping[str, Any]) -> dict[str, Any]:
+    """What the squad needs of the case, frozen into the order."""
+    category = app[TAXONOMY].categories.get(inc["category"])
+    location = {"lat": inc["lat"], "lon": inc["lon"]} if inc["lat"] is not None and inc["lon"] is not None else None
+    return {
+        "id": inc["id"],
+        "number": inc["number"],
+        "category": inc["category"],
+        "category_name": (
+            {"zh-CN": category.name, "en": category.name_en}
+            if category is not None
+            else {"zh-CN": inc["category"], "en": inc["category"]}
+        ),
+        "priority": inc["priority"],
+        "description": inc["description"],
+        "place": {"location": location, "address": inc["address"], "grid": inc["grid"]},
+    }
+
+
+# -- creating -------------------------------------------------------------------------------------
+
+
+async def create_order(
+    app: web.Application,
+    *,
+    incident_id: int,
+    unit_id: int,
+    instructions: str,
+    actor: User | None,
+    dispatcher_org: str | None = None,
+    replaces: int | None = None,
+    conn: asyncpg.Connection | None = None,
+) -> dict[str, Any]:
+    """Store an order for the unit and put the unit on ``dispatched``; the feed pushes it.
+
+    ``actor`` None is the system (automatic reassignment; then ``dispatcher_org`` is required).
+    Refusals: 404 for a case or unit the actor may not see, 409 for a closed case or a unit off duty.
+    """
+    if conn is None:
+        async with app[POOL].acquire() as own, own.transaction():
+            return await create_order(
+                app,
+                incident_id=incident_id,
+                unit_id=unit_id,
+                instructions=instructions,
+                actor=actor,
+                dispatcher_org=dispatcher_org,
+                replaces=replaces,
+                conn=own,
+            )
+    row = await _insert_order(app, conn, incident_id, unit_id, instructions, actor, dispatcher_org, replaces)
+    return order_json(row)
+
+
+async def _insert_order(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    incident_id: int,
+    unit_id: int,
+    instructions: str,
+    actor: User | None,
+    dispatcher_org: str | None,
+    replaces: int | None,
+) -> asyncpg.Record:
+    from dispatchd.incidents.store import may_view
+    from dispatchd.units.service import set_unit_status
+
+    tree = app[ORGS]
+    inc = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
+    if inc is None or (actor is not None and not may_view(tree, actor, inc)):
+        raise not_found("事件", "case")
+    if inc["state"] in CLOSED_CASE_STATES:
+        raise conflict(
+            "事件已结束，不能再派遣", f"the case is {inc['state']}: it takes no more orders", code="case_closed"
+        )
+    unit = await conn.fetchrow(
+        "SELECT id, name, org_code, org_path, status FROM squad_units WHERE id = $1 FOR UPDATE", unit_id
+    )
+    if unit is None or (actor is not None and not tree.is_within(unit["org_code"], actor.org)):
+        raise not_found("队伍", "unit")
+    if unit["status"] == "off_duty":
+        raise conflict("队伍不在岗，不能派遣", "the unit is off duty", code="unit_off_duty")
+    now = app[CLOCK].now()
+    o = machine.new_order(now, order_clock(app))
+    org = dispatcher_org or (actor.org if actor is not None else unit["org_code"])
+    row = await conn.fetchrow(
+        "INSERT INTO orders (incident_id, unit_id, org_path, dispatcher_org, instructions, priority, incident,"
+        " state, created_by, created_at, updated_at, sends, last_sent_at, resend_at, accept_by, replaces)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15) RETURNING *",
+        incident_id,
+        unit_id,
+        list(unit["org_path"]),
+        org,
+        instructions,
+        inc["priority"],
+        _case_info(app, inc),
+        o.state,
+        actor.id if actor is not None else None,
+        now,
+        o.sends,
+        o.last_sent_at,
+        o.resend_at,
+        o.accept_by,
+        replaces,
+    )
+    await _record(conn, app, row, "created", actor, None, {"unit_name": unit["name"]})
+    if unit["status"] == "available":
+        await set_unit_status(app, unit_id, "dispatched", actor.username if actor else "system", conn=conn)
+    log.info("order_created", order_id=row["id"], incident_id=incident_id, unit_id=unit_id, replaces=replaces)
+    return row
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+async def get_order(app: web.Application, order_id: int, viewer: User) -> dict[str, Any] | None:
+    """The order with its receipts and audit trail, if ``viewer`` sees its unit or is a member."""
+    async with app[POOL].acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
+        if row is None:
+            return None
+        if not app[ORGS].is_within(row["org_path"][-1], viewer.org) and not await is_member(
+            conn, row["unit_id"], viewer.id
+        ):
+            return None
+        receipts = await conn.fetch(
+            "SELECT d.user_id, u.username, d.delivered_at, d.instance FROM order_deliveries d"
+            " JOIN users u ON u.id = d.user_id WHERE d.order_id = $1 ORDER BY d.delivered_at, d.user_id",
+            order_id,
+        )
+        events = await conn.fetch(
+            "SELECT action, actor_name, at, from_state, to_state, data FROM order_events"
+            " WHERE order_id = $1 ORDER BY id",
+            order_id,
+        )
+    out = order_json(row)
+    out["receipts"] = [
+        {"user_id": r["user_id"], "username": r["username"], "at": _iso(r["delivered_at"]), "instance": r["instance"]}
+        for r in receipts
+    ]
+    out["timeline"] = [
+        {
+            "action": e["action"],
+            "actor": e["actor_name"],
+            "at": _iso(e["at"]),
+            "from_state": e["from_state"],
+            "to_state": e["to_state"],
+            "data": e["data"],
+        }
+        for e in events
+    ]
+    return out
+
+
+async def list_orders(
+    app: web.Application,
+    viewer: User,
+    *,
+    unit_id: int | None = None,
+    incident_id: int | None = None,
+    open_only: bool = False,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Orders of units in the viewer's jurisdiction or of units the viewer is a member of."""
+    args: list[Any] = [list(app[ORGS].descendants(viewer.org)), viewer.id]
+    sql = (
+        "SELECT * FROM orders o WHERE (o.org_path && $1::text[] OR EXISTS"
+        " (SELECT 1 FROM unit_members m WHERE m.unit_id = o.unit_id AND m.user_id = $2))"
+    )
+    if unit_id is not None:
+        args.append(unit_id)
+        sql += f" AND o.unit_id = ${len(args)}"
+    if incident_id is not None:
+        args.append(incident_id)
+        sql += f" AND o.incident_id = ${len(args)}"
+    if open_only:
+        sql += " AND o.state IN ('pending', 'delivered', 'accepted')"
+    args.append(limit)
+    sql += f" ORDER BY o.id DESC LIMIT ${len(args)}"
+    async with app[POOL].acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+    return [order_json(r) for r in rows]
+
+
+async def unreceived_orders(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """Open orders of the user's units that the user's devices have not acknowledged, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT o.* FROM orders o JOIN unit_members m ON m.unit_id = o.unit_id AND m.user_id = $1"
+        " WHERE o.state IN ('pending', 'delivered', 'accepted')"
+        " AND NOT EXISTS (SELECT 1 FROM order_deliveries d WHERE d.order_id = o.id AND d.user_id = $1)"
+        " ORDER BY o.id",
+        user_id,
+    )
+    return rows
+
+
+# -- the device's answers -------------------------------------------------------------------------
+
+
+async def _member_order(conn: asyncpg.Connection, order_id: int, user: User) -> asyncpg.Record:
+    row = await _lock(conn, order_id)
+    if row is None or not await is_member(conn, row["unit_id"], user.id):
+        raise not_found("指令", "order")
+    return row
+
+
+async def _receipt(app: web.Application, conn: asyncpg.Connection, order_id: int, user: User) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO order_deliveries (order_id, user_id, delivered_at, instance) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING RETURNING user_id",
+        order_id,
+        user.id,
+        app[CLOCK].now(),
+        app[INSTANCE_ID],
+    )
+    return inserted is not None
+
+
+async def acknowledge(app: web.Application, order_id: int, user: User) -> dict[str, Any]:
+    """A member's device received the order: record the receipt; the first one delivers it."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await _member_order(conn, order_id, user)
+        fresh = await _receipt(app, conn, order_id, user)
+        step = machine.acknowledge(as_machine(row), app[CLOCK].now())
+        if step.changed:
+            row = await _apply(conn, app, row, step, user)
+        elif fresh:
+            await conn.execute(
+                "INSERT INTO order_events (order_id, at, action, actor_id, actor_name, from_state, to_state)"
+                " VALUES ($1, $2, 'receipt', $3, $4, $5, $5)",
+                order_id,
+                app[CLOCK].now(),
+                user.id,
+                user.username,
+                row["state"],
+            )
+    return order_json(row)
+
+
+async def accept(app: web.Application, order_id: int, user: User) -> dict[str, Any]:
+    """The squad takes the order (a receipt is implied); an alert about it is resolved."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await _member_order(conn, order_id, user)
+        await _receipt(app, conn, order_id, user)
+        try:
+            step = machine.accept(as_machine(row), app[CLOCK].now())
+        except OrderConflict as exc:
+            raise _conflict(exc, row) from None
+        if step.changed:
+            row = await _apply(conn, app, row, step, user, extra={"accepted_by": user.id})
+            await _resolve_alerts(app, conn, order_id, user, "accepted")
+    return order_json(row)
+
+
+async def decline(app: web.Application, order_id: int, user: User, reason: str | None) -> dict[str, Any]:
+    """The squad refuses: the unit is free again and the duty officer is alerted with a suggestion."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await _member_order(conn, order_id, user)
+        await _receipt(app, conn, order_id, user)
+        try:
+            step = machine.decline(as_machine(row), app[CLOCK].now())
+        except OrderConflict as exc:
+            raise _conflict(exc, row) from None
+        if step.changed:
+            row = await _apply(conn, app, row, step, user, extra={"decline_reason": reason})
+            await _release_unit(app, conn, row["unit_id"], user)
+            row = await _raise_alert(app, conn, row, "order_declined")
+    return order_json(row)
+
+
+# -- the officer's moves ------------------------------------------------------------------------------
+
+
+async def _officer_order(app: web.Application, conn: asyncpg.Connection, order_id: int, user: User) -> asyncpg.Record:
+    row = await _lock(conn, order_id)
+    if row is None or not app[ORGS].is_within(row["org_path"][-1], user.org):
+        raise not_found("指令", "order")
+    return row
+
+
+async def cancel(app: web.Application, order_id: int, user: User) -> dict[str, Any]:
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await _officer_order(app, conn, order_id, user)
+        try:
+            step = machine.cancel(as_machine(row), app[CLOCK].now())
+        except OrderConflict as exc:
+            raise _conflict(exc, row) from None
+        if step.changed:
+            row = await _apply(conn, app, row, step, user)
+            await _release_unit(app, conn, row["unit_id"], user)
+            await _resolve_alerts(app, conn, order_id, user, "cancelled")
+    return order_json(row)
+
+
+async def reassign(
+    app: web.Application, order_id: int, user: User, unit_id: int | None
+) -> dict[str, Any]:
+    """Give the case to ``unit_id`` (or the next nearest available unit): returns the new order."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await _officer_order(app, conn, order_id, user)
+        if unit_id is None:
+            suggestion = await suggest_unit(app, conn, row)
+            if suggestion is None:
+                raise conflict(
+                    "附近没有可用的队伍", "no available unit with a live position nearby", code="no_unit_available"
+                )
+            unit_id = int(suggestion["unit_id"])
+        try:
+            step = machine.reassign(as_machine(row), app[CLOCK].now())
+        except OrderConflict as exc:
+            raise _conflict(exc, row) from None
+        new = await _insert_order(
+            app, conn, row["incident_id"], unit_id, row["instructions"], user, row["dispatcher_org"], row["id"]
+        )
+        await _apply(conn, app, row, step, user, extra={"replaced_by": new["id"]}, data={"to_order": new["id"]})
+        await _release_unit(app, conn, row["unit_id"], user)
+        await _resolve_alerts(app, conn, order_id, user, "reassigned")
+    return order_json(new)
+
+
+async def complete_unit_orders(app: web.Application, conn: asyncpg.Connection, unit_id: int, user: User | None) -> None:
+    """The unit reported returning or available: its accepted orders are done."""
+    rows = await conn.fetch(
+        "SELECT * FROM orders WHERE unit_id = $1 AND state = 'accepted' ORDER BY id FOR UPDATE", unit_id
+    )
+    for row in rows:
+        await _apply(conn, app, row, machine.complete(as_machine(row), app[CLOCK].now()), user)
+
+
+async def _release_unit(app: web.Application, conn: asyncpg.Connection, unit_id: int, actor: User | None) -> None:
+    """Back to available when the unit is only ``dispatched`` and has no other open order."""
+    from dispatchd.units.service import set_unit_status
+
+    busy = await conn.fetchval(
+        "SELECT 1 FROM orders WHERE unit_id = $1 AND state IN ('pending', 'delivered', 'accepted')", unit_id
+    )
+    status = await conn.fetchval("SELECT status FROM squad_units WHERE id = $1", unit_id)
+    if busy is None and status == "dispatched":
+        await set_unit_status(app, unit_id, "available", actor.username if actor else "system", conn=conn)
+
+
+# -- alerts -----------------------------------------------------------------------------------------
+
+
+async def suggest_unit(app: web.Application, conn: asyncpg.Connection, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The nearest available unit to the case, in the dispatcher's jurisdiction, not tried yet."""
+    from dispatchd.units.service import nearest_units
+
+    location = ((row["incident"] or {}).get("place") or {}).get("location")
+    if not location:
+        return None
+    tried = {
+        r["unit_id"]
+        for r in await conn.fetch("SELECT DISTINCT unit_id FROM orders WHERE incident_id = $1", row["incident_id"])
+    }
+    codes = app[ORGS].descendants(row["dispatcher_org"]) if row["dispatcher_org"] in app[ORGS].units else frozenset()
+    if not codes:
+        return None
+    candidates = await nearest_units(
+        app, float(location["lat"]), float(location["lon"]), codes, status="available", limit=len(tried) + 5
+    )
+    for unit in candidates:
+        if unit["id"] not in tried and not unit.get("stale"):
+            return {
+                "unit_id": unit["id"],
+                "name": unit["name"],
+                "kind": unit["kind"],
+                "distance_m": unit.get("distance_m"),
+                "eta_s": unit.get("eta_s"),
+            }
+    return None
+
+
+def _alert_json(alert: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    kind = alert["kind"]
+    number = (row["incident"] or {}).get("number")
+    if kind == "order_declined":
+        zh, en = f"指令 #{row['id']}（事件 {number}）被拒绝", f"order #{row['id']} (case {number}) was declined"
+    else:
+        zh, en = f"指令 #{row['id']}（事件 {number}）超时未接受", f"order #{row['id']} (case {number}) not accepted in time"
+    return {
+        "id": alert["id"],
+        "kind": kind,
+        "order_id": alert["order_id"],
+        "incident_id": alert["incident_id"],
+        "incident_number": number,
+        "unit_id": alert["unit_id"],
+        "suggestion": alert["suggestion"],
+        "reassigned_to": alert["reassigned_to"],
+        "created_at": _iso(alert["created_at"]),
+        "resolved_at": _iso(alert["resolved_at"]),
+        "resolution": alert["resolution"],
+        "message": {"zh-CN": zh, "en": en},
+    }
+
+
+async def _raise_alert(
+    app: web.Application, conn: asyncpg.Connection, row: asyncpg.Record, kind: str
+) -> asyncpg.Record:
+    """Alert the duty officer, with the next nearest available unit, or reassign if configured.
+
+    Returns the order as it is afterwards (reassigned when an overdue order was given away).
+    """
+    suggestion = await suggest_unit(app, conn, row)
+    reassigned_to: int | None = None
+    if suggestion is not None and app[SETTINGS].live.auto_reassign:
+        new = await _insert_order(
+            app, conn, row["incident_id"], int(suggestion["unit_id"]), row["instructions"], None,
+            row["dispatcher_org"], row["id"],
+        )
+        reassigned_to = new["id"]
+        if row["state"] in machine.AWAITING_ACCEPT:
+            step = machine.reassign(as_machine(row), app[CLOCK].now())
+            row = await _apply(conn, app, row, step, None, extra={"replaced_by": reassigned_to},
+                               data={"to_order": reassigned_to})
+            await _release_unit(app, conn, row["unit_id"], None)
+        else:
+            row = await conn.fetchrow(
+                "UPDATE orders SET replaced_by = $2 WHERE id = $1 RETURNING *", row["id"], reassigned_to
+            )
+    now = app[CLOCK].now()
+    alert = await conn.fetchrow(
+        "INSERT INTO live_alerts (kind, order_id, incident_id, unit_id, org_path, suggestion, reassigned_to,"
+        " created_at, resolved_at, resolution) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+        kind,
+        row["id"],
+        row["incident_id"],
+        row["unit_id"],
+        list(row["org_path"]),
+        suggestion,
+        reassigned_to,
+        now,
+        now if reassigned_to is not None else None,
+        "reassigned automatically" if reassigned_to is not None else None,
+    )
+    body = _alert_json(alert, row)
+    await emit(conn, "alert", alert["id"], list(row["org_path"]), {"event": "raised", "alert": body})
+    log.info("order_alert", order_id=row["id"], kind=kind, suggestion=suggestion, reassigned_to=reassigned_to)
+    return row
+
+
+async def _resolve_alerts(
+    app: web.Application, conn: asyncpg.Connection, order_id: int, user: User | None, resolution: str
+) -> None:
+    rows = await conn.fetch(
+        "UPDATE live_alerts SET resolved_at = $2, resolved_by = $3, resolution = $4"
+        " WHERE order_id = $1 AND resolved_at IS NULL RETURNING *",
+        order_id,
+        app[CLOCK].now(),
+        user.id if user is not None else None,
+        resolution,
+    )
+    if not rows:
+        return
+    order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
+    for alert in rows:
+        body = _alert_json(alert, order)
+        await emit(conn, "alert", alert["id"], list(alert["org_path"]), {"event": "resolved", "alert": body})
+
+
+async def resolve_alert(app: web.Application, alert_id: int, user: User, note: str | None) -> dict[str, Any]:
+    """The officer dealt with the alert (for example by reassigning by hand)."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        alert = await conn.fetchrow("SELECT * FROM live_alerts WHERE id = $1 FOR UPDATE", alert_id)
+        if alert is None or not app[ORGS].is_within(alert["org_path"][-1], user.org):
+            raise not_found("告警", "alert")
+        order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", alert["order_id"])
+        if alert["resolved_at"] is None:
+            alert = await conn.fetchrow(
+                "UPDATE live_alerts SET resolved_at = $2, resolved_by = $3, resolution = $4 WHERE id = $1"
+                " RETURNING *",
+                alert_id,
+                app[CLOCK].now(),
+                user.id,
+                note or "resolved",
+            )
+            body = _alert_json(alert, order)
+            await emit(conn, "alert", alert_id, list(alert["org_path"]), {"event": "resolved", "alert": body})
+        return _alert_json(alert, order)
+
+
+async def open_alerts(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
+    async with app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT a.*, o.incident AS order_incident, o.id AS oid FROM live_alerts a JOIN orders o ON o.id = a.order_id"
+            " WHERE a.resolved_at IS NULL AND a.org_path && $1::text[] ORDER BY a.id DESC LIMIT 200",
+            list(codes),
+        )
+    return [_alert_json(r, {"id": r["oid"], "incident": r["order_incident"]}) for r in rows]
+
+
+# -- board sections -----------------------------------------------------------------------------
+
+
+async def orders_section(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
+    """Open orders of the jurisdiction's units."""
+    async with app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM orders WHERE state IN ('pending', 'delivered', 'accepted') AND org_path && $1::text[]"
+            " ORDER BY id DESC LIMIT 500",
+            list(codes),
+        )
+    return [order_json(r) for r in rows]
+
+
+async def alerts_section(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
+    return await open_alerts(app, codes)
+
+
+# -- timers -------------------------------------------------------------------------------------
+
+
+class OrderTimers:
+    """Resend without receipt, alert without acceptance; driven by the application clock."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    async def run(self) -> None:
+        interval = self.app[SETTINGS].live.timer_interval
+        while True:
+            try:
+                await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("order_timers_failed")
+            await asyncio.sleep(interval)
+
+    async def fire_due(self) -> int:
+        """Fire every due timer; return how many orders were touched."""
+        app = self.app
+        now = app[CLOCK].now()
+        async with app[POOL].acquire() as conn:
+            ids = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM orders WHERE resend_at <= $1 OR accept_by <= $1 ORDER BY id LIMIT 500", now
+                )
+            ]
+        fired = 0
+        for order_id in ids:
+            async with app[POOL].acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT * FROM orders WHERE id = $1 AND (resend_at <= $2 OR accept_by <= $2)"
+                    " FOR UPDATE SKIP LOCKED",
+                    order_id,
+                    now,
+                )
+                if row is None:
+                    continue
+                fired += 1
+                step = machine.resend(as_machine(row), now, order_clock(app))
+                if step.changed:
+                    row = await _apply(conn, app, row, step, None)
+                    log.info("order_resent", order_id=order_id, sends=row["sends"])
+                step = machine.expire_accept(as_machine(row), now)
+                if step.changed:
+                    row = await _apply(conn, app, row, step, None)
+                    await _raise_alert(app, conn, row, "order_not_accepted")
+                elif row["resend_at"] is None and row["accept_by"] is not None and row["accept_by"] <= now:
+                    # A timer of an order that can no longer fire (a final state): clear it.
+                    await conn.execute("UPDATE orders SET accept_by = NULL WHERE id = $1", order_id)
+        return fired
