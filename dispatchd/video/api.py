@@ -82,7 +82,9 @@ def _expand_invites(request: web.Request, codes: list[str], descendants: bool, c
 
 CREATE_FIELDS = (
     Field("title", required=True, max_length=200, description="会议主题"),
-    Field("invite", "array", required=True, max_length=1000, items="string", description="invited unit codes"),
+    Field(
+        "invite", "array", required=True, max_length=1000, items="string", description="invited unit codes"
+    ),
     Field("include_descendants", "boolean", description="also invite every unit below, down to township"),
     Field("org", description="convening unit (default: the caller's unit)"),
     Field("scheduled_at", description="ISO 8601 start time; absent or past = immediate"),
@@ -97,8 +99,13 @@ async def create_meeting(request: web.Request) -> web.Response:
     tree = request.app[ORGS]
     org = body.get("org") or user.org
     if org not in jurisdiction(request):
-        raise ApiError(422, "invalid", "召集单位不在您的辖区内", "the convening unit is outside your jurisdiction",
-                       fields={"org": ("不在辖区内", "outside your jurisdiction")})
+        raise ApiError(
+            422,
+            "invalid",
+            "召集单位不在您的辖区内",
+            "the convening unit is outside your jurisdiction",
+            fields={"org": ("不在辖区内", "outside your jurisdiction")},
+        )
     scheduled_at: datetime | None = None
     if body.get("scheduled_at"):
         try:
@@ -106,15 +113,23 @@ async def create_meeting(request: web.Request) -> web.Response:
             if scheduled_at.tzinfo is None:
                 raise ValueError
         except ValueError:
-            raise ApiError(422, "invalid", "scheduled_at 应为带时区的 ISO 8601 时间",
-                           "scheduled_at must be an ISO 8601 time with an offset",
-                           fields={"scheduled_at": ("格式错误", "bad format")}) from None
+            raise ApiError(
+                422,
+                "invalid",
+                "scheduled_at 应为带时区的 ISO 8601 时间",
+                "scheduled_at must be an ISO 8601 time with an offset",
+                fields={"scheduled_at": ("格式错误", "bad format")},
+            ) from None
     settings = request.app[SETTINGS].video
     units = _expand_invites(request, body["invite"], bool(body.get("include_descendants")), org)
     if len(units) + 1 > settings.max_participants:
-        raise ApiError(422, "too_many", f"参会单位超过上限 {settings.max_participants}",
-                       f"more than {settings.max_participants} participants",
-                       fields={"invite": ("过多", "too many")})
+        raise ApiError(
+            422,
+            "too_many",
+            f"参会单位超过上限 {settings.max_participants}",
+            f"more than {settings.max_participants} participants",
+            fields={"invite": ("过多", "too many")},
+        )
     convener = tree.get(org)
     invites = [NewInvite(org, f"{convener.name}（主持）", "chair", "chair", user_id=user.id)]
     invites += [NewInvite(code, tree.get(code).name, "participant", "unit") for code in units]
@@ -207,7 +222,9 @@ async def end_meeting(request: web.Request) -> web.Response:
     user = require_role(request, *_CONVENERS)
     meeting = await _visible_meeting(request)
     if meeting.org_code not in jurisdiction(request):
-        raise ApiError(403, "forbidden", "只有召集单位可以结束会议", "only the convening unit may end the meeting")
+        raise ApiError(
+            403, "forbidden", "只有召集单位可以结束会议", "only the convening unit may end the meeting"
+        )
     async with request.app[POOL].acquire() as conn:
         ended = await store.set_status(conn, meeting.id, "ended", user.username, request.app[CLOCK].now())
     await request.app[ROOMS].end(meeting.id)
@@ -226,14 +243,22 @@ async def add_source(request: web.Request) -> web.Response:
     body = await json_body(request, SOURCE_FIELDS)
     url: str = body["url"].strip()
     if not url.lower().startswith(("rtsp://", "rtsps://")):
-        raise ApiError(422, "invalid", "url 应为 rtsp:// 地址", "url must be an rtsp:// URL",
-                       fields={"url": ("应为 rtsp:// 地址", "must be rtsp://")})
+        raise ApiError(
+            422,
+            "invalid",
+            "url 应为 rtsp:// 地址",
+            "url must be an rtsp:// URL",
+            fields={"url": ("应为 rtsp:// 地址", "must be rtsp://")},
+        )
     if meeting.status == "ended":
         raise ApiError(409, "ended", "会议已结束", "the meeting has ended")
     async with request.app[POOL].acquire() as conn:
         invite, _ = await store.add_invite(
-            conn, meeting, NewInvite(None, body["label"].strip(), "participant", "rtsp", source_url=url),
-            user.username, request.app[CLOCK].now(),
+            conn,
+            meeting,
+            NewInvite(None, body["label"].strip(), "participant", "rtsp", source_url=url),
+            user.username,
+            request.app[CLOCK].now(),
         )
     room = request.app[ROOMS].rooms.get(meeting.id)
     if room is not None:
@@ -251,8 +276,11 @@ async def share_video(request: web.Request) -> web.Response:
     label = f"{user.display_name or user.username}（现场）"
     async with request.app[POOL].acquire() as conn:
         invite, token = await store.add_invite(
-            conn, meeting, NewInvite(user.org, label, "participant", "squad", user_id=user.id),
-            user.username, request.app[CLOCK].now(),
+            conn,
+            meeting,
+            NewInvite(user.org, label, "participant", "squad", user_id=user.id),
+            user.username,
+            request.app[CLOCK].now(),
         )
     assert token is not None
     room = request.app[ROOMS].rooms.get(meeting.id)
@@ -277,7 +305,9 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
         if meeting.status == "ended":
             raise ApiError(410, "ended", "会议已结束", "the meeting has ended")
         if meeting.status == "scheduled":
-            meeting = await store.set_status(conn, meeting_id, "running", invite.label, app[CLOCK].now()) or meeting
+            meeting = (
+                await store.set_status(conn, meeting_id, "running", invite.label, app[CLOCK].now()) or meeting
+            )
     rooms = app[ROOMS]
     room = await rooms.open(meeting)
     if room.online >= app[SETTINGS].video.max_participants and invite.participant_id not in room.participants:
@@ -296,7 +326,9 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
                 await room.handle(participant, parse(raw.data))
             except ProtocolError as exc:
                 lang_en = request.query.get("lang") == "en"
-                await ws.send_str(dumps("error", code=exc.code, message=exc.message_en if lang_en else exc.message_zh))
+                await ws.send_str(
+                    dumps("error", code=exc.code, message=exc.message_en if lang_en else exc.message_zh)
+                )
             if participant.closed:
                 break
     finally:
@@ -306,7 +338,12 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-_PAGE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".json": "application/json"}
+_PAGE_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+}
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "media-src 'self' blob: mediastream:; connect-src 'self'; object-src 'none'; base-uri 'none'"
@@ -375,20 +412,57 @@ ROUTES = [
         body=CREATE_FIELDS,
         responses={201: "created, with join links", 422: "invalid input"},
     ),
-    ApiRoute("GET", "/api/v1/meetings", list_meetings, "Meetings in your jurisdiction", "meetings",
-             query=LIST_QUERY),
-    ApiRoute("GET", "/api/v1/meetings/{id:\\d+}", get_meeting, "A meeting: invites, roster, recordings",
-             "meetings", responses={200: "the meeting", 404: "not found or not yours"}),
+    ApiRoute(
+        "GET",
+        "/api/v1/meetings",
+        list_meetings,
+        "Meetings in your jurisdiction",
+        "meetings",
+        query=LIST_QUERY,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/meetings/{id:\\d+}",
+        get_meeting,
+        "A meeting: invites, roster, recordings",
+        "meetings",
+        responses={200: "the meeting", 404: "not found or not yours"},
+    ),
     ApiRoute("POST", "/api/v1/meetings/{id:\\d+}/end", end_meeting, "End a meeting for everyone", "meetings"),
-    ApiRoute("POST", "/api/v1/meetings/{id:\\d+}/sources", add_source,
-             "Pull an RTSP camera into the meeting as a participant", "meetings", body=SOURCE_FIELDS,
-             responses={201: "added"}),
-    ApiRoute("POST", "/api/v1/meetings/{id:\\d+}/share", share_video,
-             "A squad phone's camera joins the meeting: returns its join link", "meetings",
-             responses={201: "join link"}),
-    ApiRoute("GET", "/ws/meet/{id}", meeting_socket, "Meeting signalling websocket", "meetings",
-             public=True, documented=False),
+    ApiRoute(
+        "POST",
+        "/api/v1/meetings/{id:\\d+}/sources",
+        add_source,
+        "Pull an RTSP camera into the meeting as a participant",
+        "meetings",
+        body=SOURCE_FIELDS,
+        responses={201: "added"},
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/meetings/{id:\\d+}/share",
+        share_video,
+        "A squad phone's camera joins the meeting: returns its join link",
+        "meetings",
+        responses={201: "join link"},
+    ),
+    ApiRoute(
+        "GET",
+        "/ws/meet/{id}",
+        meeting_socket,
+        "Meeting signalling websocket",
+        "meetings",
+        public=True,
+        documented=False,
+    ),
     ApiRoute("GET", "/meet/{id}", meet_page, "Meeting page", "meetings", public=True, documented=False),
-    ApiRoute("GET", "/meet/assets/{name}", meet_asset, "Meeting page assets", "meetings", public=True,
-             documented=False),
+    ApiRoute(
+        "GET",
+        "/meet/assets/{name}",
+        meet_asset,
+        "Meeting page assets",
+        "meetings",
+        public=True,
+        documented=False,
+    ),
 ]

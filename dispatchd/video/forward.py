@@ -193,7 +193,7 @@ class ForwardedTrack(MediaStreamTrack):
         if source is not None:
             source.request_keyframe()
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg, unused-ignore]  # generic in newer stubs
         if self.readyState != "live":
             raise MediaStreamError
         item = await self._queue.get()

@@ -129,9 +129,7 @@ class FrameAssembler:
             if frame is not None:
                 frames.append(frame)
                 continue
-            if len(self._markers) > self.max_waiting_frames or (
-                self._highest - self._next >= self.capacity
-            ):
+            if len(self._markers) > self.max_waiting_frames or (self._highest - self._next >= self.capacity):
                 self._skip_head_frame()
                 request_keyframe = True
                 continue

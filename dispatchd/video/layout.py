@@ -147,7 +147,9 @@ class Screen:
 
     def _require(self, pid: str) -> None:
         if pid not in self.present:
-            raise LayoutError("unknown_participant", "该参会方不在会议中", "no such participant in the meeting")
+            raise LayoutError(
+                "unknown_participant", "该参会方不在会议中", "no such participant in the meeting"
+            )
 
     def as_json(self) -> dict[str, object]:
         rot = self.rotation

@@ -12,6 +12,7 @@ import fractions
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import structlog
@@ -35,7 +36,7 @@ class Recorder:
         self.video = [ForwardedTrack("video", queue_frames=120, label=f"rec-v{i}") for i in range(slots)]
         self.audio = [ForwardedTrack("audio", queue_frames=250, label=f"rec-a{i}") for i in range(slots)]
         self._container: av.container.OutputContainer | None = None
-        self._streams: dict[ForwardedTrack, av.stream.Stream] = {}
+        self._streams: dict[ForwardedTrack, Any] = {}  # PyAV video and audio streams
         self._tasks: list[asyncio.Task[None]] = []
         self._monotonic = monotonic or asyncio.get_event_loop().time
         self._started = 0.0
@@ -51,10 +52,10 @@ class Recorder:
             stream.width, stream.height = 640, 480  # corrected from the first keyframe below
             self._streams[track] = stream
         for track in self.audio:
-            stream = self._container.add_stream("opus", rate=AUDIO_CLOCK)
-            stream.time_base = fractions.Fraction(1, AUDIO_CLOCK)
-            stream.codec_context.extradata = _OPUS_HEAD
-            self._streams[track] = stream
+            audio = self._container.add_stream("opus", rate=AUDIO_CLOCK)
+            audio.time_base = fractions.Fraction(1, AUDIO_CLOCK)
+            audio.codec_context.extradata = _OPUS_HEAD
+            self._streams[track] = audio
         self._tasks = [asyncio.ensure_future(self._pump(t)) for t in self.video + self.audio]
         log.info("recording_started", path=str(self.path))
 

@@ -11,7 +11,7 @@ the slots there: only what is shown is forwarded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,9 @@ def ice_configuration(settings: VideoSettings) -> RTCConfiguration:
     """ICE servers from settings; none by default, so no public STUN server is tried."""
     urls = settings.ice_servers.split()
     servers = [
-        RTCIceServer(urls=url, username=settings.ice_username or None, credential=settings.ice_credential or None)
+        RTCIceServer(
+            urls=url, username=settings.ice_username or None, credential=settings.ice_credential or None
+        )
         for url in urls
     ]
     # One transport for every m-line (max-bundle): with aiortc's default "balanced" policy, an offer
@@ -124,6 +126,7 @@ class Room:
         self.pullers: dict[str, Any] = {}
         self.closed = False
         self._ticker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- membership ---------------------------------------------------------------------------
     async def join(self, invite: Invite, ws: web.WebSocketResponse | None) -> Participant:
@@ -144,7 +147,11 @@ class Room:
                 meeting=self.meeting.as_json(),
                 slots=self.settings.screen_slots,
                 ice_servers=[
-                    {"urls": u, "username": self.settings.ice_username, "credential": self.settings.ice_credential}
+                    {
+                        "urls": u,
+                        "username": self.settings.ice_username,
+                        "credential": self.settings.ice_credential,
+                    }
                     if self.settings.ice_username
                     else {"urls": u}
                     for u in self.settings.ice_servers.split()
@@ -219,11 +226,21 @@ class Room:
                 await self._audit("rollcall", {"participant": target, "by": p.id}, True)
             elif msg.type == "rotate":
                 sites = msg.data.get("participants")
-                if sites is not None and not (isinstance(sites, list) and all(isinstance(s, str) for s in sites)):
-                    raise ProtocolError("bad_field", "participants 应为字符串数组", "participants must be strings")
+                if sites is not None and not (
+                    isinstance(sites, list) and all(isinstance(s, str) for s in sites)
+                ):
+                    raise ProtocolError(
+                        "bad_field", "participants 应为字符串数组", "participants must be strings"
+                    )
                 interval = msg.data.get("interval", self.settings.rotation_interval)
-                if not isinstance(interval, int | float) or isinstance(interval, bool) or not 1 <= interval <= 3600:
-                    raise ProtocolError("bad_field", "interval 应在 1 到 3600 秒之间", "interval must be 1–3600 s")
+                if (
+                    not isinstance(interval, int | float)
+                    or isinstance(interval, bool)
+                    or not 1 <= interval <= 3600
+                ):
+                    raise ProtocolError(
+                        "bad_field", "interval 应在 1 到 3600 秒之间", "interval must be 1–3600 s"
+                    )
                 self.screen.rotate(sites, float(interval), self._monotonic())
                 await self._audit("rotate", {"sites": self.screen.as_json()["rotation"]}, True)
             elif msg.type == "rotate_stop":
@@ -263,7 +280,9 @@ class Room:
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             except Exception as exc:
-                raise ProtocolError("bad_sdp", f"无法接受此 SDP：{exc}", f"the offer was refused: {exc}") from None
+                raise ProtocolError(
+                    "bad_sdp", f"无法接受此 SDP：{exc}", f"the offer was refused: {exc}"
+                ) from None
             for t in pc.getTransceivers():
                 if t.mid is None or t.mid not in directions:
                     continue
@@ -279,7 +298,9 @@ class Room:
         receives = remote_direction in ("recvonly", "sendrecv")
         if (sends or receives) and not seam.restrict_codecs(t, codec):
             raise ProtocolError(
-                "codec", f"本会议使用 {codec} 编码，浏览器未提供", f"this meeting uses {codec}; the offer lacks it"
+                "codec",
+                f"本会议使用 {codec} 编码，浏览器未提供",
+                f"this meeting uses {codec}; the offer lacks it",
             )
         assert t.mid is not None
         if sends and t.mid not in p.tapped:
@@ -292,7 +313,7 @@ class Room:
             track = ForwardedTrack(kind, queue_frames=self.settings.queue_frames, label=f"{p.id}:{t.mid}")
             t.sender.replaceTrack(track)
             seam.on_keyframe_request(t.sender, track.request_keyframe)
-            track.on_change = lambda _track: asyncio.ensure_future(self._screen_to(p))
+            track.on_change = lambda _track: self.later(self._screen_to(p))
             p.slots.append(Slot(t.mid, kind, track))
         t.direction = _SERVER_DIRECTION[(sends, receives)]
 
@@ -313,13 +334,15 @@ class Room:
             if p.pc is None or p.pc.remoteDescription is None:
                 raise ProtocolError("no_offer", "请先发送 offer", "send the offer before candidates")
             if fields is None:
-                await p.pc.addIceCandidate(None)  # type: ignore[arg-type]  # end of candidates
+                await p.pc.addIceCandidate(None)  # end of candidates
                 return
             line, mid, index = fields
             try:
                 candidate = candidate_from_sdp(line)
             except (ValueError, IndexError):
-                raise ProtocolError("bad_candidate", "ICE 候选格式错误", "the ICE candidate cannot be parsed") from None
+                raise ProtocolError(
+                    "bad_candidate", "ICE 候选格式错误", "the ICE candidate cannot be parsed"
+                ) from None
             candidate.sdpMid = mid
             candidate.sdpMLineIndex = index if index is not None else (0 if mid is None else None)
             await p.pc.addIceCandidate(candidate)
@@ -330,9 +353,10 @@ class Room:
         for p in list(self.participants.values()):
             self._apply(p)
         if self.recorder is not None:
-            self.recorder.show(self._sources_of(self.screen.on_screen(), "video"), self._sources_of(
-                [x for x in self.screen.on_screen() if x not in self.screen.muted], "audio"
-            ))
+            self.recorder.show(
+                self._sources_of(self.screen.on_screen(), "video"),
+                self._sources_of([x for x in self.screen.on_screen() if x not in self.screen.muted], "audio"),
+            )
         if roster:
             text = dumps("roster", participants=self.roster(), screen=self.screen.as_json())
             await asyncio.gather(*(p.send(text) for p in list(self.participants.values())))
@@ -359,7 +383,12 @@ class Room:
 
     async def _screen_to(self, p: Participant) -> None:
         slots = [
-            {"mid": s.mid, "kind": s.kind, "participant": s.track.showing, "label": self._label(s.track.showing)}
+            {
+                "mid": s.mid,
+                "kind": s.kind,
+                "participant": s.track.showing,
+                "label": self._label(s.track.showing),
+            }
             for s in p.slots
         ]
         text = dumps("screen", screen=self.screen.as_json(), slots=slots, shown=self.screen.shown_for(p.id))
@@ -389,6 +418,12 @@ class Room:
         return out
 
     # -- rotation, recording, end -------------------------------------------------------------
+    def later(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` soon (from a synchronous callback), keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.ensure_future(self._tick_loop())

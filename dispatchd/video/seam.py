@@ -70,7 +70,9 @@ class _NoDecoder:
 class ReceiverTap:
     """Stands in for the receiver's jitter buffer: assembled frames go to ``on_frame``."""
 
-    def __init__(self, receiver: RTCRtpReceiver, kind: str, codec: str, on_frame: Callable[[EncodedFrame], None]):
+    def __init__(
+        self, receiver: RTCRtpReceiver, kind: str, codec: str, on_frame: Callable[[EncodedFrame], None]
+    ):
         self.receiver = receiver
         self.kind = kind
         self.assembler = FrameAssembler(kind, codec)
@@ -78,6 +80,7 @@ class ReceiverTap:
         self.ssrc: int | None = None
         self.packets = 0
         self._pli_waiting = False  # asked before the first packet told us the publisher's SSRC
+        self._pending: set[asyncio.Future[None]] = set()
 
     @property
     def capacity(self) -> int:
@@ -103,7 +106,9 @@ class ReceiverTap:
             self._pli_waiting = True
             return
         send = getattr(self.receiver, _SEND_RTCP_PLI)
-        asyncio.ensure_future(send(self.ssrc))
+        future = asyncio.ensure_future(send(self.ssrc))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
 
 def limit_host_addresses(addresses: list[str]) -> None:
@@ -174,7 +179,9 @@ def restrict_codecs(transceiver: RTCRtpTransceiver, codec: str) -> bool:
     if chosen is None:
         return False
     kept = [chosen] + [
-        c for c in codecs if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == chosen.payloadType
+        c
+        for c in codecs
+        if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == chosen.payloadType
     ]
     setattr(transceiver, _CODECS, kept)
     return True

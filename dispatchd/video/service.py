@@ -67,7 +67,7 @@ class Rooms:
 
         def published(kind: str, source: Any) -> None:
             room.publish(p, kind, source)
-            asyncio.ensure_future(room.relayout(roster=True))
+            room.later(room.relayout(roster=True))
 
         puller.start(published)
 
@@ -80,7 +80,12 @@ class Rooms:
             data_dir: Path = self.app[SETTINGS].data.dir
             rel = Path("recordings") / f"meeting-{room.meeting.id}-{now:%Y%m%dT%H%M%S}.mkv"
             (data_dir / rel.parent).mkdir(parents=True, exist_ok=True)
-            recorder = Recorder(data_dir / rel, room.meeting.codec, slots=room.settings.screen_slots)
+            recorder = Recorder(
+                data_dir / rel,
+                room.meeting.codec,
+                slots=room.settings.screen_slots,
+                monotonic=self.app[CLOCK].monotonic,
+            )
             async with self.app[POOL].acquire() as conn:
                 recorder.record_id = await store.start_recording(conn, room.meeting, str(rel), actor, now)
             room.recorder = recorder
@@ -88,13 +93,13 @@ class Rooms:
             await room.relayout()
             await room_broadcast(room, "recording", on=True)
         else:
-            recorder = room.recorder
-            if recorder is None:
+            running = room.recorder
+            if running is None:
                 return
             room.recorder = None
-            size = await recorder.stop()
+            size = await running.stop()
             async with self.app[POOL].acquire() as conn:
-                await store.stop_recording(conn, room.meeting, recorder.record_id, size, actor, now)
+                await store.stop_recording(conn, room.meeting, running.record_id, size, actor, now)
             await room_broadcast(room, "recording", on=False)
 
     async def end(self, meeting_id: int) -> None:

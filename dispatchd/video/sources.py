@@ -10,6 +10,7 @@ connection is retried with a growing pause.
 from __future__ import annotations
 
 import asyncio
+import fractions
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -72,7 +73,7 @@ class RtspPuller:
                 self._stop.wait(30)
                 return
             extradata = bytes(stream.codec_context.extradata or b"")
-            time_base = stream.time_base
+            time_base = stream.time_base or fractions.Fraction(1, VIDEO_CLOCK)
             first: int | None = None
             self.error = None
             for packet in container.demux(stream):

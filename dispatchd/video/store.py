@@ -84,7 +84,9 @@ class Invite:
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Invite:
-        return cls(r["id"], r["meeting_id"], r["unit_code"], r["label"], r["role"], r["kind"], r["source_url"])
+        return cls(
+            r["id"], r["meeting_id"], r["unit_code"], r["label"], r["role"], r["kind"], r["source_url"]
+        )
 
     @property
     def participant_id(self) -> str:
@@ -110,9 +112,7 @@ class NewInvite:
     user_id: int | None = None
 
 
-_MEETING_COLS = (
-    "id, title, org_code, org_path, status, codec, incident_id, scheduled_at, started_at, ended_at, created_at"
-)
+_MEETING_COLS = "id, title, org_code, org_path, status, codec, incident_id, scheduled_at, started_at, ended_at, created_at"
 _INVITE_COLS = "id, meeting_id, unit_code, label, role, kind, source_url"
 
 

@@ -51,8 +51,16 @@ def dominant_colour(frame: av.VideoFrame) -> str:
 class MeetingPeer:
     """One participant: websocket signalling plus an aiortc peer connection."""
 
-    def __init__(self, ws_url: str, *, colour: str | None = "red", audio: bool = False, slots: int = 2,
-                 track: MediaStreamTrack | None = None, decode: bool = True) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        *,
+        colour: str | None = "red",
+        audio: bool = False,
+        slots: int = 2,
+        track: MediaStreamTrack | None = None,
+        decode: bool = True,
+    ) -> None:
         self.ws_url = ws_url
         self.colour = colour
         self.audio = audio
@@ -154,13 +162,15 @@ class MeetingPeer:
     def colours_seen(self) -> set[str]:
         return {c for seq in self.received.values() for c in seq}
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-        """Poll ``predicate`` until true; fail after ``timeout`` seconds (I/O, not timing, is awaited)."""
+    async def wait_for(self, predicate: Callable[[], bool], limit: float = 30.0) -> None:
+        """Poll ``predicate`` until true; fail after ``limit`` seconds (I/O, not timing, is awaited)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + limit
         while not predicate():
             if loop.time() > deadline:
-                raise AssertionError(f"condition not met within {timeout} s; last messages {self.messages[-3:]}")
+                raise AssertionError(
+                    f"condition not met within {limit} s; last messages {self.messages[-3:]}"
+                )
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:

@@ -11,7 +11,9 @@ from tests.conftest import COUNTY, StoreUrls, UserFactory
 from tests.video.conftest import create_meeting, ws_url
 
 
-async def test_create_returns_one_link_per_invited_unit(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
+async def test_create_returns_one_link_per_invited_unit(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
     """POST /api/v1/meetings answers 201 with an id and one join URL per invited unit."""
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers, invite=["330381001", "330381002"])
@@ -22,7 +24,9 @@ async def test_create_returns_one_link_per_invited_unit(video_client: TestClient
     assert all(f"/meet/{data['id']}?t=" in u for u in urls)
 
 
-async def test_include_descendants_stops_at_township(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
+async def test_include_descendants_stops_at_township(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
     """Inviting the county "and all below" reaches every township but no community or grid."""
     leader = await make_user("leader", "330300")
     data = await create_meeting(video_client, leader.headers, invite=[COUNTY], include_descendants=True)
@@ -34,14 +38,18 @@ async def test_include_descendants_stops_at_township(video_client: TestClient[An
 async def test_bad_input_is_refused(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
     """Unknown units and a convening unit outside the caller's jurisdiction answer 422; grid workers 403."""
     officer = await make_user("duty_officer", COUNTY)
-    resp = await video_client.post("/api/v1/meetings", json={"title": "x", "invite": ["999"]}, headers=officer.headers)
+    resp = await video_client.post(
+        "/api/v1/meetings", json={"title": "x", "invite": ["999"]}, headers=officer.headers
+    )
     assert resp.status == 422 and "invite" in (await resp.json())["error"]["fields"]
     resp = await video_client.post(
         "/api/v1/meetings", json={"title": "x", "invite": [], "org": "330300"}, headers=officer.headers
     )
     assert resp.status == 422
     worker = await make_user("grid_worker", "330381001")
-    resp = await video_client.post("/api/v1/meetings", json={"title": "x", "invite": []}, headers=worker.headers)
+    resp = await video_client.post(
+        "/api/v1/meetings", json={"title": "x", "invite": []}, headers=worker.headers
+    )
     assert resp.status == 403
 
 
@@ -63,14 +71,18 @@ async def test_meeting_writes_outbox_and_shows_on_board(
     assert await section(app, frozenset({"330381001"})) == []
     conn = await asyncpg.connect(clean_stores.database)
     try:
-        rows = await conn.fetch("SELECT topic, entity_id, org_path FROM outbox WHERE topic = 'meeting' ORDER BY seq")
+        rows = await conn.fetch(
+            "SELECT topic, entity_id, org_path FROM outbox WHERE topic = 'meeting' ORDER BY seq"
+        )
     finally:
         await conn.close()
     assert [r["entity_id"] for r in rows] == [str(data["id"])] * 2
     assert list(rows[0]["org_path"])[-1] == COUNTY
 
 
-async def test_other_jurisdictions_get_404(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
+async def test_other_jurisdictions_get_404(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
     """A meeting neither convened nor invited in your jurisdiction answers 404; an invited township sees it."""
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers, invite=["330381001"])
@@ -82,7 +94,9 @@ async def test_other_jurisdictions_get_404(video_client: TestClient[Any, Any], m
     assert listed["meetings"] == []
 
 
-async def test_join_link_is_the_only_credential(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
+async def test_join_link_is_the_only_credential(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
     """The page is public; the websocket refuses a wrong token and welcomes a link's token."""
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers)
@@ -97,7 +111,9 @@ async def test_join_link_is_the_only_credential(video_client: TestClient[Any, An
     await ws.close()
 
 
-async def test_scheduled_meeting_starts_when_someone_joins(video_client: TestClient[Any, Any], make_user: UserFactory) -> None:
+async def test_scheduled_meeting_starts_when_someone_joins(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
     """A meeting scheduled for later is 'scheduled' until the first participant joins, then 'running'."""
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers, scheduled_at="2026-05-03T20:00:00+08:00")

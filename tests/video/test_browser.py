@@ -49,10 +49,10 @@ def page_url(client: TestClient[Any, Any], link: str) -> str:
     return str(client.make_url("/" + path))
 
 
-async def poll(check: Any, timeout: float = 45.0) -> None:
-    """Wait until the async ``check()`` is true; fail after ``timeout`` seconds."""
+async def poll(check: Any, limit: float = 45.0) -> None:
+    """Wait until the async ``check()`` is true; fail after ``limit`` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     while not await check():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")

@@ -11,7 +11,9 @@ from tests.video.conftest import create_meeting, ws_url
 from tests.video.peers import MeetingPeer
 
 
-async def _three(video_client: TestClient[Any, Any], make_user: UserFactory) -> tuple[MeetingPeer, MeetingPeer, MeetingPeer]:
+async def _three(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> tuple[MeetingPeer, MeetingPeer, MeetingPeer]:
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers, invite=["330381001", "330381002"])
     chair = MeetingPeer(ws_url(video_client, data["chair_link"]["url"]), colour="red")
