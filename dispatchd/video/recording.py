@@ -83,7 +83,7 @@ class Recorder:
                             stream.width, stream.height = size
                 out = av.Packet(data)
                 out.pts = out.dts = self._base[track] + (packet.pts or 0)
-                out.time_base = stream.time_base
+                out.time_base = fractions.Fraction(1, clock)  # the muxer rescales to the stream's
                 out.stream = stream
                 if track.kind == "audio" or is_keyframe(self.codec, data):
                     out.is_keyframe = True
