@@ -100,7 +100,7 @@ class RawWs:
             raise ConnectionError(f"handshake answered {status}")
         return ws
 
-    async def receive(self, timeout: float = 10.0) -> dict[str, Any] | None:
+    async def receive(self, within: float = 10.0) -> dict[str, Any] | None:
         """The next JSON message; None once the server closed (``close_code`` says how)."""
         loop = asyncio.get_running_loop()
         while True:
@@ -115,7 +115,7 @@ class RawWs:
                     return message
             if self.close_code is not None:
                 return None
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 262144), timeout)
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 262144), within)
             if not chunk:
                 self.close_code = 1006
                 return None
@@ -132,11 +132,11 @@ class RawWs:
             pass
 
     async def receive_until(
-        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 15.0
+        self, done: Callable[[list[dict[str, Any]]], bool], within: float = 15.0
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while not done(out):
             msg = await self.receive(max(0.01, deadline - loop.time()))
             if msg is None:

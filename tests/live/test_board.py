@@ -142,14 +142,15 @@ async def test_slow_consumer_is_closed_with_the_resume_code_while_others_keep_re
     fast_seen: list[int] = []
     for _ in range(200):  # 256 KiB each: at most 50 MiB before the bound must have been passed
         emitted += await emit_rows(db, path_of(org_tree, TOWN), 1, size=256 * 1024)
-        fast_seen += changes(await fast.receive_until(lambda m: emitted[-1] in changes(m)))
+        last = emitted[-1]
+        fast_seen += changes(await fast.receive_until(lambda m, last=last: last in changes(m)))
         if drops._value.get() >= 1:
             break
     assert drops._value.get() == 1
     emitted += await emit_rows(db, path_of(org_tree, TOWN), 3)
     fast_seen += changes(await fast.receive_until(lambda m: emitted[-1] in changes(m)))
     assert fast_seen == emitted
-    taken = await slow.receive_until(lambda m: False, timeout=30)
+    taken = await slow.receive_until(lambda m: False, within=30)
     assert slow.close_code == CLOSE_RESUME
     got = changes(taken)
     assert got == emitted[: len(got)] and len(got) < len(emitted)
@@ -251,10 +252,10 @@ async def test_boards_stay_current_from_postgresql_while_redis_is_down(
         await ws.receive()
         own.stop()
         during = await emit_rows(db, path_of(org_tree, TOWN), 3)
-        got = await ws.receive_until(lambda m: during[-1] in changes(m), timeout=30)
+        got = await ws.receive_until(lambda m: during[-1] in changes(m), within=30)
         own.start()
         after = await emit_rows(db, path_of(org_tree, TOWN), 3)
-        got += await ws.receive_until(lambda m: after[-1] in changes(m), timeout=30)
+        got += await ws.receive_until(lambda m: after[-1] in changes(m), within=30)
         assert changes(got) == during + after
         ws.cut()
     finally:
