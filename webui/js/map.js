@@ -104,6 +104,13 @@ export class MapView {
     this.resize();
   }
 
+  /** Stop watching the container (call before dropping a map whose element is replaced). */
+  destroy() {
+    this.resizeObserver.disconnect();
+    if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+  }
+
   // -- projection ------------------------------------------------------------------------------
 
   /** WGS-84 lon/lat → world (unit square), through GCJ-02 when the tiles need it. */
@@ -259,8 +266,10 @@ export class MapView {
       const [x, y] = this.world(lon, lat);
       b = [Math.min(b[0], x), Math.min(b[1], y), Math.max(b[2], x), Math.max(b[3], y)];
     }
-    const pad = TILE * 2 ** -maxZoom * 2;
-    this.fit([b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad], 0.15);
+    // Never closer than maxZoom: pad to half a screen at that zoom.
+    const padX = Math.max(0, (this.width / (TILE * 2 ** maxZoom) - (b[2] - b[0])) / 2);
+    const padY = Math.max(0, (this.height / (TILE * 2 ** maxZoom) - (b[3] - b[1])) / 2);
+    this.fit([b[0] - padX, b[1] - padY, b[2] + padX, b[3] + padY], 0.12);
   }
 
   centerOn(lon, lat, zoom) {

@@ -92,14 +92,14 @@ export function byUrgency(a, b) {
 
 // -- markers ------------------------------------------------------------------------------------
 
-export function caseMarker(c, { size = 1, selected = false } = {}) {
+export function caseMarker(c, { size = 1, selected = false, ring = true } = {}) {
   const cls = ["mk", "mk-case", `mk-${c.priority}`, `mk-step-${c.state}`];
   if (c.overdue) cls.push("mk-overdue");
   if (selected) cls.push("mk-selected");
   const g = svg("g", { class: cls.join(" ") });
   const r = 8.5 * size;
   if (c.priority === "P1" && isOpen(c)) g.append(svg("circle", { r: r * 1.3, class: "mk-pulse" }));
-  g.append(svg("circle", { r: r * 1.55, class: "mk-ring" }));
+  if (ring) g.append(svg("circle", { r: r * 1.55, class: "mk-ring" }));
   g.append(svg("circle", { r, class: "mk-body" }));
   g.append(svg("text", { class: "mk-glyph", "text-anchor": "middle", dy: "0.35em" }, (c.priority || "").slice(1)));
   const title = svg("title");

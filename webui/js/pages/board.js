@@ -355,7 +355,7 @@ function legend() {
     return s;
   };
   const items = [
-    ...["P1", "P2", "P3", "P4"].map((p) => [icon(caseMarker({ priority: p, state: "accepted" }, { size: 0.8 })), p]),
+    ...["P1", "P2", "P3", "P4"].map((p) => [icon(caseMarker({ priority: p, state: "closed" }, { size: 0.8, ring: false })), `${p} ${t(`priority.${p}`)}`]),
     [icon(caseMarker({ priority: "P3", state: "reported" }, { size: 0.8 })), t("state.reported")],
     [icon(caseMarker({ priority: "P3", state: "in_progress" }, { size: 0.8 })), t("state.in_progress")],
     [icon(caseMarker({ priority: "P3", state: "fed_back" }, { size: 0.8 })), t("state.fed_back")],

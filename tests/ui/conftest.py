@@ -1,0 +1,196 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright against the app on a real loopback port.
+
+Every page opened through :func:`open_page` is watched: a console error, an uncaught exception or
+a request to any host but the loopback one fails the test (the request is refused before it
+leaves). Screenshots go to ``artifacts/screenshots/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Route, async_playwright
+
+from dispatchd.config import load_settings
+from dispatchd.web.app import build_app
+from tests.conftest import CONFIG, ROOT, require_tool
+
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+# Target sizes of the screens.
+WALL = {"width": 1920, "height": 1080}
+WALL_4K = {"width": 3840, "height": 2160}
+DESK = {"width": 1600, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@cache
+def app_routes() -> frozenset[str]:
+    """Canonical paths of every route the application registers (built once, never started)."""
+    app = build_app(load_settings(CONFIG, env={}))
+    return frozenset(r.canonical for r in app.router.resources())
+
+
+def route_missing(*paths: str) -> bool:
+    """True while one of ``paths`` has not landed in the application."""
+    return not set(paths) <= app_routes()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    path = require_tool("chromium")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@dataclass
+class Watch:
+    """What a page did that a test must not accept: console errors and requests off this machine."""
+
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        assert not self.foreign, f"requests to other hosts: {self.foreign}"
+        assert not self.errors, f"console errors: {self.errors}"
+
+
+@dataclass
+class Browsing:
+    client: TestClient[Any, Any]
+    browser: Browser
+    contexts: list[BrowserContext] = field(default_factory=list)
+    watches: list[Watch] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return str(self.client.make_url(path))
+
+    async def open_page(
+        self,
+        path: str,
+        *,
+        token: str | None = None,
+        user: dict[str, Any] | None = None,
+        viewport: dict[str, int] | None = None,
+        lang: str | None = None,
+        scale: float = 1,
+        mobile: bool = False,
+        permissions: tuple[str, ...] = (),
+        geolocation: dict[str, float] | None = None,
+    ) -> tuple[Page, Watch]:
+        """A new browser context (own storage) on ``path``, logged in with ``token`` if given."""
+        context = await self.browser.new_context(
+            viewport=viewport or DESK,
+            device_scale_factor=scale,
+            is_mobile=mobile,
+            has_touch=mobile,
+            locale="zh-CN",
+            timezone_id="Asia/Shanghai",
+            permissions=list(permissions),
+            geolocation=geolocation,
+        )
+        self.contexts.append(context)
+        watch = Watch()
+        self.watches.append(watch)
+
+        async def guard(route: Route) -> None:
+            host = urlsplit(route.request.url).hostname or ""
+            if route.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
+                await route.continue_()
+            else:
+                watch.foreign.append(route.request.url)
+                await route.abort("blockedbyclient")
+
+        await context.route("**/*", guard)
+        init = []
+        if token:
+            init.append(f"localStorage.setItem('dispatchd.token', {json.dumps(token)});")
+            init.append(f"localStorage.setItem('dispatchd.user', {json.dumps(json.dumps(user or {}))});")
+        if lang:
+            init.append(f"localStorage.setItem('dispatchd.lang', {json.dumps(lang)});")
+        if init:
+            # Only before the first page of the context: later navigations keep what the page stored.
+            script = "if (!sessionStorage.getItem('seeded')) {" + "".join(init) + "sessionStorage.setItem('seeded','1');}"
+            await context.add_init_script(script)
+        page = await context.new_page()
+
+        def on_console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                watch.errors.append(msg.text)
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: watch.errors.append(f"uncaught: {exc}"))
+        page.on(
+            "websocket",
+            lambda ws: None
+            if (urlsplit(ws.url).hostname or "") in LOOPBACK
+            else watch.foreign.append(ws.url),
+        )
+        await page.goto(self.url(path))
+        return page, watch
+
+    async def close(self) -> None:
+        for c in self.contexts:
+            await c.close()
+
+
+@pytest.fixture
+async def browsing(client: TestClient[Any, Any], browser: Browser) -> AsyncIterator[Browsing]:
+    b = Browsing(client, browser)
+    yield b
+    await b.close()
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    await page.screenshot(path=str(path))
+    return path
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``check`` until it holds, for at most ``timeout`` seconds (I/O, not time, is awaited)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        if await check():
+            return
+        if loop.time() > end:
+            raise AssertionError(f"not reached within {timeout} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+__all__ = [
+    "DESK",
+    "PHONE",
+    "WALL",
+    "WALL_4K",
+    "Browsing",
+    "Watch",
+    "eventually",
+    "route_missing",
+    "screenshot",
+]
+

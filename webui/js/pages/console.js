@@ -1,0 +1,1002 @@
+// The duty console (/console): the case list with filters, a case with its timeline, photos and
+// the actions of the closed loop, duplicates, dispatch with the nearest squads, and the call queue.
+// Keyboard first: J/K move, / searches, N registers a case, the action keys are on the buttons.
+import { ApiError, get, post, withToken } from "../api.js";
+import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, h, toast } from "../dom.js";
+import { applyI18n, has, localName, onLanguageChange, t } from "../i18n.js";
+import { LiveSocket } from "../live.js";
+import { MapView } from "../map.js";
+import {
+  OPEN_STATES,
+  PRIORITIES,
+  caseMarker,
+  casePoint,
+  categoryName,
+  channelName,
+  isOpen,
+  pick,
+  prioBadge,
+  stateBadge,
+  stateName,
+  unitMarker,
+  unitPoint,
+  unitSignature,
+  unitStatusName,
+} from "../model.js";
+import { liveIndicator, startPage, topBar } from "../shell.js";
+
+const COMMAND = ["duty_officer", "leader", "admin"];
+const HANDLING = ["department_handler", "squad_member", "duty_officer", "admin"];
+const CHECKING = ["grid_worker", "duty_officer", "leader", "admin"];
+
+// The loop's actions as the console offers them: legal states, roles, key, look, dialog.
+const ACTIONS = [
+  ["accept", ["reported"], COMMAND, "a", "btn-primary", null],
+  ["reject", ["reported"], COMMAND, "r", "", "reason"],
+  ["merge", ["reported", "accepted"], COMMAND, "m", "", "merge"],
+  ["dispatch", ["accepted"], COMMAND, "d", "btn-primary", "dispatch"],
+  ["start", ["dispatched"], HANDLING, "s", "btn-primary", null],
+  ["feedback", ["in_progress"], HANDLING, "f", "btn-primary", "feedback"],
+  ["verify", ["fed_back"], CHECKING, "v", "btn-ok", "note"],
+  ["reopen", ["fed_back"], CHECKING, "o", "", "reason"],
+  ["close", ["verified"], COMMAND, "c", "btn-ok", "note"],
+  ["evaluate", ["closed"], ["duty_officer", "admin"], "l", "btn-primary", "evaluate"],
+  ["assign", OPEN_STATES, COMMAND, "g", "", "assign"],
+  ["escalate", OPEN_STATES, [...COMMAND, "department_handler"], "e", "btn-danger", "reason"],
+].map(([name, states, roles, key, style, dialog]) => ({ name, states, roles, key, style, dialog }));
+
+const TABS = [
+  ["open", { state: OPEN_STATES.join(",") }],
+  ["reported", { state: "reported" }],
+  ["overdue", { overdue: true }],
+  ["closed", { state: "closed,evaluated" }],
+  ["all", {}],
+];
+
+const S = {
+  user: null,
+  config: null,
+  taxonomy: [],
+  units: new Map(), // org code -> unit (with departments)
+  tab: "open",
+  prios: new Set(),
+  q: "",
+  items: [],
+  next: null,
+  selected: null,
+  detail: null,
+  calls: new Map(),
+  callHistory: new Map(),
+  newSinceLoad: 0,
+  fresh: new Set(),
+};
+
+let detailMap = null;
+let listRequest = 0;
+
+// -- list --------------------------------------------------------------------------------------
+
+function listQuery() {
+  const [, q] = TABS.find(([k]) => k === S.tab);
+  return { ...q, priority: [...S.prios].join(","), q: S.q, limit: 50 };
+}
+
+async function loadList({ keepSelection = true } = {}) {
+  const mine = ++listRequest;
+  try {
+    const r = await get("/api/v1/incidents", listQuery());
+    if (mine !== listRequest) return;
+    S.items = r.items || [];
+    S.next = r.next_cursor;
+    S.newSinceLoad = 0;
+    document.getElementById("new-pill").hidden = true;
+    renderList();
+    if (!keepSelection || !S.selected) {
+      if (S.items.length && !S.selected) selectCase(S.items[0].id, { focusList: false });
+    }
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+async function loadMore() {
+  if (!S.next) return;
+  try {
+    const r = await get("/api/v1/incidents", { ...listQuery(), cursor: S.next });
+    S.items.push(...(r.items || []));
+    S.next = r.next_cursor;
+    renderList();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+function caseListItem(c) {
+  const li = h(
+    "li.case-item",
+    { dataset: { id: c.id }, onclick: () => selectCase(c.id), role: "option", "aria-selected": String(String(c.id) === String(S.selected)) },
+    prioBadge(c.priority),
+    h("span.ci-title", categoryName(c)),
+    h("span.ci-side", c.overdue ? h("span.tag-overdue", t("case.overdue")) : null, stateBadge(c.state)),
+    h("span.ci-meta", `${c.number} · ${placeOf(c)} · ${fmtDateTime(c.created_at)}`),
+  );
+  if (String(c.id) === String(S.selected)) li.classList.add("selected");
+  if (S.fresh.has(String(c.id))) li.classList.add("fresh");
+  return li;
+}
+
+function placeOf(c) {
+  const where = c.grid || c.community || c.township;
+  return c.address || (where ? pick(where, where.code || "") : "") || t("board.no_place");
+}
+
+function renderList() {
+  const ul = document.getElementById("case-list");
+  const els = S.items.map(caseListItem);
+  if (!els.length) els.push(h("li.empty", t("console.no_cases")));
+  if (S.next) els.push(h("li", h("button.btn.btn-small.load-more", { type: "button", onclick: loadMore }, t("console.load_more"))));
+  ul.replaceChildren(...els);
+  document.getElementById("case-total").textContent = S.items.length + (S.next ? "+" : "");
+  S.fresh.clear();
+}
+
+function renderFilters() {
+  const tabs = document.getElementById("state-tabs");
+  tabs.replaceChildren(
+    ...TABS.map(([key]) =>
+      h(
+        "button.tab",
+        {
+          type: "button",
+          role: "tab",
+          "aria-selected": String(S.tab === key),
+          onclick: () => {
+            S.tab = key;
+            renderFilters();
+            loadList();
+          },
+        },
+        t(`console.tab_${key}`),
+      ),
+    ),
+  );
+  const chips = document.getElementById("prio-chips");
+  chips.replaceChildren(
+    ...PRIORITIES.map((p) =>
+      h(
+        "button.chip.prio-chip",
+        {
+          type: "button",
+          dataset: { p },
+          "aria-pressed": String(S.prios.has(p)),
+          onclick: () => {
+            if (S.prios.has(p)) S.prios.delete(p);
+            else S.prios.add(p);
+            renderFilters();
+            loadList();
+          },
+        },
+        p,
+      ),
+    ),
+  );
+}
+
+function moveSelection(delta) {
+  if (!S.items.length) return;
+  let i = S.items.findIndex((c) => String(c.id) === String(S.selected));
+  i = i < 0 ? 0 : Math.max(0, Math.min(S.items.length - 1, i + delta));
+  selectCase(S.items[i].id);
+}
+
+// -- detail ------------------------------------------------------------------------------------
+
+async function selectCase(id, { focusList = true } = {}) {
+  S.selected = String(id);
+  for (const li of document.querySelectorAll(".case-item")) {
+    const on = li.dataset.id === S.selected;
+    li.classList.toggle("selected", on);
+    li.setAttribute("aria-selected", String(on));
+    if (on && focusList) li.scrollIntoView({ block: "nearest" });
+  }
+  try {
+    const c = await get(`/api/v1/incidents/${id}`);
+    if (String(c.id) !== S.selected) return;
+    S.detail = c;
+    renderDetail();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+function allowed(action, c) {
+  const role = S.user.role;
+  return action.states.includes(c.state) && (action.roles.includes(role) || role === "admin");
+}
+
+function deadlineText(c) {
+  const d = c.deadline;
+  if (!d || !d.due_at) return null;
+  const left = (Date.parse(d.due_at) - Date.now()) / 1000;
+  const step = t(`step.${d.step}`);
+  if (left < 0) return h("span.d-deadline.bad", t("console.deadline_over", { step, d: fmtDuration(-left) }));
+  return h(`span.d-deadline${d.warned ? ".warn" : ""}`, t("console.deadline_left", { step, d: fmtDuration(left) }));
+}
+
+function renderDetail() {
+  const c = S.detail;
+  const box = document.getElementById("detail");
+  if (!c) return;
+  const actions = ACTIONS.filter((a) => allowed(a, c)).map((a) =>
+    h(
+      `button.btn${a.style ? `.${a.style}` : ""}`,
+      { type: "button", dataset: { action: a.name }, onclick: () => runAction(a) },
+      t(`action.${a.name}`),
+      h("kbd", a.key.toUpperCase()),
+    ),
+  );
+  const info = [
+    ["console.f_place", placeFull(c)],
+    ["console.f_reported", fmtDateTime(c.created_at)],
+    ["console.f_channels", (c.channels && c.channels.length ? c.channels : [c.channel]).map(channelName).join("、")],
+    ["console.f_caller", c.caller || null],
+    ["console.f_owner", pick(c.owner, c.owner_unit)],
+    ["console.f_departments", (c.handling_departments || []).map((d) => pick(d, d.code || d)).join("、") || null],
+    ["console.f_squad", c.squad_unit ? `#${c.squad_unit}` : null],
+    ["console.f_escalations", c.escalations ? String(c.escalations) : null],
+    ["console.f_satisfaction", c.satisfaction ? "★".repeat(c.satisfaction) : null],
+  ].filter(([, v]) => v);
+  const dl = h("dl.d-info", info.flatMap(([k, v]) => [h("dt", t(k)), h("dd", v)]));
+  const mapBox = h("div.d-map");
+  const sections = [];
+  const photos = (c.attachments || []).filter(Boolean);
+  if (photos.length) {
+    sections.push(
+      h(
+        "section.d-section",
+        h("h3", t("console.photos")),
+        h("div.photos", photos.map((p) => {
+          const src = photoUrl(p);
+          return h("a", { href: src, target: "_blank", rel: "noopener" }, h("img", { src, alt: "", loading: "lazy" }));
+        })),
+      ),
+    );
+  }
+  if (c.duplicates && c.duplicates.length && allowed(ACTIONS.find((a) => a.name === "merge"), c)) {
+    sections.push(
+      h(
+        "section.d-section",
+        h("h3", t("console.duplicates")),
+        h(
+          "ul.dups",
+          c.duplicates.map((d) =>
+            h(
+              "li",
+              prioBadge(d.priority),
+              h("span.grow", `${d.number} · ${categoryName(d)} · ${placeOf(d)}${d.distance_m !== undefined && d.distance_m !== null ? ` · ${fmtDistance(d.distance_m)}` : ""}`),
+              stateBadge(d.state),
+              h("button.btn.btn-small", { type: "button", onclick: () => selectCase(d.id) }, t("console.open")),
+              h("button.btn.btn-small.btn-primary", { type: "button", onclick: () => doAction("merge", { merge_into: d.id }) }, t("console.merge_into")),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  if (c.merged && c.merged.length) {
+    sections.push(
+      h(
+        "section.d-section",
+        h("h3", t("console.merged")),
+        h("div.muted", c.merged.map((m) => m.number || `#${m.id}`).join("、")),
+      ),
+    );
+  }
+  sections.push(
+    h(
+      "section.d-section",
+      h("h3", t("console.timeline")),
+      h(
+        "ol.timeline",
+        [...(c.timeline || [])].reverse().map((e) =>
+          h(
+            `li${e.actor === "system" || e.actor_role === null ? ".sys" : ""}`,
+            h(
+              "div.tl-head",
+              h("strong", actionName(e.action)),
+              e.from_state && e.to_state && e.from_state !== e.to_state ? h("span.muted", `${stateName(e.from_state)} → ${stateName(e.to_state)}`) : null,
+              h("span", e.actor === "system" ? t("console.system") : e.actor || ""),
+              e.actor_role ? h("span.muted", t(`role.${e.actor_role}`)) : null,
+              h("span.tl-time", fmtDateTime(e.at)),
+            ),
+            e.note ? h("div.tl-note", e.note) : null,
+            e.data && e.data.reason ? h("div.tl-note", e.data.reason) : null,
+          ),
+        ),
+      ),
+    ),
+  );
+  box.replaceChildren(
+    h(
+      "div.d-head",
+      prioBadge(c.priority),
+      h("span.d-number", c.number),
+      stateBadge(c.state),
+      c.overdue ? h("span.tag-overdue", t("case.overdue")) : null,
+      deadlineText(c),
+    ),
+    h("h2.d-title", categoryName(c)),
+    h("p.d-desc", c.description || ""),
+    h("div.d-body", dl, mapBox),
+    actions.length ? h("div.d-actions", actions) : null,
+    ...sections,
+  );
+  drawDetailMap(mapBox, c);
+}
+
+function actionName(action) {
+  const key = `action.${action}`;
+  return has(key) ? t(key) : action;
+}
+
+function placeFull(c) {
+  const parts = [];
+  if (c.address) parts.push(c.address);
+  const units = [c.township, c.community, c.grid].filter(Boolean).map((u) => pick(u, u.code || ""));
+  if (units.length) parts.push(units.join(" / "));
+  const p = casePoint(c);
+  if (p.lat !== null) parts.push(`${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`);
+  return parts.join(" · ") || t("board.no_place");
+}
+
+function photoUrl(p) {
+  const url = typeof p === "string" ? p : p.url || p.href || "";
+  if (url.startsWith("/")) return withToken(url);
+  if (/^[0-9a-f]{16,}$/i.test(url)) return withToken(`/api/v1/photos/${url}`);
+  return "";
+}
+
+let geojson = null;
+
+async function drawDetailMap(box, c) {
+  if (detailMap) detailMap.destroy();
+  detailMap = new MapView(box, { tiles: S.config.map.tiles, minZoom: S.config.map.min_zoom, maxZoom: S.config.map.max_zoom, theme: "dark" });
+  if (!geojson) geojson = await get("/api/v1/orgs/geojson");
+  detailMap.setBoundaries(geojson);
+  const p = casePoint(c);
+  if (p.lat === null) return;
+  detailMap.centerOn(p.lon, p.lat, 15);
+  detailMap.setMarkers("case", [{ ...c, ...p }], { render: (x) => caseMarker(x, { size: 1.2 }) });
+  if (S.config.features.nearest) {
+    try {
+      const units = await get("/api/v1/units/nearest", { lat: p.lat, lon: p.lon, limit: 5, all: true });
+      const list = Array.isArray(units) ? units : units.items || units.units || [];
+      detailMap.setMarkers(
+        "units",
+        list.map((u) => ({ ...u, ...unitPoint(u) })),
+        { render: (u) => unitMarker(u, { staleAfter: S.config.units_stale_after }), signature: (u) => unitSignature(u, S.config.units_stale_after) },
+      );
+    } catch {
+      /* the map still shows the case */
+    }
+  }
+}
+
+// -- actions -----------------------------------------------------------------------------------
+
+async function doAction(name, fields = {}) {
+  const c = S.detail;
+  try {
+    const after = await post(`/api/v1/incidents/${c.id}/actions/${name}`, { version: c.version, ...fields });
+    S.detail = after;
+    replaceInList(after);
+    renderDetail();
+    toast(t("console.done", { action: t(`action.${name}`), number: after.number }), "ok");
+    return after;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 409 && err.body.error && err.body.error.incident) {
+      S.detail = err.body.error.incident;
+      replaceInList(S.detail);
+      renderDetail();
+    }
+    throw err;
+  }
+}
+
+function replaceInList(c) {
+  const i = S.items.findIndex((x) => String(x.id) === String(c.id));
+  if (i >= 0) {
+    S.items[i] = { ...S.items[i], ...c };
+    renderList();
+  }
+}
+
+async function runAction(a) {
+  if (!S.detail || !allowed(a, S.detail)) return;
+  if (!a.dialog) {
+    try {
+      await doAction(a.name);
+    } catch (err) {
+      toast(errorText(err), "error");
+    }
+    return;
+  }
+  const builders = { reason: reasonDialog, note: noteDialog, merge: mergeDialog, dispatch: dispatchDialog, feedback: feedbackDialog, evaluate: evaluateDialog, assign: assignDialog };
+  await builders[a.dialog](a);
+}
+
+/** A modal form; `onSubmit(form)` may throw an ApiError, shown in the form. */
+function openDialog({ title, body, submit, onSubmit, wide = false }) {
+  const dialog = document.getElementById("dialog");
+  const error = h("p.field-error", { role: "alert", hidden: true });
+  const ok = h("button.btn.btn-primary", { type: "submit" }, submit || t("console.confirm"));
+  const form = h(
+    "form",
+    { method: "dialog" },
+    h("h2", title),
+    ...body,
+    error,
+    h("div.buttons", h("button.btn", { type: "button", onclick: () => dialog.close() }, t("console.cancel")), ok),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.hidden = true;
+    ok.disabled = true;
+    try {
+      await onSubmit(form);
+      dialog.close();
+    } catch (err) {
+      error.textContent = errorText(err);
+      error.hidden = false;
+    } finally {
+      ok.disabled = false;
+    }
+  });
+  dialog.style.width = wide ? "min(52rem, calc(100vw - 2rem))" : "";
+  dialog.replaceChildren(form);
+  dialog.showModal();
+  const first = form.querySelector("textarea, input:not([type=radio]):not([type=checkbox]), select");
+  if (first) first.focus();
+  return form;
+}
+
+function textField(name, labelKey, { required = false, rows = 3, value = "" } = {}) {
+  return h("label.field", h("span", t(labelKey)), h("textarea", { name, rows, required, value }));
+}
+
+function reasonDialog(a) {
+  openDialog({
+    title: `${t(`action.${a.name}`)} · ${S.detail.number}`,
+    body: [textField("reason", "console.reason", { required: true })],
+    submit: t(`action.${a.name}`),
+    onSubmit: (f) => doAction(a.name, { reason: f.reason.value.trim() }),
+  });
+}
+
+function noteDialog(a) {
+  openDialog({
+    title: `${t(`action.${a.name}`)} · ${S.detail.number}`,
+    body: [textField("note", "console.note")],
+    submit: t(`action.${a.name}`),
+    onSubmit: (f) => doAction(a.name, f.note.value.trim() ? { note: f.note.value.trim() } : {}),
+  });
+}
+
+function feedbackDialog(a) {
+  const c = S.detail;
+  const pending = c.pending_feedback && c.pending_feedback.length ? c.pending_feedback : (c.handling_departments || []).map((d) => d.code || d);
+  const body = [textField("note", "console.feedback_note", { required: true, rows: 4 })];
+  if (S.user.role !== "department_handler" && pending.length) {
+    body.unshift(
+      h(
+        "label.field",
+        h("span", t("console.on_behalf")),
+        h("select", { name: "department" }, pending.map((code) => h("option", { value: code }, departmentName(code)))),
+      ),
+    );
+  }
+  openDialog({
+    title: `${t("action.feedback")} · ${c.number}`,
+    body,
+    submit: t("action.feedback"),
+    onSubmit: (f) => doAction("feedback", { note: f.note.value.trim(), ...(f.department ? { department: f.department.value } : {}) }),
+  });
+}
+
+function evaluateDialog() {
+  const stars = h(
+    "div.stars",
+    [1, 2, 3, 4, 5].map((n) => h("label", h("input", { type: "radio", name: "satisfaction", value: n, required: true, checked: n === 5 }), "★".repeat(1))),
+  );
+  openDialog({
+    title: `${t("action.evaluate")} · ${S.detail.number}`,
+    body: [h("p.muted", t("console.evaluate_hint")), stars, textField("note", "console.note", { rows: 2 })],
+    submit: t("action.evaluate"),
+    onSubmit: (f) => doAction("evaluate", { satisfaction: Number(f.satisfaction.value), ...(f.note.value.trim() ? { note: f.note.value.trim() } : {}) }),
+  });
+}
+
+function mergeDialog() {
+  const c = S.detail;
+  const dups = c.duplicates || [];
+  const options = dups.map((d, i) =>
+    h(
+      "li",
+      h(
+        "label",
+        h("input", { type: "radio", name: "into", value: d.id, checked: i === 0 }),
+        h("span", `${d.number} · ${categoryName(d)} · ${placeOf(d)}`),
+        stateBadge(d.state),
+      ),
+    ),
+  );
+  openDialog({
+    title: `${t("action.merge")} · ${c.number}`,
+    body: [
+      h("p.muted", t("console.merge_hint")),
+      dups.length ? h("ul.suggest", options) : h("p.muted", t("console.no_duplicates")),
+      h("label.field", h("span", t("console.merge_other")), h("input", { name: "other", inputmode: "numeric", placeholder: "RA20260503-0007 / 123" })),
+    ],
+    submit: t("action.merge"),
+    onSubmit: async (f) => {
+      let into = f.other.value.trim();
+      if (into && !/^\d+$/.test(into)) {
+        const r = await get("/api/v1/incidents", { q: into, limit: 1, state: "" });
+        const hit = (r.items || []).find((x) => x.number === into);
+        if (!hit) throw new Error(t("console.not_found", { number: into }));
+        into = hit.id;
+      }
+      if (!into) into = f.into ? f.into.value : "";
+      if (!into) throw new Error(t("console.pick_one"));
+      await doAction("merge", { merge_into: Number(into) });
+    },
+  });
+}
+
+function departmentName(code) {
+  for (const u of S.units.values()) {
+    const d = (u.departments || []).find((x) => x.code === code);
+    if (d) return localName(d);
+  }
+  return code;
+}
+
+/** Departments of the owning unit and every unit above it that this user can see. */
+function departmentsFor(ownerCode) {
+  const out = [];
+  let code = ownerCode;
+  const seen = new Set();
+  while (code && S.units.has(code) && !seen.has(code)) {
+    seen.add(code);
+    const u = S.units.get(code);
+    for (const d of u.departments || []) out.push({ ...d, unit: localName(u) });
+    code = u.parent;
+  }
+  return out;
+}
+
+async function dispatchDialog() {
+  const c = S.detail;
+  const depts = departmentsFor(c.owner_unit);
+  const p = casePoint(c);
+  const squads = h("ul.suggest", h("li.muted", t("console.loading")));
+  const body = [
+    h(
+      "div.row",
+      h(
+        "label.field",
+        h("span", t("console.lead_department")),
+        h(
+          "select",
+          { name: "department" },
+          h("option", { value: "" }, t("console.default_department")),
+          depts.map((d) => h("option", { value: d.code }, `${localName(d)}`)),
+        ),
+      ),
+      h("label.field", h("span", t("console.note")), h("input", { name: "note" })),
+    ),
+    depts.length
+      ? h(
+          "fieldset.field",
+          h("legend", t("console.co_departments")),
+          h("div.checks", depts.map((d) => h("label", h("input", { type: "checkbox", name: "co", value: d.code }), ` ${localName(d)}`))),
+        )
+      : null,
+    h("div.field", h("span", t("console.nearest_squads")), squads),
+    textField("instructions", "console.instructions", { rows: 2, value: `${categoryName(c)} · ${placeFull(c)}\n${c.description || ""}`.slice(0, 500) }),
+  ];
+  openDialog({
+    title: `${t("action.dispatch")} · ${c.number}`,
+    body,
+    wide: true,
+    submit: t("action.dispatch"),
+    onSubmit: async (f) => {
+      const co = [...f.querySelectorAll("input[name=co]:checked")].map((x) => x.value).filter((x) => x !== f.department.value);
+      const squad = f.querySelector("input[name=squad]:checked");
+      const unitId = squad && squad.value ? Number(squad.value) : null;
+      const fields = {};
+      if (f.department.value) fields.department = f.department.value;
+      if (co.length) fields.co_departments = co;
+      if (unitId) fields.squad_unit = unitId;
+      if (f.note.value.trim()) fields.note = f.note.value.trim();
+      const after = await doAction("dispatch", fields);
+      if (unitId && S.config.features.orders && !after.order_id) {
+        try {
+          const order = await post("/api/v1/orders", { incident_id: after.id, unit_id: unitId, instructions: f.instructions.value.trim() });
+          toast(t("console.order_sent", { id: order.id }), "ok");
+        } catch (err) {
+          toast(`${t("console.order_failed")}: ${errorText(err)}`, "error", 8000);
+        }
+      }
+    },
+  });
+  if (!S.config.features.nearest || p.lat === null) {
+    squads.replaceChildren(h("li.muted", t(p.lat === null ? "console.no_location" : "console.units_off")));
+    return;
+  }
+  try {
+    const r = await get("/api/v1/units/nearest", { lat: p.lat, lon: p.lon, limit: 6 });
+    const list = Array.isArray(r) ? r : r.items || r.units || [];
+    const none = h("li", h("label", h("input", { type: "radio", name: "squad", value: "" }), h("span", t("console.no_squad")), h("span")));
+    squads.replaceChildren(
+      ...list.map((u, i) =>
+        h(
+          "li",
+          h(
+            "label",
+            h("input", { type: "radio", name: "squad", value: u.id, checked: i === 0 }),
+            h("span", h("strong", u.name), " ", h("span", { class: `unit-status us-${u.status}` }, unitStatusName(u.status)), u.stale ? h("span.stale-mark", ` ? ${t("unit.stale")}`) : null),
+            h("span.eta", `${fmtDistance(u.distance_m)} · ${t("console.eta", { d: fmtDuration(u.eta_s) })}`),
+          ),
+        ),
+      ),
+      none,
+    );
+    if (!list.length) squads.prepend(h("li.muted", t("console.no_available")));
+  } catch (err) {
+    squads.replaceChildren(h("li.field-error", errorText(err)));
+  }
+}
+
+function assignDialog() {
+  const c = S.detail;
+  const below = [...S.units.values()].filter((u) => u.code !== c.owner_unit && isBelow(u.code, c.owner_unit) && u.level !== "grid");
+  openDialog({
+    title: `${t("action.assign")} · ${c.number}`,
+    body: [
+      h("label.field", h("span", t("console.target_unit")), h("select", { name: "unit", required: true }, below.map((u) => h("option", { value: u.code }, localName(u))))),
+      textField("note", "console.note", { rows: 2 }),
+    ],
+    submit: t("action.assign"),
+    onSubmit: (f) => doAction("assign", { target_unit: f.unit.value, ...(f.note.value.trim() ? { note: f.note.value.trim() } : {}) }),
+  });
+}
+
+function isBelow(code, root) {
+  let u = S.units.get(code);
+  while (u && u.parent) {
+    if (u.parent === root) return true;
+    u = S.units.get(u.parent);
+  }
+  return false;
+}
+
+// -- new case ----------------------------------------------------------------------------------
+
+function categoryOptions() {
+  return S.taxonomy.map((top) =>
+    h(
+      "optgroup",
+      { label: pick(top.name) },
+      h("option", { value: top.code, dataset: { p: top.default_priority } }, pick(top.name)),
+      (top.children || []).map((sub) => h("option", { value: sub.code, dataset: { p: sub.default_priority } }, `　${pick(sub.name)}`)),
+    ),
+  );
+}
+
+function newCaseDialog(call = null) {
+  let point = null;
+  const mapBox = h("div.pick-map");
+  const where = h("span.muted", t("console.pick_on_map"));
+  const category = h("select", { name: "category", required: true }, h("option", { value: "" }, t("console.choose")), categoryOptions());
+  const priority = h("select", { name: "priority" }, PRIORITIES.map((p) => h("option", { value: p }, `${p} · ${t(`priority.${p}`)}`)));
+  category.addEventListener("change", () => {
+    const opt = category.selectedOptions[0];
+    if (opt && opt.dataset.p) priority.value = opt.dataset.p;
+  });
+  const form = openDialog({
+    title: call ? t("console.case_from_call", { caller: call.caller || "" }) : t("console.new_case"),
+    wide: true,
+    body: [
+      h("div.row", h("label.field", h("span", t("console.category")), category), h("label.field", h("span", t("console.priority")), priority)),
+      textField("description", "console.description", { required: true, rows: 3 }),
+      h(
+        "div.row",
+        h("label.field", h("span", t("console.address")), h("input", { name: "address" })),
+        h("label.field", h("span", t("console.f_caller")), h("input", { name: "caller", value: call ? call.caller || "" : "", inputmode: "tel" })),
+      ),
+      h("div.field", h("span", t("console.location"), " ", where), mapBox),
+    ],
+    submit: t("console.create"),
+    onSubmit: async (f) => {
+      if (!point && !f.address.value.trim()) throw new Error(t("console.need_place"));
+      const body = {
+        category: f.category.value,
+        priority: f.priority.value,
+        description: f.description.value.trim(),
+        ...(f.address.value.trim() ? { address: f.address.value.trim() } : {}),
+        ...(point ? { location: { lat: point.lat, lon: point.lon } } : {}),
+        ...(f.caller.value.trim() ? { caller: f.caller.value.trim() } : {}),
+      };
+      let created;
+      if (call) {
+        const r = await post(`/api/v1/hotline/calls/${call.id}/incident`, body);
+        created = r.incident || r;
+      } else {
+        created = await post("/api/v1/incidents", body);
+      }
+      toast(t("console.created", { number: created.number || "" }), "ok");
+      S.tab = "open";
+      renderFilters();
+      await loadList();
+      if (created.id) selectCase(created.id);
+    },
+  });
+  const m = new MapView(mapBox, {
+    tiles: S.config.map.tiles,
+    minZoom: S.config.map.min_zoom,
+    maxZoom: S.config.map.max_zoom,
+    theme: "dark",
+    onClick: ({ lon, lat }) => {
+      point = { lon, lat };
+      where.textContent = `${lat.toFixed(5)}, ${lon.toFixed(5)}`;
+      m.setMarkers("pick", [{ id: "p", lon, lat }], { render: () => caseMarker({ priority: form.priority.value, state: "reported" }, { size: 1.2 }) });
+    },
+  });
+  get("/api/v1/orgs/geojson").then((fc) => m.setBoundaries(fc));
+  document.getElementById("dialog").addEventListener("close", () => m.destroy(), { once: true });
+}
+
+// -- calls -------------------------------------------------------------------------------------
+
+const WAITING = ["ringing", "queued", "waiting", "answered"];
+
+async function loadCalls() {
+  if (!S.config.features.hotline) {
+    renderCalls();
+    return;
+  }
+  try {
+    const r = await get("/api/v1/hotline/calls");
+    const list = Array.isArray(r) ? r : r.items || r.calls || [];
+    S.calls = new Map(list.filter((c) => WAITING.includes(c.state)).map((c) => [String(c.id), c]));
+    renderCalls();
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+async function callHistory(call) {
+  const key = call.caller;
+  if (!key) return [];
+  if (call.history) return call.history;
+  if (!S.callHistory.has(key)) {
+    S.callHistory.set(
+      key,
+      get("/api/v1/incidents", { q: key, limit: 5 })
+        .then((r) => r.items || [])
+        .catch(() => []),
+    );
+  }
+  return S.callHistory.get(key);
+}
+
+function renderCalls() {
+  const ul = document.getElementById("call-list");
+  const calls = [...S.calls.values()].sort((a, b) => String(a.created_at || "").localeCompare(String(b.created_at || "")));
+  document.getElementById("call-count").textContent = calls.filter((c) => c.state !== "answered").length;
+  if (!S.config.features.hotline) {
+    ul.replaceChildren(h("li.empty", t("board.hotline_off")));
+    return;
+  }
+  if (!calls.length) {
+    ul.replaceChildren(h("li.empty", t("board.none_calls")));
+    return;
+  }
+  ul.replaceChildren(
+    ...calls.map((call) => {
+      const since = call.created_at || call.ringing_at || call.queued_at;
+      const wait = since ? fmtDuration((Date.now() - Date.parse(since)) / 1000) : "";
+      const history = h("div.call-history", h("span.muted", t("console.caller_history")));
+      callHistory(call).then((items) => {
+        if (!items.length) history.append(h("span.muted", t("console.no_history")));
+        for (const c of items) {
+          history.append(h("a", { href: "#", onclick: (ev) => (ev.preventDefault(), selectCase(c.id)) }, `${c.number} · ${categoryName(c)} · ${stateName(c.state)}`));
+        }
+      });
+      const act = (path, body) => async () => {
+        try {
+          await post(`/api/v1/hotline/calls/${call.id}/${path}`, body);
+          loadCalls();
+        } catch (err) {
+          toast(errorText(err), "error");
+        }
+      };
+      return h(
+        `li.call${call.state === "ringing" || call.state === "queued" ? ".ringing" : ""}`,
+        { dataset: { id: call.id } },
+        h("div.call-top", h("span.call-number", call.caller || t("board.unknown_caller")), h("span.state", t(`call.${call.state}`)), h("span.call-wait", wait)),
+        h("div.call-line", [call.dialled, pick(call.department_name, call.department || "")].filter(Boolean).join(" → ")),
+        history,
+        h(
+          "div.call-actions",
+          call.state !== "answered" ? h("button.btn.btn-small.btn-ok", { type: "button", onclick: act("answer") }, t("call.answer")) : null,
+          h("button.btn.btn-small.btn-primary", { type: "button", onclick: () => newCaseDialog(call) }, t("call.create_case")),
+          S.detail ? h("button.btn.btn-small", { type: "button", onclick: act("attach", { incident_id: S.detail.id }) }, t("call.attach", { number: S.detail.number })) : null,
+          h("button.btn.btn-small.btn-ghost", { type: "button", onclick: act("hangup") }, t("call.hangup")),
+        ),
+      );
+    }),
+  );
+}
+
+// -- live --------------------------------------------------------------------------------------
+
+function onLive(msg) {
+  if (msg.type === "snapshot") {
+    const calls = msg.sections && (msg.sections.calls || msg.sections.hotline);
+    if (calls) {
+      const list = Array.isArray(calls) ? calls : calls.items || calls.calls || calls.queue || [];
+      S.calls = new Map(list.filter((c) => WAITING.includes(c.state)).map((c) => [String(c.id), c]));
+      renderCalls();
+    }
+    return;
+  }
+  if (msg.type !== "change") return;
+  const data = msg.data || {};
+  if (msg.topic === "incident") {
+    const c = data.incident || data;
+    const i = S.items.findIndex((x) => String(x.id) === String(c.id));
+    if (i >= 0) {
+      S.items[i] = { ...S.items[i], ...c };
+      S.fresh.add(String(c.id));
+      renderList();
+    } else if (data.event === "created") {
+      S.newSinceLoad += 1;
+      const pill = document.getElementById("new-pill");
+      pill.textContent = t("console.new_cases", { n: S.newSinceLoad });
+      pill.hidden = false;
+      if (c.priority === "P1") beep();
+    }
+    if (S.detail && String(S.detail.id) === String(c.id) && c.version !== S.detail.version) selectCase(c.id, { focusList: false });
+  } else if (msg.topic === "call") {
+    const call = data.call || data;
+    if (WAITING.includes(call.state)) {
+      if (!S.calls.has(String(call.id))) beep();
+      S.calls.set(String(call.id), { ...(S.calls.get(String(call.id)) || {}), ...call });
+    } else S.calls.delete(String(call.id));
+    renderCalls();
+  }
+}
+
+let audio = null;
+
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    if (audio.state !== "running") return;
+    const o = audio.createOscillator();
+    const g = audio.createGain();
+    o.frequency.value = 880;
+    g.gain.setValueAtTime(0.15, audio.currentTime);
+    g.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.4);
+    o.connect(g).connect(audio.destination);
+    o.start();
+    o.stop(audio.currentTime + 0.4);
+  } catch {
+    /* no sound: fine */
+  }
+}
+
+// -- keyboard ----------------------------------------------------------------------------------
+
+function helpDialog() {
+  const rows = [
+    ["J / ↓", "console.k_next"],
+    ["K / ↑", "console.k_prev"],
+    ["/", "console.keys_search"],
+    ["N", "console.new_case"],
+    ...ACTIONS.map((a) => [a.key.toUpperCase(), `action.${a.name}`]),
+    ["Esc", "console.cancel"],
+  ];
+  openDialog({
+    title: t("console.keys_help"),
+    body: [h("div.help-keys", rows.flatMap(([k, key]) => [h("kbd", k), h("span", t(key))]))],
+    submit: t("console.ok"),
+    onSubmit: async () => {},
+  });
+}
+
+function onKey(ev) {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  const tag = (ev.target.tagName || "").toLowerCase();
+  if (tag === "input" || tag === "textarea" || tag === "select" || document.getElementById("dialog").open) {
+    if (ev.key === "Escape" && tag === "input" && ev.target.id === "q") ev.target.blur();
+    return;
+  }
+  const key = ev.key.toLowerCase();
+  const go = (fn) => {
+    ev.preventDefault();
+    fn();
+  };
+  if (key === "j" || ev.key === "ArrowDown") return go(() => moveSelection(1));
+  if (key === "k" || ev.key === "ArrowUp") return go(() => moveSelection(-1));
+  if (ev.key === "/") return go(() => document.getElementById("q").focus());
+  if (ev.key === "?") return go(helpDialog);
+  if (key === "n") return go(() => newCaseDialog());
+  const a = ACTIONS.find((x) => x.key === key);
+  if (a && S.detail && allowed(a, S.detail)) go(() => runAction(a));
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+async function main() {
+  const { user, config } = await startPage({ roles: ["duty_officer", "leader", "admin", "department_handler"] });
+  S.user = user;
+  S.config = config;
+  const live = liveIndicator();
+  document.getElementById("top").replaceWith(topBar(user, { current: "/console", extra: [live.el] }));
+  renderFilters();
+  document.getElementById("q").addEventListener(
+    "input",
+    debounce((ev) => {
+      S.q = ev.target.value.trim();
+      loadList();
+    }, 250),
+  );
+  document.getElementById("new-case").addEventListener("click", () => newCaseDialog());
+  document.getElementById("new-pill").addEventListener("click", () => loadList());
+  document.addEventListener("keydown", onKey);
+  document.addEventListener("click", () => {
+    if (!audio) audio = new AudioContext();
+    if (audio.state === "suspended") audio.resume();
+  }, { once: true });
+  onLanguageChange(() => {
+    renderFilters();
+    renderList();
+    renderDetail();
+    renderCalls();
+    applyI18n(document);
+  });
+  const [taxonomy, orgs] = await Promise.all([
+    config.features.taxonomy ? get("/api/v1/taxonomy") : Promise.resolve([]),
+    get("/api/v1/orgs", { depth: 3 }),
+  ]);
+  S.taxonomy = Array.isArray(taxonomy) ? taxonomy : taxonomy.categories || [];
+  for (const u of orgs.units || []) S.units.set(u.code, u);
+  if (!config.features.incidents) {
+    document.getElementById("case-list").replaceChildren(h("li.empty", t("console.incidents_off")));
+  } else {
+    await loadList({ keepSelection: false });
+  }
+  await loadCalls();
+  setInterval(() => {
+    renderCalls();
+    if (S.detail && isOpen(S.detail)) {
+      const old = document.querySelector(".d-deadline");
+      const fresh = deadlineText(S.detail);
+      if (old && fresh) old.replaceWith(fresh);
+    }
+  }, 10000);
+  if (config.features.board_ws) {
+    const socket = new LiveSocket("/ws/board", { onMessage: onLive, onStatus: live.set });
+    socket.start();
+  } else {
+    live.set("unavailable");
+  }
+  const wanted = new URLSearchParams(location.search).get("case");
+  if (wanted) selectCase(wanted);
+  window.dispatchdConsole = { S };
+}
+
+main();
