@@ -261,6 +261,47 @@ class LiveSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSettings:
+    host: str = field(default="", metadata=_meta("address the SIP server binds (UDP and TCP); empty = [http] host"))
+    port: int = field(default=5060, metadata=_port("SIP port, UDP and TCP (0 picks a free one)"))
+    advertise_host: str = field(
+        default="", metadata=_meta("address written in Contact, Via and SDP; empty = the bound or dialled host")
+    )
+    max_calls: int = field(
+        default=200, metadata=_meta("calls at once (waiting or connected); more get 486 Busy Here", lo=1, hi=100000)
+    )
+    t1: float = field(default=0.5, metadata=_meta("RFC 3261 T1: round-trip estimate in seconds", lo=0.05, hi=10))
+    t2: float = field(default=4.0, metadata=_meta("RFC 3261 T2: longest retransmit interval in seconds", lo=0.5, hi=60))
+    t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
+    user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
+    record: bool = field(default=True, metadata=_meta("record the caller's audio of answered calls under the data dir"))
+
+
+@dataclass(frozen=True, slots=True)
+class HotlineSettings:
+    org: str = field(default="", metadata=_meta("unit whose duty desk takes the hotline; empty = the first county"))
+    ring_timeout: float = field(
+        default=20.0, metadata=_meta("seconds an officer's console rings before the next officer's", lo=3, hi=600)
+    )
+    answer_target: float = field(
+        default=10.0, metadata=_meta("NFPA 1225: seconds within which calls are to be answered", lo=1, hi=600)
+    )
+    answer_share: float = field(
+        default=0.9, metadata=_meta("NFPA 1225: share of calls to answer within the target", lo=0.01, hi=1)
+    )
+    cti_hmac_key: str = field(default="", metadata=_meta("HMAC-SHA256 key of the CTI webhook; empty = webhook off"))
+    cti_max_skew: int = field(
+        default=300, metadata=_meta("seconds a CTI event's timestamp may differ from our clock", lo=5, hi=86400)
+    )
+    history_limit: int = field(
+        default=10, metadata=_meta("previous calls and cases shown for a caller", lo=1, hi=200)
+    )
+    queue_interval: float = field(
+        default=1.0, metadata=_meta("seconds between rounds of the call queue (ring the next officer)", lo=0.05, hi=60)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -276,6 +317,8 @@ class Settings:
     osmand: OsmandSettings = field(default_factory=OsmandSettings)
     jt808: Jt808Settings = field(default_factory=Jt808Settings)
     units: UnitSettings = field(default_factory=UnitSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    hotline: HotlineSettings = field(default_factory=HotlineSettings)
 
     @property
     def embedded_database(self) -> bool:
@@ -422,6 +465,8 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
             v = getattr(section, f.name)
             if f.name == "url" and isinstance(v, str):
                 v = mask_url(v)
+            if f.name.endswith("_key") and isinstance(v, str) and v:
+                v = "***"  # hotline CTI webhook key: never printed
             elif f.name.endswith("credential") and v:
                 v = "***"  # video TURN password: never printed
             values[f.name] = str(v) if isinstance(v, Path) else v

@@ -27,6 +27,22 @@ class Metrics:
         self.rejected_input = Counter(
             "dispatchd_rejected_input_total", "malformed input rejected", ["channel"], registry=r
         )
+        # Hotline (dispatchd/channels/hotline/): SIP messages, malformed ones, and what became of calls.
+        self.sip_messages = Counter(
+            "dispatchd_sip_messages_total", "SIP messages received", ["transport", "kind"], registry=r
+        )
+        self.sip_malformed = Counter(
+            "dispatchd_sip_malformed_total",
+            "malformed SIP messages: answered_400 (a request we could answer) or dropped",
+            ["transport", "outcome"],
+            registry=r,
+        )
+        self.hotline_calls = Counter(
+            "dispatchd_hotline_calls_total",
+            "hotline call events: offered, answered, abandoned, ended",
+            ["source", "event"],
+            registry=r,
+        )
         # Live: change feed, board and squad websockets, orders (dispatchd/live/).
         self.live_feed_rows = Counter(
             "dispatchd_live_feed_rows_total", "outbox rows handed to this instance's clients", registry=r

@@ -152,6 +152,7 @@ def make_settings(urls: StoreUrls, data_dir: Path, **overrides: object) -> Setti
         # The position servers bind their own ports: free ones, so that instances and runs never collide.
         "osmand_port": 0,
         "jt808_port": 0,
+        "sip_port": 0,  # the hotline's SIP edge (UDP and TCP) likewise
         "data_dir": str(data_dir),
     }
     values.update(overrides)

@@ -35,3 +35,26 @@ def unit_position(unit_id: int) -> str:
 def unit_alarm(unit_id: int) -> str:
     """Set while an emergency alarm of the unit has an open case (dedupes repeated alarm reports)."""
     return f"{PREFIX}unit:{unit_id}:alarm"
+
+
+# Hotline presence: the duty officers who can take calls, longest idle first. A sorted set of
+# user ids scored by the time (unix seconds) since when each is idle, one hash of who they are
+# (user id -> JSON), and one of how many consoles each has open (user id -> count).
+HOTLINE_IDLE = PREFIX + "hotline:idle"
+HOTLINE_OFFICERS = PREFIX + "hotline:officers"
+HOTLINE_CONNECTIONS = PREFIX + "hotline:connections"
+
+
+def hotline_commands(instance_id: str) -> str:
+    """Channel of the instance holding a call's SIP dialog: answer and hang up are done there."""
+    return f"{PREFIX}hotline:cmd:{instance_id}"
+
+
+def hotline_reply(token: str) -> str:
+    """A list the answering instance pushes one reply onto (short-lived)."""
+    return f"{PREFIX}hotline:reply:{token}"
+
+
+def hotline_instance(instance_id: str) -> str:
+    """Set (with a time to live) while an instance with a SIP edge runs; its calls die with it."""
+    return f"{PREFIX}hotline:instance:{instance_id}"

@@ -59,8 +59,9 @@ def _feature_setups() -> list[Callable[[web.Application], None]]:
     from dispatchd import incidents, units
 
     from dispatchd import live, video
+    from dispatchd.channels import hotline
 
-    return [_core_setup, ui.setup, units.setup, incidents.setup, live.setup, video.setup]
+    return [_core_setup, ui.setup, units.setup, incidents.setup, live.setup, video.setup, hotline.setup]
 
 
 @web.middleware

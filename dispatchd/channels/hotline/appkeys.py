@@ -1,0 +1,46 @@
+"""Application keys of the hotline capability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from dispatchd.channels.hotline.presence import Presence
+from dispatchd.domain.hotlines import HotlineDirectory
+
+
+class SipControl(Protocol):
+    """What the call queue asks of this instance's SIP edge (see :mod:`dispatchd.channels.hotline.edge`)."""
+
+    async def answer(self, call_key: str, call_id: int) -> str | None:
+        """Send 200 OK for the call; return the recording's path under the data dir, if any.
+
+        Raises :class:`~dispatchd.channels.hotline.agent.CallStateError` when the call is gone.
+        """
+
+    def hangup(self, call_key: str) -> None:
+        """End the call from our side (480 while it rings, BYE once answered)."""
+
+    def finished(self, call_key: str) -> None:
+        """The call is over: stop its recording."""
+
+
+@dataclass(slots=True)
+class SipRuntime:
+    """Filled in when the SIP edge starts (the application is frozen by then, its keys are not)."""
+
+    edge: SipControl | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+# The routing of dialled numbers (config/hotlines.toml).
+HOTLINES = web.AppKey("hotline_directory", HotlineDirectory)
+# Duty officers present and available, longest idle first.
+PRESENCE = web.AppKey("hotline_presence", Presence)
+# This instance's SIP edge (``edge`` is None when the SIP port could not be bound here).
+SIP = web.AppKey("sip", SipRuntime)
+# The ports the SIP edge really bound: {"udp": 5060, "tcp": 5060} (tests bind port 0); empty
+# until it started, or when this instance runs without SIP intake. The same dict as SIP's ports.
+SIP_PORTS = web.AppKey("sip_ports", dict[str, int])
