@@ -56,9 +56,7 @@ def _core_setup(app: web.Application) -> None:
 
 def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
-    from dispatchd import incidents, units
-
-    from dispatchd import live, video
+    from dispatchd import incidents, live, units, video
     from dispatchd.channels import hotline
 
     return [_core_setup, ui.setup, units.setup, incidents.setup, live.setup, video.setup, hotline.setup]
