@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 VIDEO_CLOCK = 90000
+# A packet this far behind the next expected one means the sender started a new sequence.
+_RESTART_GAP = 3000
 AUDIO_CLOCK = 48000
 
 
@@ -111,6 +113,9 @@ class FrameAssembler:
         self, sequence_number: int, timestamp: int, marker: bool, data: bytes, ssrc: int = 0
     ) -> tuple[list[EncodedFrame], bool]:
         seq = sequence_number if self._highest is None else unwrap16(sequence_number, self._highest)
+        if self._next is not None and seq < self._next - _RESTART_GAP:
+            self._restart()  # the sender restarted its sequence numbers: a new stream
+            seq = sequence_number
         if self._highest is None or seq > self._highest:
             self._highest = seq
         if self.kind == "audio":
@@ -135,6 +140,13 @@ class FrameAssembler:
                 continue
             break
         return frames, request_keyframe
+
+    def _restart(self) -> None:
+        self._packets.clear()
+        self._markers.clear()
+        self._next = self._highest = None
+        self._released = False
+        self._discontinuity = True
 
     def _push_audio(self, seq: int, timestamp: int, data: bytes, ssrc: int) -> list[EncodedFrame]:
         if self._next is not None and seq < self._next:

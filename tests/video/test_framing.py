@@ -66,3 +66,11 @@ def test_keyframe_detection() -> None:
     idr = b"\x00\x00\x00\x01\x67sps\x00\x00\x00\x01\x68pps\x00\x00\x01\x65idr"
     assert h264_nal_types(idr) == [7, 8, 5] and is_keyframe("H264", idr)
     assert not is_keyframe("H264", b"\x00\x00\x00\x01\x41slice")
+
+
+def test_a_restarted_sequence_starts_a_new_stream() -> None:
+    """Packets far behind the expected sequence (a restarted sender) begin a new stream instead of being dropped."""
+    asm = FrameAssembler("video", "VP8")
+    asm.push(20000, 0, True, VP8_KEY)
+    frames, _ = asm.push(5, 3000, True, VP8_KEY)
+    assert len(frames) == 1 and frames[0].discontinuity and frames[0].keyframe
