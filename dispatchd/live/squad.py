@@ -105,6 +105,8 @@ class SquadHub:
         self.app = app
         self.metrics = app[METRICS]
         self.conns: set[SquadConn] = set()
+        self._by_unit: dict[int, set[SquadConn]] = {}  # unit id -> connections serving it
+        self._by_user: dict[int, set[SquadConn]] = {}
         self._rows: asyncio.Queue[Sequence[ChangeRow]] = asyncio.Queue()
 
     # -- the feed --------------------------------------------------------------------------------
@@ -126,7 +128,33 @@ class SquadHub:
                     log.exception("squad_route_failed", seq=row.seq, topic=row.topic)
 
     def _serving(self, unit_id: int) -> list[SquadConn]:
-        return [c for c in self.conns if unit_id in c.units]
+        return list(self._by_unit.get(unit_id, ()))
+
+    def _index(self, c: SquadConn, unit_id: int, add: bool) -> None:
+        if add:
+            self._by_unit.setdefault(unit_id, set()).add(c)
+            return
+        conns = self._by_unit.get(unit_id)
+        if conns is not None:
+            conns.discard(c)
+            if not conns:
+                del self._by_unit[unit_id]
+
+    def _add(self, c: SquadConn) -> None:
+        self.conns.add(c)
+        self._by_user.setdefault(c.user.id, set()).add(c)
+        for unit_id in c.units:
+            self._index(c, unit_id, True)
+
+    def _remove(self, c: SquadConn) -> None:
+        self.conns.discard(c)
+        mine = self._by_user.get(c.user.id)
+        if mine is not None:
+            mine.discard(c)
+            if not mine:
+                del self._by_user[c.user.id]
+        for unit_id in list(c.units):
+            self._index(c, unit_id, False)
 
     async def route(self, row: ChangeRow) -> None:
         data = row.data if isinstance(row.data, dict) else {}
@@ -152,11 +180,13 @@ class SquadHub:
         action = data.get("action")
         if action in ("member_added", "member_removed"):
             user_id = data.get("user_id")
-            for c in [c for c in self.conns if c.user.id == user_id]:
+            for c in list(self._by_user.get(user_id, ()) if isinstance(user_id, int) else ()):
                 if action == "member_added":
                     c.units[unit_id] = _unit_brief(unit)
+                    self._index(c, unit_id, True)
                 else:
                     c.units.pop(unit_id, None)
+                    self._index(c, unit_id, False)
                 c.send(c.hello())
                 if action == "member_added":
                     await self._send_unreceived(c)
@@ -191,7 +221,7 @@ class SquadHub:
             return
         c = SquadConn(ws, user, {r["id"]: _unit_brief(r) for r in rows}, request_language(request))
         structlog.contextvars.bind_contextvars(conn_id=c.conn_id)
-        self.conns.add(c)  # first: pushes from the feed reach it from now on
+        self._add(c)  # first: pushes from the feed reach it from now on
         self.metrics.connections.labels("squad").inc()
         writer = asyncio.create_task(c.writer(), name=f"squad-writer-{c.conn_id}")
         try:
@@ -207,7 +237,7 @@ class SquadHub:
             pass
         finally:
             c.closed = True
-            self.conns.discard(c)
+            self._remove(c)
             self.metrics.connections.labels("squad").dec()
             c.queue.put_nowait(None) if not c.queue.full() else None
             writer.cancel()
