@@ -71,10 +71,16 @@ class Watch:
 
     errors: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
+
+    def expect(self, fragment: str) -> None:
+        """A console error the test provokes on purpose (a wrong password's 401)."""
+        self.expected.append(fragment)
 
     def check(self) -> None:
         assert not self.foreign, f"requests to other hosts: {self.foreign}"
-        assert not self.errors, f"console errors: {self.errors}"
+        unexpected = [e for e in self.errors if not any(f in e for f in self.expected)]
+        assert not unexpected, f"console errors: {unexpected}"
 
 
 @dataclass
@@ -170,16 +176,30 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``check`` until it holds, for at most ``timeout`` seconds (I/O, not time, is awaited)."""
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "") -> None:
+    """Poll ``check`` until it holds, for at most ``within`` seconds (I/O, not time, is awaited)."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within
     while True:
         if await check():
             return
         if loop.time() > end:
-            raise AssertionError(f"not reached within {timeout} s: {what}")
+            raise AssertionError(f"not reached within {within} s: {what}")
         await asyncio.sleep(0.05)
+
+
+async def wait_js(page: Page, expression: str, within: float = 10.0) -> Any:
+    """Poll a JavaScript expression until it is truthy (the pages' CSP forbids Playwright's eval-based
+    wait_for_function; page.evaluate goes through the debugging protocol and is not affected)."""
+    result: Any = None
+
+    async def check() -> bool:
+        nonlocal result
+        result = await page.evaluate(expression)
+        return bool(result)
+
+    await eventually(check, within, what=expression)
+    return result
 
 
 __all__ = [
@@ -192,5 +212,6 @@ __all__ = [
     "eventually",
     "route_missing",
     "screenshot",
+    "wait_js",
 ]
 

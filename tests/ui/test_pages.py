@@ -1,22 +1,22 @@
-"""Every screen in a real browser: it loads offline, logs in, and shows what it should."""
+"""Every screen in a real browser: it loads offline, logs in, and draws what it should."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from aiohttp.test_utils import TestClient
 
 from tests.conftest import COUNTY, PASSWORD, UserFactory
-from tests.ui.conftest import DESK, PHONE, WALL, WALL_4K, Browsing, eventually, screenshot
+from tests.ui.conftest import DESK, PHONE, WALL, WALL_4K, Browsing, screenshot, wait_js
 
 pytestmark = pytest.mark.browser
+
+TOWNSHIP = "330381001"
 
 
 async def test_login_form_leads_to_the_console(browsing: Browsing, make_user: UserFactory) -> None:
     """A duty officer logs in through the form and lands on the duty console with a stored token."""
     await make_user("duty_officer", COUNTY, username="zhangsan")
     page, watch = await browsing.open_page("/login", viewport=DESK)
+    watch.expect("status of 401")  # the wrong password, on purpose
     await page.fill("#username", "zhangsan")
     await page.fill("#password", "wrong")
     await page.click("#login-submit")
@@ -26,7 +26,7 @@ async def test_login_form_leads_to_the_console(browsing: Browsing, make_user: Us
     await page.click("#login-submit")
     await page.wait_for_url("**/console")
     assert await page.evaluate("localStorage.getItem('dispatchd.token')")
-    await screenshot(page, "console-after-login")
+    await page.wait_for_selector(".topbar .who")
     watch.check()
 
 
@@ -37,15 +37,23 @@ async def test_login_page_offline_in_both_languages(browsing: Browsing) -> None:
     assert await page.inner_text("#login-submit") == "登录"
     await screenshot(page, "login")
     await page.click(".lang-switch")
-    await page.wait_for_function("document.querySelector('#login-submit').textContent === 'Log in'")
+    await wait_js(page, "document.querySelector('#login-submit').textContent === 'Log in'")
     assert await page.evaluate("document.documentElement.lang") == "en"
     watch.check()
 
 
 async def test_private_page_without_token_goes_to_login(browsing: Browsing) -> None:
-    """Opening the board with no token leads to the login page, which returns there afterwards."""
+    """Opening the board with no token leads to the login page, which will return there."""
     page, watch = await browsing.open_page("/board", viewport=DESK)
     await page.wait_for_url("**/login?next=%2Fboard")
+    watch.check()
+
+
+async def test_wrong_role_is_sent_to_its_own_screen(browsing: Browsing, make_user: UserFactory) -> None:
+    """A grid worker opening the duty console is told so and offered the grid-worker app."""
+    grid = await make_user("grid_worker", TOWNSHIP)
+    page, watch = await browsing.open_page("/console", token=grid.token, viewport=DESK)
+    await page.wait_for_selector(".wrong-role a[href='/grid']")
     watch.check()
 
 
@@ -55,6 +63,10 @@ async def test_private_page_without_token_goes_to_login(browsing: Browsing) -> N
         ("/", "duty_officer", DESK, "index"),
         ("/board", "duty_officer", WALL, "board-1920x1080"),
         ("/board", "leader", WALL_4K, "board-3840x2160"),
+        ("/console", "duty_officer", WALL, "console-1920x1080"),
+        ("/stats", "leader", DESK, "stats-1600x900"),
+        ("/squad", "squad_member", PHONE, "squad-390x844"),
+        ("/grid", "grid_worker", PHONE, "grid-390x844"),
     ],
 )
 async def test_page_loads_clean(
@@ -65,29 +77,61 @@ async def test_page_loads_clean(
     viewport: dict[str, int],
     name: str,
 ) -> None:
-    """The page loads for its role without console errors or requests to other hosts; a screenshot is kept."""
-    acct = await make_user(role, COUNTY)
-    page, watch = await browsing.open_page(path, token=acct.token, viewport=viewport)
+    """The page loads for its role with no console error and no request to another host; a screenshot is kept."""
+    org = TOWNSHIP if role in ("squad_member", "grid_worker") else COUNTY
+    if role == "grid_worker":
+        org = "330381001001G001"
+    acct = await make_user(role, org)
+    page, watch = await browsing.open_page(path, token=acct.token, viewport=viewport, mobile=viewport is PHONE)
     await page.wait_for_load_state("networkidle")
+    await wait_js(page, "document.fonts.status === 'loaded'")
     await screenshot(page, name)
     watch.check()
 
 
-async def test_board_fits_the_screen_and_draws_the_grids(
-    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory
-) -> None:
+async def test_english_switch_keeps_the_page(browsing: Browsing, make_user: UserFactory) -> None:
+    """The language switch turns the console to English in place, and the choice is remembered."""
+    acct = await make_user("duty_officer", COUNTY)
+    page, watch = await browsing.open_page("/console", token=acct.token, viewport=DESK)
+    await page.wait_for_selector("#state-tabs .tab")
+    await page.evaluate("window.__same_page = true")
+    await page.click(".topbar .lang-switch")
+    await wait_js(page, "document.querySelector('#state-tabs .tab').textContent === 'Open'")
+    assert await page.evaluate("window.__same_page") is True
+    await page.reload()
+    await wait_js(page, "document.querySelector('#state-tabs .tab')?.textContent === 'Open'")
+    watch.check()
+
+
+async def test_board_fits_the_screen_and_draws_the_grids(browsing: Browsing, make_user: UserFactory) -> None:
     """At 1920×1080 and 3840×2160 the board has no scrollbar and draws every grid of the county."""
     acct = await make_user("duty_officer", COUNTY)
     for viewport in (WALL, WALL_4K):
         page, watch = await browsing.open_page("/board", token=acct.token, viewport=viewport)
-        await page.wait_for_selector(".map-grid")
 
-        async def grids_drawn() -> bool:
-            return int(await page.evaluate("document.querySelectorAll('.map-grid').length")) > 100
-
-        await eventually(grids_drawn, what="grid boundaries drawn")
+        await wait_js(page, "document.querySelectorAll('.map-grid').length > 100")
         overflow = await page.evaluate(
             "[document.documentElement.scrollWidth > innerWidth, document.documentElement.scrollHeight > innerHeight]"
         )
         assert overflow == [False, False]
         watch.check()
+
+
+async def test_map_pans_and_zooms(browsing: Browsing, make_user: UserFactory) -> None:
+    """Dragging the board's map moves it and the zoom button zooms it in."""
+    acct = await make_user("duty_officer", COUNTY)
+    page, watch = await browsing.open_page("/board", token=acct.token, viewport=WALL)
+    await page.wait_for_selector(".map-grid")
+    before = await page.get_attribute(".map-shapes", "transform")
+    box = await page.locator("#map").bounding_box()
+    assert box is not None
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    await page.mouse.move(cx, cy)
+    await page.mouse.down()
+    await page.mouse.move(cx + 120, cy + 60, steps=5)
+    await page.mouse.up()
+    await wait_js(page, f"document.querySelector('.map-shapes').getAttribute('transform') !== {before!r}")
+    zoom = await page.get_attribute("#map", "data-zoom")
+    await page.click(".map-zoom-in")
+    await wait_js(page, f"document.querySelector('#map').dataset.zoom !== {zoom!r}")
+    watch.check()

@@ -3,6 +3,7 @@
 //
 // Messages (docs/live.md): snapshot {seq, at, org, sections}, change {seq, topic, id, data},
 // position {unit_id, lat, lon, at, speed, heading}, heartbeat {at, head}.
+import { noteServerTime, serverNow } from "./clock.js";
 import { isOpen } from "./model.js";
 
 const ZERO = { open: 0, overdue: 0, to_accept: 0 };
@@ -40,18 +41,16 @@ export class BoardState {
     this.counters = { open: 0, overdue: 0, to_accept: 0, received_today: 0, closed_today: 0, received_today_by_channel: {} };
     this.org = null;
     this.seq = null;
-    this.skewMs = 0; // server clock − browser clock
     this.loaded = false;
   }
 
   /** Browser time corrected to the server's clock (for ages and stale marks). */
   now() {
-    return Date.now() + this.skewMs;
+    return serverNow();
   }
 
   noteServerTime(at) {
-    const t = Date.parse(at);
-    if (!Number.isNaN(t)) this.skewMs = t - Date.now();
+    noteServerTime(at);
   }
 
   applySnapshot(msg) {

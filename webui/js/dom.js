@@ -1,4 +1,5 @@
 // Small DOM and formatting helpers shared by the pages.
+import { serverNow } from "./clock.js";
 import { locale, t } from "./i18n.js";
 
 /** h("div.card#id", {onclick, dataset, ...attrs}, ...children) */
@@ -84,7 +85,7 @@ export function fmtDuration(seconds) {
 }
 
 /** Seconds from `v` until now (positive in the past). */
-export function ageSeconds(v, now = Date.now()) {
+export function ageSeconds(v, now = serverNow()) {
   const d = parseTime(v);
   return d ? (now - d.getTime()) / 1000 : null;
 }

@@ -8,6 +8,7 @@
 // onStatus receives "connecting" | "live" | "reconnecting" | "offline"; onMessage every parsed
 // message whose seq (if any) is newer than the last one seen.
 import { get, session } from "./api.js";
+import { noteServerTime } from "./clock.js";
 
 const HEARTBEAT_MS = 15000; // send a ping this often
 const SILENCE_MS = 40000; // no message at all for this long: the connection is dead
@@ -93,6 +94,7 @@ export class LiveSocket {
       } catch {
         return;
       }
+      if ((msg.type === "snapshot" || msg.type === "heartbeat") && msg.at) noteServerTime(msg.at);
       if (msg.type === "snapshot") {
         if (typeof msg.seq === "number") this.seq = msg.seq;
       } else if (typeof msg.seq === "number") {

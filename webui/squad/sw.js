@@ -17,6 +17,7 @@ const SHELL = [
   "/ui/js/model.js",
   "/ui/js/shell.js",
   "/ui/js/alarm.js",
+  "/ui/js/clock.js",
   "/ui/i18n/zh-CN.json",
   "/ui/i18n/en.json",
   "/ui/img/icon.svg",

@@ -4,6 +4,7 @@
 import { ApiError, get, post, withToken } from "../api.js";
 import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, has, localName, onLanguageChange, t } from "../i18n.js";
+import { serverNow } from "../clock.js";
 import { LiveSocket } from "../live.js";
 import { MapView } from "../map.js";
 import {
@@ -217,7 +218,7 @@ function allowed(action, c) {
 function deadlineText(c) {
   const d = c.deadline;
   if (!d || !d.due_at) return null;
-  const left = (Date.parse(d.due_at) - Date.now()) / 1000;
+  const left = (Date.parse(d.due_at) - serverNow()) / 1000;
   const step = t(`step.${d.step}`);
   if (left < 0) return h("span.d-deadline.bad", t("console.deadline_over", { step, d: fmtDuration(-left) }));
   return h(`span.d-deadline${d.warned ? ".warn" : ""}`, t("console.deadline_left", { step, d: fmtDuration(left) }));
@@ -806,7 +807,7 @@ function renderCalls() {
   ul.replaceChildren(
     ...calls.map((call) => {
       const since = call.created_at || call.ringing_at || call.queued_at;
-      const wait = since ? fmtDuration((Date.now() - Date.parse(since)) / 1000) : "";
+      const wait = since ? fmtDuration((serverNow() - Date.parse(since)) / 1000) : "";
       const history = h("div.call-history", h("span.muted", t("console.caller_history")));
       callHistory(call).then((items) => {
         if (!items.length) history.append(h("span.muted", t("console.no_history")));

@@ -9,6 +9,7 @@ import { audioReady, startRinging, stopRinging, unlock } from "../alarm.js";
 import { get, logout } from "../api.js";
 import { errorText, fmtDateTime, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, onLanguageChange, t } from "../i18n.js";
+import { serverNow } from "../clock.js";
 import { LiveSocket } from "../live.js";
 import { MapView } from "../map.js";
 import { caseMarker, categoryName, pick, prioBadge, unitStatusName } from "../model.js";
@@ -485,7 +486,7 @@ async function main() {
     const o = currentOrder();
     const el = document.getElementById("order-state");
     if (o && el && o.state !== "accepted" && o.accept_by) {
-      const left = (Date.parse(o.accept_by) - Date.now()) / 1000;
+      const left = (Date.parse(o.accept_by) - serverNow()) / 1000;
       el.textContent = left > 0 ? `${orderState(o)} · ${fmtDuration(left)}` : orderState(o);
     }
   }, 1000);

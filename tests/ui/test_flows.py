@@ -1,0 +1,316 @@
+"""What the duty officer, the squad member and the grid worker do, in a real browser."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from dispatchd.domain.orgs import OrgTree
+from tests.conftest import COUNTY, Account, UserFactory
+from tests.ui.conftest import DESK, PHONE, WALL, Browsing, eventually, route_missing, screenshot, wait_js
+
+pytestmark = pytest.mark.browser
+
+TOWNSHIP = "330381001"
+
+# A real 8×8 JPEG (baseline, YCbCr), as a phone camera would hand it over.
+JPEG = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDBQNDAsLDBkSEw8UHRofHh0aHBwgJC4nICIsIxwcKDcpLDAx"
+    "NDQ0Hyc5PTgyPC4zNDL/2wBDAQkJCQwLDBgNDRgyIRwhMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy"
+    "MjIyMjIyMjL/wAARCAAIAAgDASIAAhEBAxEB/8QAHwAAAQUBAQEBAQEAAAAAAAAAAAECAwQFBgcICQoL/8QAtRAAAgEDAwIEAwUF"
+    "BAQAAAF9AQIDAAQRBRIhMUEGE1FhByJxFDKBkaEII0KxwRVS0fAkM2JyggkKFhcYGRolJicoKSo0NTY3ODk6Q0RFRkdISUpTVFVW"
+    "V1hZWmNkZWZnaGlqc3R1dnd4eXqDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW19jZ2uHi"
+    "4+Tl5ufo6erx8vP09fb3+Pn6/8QAHwEAAwEBAQEBAQEBAQAAAAAAAAECAwQFBgcICQoL/8QAtREAAgECBAQDBAcFBAQAAQJ3AAEC"
+    "AxEEBSExBhJBUQdhcRMiMoEIFEKRobHBCSMzUvAVYnLRChYkNOEl8RcYGRomJygpKjU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVm"
+    "Z2hpanN0dXZ3eHl6goOEhYaHiImKkpOUlZaXmJmaoqOkpaanqKmqsrO0tba3uLm6wsPExcbHyMnK0tPU1dbX2Nna4uPk5ebn6Onq"
+    "8vP09fb3+Pn6/9oADAMBAAIRAxEAPwD3+iiigD//2Q=="
+)
+
+
+def grid_point(tree: OrgTree, township: str = TOWNSHIP) -> tuple[str, float, float]:
+    """A grid of the township and a point inside it (the mean of its ring)."""
+    grid = next(u for u in tree.subtree(township) if u.level == "grid" and u.boundary)
+    assert grid.boundary is not None
+    ring = grid.boundary[:-1]
+    lon = sum(p[0] for p in ring) / len(ring)
+    lat = sum(p[1] for p in ring) / len(ring)
+    return grid.code, lat, lon
+
+
+async def create_case(
+    client: TestClient[Any, Any], acct: Account, lat: float, lon: float, **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "category": "hazard.fire",
+        "priority": "P1",
+        "description": "仓库冒烟，有人员被困",
+        "location": {"lat": lat, "lon": lon},
+        "address": "安阳街道测试路 8 号",
+        **fields,
+    }
+    r = await client.post("/api/v1/incidents", json=body, headers=acct.headers)
+    assert r.status == 201, await r.text()
+    case: dict[str, Any] = await r.json()
+    return case
+
+
+@pytest.mark.skipif(route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed")
+async def test_board_shows_a_new_case_without_reload(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """A case created through the API appears on the live board — in its list and on the map — with no reload."""
+    officer = await make_user("duty_officer", COUNTY)
+    page, watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
+    await page.wait_for_selector(".live[data-status='live']")
+    await page.evaluate("window.__loaded_once = true")
+    _, lat, lon = grid_point(org_tree)
+    case = await create_case(client, officer, lat, lon)
+    number = case["number"]
+    await page.wait_for_selector(f"#list-to_accept li[data-id='{case['id']}']")
+    assert number in await page.inner_text("#list-to_accept")
+    await page.wait_for_selector(f".map-layer-cases [data-key='{case['id']}']")
+    assert await page.evaluate("window.__loaded_once") is True  # the same page: no reload
+    assert await page.inner_text("#c-to-accept") == "1"
+    # Accepting it moves it off the list of cases to accept, still without a reload.
+    r = await client.post(
+        f"/api/v1/incidents/{case['id']}/actions/accept", json={"version": case["version"]}, headers=officer.headers
+    )
+    assert r.status == 200
+    await wait_js(page, f"!document.querySelector(\"#list-to_accept li[data-id='{case['id']}']\")")
+    await wait_js(page, "document.querySelector('#c-to-accept').textContent === '0'")
+    await screenshot(page, "board-live-case")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed")
+async def test_board_recovers_after_the_connection_drops(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """When its websocket is cut, the board says so, reconnects by itself and shows what happened meanwhile."""
+    officer = await make_user("duty_officer", COUNTY)
+    page, watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
+    await page.wait_for_selector(".live[data-status='live']")
+    # Cut the connection from the server's side, as a restart or a network failure would.
+    await page.evaluate("window.dispatchdBoard.socket.ws.close(4000, 'cut')")
+    _, lat, lon = grid_point(org_tree)
+    case = await create_case(client, officer, lat, lon, description="断线期间的新事件")
+    await page.wait_for_selector(".live[data-status='live']")
+    await page.wait_for_selector(f"#list-to_accept li[data-id='{case['id']}']")
+    watch.check()
+
+
+async def _squad_setup(client: TestClient[Any, Any], make_user: UserFactory) -> tuple[Account, Account, int]:
+    officer = await make_user("duty_officer", COUNTY)
+    member = await make_user("squad_member", TOWNSHIP, username="wanglei")
+    r = await client.post(
+        "/api/v1/units", json={"name": "安阳应急中队一组", "kind": "team", "org": TOWNSHIP}, headers=officer.headers
+    )
+    assert r.status == 201, await r.text()
+    unit_id = int((await r.json())["id"])
+    r = await client.post(f"/api/v1/units/{unit_id}/members", json={"username": "wanglei"}, headers=officer.headers)
+    assert r.status in (200, 201), await r.text()
+    return officer, member, unit_id
+
+
+@pytest.mark.skipif(route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed")
+async def test_squad_receives_an_order_and_acknowledges_it(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """An order pushed to the unit shows on the member's phone, its receipt reaches the server, and the member accepts it."""
+    officer, member, unit_id = await _squad_setup(client, make_user)
+    page, watch = await browsing.open_page("/squad", token=member.token, viewport=PHONE, mobile=True, scale=2)
+    await page.wait_for_selector(".live[data-status='live']")
+    await wait_js(page, "document.querySelector('#unit-name')?.textContent === '安阳应急中队一组'")
+    _, lat, lon = grid_point(org_tree)
+    case = await create_case(client, officer, lat, lon)
+    r = await client.post(
+        "/api/v1/orders",
+        json={"incident_id": case["id"], "unit_id": unit_id, "instructions": "立即赶赴现场，组织疏散"},
+        headers=officer.headers,
+    )
+    assert r.status == 201, await r.text()
+    order_id = (await r.json())["id"]
+    await page.wait_for_selector(f"#order[data-id='{order_id}']")
+    assert "立即赶赴现场" in await page.inner_text("#order")
+    assert await page.get_attribute(".order-nav a", "href") == f"geo:{lat},{lon}?q={lat},{lon}({case['number']})"
+
+    async def receipt() -> bool:
+        r = await client.get(f"/api/v1/orders/{order_id}", headers=officer.headers)
+        return bool((await r.json())["delivered_at"])
+
+    await eventually(receipt, what="the order's receipt reached the server")
+    await screenshot(page, "squad-order")
+    await page.click("#accept")
+
+    async def accepted() -> bool:
+        r = await client.get(f"/api/v1/orders/{order_id}", headers=officer.headers)
+        return (await r.json())["state"] == "accepted"
+
+    await eventually(accepted, what="the order accepted")
+    await wait_js(page, "document.querySelector('#order-state')?.textContent.startsWith('已接受')")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed")
+async def test_squad_shows_an_order_once_across_a_reconnect(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """After its connection is cut and restored, the squad page still shows its order once, in its state."""
+    officer, member, unit_id = await _squad_setup(client, make_user)
+    page, watch = await browsing.open_page("/squad", token=member.token, viewport=PHONE, mobile=True)
+    await page.wait_for_selector(".live[data-status='live']")
+    _, lat, lon = grid_point(org_tree)
+    case = await create_case(client, officer, lat, lon)
+    r = await client.post(
+        "/api/v1/orders", json={"incident_id": case["id"], "unit_id": unit_id, "instructions": "核实"}, headers=officer.headers
+    )
+    order_id = (await r.json())["id"]
+    await page.wait_for_selector(f"#order[data-id='{order_id}']")
+    await page.evaluate("window.dispatchdSquad.S.socket.ws.close(4000, 'cut')")
+    await page.wait_for_selector(".live[data-status='live']")
+    await page.click("#accept")
+    await wait_js(page, "document.querySelector('#order-state')?.textContent.startsWith('已接受')")
+    await page.reload()
+    await page.wait_for_selector(f"#order[data-id='{order_id}']")
+    assert await page.evaluate("document.querySelectorAll('#recent li').length") == 1
+    assert (await page.inner_text("#order-state")).startswith("已接受")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/api/v1/reports"), reason="grid reports not landed")
+async def test_grid_worker_files_a_report_with_a_photo(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """A grid worker fills in a report with a camera photo and a point on the map; it becomes a case with the photo."""
+    grid_code, lat, lon = grid_point(org_tree)
+    worker = await make_user("grid_worker", grid_code)
+    page, watch = await browsing.open_page(
+        "/grid",
+        token=worker.token,
+        viewport=PHONE,
+        mobile=True,
+        permissions=("geolocation",),
+        geolocation={"latitude": lat, "longitude": lon},
+    )
+    await page.wait_for_selector("#category option[value='hazard.fire']", state="attached")
+    await page.select_option("#category", "hazard.fire")
+    await page.fill("#description", "楼道堆放大量纸箱，堵塞消防通道")
+    await page.set_input_files("#photo-input", files=[{"name": "scene.jpg", "mimeType": "image/jpeg", "buffer": JPEG}])
+    await page.wait_for_selector(".photo-thumb img")
+    await page.click("#locate")
+    await wait_js(page, "window.dispatchdGrid.S.point !== null")
+    await page.fill("#address", "安阳新城 3 幢楼道")
+    await screenshot(page, "grid-report-form")
+    await page.click("#submit-report")
+    await page.wait_for_selector("#tab-mine:not([hidden]) #mine li[data-number]")
+    number = await page.get_attribute("#mine li[data-number]", "data-number")
+    r = await client.get("/api/v1/reports", headers=worker.headers)
+    items = (await r.json())["items"]
+    assert [c["number"] for c in items] == [number]
+    assert items[0]["channel"] == "grid_report" and len(items[0]["attachments"]) == 1
+    assert items[0]["location"]["lat"] == pytest.approx(lat, abs=1e-6)
+    photo = await client.get(items[0]["attachments"][0], headers=worker.headers)
+    assert photo.status == 200 and (await photo.read())[:2] == b"\xff\xd8"
+    await screenshot(page, "grid-my-reports")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/api/v1/patrols"), reason="patrol log not landed")
+async def test_grid_worker_starts_and_stops_a_patrol(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """The patrol tab starts a patrol on the server and stops it again."""
+    grid_code, _, _ = grid_point(org_tree)
+    worker = await make_user("grid_worker", grid_code)
+    page, watch = await browsing.open_page("/grid", token=worker.token, viewport=PHONE, mobile=True)
+    await page.click(".tabsbar [data-tab='patrol']")
+    await page.click("#patrol-start")
+    await page.wait_for_selector("#patrol-stop")
+    r = await client.get("/api/v1/patrols", headers=worker.headers)
+    assert [p["running"] for p in (await r.json())["items"]] == [True]
+    await screenshot(page, "grid-patrol")
+    page.once("dialog", lambda d: d.accept("楼道消防通道已清理"))
+    await page.click("#patrol-stop")
+    await page.wait_for_selector("#patrol-start")
+    r = await client.get("/api/v1/patrols", headers=worker.headers)
+    assert [p["running"] for p in (await r.json())["items"]] == [False]
+    watch.check()
+
+
+@pytest.mark.skipif(
+    route_missing("/api/v1/incidents", "/api/v1/units/nearest", "/api/v1/orders", "/ws/squad"),
+    reason="case, unit or order API not landed",
+)
+async def test_console_accepts_and_dispatches_from_the_keyboard(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """The officer accepts a case with A and dispatches it with D to the suggested nearest squad, which gets an order."""
+    officer, member, unit_id = await _squad_setup(client, make_user)
+    _, lat, lon = grid_point(org_tree)
+    # The squad reports its position from the phone, over its own websocket.
+    async with client.ws_connect(f"/ws/squad?token={member.token}") as ws:
+        await ws.send_json({"type": "position", "lat": lat + 0.001, "lon": lon})
+
+        async def placed() -> bool:
+            msg = await ws.receive_json(timeout=5)
+            return msg.get("type") == "ok" and msg.get("for") == "position"
+
+        await eventually(placed, what="the position taken")
+
+    async def nearest() -> bool:
+        r = await client.get(f"/api/v1/units/nearest?lat={lat}&lon={lon}", headers=officer.headers)
+        body = await r.json()
+        units = body if isinstance(body, list) else body.get("units") or body.get("items") or []
+        return any(u["id"] == unit_id for u in units)
+
+    await eventually(nearest, what="the squad among the nearest")
+    case = await create_case(client, officer, lat, lon, priority="P2")
+    page, watch = await browsing.open_page("/console", token=officer.token, viewport=DESK)
+    await page.wait_for_selector(f".case-item.selected[data-id='{case['id']}']")
+    await page.wait_for_selector(".d-actions [data-action='accept']")
+    await page.keyboard.press("a")
+    await wait_js(page, "document.querySelector('.d-head .state')?.textContent === '已立案'")
+    await page.keyboard.press("d")
+    await page.wait_for_selector(f".dialog input[name='squad'][value='{unit_id}']:checked")
+    await screenshot(page, "console-dispatch")
+    await page.click(".dialog button[type='submit']")
+    await wait_js(page, "document.querySelector('.d-head .state')?.textContent === '已派遣'")
+
+    async def ordered() -> bool:
+        r = await client.get(f"/api/v1/orders?incident_id={case['id']}", headers=officer.headers)
+        return [o["unit_id"] for o in (await r.json())["orders"]] == [unit_id]
+
+    await eventually(ordered, what="an order for the squad")
+    await page.wait_for_selector(".timeline li")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/api/v1/stats.csv"), reason="statistics not landed")
+async def test_stats_charts_and_csv_export(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """The statistics page charts the cases per township and exports the same figures as CSV."""
+    officer = await make_user("duty_officer", COUNTY)
+    _, lat, lon = grid_point(org_tree)
+    for _ in range(3):
+        await create_case(client, officer, lat, lon)
+    page, watch = await browsing.open_page("/stats", token=officer.token, viewport=DESK)
+    await page.wait_for_selector("#chart-units svg rect.bar-received")
+    assert await page.inner_text("#kpis .kpi-value >> nth=0") == "3"
+    await page.click("[aria-pressed] >> text=近7天")
+    async with page.expect_download() as info:
+        await page.click("#export")
+    download = await info.value
+    path = await download.path()
+    text = (await asyncio.to_thread(path.read_bytes)).decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and rows[0]["received"] == "3"
+    assert download.suggested_filename.endswith(".csv")
+    await screenshot(page, "stats")
+    watch.check()
