@@ -149,15 +149,21 @@ class BoardHub:
             beat = (
                 text_frame(dumps(heartbeat_message(self.clock.now(), self.received)).encode()) if heartbeat else b""
             )
-            for org, clients in self.groups.items():
-                if not clients:
-                    continue
-                parts = [(r.seq, b) for r, b in changes if org in r.org_path]
+            # Route each row to the jurisdictions on its path (a handful of lookups per row,
+            # however many jurisdictions are connected); rows stay in seq order per jurisdiction.
+            groups = self.groups
+            parts: dict[str, list[tuple[int, bytes]]] = {}
+            for r, b in changes:
+                for code in r.org_path:
+                    if code in groups:
+                        parts.setdefault(code, []).append((r.seq, b))
+            for org, clients in list(groups.items()):
+                mine = parts.get(org, [])
                 if beat:
-                    parts.append((0, beat))
-                if not parts:
+                    mine.append((0, beat))
+                if not mine or not clients:
                     continue
-                frame = Frame(parts)
+                frame = Frame(mine)
                 for c in list(clients):
                     self._deliver(c, frame)
         for c in list(self._backlogged):
@@ -290,6 +296,10 @@ class BoardHub:
                 pass  # boards only listen; pings are answered by aiohttp
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:
+            log.exception("board_failed", user=user.username)
+            if not ws.closed:
+                await ws.close(code=1011, message=b"internal error: reconnect")
         finally:
             self._remove(c)
             log.info("board_disconnected", user=user.username, close_code=ws.close_code)

@@ -239,7 +239,6 @@ class SquadHub:
             c.closed = True
             self._remove(c)
             self.metrics.connections.labels("squad").dec()
-            c.queue.put_nowait(None) if not c.queue.full() else None
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
             log.info("squad_disconnected", user=user.username, close_code=ws.close_code)
