@@ -390,3 +390,28 @@ async def test_board_snapshot_lists_open_orders_and_alerts(
     assert other is not None and other["sections"]["orders"] == []
     for w in (mine, theirs):
         w.cut()
+
+
+async def test_a_member_added_while_connected_gets_the_units_open_orders(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """Joining a second unit while connected sends a new hello with both units and that unit's open
+    orders; leaving it stops its orders."""
+    c = await make_client()
+    officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
+    second, _ = await make_squad(c, officer, make_user, name="二组", members=0)
+    created = await order(c, officer, case["id"], second["id"])
+    squad = await Squad.connect(c, member)
+    assert orders_in(await squad.sync()) == []
+    r = await c.post(f"/api/v1/units/{second['id']}/members", json={"username": member.user.username},
+                     headers=officer.headers)
+    assert r.status in (200, 201)
+    hello = await squad.next("hello", lambda m: len(m["units"]) == 2)
+    assert {u["id"] for u in hello["units"]} == {unit["id"], second["id"]}
+    assert (await squad.next("order"))["order"]["id"] == created["id"]
+    r = await c.delete(f"/api/v1/units/{second['id']}/members/{member.user.username}", headers=officer.headers)
+    assert r.status in (200, 204), await r.text()
+    hello = await squad.next("hello", lambda m: len(m["units"]) == 1)
+    again = await order(c, officer, case["id"], second["id"])
+    assert again["id"] not in orders_in(await squad.sync())
+    squad.cut()
