@@ -302,6 +302,32 @@ class HotlineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings:
+    photo_max_mb: float = field(
+        default=10.0, metadata=_meta("largest photo of a grid report in MB (larger: 413)", lo=0.01, hi=100)
+    )
+    max_photos: int = field(default=9, metadata=_meta("photos per report or verification, at most", lo=1, hi=50))
+    patrols_per_day: int = field(
+        default=2, metadata=_meta("patrol rule: patrols a grid worker makes a day", lo=1, hi=24)
+    )
+    patrol_min_hours: float = field(
+        default=2.0, metadata=_meta("patrol rule: hours a patrol lasts at least to count", lo=0.05, hi=24)
+    )
+    open311_public: bool = field(
+        default=True, metadata=_meta("Open311 reads (services, requests) without api_key, as the spec has them")
+    )
+    open311_max_requests: int = field(
+        default=1000, metadata=_meta("Open311 GET requests: most requests in one answer", lo=1, hi=10000)
+    )
+    open311_default_days: int = field(
+        default=90, metadata=_meta("Open311 GET requests: days back when no start_date is given", lo=1, hi=3650)
+    )
+    demo_per_day: float = field(
+        default=30.0, metadata=_meta("demo feed: grid reports a day in the demo county at speed 1", lo=0, hi=100000)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -312,6 +338,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
+    reports: ReportSettings = field(default_factory=ReportSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     map: MapSettings = field(default_factory=MapSettings)
     osmand: OsmandSettings = field(default_factory=OsmandSettings)

@@ -24,6 +24,19 @@ class Metrics:
         self.transitions = Counter(
             "dispatchd_incident_transitions_total", "case transitions", ["action"], registry=r
         )
+        # Grid reports and Open311 (dispatchd/channels/reports/): submissions by outcome, photos received.
+        self.reports = Counter(
+            "dispatchd_reports_total",
+            "report submissions: created, replayed (same Idempotency-Key), key_reused, open311",
+            ["outcome"],
+            registry=r,
+        )
+        self.photos = Counter(
+            "dispatchd_photos_total",
+            "photos received: stored, too_large, unsupported",
+            ["outcome"],
+            registry=r,
+        )
         self.rejected_input = Counter(
             "dispatchd_rejected_input_total", "malformed input rejected", ["channel"], registry=r
         )

@@ -1,0 +1,293 @@
+"""HTTP API of grid reports (平安通) under ``/api/v1``: submit a report, my reports, verification
+tasks and their answers, and the authenticated photo route."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aiohttp import web
+
+from dispatchd.channels.reports import photos as formats
+from dispatchd.channels.reports import service
+from dispatchd.channels.reports.appkeys import MEDIA
+from dispatchd.channels.reports.media import SHA256, Staging
+from dispatchd.channels.reports.upload import Submission, read_submission
+from dispatchd.domain.incident import Action, State
+from dispatchd.incidents import store as case_store
+from dispatchd.web.appkeys import METRICS, ORGS, POOL, SETTINGS
+from dispatchd.web.auth import current_user, require_role
+from dispatchd.web.errors import ApiError, bad_request, not_found
+from dispatchd.web.routing import ApiRoute
+from dispatchd.web.validate import Field, check_fields, invalid, query_params
+
+TAG: Final = "reports"
+
+MINE_FIELDS: Final = (
+    Field("state", max_length=200, description="comma-separated states"),
+    Field("limit", "integer", minimum=1, maximum=200, description="page size, default 50"),
+    Field("cursor", max_length=200, description="next_cursor of the previous page"),
+)
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        data, status=status, headers=headers, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str)
+    )
+
+
+async def _read(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
+    """Read the body; count refused photos by reason."""
+    settings = request.app[SETTINGS].reports
+    limit = int(settings.photo_max_mb * 1024 * 1024)
+    try:
+        return await read_submission(
+            request,
+            request.app[MEDIA],
+            stage,
+            json_part=json_part,
+            check=check,
+            max_photos=settings.max_photos,
+            photo_limit_bytes=limit,
+        )
+    except ApiError as exc:
+        outcome = {"photo_too_large": "too_large", "unsupported_photo_type": "unsupported"}.get(exc.code)
+        if outcome is not None:
+            request.app[METRICS].photos.labels(outcome).inc()
+        raise
+
+
+# -- submit ----------------------------------------------------------------------------------------
+
+
+async def submit_report(request: web.Request) -> web.Response:
+    user = require_role(request, "grid_worker")
+    key = service.idempotency_key(request, required=True)
+    assert key is not None
+    app = request.app
+    store = app[MEDIA]
+    async with store.staging() as stage:
+        submission = await _read(request, stage, "report", service.report_checker(app))
+        outcome = await service.submit_report(
+            app,
+            user,
+            submission.parsed,
+            stage.photos,
+            key=key,
+            fingerprint=service.fingerprint(submission.data, stage.photos),
+        )
+        # After the commit (or on a retry of a committed report, which repairs a crash that
+        # came between the commit and this line): move the files to their digests' names.
+        store.place_all(stage)
+    if not outcome.replayed:
+        app[METRICS].photos.labels("stored").inc(len(stage.photos))
+    headers = {"Location": f"/api/v1/incidents/{outcome.incident_id}"}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return web.Response(
+        text=outcome.body,
+        status=200 if outcome.replayed else outcome.status,
+        content_type="application/json",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+# -- my reports and verification tasks -------------------------------------------------------------
+
+
+def _encode_cursor(before: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": before}).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        before = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["before"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise bad_request("分页游标无效", "invalid cursor", code="invalid_cursor") from None
+    if not isinstance(before, int) or isinstance(before, bool) or before < 1:
+        raise bad_request("分页游标无效", "invalid cursor", code="invalid_cursor")
+    return before
+
+
+async def my_reports(request: web.Request) -> web.Response:
+    user = current_user(request)
+    query = query_params(request, MINE_FIELDS)
+    states = tuple(s.strip() for s in (query.get("state") or "").split(",") if s.strip())
+    bad = [s for s in states if s not in tuple(State)]
+    if bad:
+        raise invalid(
+            {"state": ("取值无效，可选：" + "、".join(State), "values must be among " + ", ".join(State))}
+        )
+    before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
+    items, next_before = await service.my_reports(
+        request.app, user, states=states, limit=query.get("limit", 50), before=before
+    )
+    return _json({"items": items, "next_cursor": _encode_cursor(next_before) if next_before else None})
+
+
+async def verification_tasks(request: web.Request) -> web.Response:
+    user = require_role(request, "grid_worker", "duty_officer", "leader")
+    return _json({"items": await service.verification_tasks(request.app, user)})
+
+
+def _incident_id(request: web.Request) -> int:
+    try:
+        value = int(request.match_info["id"])
+    except ValueError:
+        raise not_found("案件", "case") from None
+    if not 0 < value < 2**63:
+        raise not_found("案件", "case")
+    return value
+
+
+def _answer_handler(action: Action) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        user = current_user(request)
+        incident_id = _incident_id(request)
+        app = request.app
+        store = app[MEDIA]
+        async with store.staging() as stage:
+            submission = await _read(
+                request, stage, "answer", lambda data: check_fields(data, service.ANSWER_FIELDS)
+            )
+            case = await service.answer_task(
+                app, user, incident_id, str(action), submission.parsed, stage.photos
+            )
+            store.place_all(stage)
+        app[METRICS].photos.labels("stored").inc(len(stage.photos))
+        return _json(case)
+
+    handler.__name__ = f"task_{action}"
+    handler.__qualname__ = handler.__name__
+    return handler
+
+
+# -- photos ----------------------------------------------------------------------------------------
+
+
+async def get_media(request: web.Request) -> web.StreamResponse:
+    """A photo for a user who may see one of its cases: the original for its uploader, the copy
+    without metadata for everyone else. Anything else answers 404."""
+    user = current_user(request)
+    sha = request.match_info["sha"]
+    if not SHA256.match(sha):
+        raise not_found("照片", "photo")
+    app = request.app
+    async with app[POOL].acquire() as conn:
+        photo = await conn.fetchrow(
+            "SELECT * FROM photos WHERE sha256 = $1 OR public_sha256 = $1 ORDER BY sha256 = $1 DESC LIMIT 1",
+            sha,
+        )
+        if photo is None:
+            raise not_found("照片", "photo")
+        rows = await conn.fetch(
+            "SELECT l.uploaded_by, i.* FROM photo_links l JOIN incidents i ON i.id = l.incident_id"
+            " WHERE l.sha256 = $1",
+            photo["sha256"],
+        )
+    tree = app[ORGS]
+    if not any(case_store.may_view(tree, user, r) for r in rows):
+        raise not_found("照片", "photo")
+    uploader = any(r["uploaded_by"] == user.id for r in rows)
+    original = uploader and sha == photo["sha256"]
+    served = photo["sha256"] if original else photo["public_sha256"]
+    path = app[MEDIA].path(served)
+    if not path.exists():
+        raise not_found("照片", "photo")
+    ext = formats.EXTENSIONS.get(photo["media_type"], "bin")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": photo["media_type"],
+            "Content-Disposition": f'inline; filename="{sha[:16]}.{ext}"',
+            "Cache-Control": "private, max-age=3600",
+            "Vary": "Authorization",
+            "X-Content-Type-Options": "nosniff",
+            "X-Photo-Variant": "original" if original else "public",
+        },
+    )
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+_ANSWER_RESPONSES: Final = {
+    200: "the case after the answer",
+    400: "malformed body",
+    403: "not the grid worker of the case's grid nor its reporter",
+    404: "no such case in your sight",
+    409: "illegal transition or stale version; error.incident holds the current case",
+    413: "photo too large",
+    415: "photo not JPEG, PNG or WebP",
+    422: "invalid fields",
+}
+
+ROUTES: Final[list[ApiRoute]] = [
+    ApiRoute(
+        "POST",
+        "/api/v1/reports",
+        submit_report,
+        "Submit a grid report (平安通): JSON, or multipart with a `report` JSON part and `photo` parts;"
+        " header Idempotency-Key required",
+        TAG,
+        body=service.REPORT_FIELDS,
+        content_type="multipart/form-data",
+        responses={
+            201: "{incident_id, number, state, routed, photos, possible_duplicates}",
+            200: "a retry with the same Idempotency-Key: the first answer, unchanged",
+            400: "no Idempotency-Key or a malformed body",
+            413: "a photo above the size limit",
+            415: "a photo that is not JPEG, PNG or WebP (by content)",
+            422: "invalid fields, too many photos, or the key reused for another report",
+        },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/reports",
+        my_reports,
+        "My reports, newest first, each with its current step of the closed loop",
+        TAG,
+        query=MINE_FIELDS,
+        responses={200: "{items, next_cursor}"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/reports/tasks",
+        verification_tasks,
+        "Verification tasks (核查): fed-back cases in my grid or reported by me, with the feedback to check",
+        TAG,
+        responses={200: "{items}"},
+    ),
+    ApiRoute(
+        "POST",
+        r"/api/v1/reports/tasks/{id:\d+}/verify",
+        _answer_handler(Action.verify),
+        "Verify (核查) a fed-back case: JSON or multipart with an `answer` JSON part and `photo` parts",
+        TAG,
+        body=service.ANSWER_FIELDS,
+        content_type="multipart/form-data",
+        responses=_ANSWER_RESPONSES,
+    ),
+    ApiRoute(
+        "POST",
+        r"/api/v1/reports/tasks/{id:\d+}/reopen",
+        _answer_handler(Action.reopen),
+        "Reopen (退回重办) a fed-back case with a reason: JSON or multipart with `answer` and `photo` parts",
+        TAG,
+        body=service.ANSWER_FIELDS,
+        content_type="multipart/form-data",
+        responses=_ANSWER_RESPONSES,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/media/{sha:[0-9a-f]+}",
+        get_media,
+        "A photo of a case you may see (the uploader gets the original, others a copy without"
+        " GPS/EXIF); ?token= works for <img>",
+        TAG,
+        responses={200: "image/jpeg, image/png or image/webp", 404: "no such photo in your sight"},
+    ),
+]
