@@ -122,17 +122,19 @@ class BoardHub:
     # -- the frame loop --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Flush at most every frame interval; sleep while there is nothing to send."""
+        """Flush at most every frame interval (start to start); sleep while there is nothing to send."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started = loop.time()
             try:
                 self.flush()
             except Exception:
                 log.exception("board_flush_failed")
             if self._backlogged:
                 self._wake.set()  # come back next tick to drain the queues of slow clients
-            await asyncio.sleep(self.settings.frame_interval)
+            await asyncio.sleep(max(0.0, started + self.settings.frame_interval - loop.time()))
 
     async def run_heartbeat(self) -> None:
         while True:
