@@ -2,7 +2,7 @@
 
 ``python -m bench.fanout.baseline PORT REDIS_URL FRAME_INTERVAL MODE`` subscribes to the same Redis
 channel the dispatchd relay publishes to, gathers the rows like the board hub does (send at once
-when idle, then at most every FRAME_INTERVAL seconds), encodes each change exactly as a board
+when idle, then at most every FRAME_INTERVAL seconds, start to start), encodes each change exactly as a board
 ``change`` message, and hands it to ``websockets.broadcast`` (no compression, no jurisdiction, no
 snapshot, no resume, no slow-client policy: nothing but the broadcast). MODE ``messages`` broadcasts
 each change as its own message (the same bytes dispatchd writes); ``frame`` broadcasts one message
@@ -46,9 +46,11 @@ async def main(port: int, redis_url: str, frame_interval: float, mode: str) -> N
                 wake.set()
 
     async def frames() -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await wake.wait()
             wake.clear()
+            started = loop.time()
             batch = pending[:]
             pending.clear()
             if batch and clients:
@@ -57,7 +59,7 @@ async def main(port: int, redis_url: str, frame_interval: float, mode: str) -> N
                         broadcast(clients, text)
                 else:
                     broadcast(clients, '{"type":"frame","changes":[' + ",".join(batch) + "]}")
-            await asyncio.sleep(frame_interval)
+            await asyncio.sleep(max(0.0, started + frame_interval - loop.time()))
 
     async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None, max_queue=None):
         await asyncio.gather(subscribe(), frames())
