@@ -52,6 +52,7 @@ log = structlog.get_logger("dispatchd.live.board")
 
 HIGH_WATER = 256 * 1024  # bytes in a transport's buffer above which frames wait in the client's queue
 CLOSE_TIMEOUT = 10.0  # seconds a dropped client has to take its close frame before the socket is cut
+SHUTDOWN_GRACE = 2.0  # seconds the boards get to take their 1001 when the instance stops
 _conn_ids = itertools.count(1)
 
 
@@ -253,7 +254,8 @@ class BoardHub:
             self._remove(c)
             self._close_later(c, CLOSE_GOING_AWAY, "server stopping: reconnect with since=<last seq>")
         if self._closers:
-            await asyncio.gather(*list(self._closers), return_exceptions=True)
+            # Give clients a moment to take the close frame; the rest are cut when the server stops.
+            await asyncio.wait(list(self._closers), timeout=SHUTDOWN_GRACE)
 
     async def snapshot(self, org: str) -> tuple[int, str]:
         """The snapshot of ``org``'s jurisdiction: (seq it is current to, JSON text).

@@ -244,9 +244,10 @@ class SquadHub:
             log.info("squad_disconnected", user=user.username, close_code=ws.close_code)
 
     async def close_all(self) -> None:
+        """The instance stops: every device is told to reconnect (1001), for at most two seconds."""
         conns = list(self.conns)
         await asyncio.gather(
-            *(asyncio.wait_for(c.ws.close(code=CLOSE_GOING_AWAY, message=b"server stopping"), 5) for c in conns),
+            *(asyncio.wait_for(c.ws.close(code=CLOSE_GOING_AWAY, message=b"server stopping"), 2) for c in conns),
             return_exceptions=True,
         )
 

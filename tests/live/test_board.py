@@ -274,3 +274,25 @@ async def test_bad_since_is_refused_before_the_upgrade(make_client: AppFactory, 
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_a_stopping_instance_sends_its_boards_to_resume_elsewhere(
+    make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree
+) -> None:
+    """When an instance stops, its boards are closed with 1001 and resume on another instance from
+    their last seq without a gap or a repeat."""
+    a = await make_client(live_relay_election_interval=0.1)
+    b = await make_client(live_relay_election_interval=0.1)
+    officer = await make_user("duty_officer", COUNTY)
+    ws = await RawWs.connect(a.port, board_path(officer))
+    await ws.receive()
+    first = await emit_rows(db, path_of(org_tree, TOWN), 3)
+    got = await ws.receive_until(lambda m: first[-1] in changes(m))
+    await a.close()
+    got += await ws.receive_until(lambda m: False)
+    assert ws.close_code == 1001
+    second = await emit_rows(db, path_of(org_tree, TOWN), 3)
+    again = await RawWs.connect(b.port, board_path(officer, since=changes(got)[-1]))
+    rest = await again.receive_until(lambda m: second[-1] in changes(m))
+    assert changes(got) + changes(rest) == first + second
+    again.cut()
