@@ -9,6 +9,7 @@ report without the bit ends the alarm.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -59,8 +60,8 @@ class GpsIntake:
         self.refuse(protocol, "rate_limited")
         return False
 
-    def submit(self, fix: Position) -> str:
-        return self.sink.submit(fix, self.clock.now())
+    def submit(self, fix: Position, received_at: datetime | None = None) -> str:
+        return self.sink.submit(fix, received_at or self.clock.now())
 
     def alarm_state(self, device: Device, protocol: str, alarming: bool, position: Position | None) -> None:
         """Feed the emergency-alarm flag of every report; a rising edge opens a case."""

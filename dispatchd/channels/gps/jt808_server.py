@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import struct
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -34,15 +35,17 @@ from dispatchd.channels.gps.jt808 import (
     LocationBatch,
     Message,
     MsgId,
-    PlatformGeneralReply,
     RegisterReply,
     RegisterResult,
     ReplyResult,
     TerminalAuth,
     TerminalRegister,
+    checksum,
     decode_body,
     decode_frame,
     encode_reply,
+    escape,
+    unescape,
 )
 from dispatchd.clock import Clock
 from dispatchd.domain.units import LIVE, Position
@@ -62,13 +65,33 @@ AUTH_ATTEMPTS = 5
 WRITE_LIMIT = 1024 * 1024
 
 _ids = itertools.count(1)
+_GENERAL_BODY = struct.Struct(">HHB")
+
+
+class _Splitter(FrameSplitter):
+    """The codec's splitter, keeping the messages it decodes to validate frames (no second decode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[Message] = []
+
+    def _accept(self, run: bytes) -> bytes | None:
+        try:
+            payload = unescape(run)
+            message = decode_frame(payload)
+        except Jt808Error as error:
+            self._reject(len(run), str(error))
+            return None
+        self.messages.append(message)
+        return payload
 
 
 class Jt808Connection(asyncio.Protocol):
     def __init__(self, server: Jt808Server) -> None:
         self.server = server
         self.intake = server.intake
-        self.splitter = FrameSplitter()
+        self.splitter = _Splitter()
+        self._prefixes: dict[tuple[str, int | None], bytes] = {}
         self.conn_id = f"jt808-{next(_ids)}"
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -77,7 +100,7 @@ class Jt808Connection(asyncio.Protocol):
         self.good_frames = 0
         self.auth_failures = 0
         self.last_seen = server.clock.monotonic()
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[Message] = deque()
         self._busy = False
         self._logged: set[str] = set()
 
@@ -100,13 +123,15 @@ class Jt808Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_seen = self.server.clock.monotonic()
         rejected = self.splitter.rejected
-        payloads = self.splitter.feed(data)
+        self.splitter.feed(data)
         if self.splitter.rejected != rejected:
             self.server.metrics.rejected_input.labels("jt808").inc(self.splitter.rejected - rejected)
             self._once("jt808_bad_frame", reason=self.splitter.last_rejection)
-        if payloads:
-            self.good_frames += len(payloads)
-            self._queue.extend(payloads)
+        messages = self.splitter.messages
+        if messages:
+            self.splitter.messages = []
+            self.good_frames += len(messages)
+            self._queue.extend(messages)
             self._pump()
         elif self.good_frames == 0 and self.splitter.junk_bytes > JUNK_LIMIT:
             self._once("jt808_junk_connection_closed", junk_bytes=self.splitter.junk_bytes)
@@ -139,17 +164,33 @@ class Jt808Connection(asyncio.Protocol):
         return encode_reply(request, body, serial=self.serial)
 
     def _general(self, request: Header, result: int = ReplyResult.OK) -> bytes:
-        return self._reply(request, PlatformGeneralReply.answering(request, result))
+        """平台通用应答 0x8001 in the request's header edition (built directly: one per location report)."""
+        self.serial = (self.serial + 1) & 0xFFFF
+        key = (request.phone, request.protocol_version)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            # 消息头 without the serial (JT/T 808-2019 §4.4.3): id, properties (body length 5, bit 14 for
+            # the 2019 edition), version byte, terminal number in BCD (6 or 10 bytes).
+            if request.protocol_version is None:
+                prefix = struct.pack(">HH", MsgId.PLATFORM_GENERAL_REPLY, 5) + bytes.fromhex(
+                    request.phone.rjust(12, "0")
+                )
+            else:
+                prefix = struct.pack(
+                    ">HHB", MsgId.PLATFORM_GENERAL_REPLY, 5 | 0x4000, request.protocol_version
+                ) + bytes.fromhex(request.phone.rjust(20, "0"))
+            self._prefixes[key] = prefix
+        content = (
+            prefix
+            + self.serial.to_bytes(2, "big")
+            + _GENERAL_BODY.pack(request.serial, request.msg_id, result)
+        )
+        return b"\x7e" + escape(content + bytes([checksum(content)])) + b"\x7e"
 
     def _pump(self) -> None:
         out: list[bytes] = []
         while self._queue and not self._busy:
-            payload = self._queue.popleft()
-            try:
-                message = decode_frame(payload)  # the splitter checked it; this cannot fail
-            except Jt808Error:
-                continue
-            reply = self._handle(message)
+            reply = self._handle(self._queue.popleft())
             if reply:
                 out.append(reply)
         if out:
@@ -258,7 +299,7 @@ class Jt808Connection(asyncio.Protocol):
                 heading=float(loc.heading),
                 altitude_m=float(loc.altitude_m),
             )
-            verdict = self.intake.submit(position)
+            verdict = self.intake.submit(position, now)
             if loc.is_emergency:
                 alarm = True
                 if verdict == LIVE:
@@ -266,14 +307,7 @@ class Jt808Connection(asyncio.Protocol):
         if isinstance(body, Location) or not (isinstance(body, LocationBatch) and body.kind == 1):
             # A blind-area re-upload (0x0704 type 1) tells nothing about the alarm now.
             self.intake.alarm_state(device, "jt808", alarm, alarm_position)
-        reply = self._general(header)
-        waiter = self.intake.sink.written()
-
-        def answer(done: asyncio.Future[bool]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                self._write(reply if done.result() else self._general(header, ReplyResult.FAILURE))
-
-        waiter.add_done_callback(answer)
+        self.server.answer_when_stored(self, header, self._general(header))
         return None
 
 
@@ -285,6 +319,28 @@ class Jt808Server:
         self.idle_timeout = idle_timeout
         self.connections: set[Jt808Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[asyncio.Future[bool], list[tuple[Jt808Connection, Header, bytes]]] = {}
+
+    def answer_when_stored(self, conn: Jt808Connection, header: Header, reply: bytes) -> None:
+        """Send ``reply`` once the fixes of ``header``'s message are stored (result 1 if that failed).
+
+        One callback per stored batch answers every connection that waits for it, one write each.
+        """
+        stored = self.intake.sink.written()
+        waiting = self._waiting.get(stored)
+        if waiting is None:
+            waiting = self._waiting[stored] = []
+            stored.add_done_callback(self._answer)
+        waiting.append((conn, header, reply))
+
+    def _answer(self, stored: asyncio.Future[bool]) -> None:
+        waiting = self._waiting.pop(stored, [])
+        ok = not stored.cancelled() and stored.exception() is None and stored.result()
+        replies: dict[Jt808Connection, list[bytes]] = {}
+        for conn, header, reply in waiting:
+            replies.setdefault(conn, []).append(reply if ok else conn._general(header, ReplyResult.FAILURE))
+        for conn, out in replies.items():
+            conn._write(b"".join(out))
 
     def sweep(self) -> int:
         """Close connections silent for longer than the idle timeout; return how many."""

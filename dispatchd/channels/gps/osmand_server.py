@@ -177,7 +177,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     for fix in fixes:
         device = devices[fix.device_id]
         position = _position(device, fix)
-        verdict = intake.submit(position)
+        verdict = intake.submit(position, received)
         intake.alarm_state(device, "osmand", _is_sos(fix), position if verdict == "live" else None)
     if not await asyncio.shield(intake.sink.written()):
         return _text(503, "temporarily unable to store the position; retry")

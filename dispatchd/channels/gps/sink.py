@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,15 +50,29 @@ TRACK_COLUMNS = (
     "received_at",
 )
 
-# Write the unit's live position unless Redis holds a newer one (KEYS: hash, geo set).
-_LIVE_SCRIPT = """
-local cur = redis.call('HGET', KEYS[1], 'at')
-if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'lat', ARGV[1], 'lon', ARGV[2], 'at', ARGV[3], 'speed', ARGV[4],
-           'heading', ARGV[5], 'battery', ARGV[6], 'source', ARGV[7], 'device', ARGV[8])
-redis.call('GEOADD', KEYS[2], ARGV[2], ARGV[1], ARGV[9])
-return 1
+# Write the live positions of a batch of units: KEYS are the units' hashes, then the GEO set; ARGV[1]
+# holds one line per unit, in KEYS order: "uid lat lon at speed heading battery source device"
+# (tab-separated, empty for unknown). A unit whose hash already holds a newer fix is left alone.
+_LIVE_SCRIPT = r"""
+local geo = KEYS[#KEYS]
+local i = 0
+local written = 0
+for uid, lat, lon, at, speed, heading, battery, source, device in
+    string.gmatch(ARGV[1], "([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\t([^\t\n]*)\n") do
+  i = i + 1
+  local key = KEYS[i]
+  local cur = redis.call('HGET', key, 'at')
+  if not cur or tonumber(cur) <= tonumber(at) then
+    redis.call('HSET', key, 'lat', lat, 'lon', lon, 'at', at, 'speed', speed, 'heading', heading,
+               'battery', battery, 'source', source, 'device', device)
+    redis.call('GEOADD', geo, lon, lat, uid)
+    written = written + 1
+  end
+end
+return written
 """
+# Units per script call: bounds how long one call keeps Redis busy.
+LIVE_CHUNK = 2000
 
 # Most track rows held while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
 MAX_BACKLOG = 500_000
@@ -91,6 +106,7 @@ class PositionSink:
         self._track_done: asyncio.Future[bool] | None = None
         self._live_lock = asyncio.Lock()
         self._track_lock = asyncio.Lock()
+        self._publish_lock = asyncio.Lock()
         self._fixes = {
             (proto, use): metrics.gps_fixes.labels(proto, use)
             for proto in ("osmand", "jt808", "squad")
@@ -158,8 +174,10 @@ class PositionSink:
         """Write whatever is queued now (read paths call this: what this instance took is readable)."""
         if self._live:
             await self.flush_live()
-        if self._track or self._dirty:
+        if self._track:
             await self.flush_track()
+        if self._dirty:
+            await self.publish()
 
     async def flush_live(self) -> bool:
         """Write the newest queued fix of each unit to Redis; False if that failed."""
@@ -167,26 +185,19 @@ class PositionSink:
             batch, self._live = self._live, {}
             try:
                 if batch:
+                    items = list(batch.items())
                     async with self.redis.pipeline(transaction=False) as pipe:
                         # execute() loads the script if Redis lacks it (redis-py types this set as sync Scripts).
                         pipe.scripts.add(self._script)  # type: ignore[arg-type]
-                        sha, geo = self._script.sha, keys.UNITS_GEO
-                        for uid, p in batch.items():
-                            pipe.evalsha(
-                                sha,
-                                2,
-                                keys.unit_position(uid),
-                                geo,
-                                repr(p.lat),
-                                repr(p.lon),
-                                repr(p.at.timestamp()),
-                                _num(p.speed_kmh),
-                                _num(p.heading),
-                                _num(p.battery),
-                                p.source,
-                                str(p.device_id),
-                                str(uid),
+                        for start in range(0, len(items), LIVE_CHUNK):
+                            chunk = items[start : start + LIVE_CHUNK]
+                            lines = "".join(
+                                f"{uid}\t{p.lat!r}\t{p.lon!r}\t{p.at.timestamp()!r}\t{_num(p.speed_kmh)}\t"
+                                f"{_num(p.heading)}\t{_num(p.battery)}\t{p.source}\t{p.device_id}\n"
+                                for uid, p in chunk
                             )
+                            unit_keys = [keys.unit_position(uid) for uid, _ in chunk]
+                            pipe.evalsha(self._script.sha, len(chunk) + 1, *unit_keys, keys.UNITS_GEO, lines)
                         await pipe.execute()
                     self.metrics.gps_writes.labels("redis", "ok").inc()
                     self.metrics.gps_batch_rows.labels("redis").inc(len(batch))
@@ -222,16 +233,15 @@ class PositionSink:
             finally:
                 if done is not None and not done.done():
                     done.set_result(ok)
-            if ok:
-                try:
-                    await self._publish()
-                except Exception as exc:
-                    log.warning("gps_publish_failed", error=f"{type(exc).__name__}: {exc}")
 
-    async def _publish(self) -> None:
+    async def publish(self) -> None:
         """Outbox rows (topic ``position``) for changed units, at most one per unit per interval."""
         if not self._dirty:
             return
+        async with self._publish_lock:
+            await self._publish()
+
+    async def _publish(self) -> None:
         mono = self.clock.monotonic()
         interval = self.settings.publish_interval_s
         due = [uid for uid in self._dirty if mono - self._published.get(uid, -1e18) >= interval]
@@ -254,7 +264,7 @@ class PositionSink:
                     continue
                 entity_ids.append(str(uid))
                 paths.append(",".join(path))
-                payloads.append(json.dumps({"unit_id": uid, **pos.as_json()}, ensure_ascii=False))
+                payloads.append(position_payload(uid, pos))
             if entity_ids:
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
@@ -276,24 +286,38 @@ class PositionSink:
         self._org_paths.pop(unit_id, None)
 
     async def run(self) -> None:
-        """The flush loop, for the life of the application.
+        """The flush loops, for the life of the application, each on its own so none waits for another.
 
         Live positions go to Redis every ``live_flush_s``; the track goes to PostgreSQL every
-        ``track_flush_s``, or at the next live tick when a caller waits for its fix to be stored.
+        ``track_flush_s``, or at the next live tick when a caller waits for its fix to be stored;
+        position changes go to the outbox every ``publish_interval_s``.
         """
+
+        async def every(
+            interval: float, step: Callable[[], Awaitable[Any]], when: Callable[[float], bool]
+        ) -> None:
+            waited = 0.0
+            while True:
+                await asyncio.sleep(interval)
+                waited += interval
+                if not when(waited):
+                    continue
+                waited = 0.0
+                try:
+                    await step()
+                except Exception:  # the steps catch store errors; anything else must not stop the loop
+                    log.exception("gps_flush_failed")
+
         tick = self.settings.live_flush_s
-        since_track = 0.0
-        while True:
-            await asyncio.sleep(tick)
-            since_track += tick
-            try:
-                if since_track >= self.settings.track_flush_s or self._track_done is not None:
-                    since_track = 0.0
-                    await self.flush_track()
-                else:
-                    await self.flush_live()
-            except Exception:  # the flushes catch store errors; anything else must not stop the loop
-                log.exception("gps_flush_failed")
+        await asyncio.gather(
+            every(tick, self.flush_live, lambda _: True),
+            every(
+                tick,
+                self.flush_track,
+                lambda waited: waited >= self.settings.track_flush_s or self._track_done is not None,
+            ),
+            every(self.settings.publish_interval_s / 2, self.publish, lambda _: True),
+        )
 
     async def close(self) -> None:
         """Write what is queued (shutdown)."""
@@ -301,3 +325,19 @@ class PositionSink:
             await asyncio.wait_for(self.flush_pending(), 5)
         except Exception as exc:
             log.warning("gps_final_flush_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _json_num(value: float | None) -> str:
+    return "null" if value is None else repr(float(value))
+
+
+def position_payload(unit_id: int, p: Position) -> str:
+    """The outbox payload of a position change, as JSON text (built directly: thousands a second).
+
+    The same fields as :meth:`Position.as_json` plus ``unit_id``.
+    """
+    return (
+        f'{{"unit_id": {unit_id}, "lat": {p.lat!r}, "lon": {p.lon!r}, "at": "{p.at.isoformat()}", '
+        f'"speed": {_json_num(p.speed_kmh)}, "heading": {_json_num(p.heading)}, '
+        f'"battery": {_json_num(p.battery)}, "source": {json.dumps(p.source)}}}'
+    )
