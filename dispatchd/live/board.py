@@ -179,6 +179,7 @@ class BoardHub:
                         and (not first or first > c.cursor)
                         and t.get_write_buffer_size() <= HIGH_WATER
                         and not t.is_closing()
+                        and not c.ws.closed  # nothing may follow a close frame (RFC 6455 §5.5.1)
                     ):
                         t.write(blob)
                         written += 1
@@ -191,7 +192,7 @@ class BoardHub:
             self._drain(c)
 
     def _deliver(self, c: BoardClient, frame: Frame) -> None:
-        if c.transport.is_closing():
+        if c.transport.is_closing() or c.ws.closed:
             self._remove(c)
             return
         if not c.live:
@@ -213,7 +214,7 @@ class BoardHub:
             self._drop_slow(c)
 
     def _drain(self, c: BoardClient) -> None:
-        if c.transport.is_closing():
+        if c.transport.is_closing() or c.ws.closed:
             self._remove(c)
             return
         while c.backlog and c.transport.get_write_buffer_size() <= HIGH_WATER:
