@@ -415,3 +415,19 @@ async def test_a_member_added_while_connected_gets_the_units_open_orders(
     again = await order(c, officer, case["id"], second["id"])
     assert again["id"] not in orders_in(await squad.sync())
     squad.cut()
+
+
+async def test_the_websockets_and_orders_are_documented(make_client: AppFactory) -> None:
+    """The AsyncAPI document is public and describes both websockets; the OpenAPI document lists the
+    order routes and the two websocket endpoints."""
+    c = await make_client()
+    r = await c.get("/api/asyncapi.json")
+    assert r.status == 200
+    doc = await r.json()
+    assert {"board", "squad"} == set(doc["channels"])
+    assert {"order", "ack", "accept", "decline"} <= set(doc["channels"]["squad"]["messages"])
+    paths = (await (await c.get("/api/openapi.json")).json())["paths"]
+    assert {"/api/v1/orders", "/api/v1/orders/{id}", "/ws/board", "/ws/squad", "/api/v1/alerts"} <= set(paths)
+    assert {"incident_id", "unit_id", "instructions"} <= set(
+        paths["/api/v1/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    )
