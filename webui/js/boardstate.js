@@ -26,7 +26,7 @@ export function localDay(d) {
   return `${x.getFullYear()}-${x.getMonth() + 1}-${x.getDate()}`;
 }
 
-export const WAITING_CALL_STATES = ["ringing", "queued", "waiting"];
+export const WAITING_CALL_STATES = ["ringing", "queued"];
 
 export class BoardState {
   constructor() {
@@ -39,6 +39,7 @@ export class BoardState {
     this.calls = new Map();
     this.meetings = new Map();
     this.counters = { open: 0, overdue: 0, to_accept: 0, received_today: 0, closed_today: 0, received_today_by_channel: {} };
+    this.callCounters = {};
     this.org = null;
     this.seq = null;
     this.loaded = false;
@@ -69,7 +70,8 @@ export class BoardState {
       received_today_by_channel: { ...(counters.received_today_by_channel || {}) },
     };
     for (const u of listOf(s.units, "units")) this.units.set(String(u.id), u);
-    for (const c of listOf(s.calls || s.hotline, "calls", "queue", "waiting")) this.calls.set(String(c.id), c);
+    for (const c of listOf(s.calls || s.hotline, "live", "calls", "queue")) this.calls.set(String(c.id), c);
+    this.callCounters = (s.calls && !Array.isArray(s.calls) && s.calls.counters) || {};
     for (const m of listOf(s.meetings, "meetings", "running")) this.meetings.set(String(m.id), m);
   }
 
@@ -98,6 +100,10 @@ export class BoardState {
         const merged = { ...(prev || {}), ...c };
         if (WAITING_CALL_STATES.includes(merged.state) || merged.state === "answered") this.calls.set(String(c.id), merged);
         else this.calls.delete(String(c.id));
+        const cc = this.callCounters;
+        if (data.event === "offered" && !prev) cc.offered = (cc.offered || 0) + 1;
+        if (merged.state === "answered" && prev && prev.state !== "answered") cc.answered = (cc.answered || 0) + 1;
+        if (merged.state === "abandoned" && prev && prev.state !== "abandoned") cc.abandoned = (cc.abandoned || 0) + 1;
         return { topic: "call", event: data.event, item: merged, previous: prev };
       }
       case "meeting": {

@@ -22,6 +22,7 @@ export function h(spec, attrs, ...children) {
     else if (k === "dataset") Object.assign(el.dataset, v);
     else if (k === "class") el.className = [el.className, v].filter(Boolean).join(" ");
     else if (k === "text") el.textContent = v;
+    else if (k === "value" || k === "checked") el[k] = v; // the live property, not the default attribute
     else if (k in el && typeof v !== "string") el[k] = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }

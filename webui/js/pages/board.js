@@ -159,7 +159,7 @@ function renderLists() {
     (c) => caseItem(c, h("span.side", h("span", { class: `state state-${c.state}` }, t(`state.${c.state}`)))),
     "board.none_emergencies",
   );
-  const calls = state.waitingCalls().sort((a, b) => String(a.created_at || a.ringing_at).localeCompare(String(b.created_at || b.ringing_at)));
+  const calls = state.waitingCalls().sort((a, b) => String(a.offered_at).localeCompare(String(b.offered_at)));
   document.getElementById("n-calls").textContent = calls.length;
   const callsUl = document.getElementById("list-calls");
   if (!config.features.hotline && !calls.length) {
@@ -168,14 +168,18 @@ function renderLists() {
     fitList(
       callsUl,
       calls,
-      (c) =>
-        h(
+      (c) => {
+        const history = c.history || {};
+        const repeat = history.previous_calls || (history.cases || []).length;
+        return h(
           "li",
-          h("span.prio.prio-P3", "☎"),
-          h("span.l1", maskPhone(c.caller)),
-          ageSide(c.created_at || c.ringing_at || c.queued_at, "warn"),
-          h("span.l2", [c.dialled, pick(c.department_name || c.department_names, c.department || "")].filter(Boolean).join(" · ")),
-        ),
+          { dataset: { id: c.id } },
+          h("span.prio.prio-P3", c.state === "ringing" ? t("call.ringing") : t("call.queued")),
+          h("span.l1", maskPhone(c.caller), repeat ? h("span.repeat", t("board.repeat_caller", { n: repeat })) : null),
+          ageSide(c.offered_at, "warn"),
+          h("span.l2", [pick(c.line, c.dialled), pick(c.department_name, c.department || "")].filter(Boolean).join(" → ")),
+        );
+      },
       "board.none_calls",
     );
   }
@@ -305,6 +309,8 @@ function onMessage(msg) {
   switch (msg.type) {
     case "snapshot":
       state.applySnapshot(msg);
+      tickClock();
+      refreshRate();
       scheduleRender();
       break;
     case "change": {

@@ -67,7 +67,8 @@ const S = {
   selected: null,
   detail: null,
   calls: new Map(),
-  callHistory: new Map(),
+  categoryNames: new Map(),
+  available: false,
   newSinceLoad: 0,
   fresh: new Set(),
 };
@@ -705,6 +706,11 @@ function newCaseDialog(call = null) {
     const opt = category.selectedOptions[0];
     if (opt && opt.dataset.p) priority.value = opt.dataset.p;
   });
+  if (call && call.category) {
+    // The line dialled says what the call is likely about (config/hotlines.toml).
+    category.value = call.category;
+    category.dispatchEvent(new Event("change"));
+  }
   const form = openDialog({
     title: call ? t("console.case_from_call", { caller: call.caller || "" }) : t("console.new_case"),
     wide: true,
@@ -731,8 +737,10 @@ function newCaseDialog(call = null) {
       };
       let created;
       if (call) {
-        const r = await post(`/api/v1/hotline/calls/${call.id}/incident`, body);
+        const { caller: _caller, ...fields } = body; // the call knows its caller
+        const r = await post(`/api/v1/hotline/calls/${call.id}/incident`, fields);
         created = r.incident || r;
+        loadCalls();
       } else {
         created = await post("/api/v1/incidents", body);
       }
@@ -760,7 +768,7 @@ function newCaseDialog(call = null) {
 
 // -- calls -------------------------------------------------------------------------------------
 
-const WAITING = ["ringing", "queued", "waiting", "answered"];
+const LIVE_CALLS = ["ringing", "queued", "answered"];
 
 async function loadCalls() {
   if (!S.config.features.hotline) {
@@ -768,33 +776,69 @@ async function loadCalls() {
     return;
   }
   try {
-    const r = await get("/api/v1/hotline/calls");
-    const list = Array.isArray(r) ? r : r.items || r.calls || [];
-    S.calls = new Map(list.filter((c) => WAITING.includes(c.state)).map((c) => [String(c.id), c]));
+    const r = await get("/api/v1/hotline/calls", { state: LIVE_CALLS.join(","), limit: 100 });
+    const list = Array.isArray(r) ? r : r.calls || r.items || [];
+    S.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
     renderCalls();
   } catch (err) {
     toast(errorText(err), "error");
   }
+  loadPresence();
 }
 
-async function callHistory(call) {
-  const key = call.caller;
-  if (!key) return [];
-  if (call.history) return call.history;
-  if (!S.callHistory.has(key)) {
-    S.callHistory.set(
-      key,
-      get("/api/v1/incidents", { q: key, limit: 5 })
-        .then((r) => r.items || [])
-        .catch(() => []),
-    );
+async function loadPresence() {
+  if (!S.config.features.hotline || S.user.role !== "duty_officer") return;
+  try {
+    const r = await get("/api/v1/hotline/presence");
+    const me = (r.officers || []).find((o) => o.user_id === S.user.id);
+    S.available = Boolean(me && me.available);
+  } catch {
+    S.available = false;
   }
-  return S.callHistory.get(key);
+  renderPresence();
+}
+
+function renderPresence() {
+  const slot = document.getElementById("presence");
+  if (!slot) return;
+  if (!S.config.features.hotline || S.user.role !== "duty_officer") {
+    slot.replaceChildren();
+    return;
+  }
+  slot.replaceChildren(
+    h(
+      `button.btn.btn-small${S.available ? ".btn-ok" : ""}`,
+      {
+        type: "button",
+        id: "presence-toggle",
+        "aria-pressed": String(Boolean(S.available)),
+        title: t("call.presence_hint"),
+        onclick: async () => {
+          try {
+            const r = await post("/api/v1/hotline/presence", { available: !S.available });
+            S.available = r.available;
+            renderPresence();
+          } catch (err) {
+            toast(errorText(err), "error");
+          }
+        },
+      },
+      t(S.available ? "call.available" : "call.away"),
+    ),
+  );
+}
+
+function historyOf(call) {
+  // The call carries its caller's earlier cases in brief (GET /hotline/calls and the board).
+  const hist = call.history || {};
+  return { previous: hist.previous_calls || 0, cases: hist.cases || [] };
 }
 
 function renderCalls() {
   const ul = document.getElementById("call-list");
-  const calls = [...S.calls.values()].sort((a, b) => String(a.created_at || "").localeCompare(String(b.created_at || "")));
+  const calls = [...S.calls.values()].sort(
+    (a, b) => Number(b.ringing_user_id === S.user.id) - Number(a.ringing_user_id === S.user.id) || String(a.offered_at).localeCompare(String(b.offered_at)),
+  );
   document.getElementById("call-count").textContent = calls.filter((c) => c.state !== "answered").length;
   if (!S.config.features.hotline) {
     ul.replaceChildren(h("li.empty", t("board.hotline_off")));
@@ -806,35 +850,48 @@ function renderCalls() {
   }
   ul.replaceChildren(
     ...calls.map((call) => {
-      const since = call.created_at || call.ringing_at || call.queued_at;
+      const since = call.answered_at || call.offered_at;
       const wait = since ? fmtDuration((serverNow() - Date.parse(since)) / 1000) : "";
-      const history = h("div.call-history", h("span.muted", t("console.caller_history")));
-      callHistory(call).then((items) => {
-        if (!items.length) history.append(h("span.muted", t("console.no_history")));
-        for (const c of items) {
-          history.append(h("a", { href: "#", onclick: (ev) => (ev.preventDefault(), selectCase(c.id)) }, `${c.number} · ${categoryName(c)} · ${stateName(c.state)}`));
-        }
-      });
+      const { previous, cases } = historyOf(call);
+      const history = h(
+        "div.call-history",
+        h("span.muted", previous ? t("console.caller_history_n", { n: previous }) : t("console.caller_history")),
+        cases.length
+          ? cases.slice(0, 5).map((c) =>
+              h("a", { href: "#", onclick: (ev) => (ev.preventDefault(), selectCase(c.id)) }, `${c.number} · ${S.categoryNames.get(c.category) || c.category} · ${stateName(c.state)}`),
+            )
+          : h("span.muted", t("console.no_history")),
+      );
       const act = (path, body) => async () => {
         try {
-          await post(`/api/v1/hotline/calls/${call.id}/${path}`, body);
+          const r = await post(`/api/v1/hotline/calls/${call.id}/${path}`, body);
+          if (r && r.call) S.calls.set(String(call.id), { ...call, ...r.call });
+          if (r && r.state && !LIVE_CALLS.includes(r.state)) S.calls.delete(String(call.id));
           loadCalls();
         } catch (err) {
           toast(errorText(err), "error");
         }
       };
+      const mine = call.ringing_user_id === S.user.id && call.state === "ringing";
+      const answeredByMe = call.state === "answered" && call.agent_user_id === S.user.id;
       return h(
-        `li.call${call.state === "ringing" || call.state === "queued" ? ".ringing" : ""}`,
+        `li.call${call.state === "answered" ? "" : ".ringing"}${mine ? ".mine" : ""}`,
         { dataset: { id: call.id } },
-        h("div.call-top", h("span.call-number", call.caller || t("board.unknown_caller")), h("span.state", t(`call.${call.state}`)), h("span.call-wait", wait)),
-        h("div.call-line", [call.dialled, pick(call.department_name, call.department || "")].filter(Boolean).join(" → ")),
+        h(
+          "div.call-top",
+          h("span.call-number", call.caller || t("board.unknown_caller")),
+          h("span.state", mine ? t("call.ringing_here") : t(`call.${call.state}`)),
+          h("span.call-wait", wait),
+        ),
+        h("div.call-line", [pick(call.line, call.dialled), call.dialled, pick(call.department_name, call.department || "")].filter(Boolean).join(" · ")),
+        call.incident_id ? h("div.call-line", t("call.linked", { id: call.incident_id })) : null,
         history,
         h(
           "div.call-actions",
-          call.state !== "answered" ? h("button.btn.btn-small.btn-ok", { type: "button", onclick: act("answer") }, t("call.answer")) : null,
-          h("button.btn.btn-small.btn-primary", { type: "button", onclick: () => newCaseDialog(call) }, t("call.create_case")),
-          S.detail ? h("button.btn.btn-small", { type: "button", onclick: act("attach", { incident_id: S.detail.id }) }, t("call.attach", { number: S.detail.number })) : null,
-          h("button.btn.btn-small.btn-ghost", { type: "button", onclick: act("hangup") }, t("call.hangup")),
+          call.state !== "answered" && S.user.role === "duty_officer" ? h("button.btn.btn-small.btn-ok", { type: "button", onclick: act("answer") }, t("call.answer")) : null,
+          !call.incident_id ? h("button.btn.btn-small.btn-primary", { type: "button", onclick: () => newCaseDialog(call) }, t("call.create_case")) : null,
+          S.detail && !call.incident_id ? h("button.btn.btn-small", { type: "button", onclick: act("attach", { incident_id: S.detail.id }) }, t("call.attach", { number: S.detail.number })) : null,
+          answeredByMe || call.state !== "answered" ? h("button.btn.btn-small.btn-ghost", { type: "button", onclick: act("hangup") }, t("call.hangup")) : null,
         ),
       );
     }),
@@ -845,10 +902,10 @@ function renderCalls() {
 
 function onLive(msg) {
   if (msg.type === "snapshot") {
-    const calls = msg.sections && (msg.sections.calls || msg.sections.hotline);
+    const calls = msg.sections && msg.sections.calls;
     if (calls) {
-      const list = Array.isArray(calls) ? calls : calls.items || calls.calls || calls.queue || [];
-      S.calls = new Map(list.filter((c) => WAITING.includes(c.state)).map((c) => [String(c.id), c]));
+      const list = Array.isArray(calls) ? calls : calls.live || calls.calls || [];
+      S.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
       renderCalls();
     }
     return;
@@ -872,9 +929,11 @@ function onLive(msg) {
     if (S.detail && String(S.detail.id) === String(c.id) && c.version !== S.detail.version) selectCase(c.id, { focusList: false });
   } else if (msg.topic === "call") {
     const call = data.call || data;
-    if (WAITING.includes(call.state)) {
-      if (!S.calls.has(String(call.id))) beep();
-      S.calls.set(String(call.id), { ...(S.calls.get(String(call.id)) || {}), ...call });
+    const known = S.calls.get(String(call.id));
+    if (LIVE_CALLS.includes(call.state)) {
+      // Rings here: this officer's console is the one the queue chose.
+      if (call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
+      S.calls.set(String(call.id), { ...(known || {}), ...call });
     } else S.calls.delete(String(call.id));
     renderCalls();
   }
@@ -974,6 +1033,13 @@ async function main() {
     get("/api/v1/orgs", { depth: 3 }),
   ]);
   S.taxonomy = Array.isArray(taxonomy) ? taxonomy : taxonomy.categories || [];
+  const names = (list) => {
+    for (const c of list) {
+      S.categoryNames.set(c.code, pick(c.name, c.code));
+      names(c.children || []);
+    }
+  };
+  names(S.taxonomy);
   for (const u of orgs.units || []) S.units.set(u.code, u);
   if (!config.features.incidents) {
     document.getElementById("case-list").replaceChildren(h("li.empty", t("console.incidents_off")));
@@ -983,6 +1049,7 @@ async function main() {
   await loadCalls();
   setInterval(() => {
     renderCalls();
+    loadPresence();
     if (S.detail && isOpen(S.detail)) {
       const old = document.querySelector(".d-deadline");
       const fresh = deadlineText(S.detail);

@@ -2,7 +2,7 @@
 // the CSV of the same figures (GET /api/v1/stats.csv, the server's own export).
 import { api, get } from "../api.js";
 import { groupedBars, horizontalBars } from "../charts.js";
-import { errorText, fmtDuration, fmtNumber, fmtPercent, h, toast } from "../dom.js";
+import { debounce, errorText, fmtDuration, fmtNumber, fmtPercent, h, toast } from "../dom.js";
 import { has, localName, onLanguageChange, t } from "../i18n.js";
 import { channelName, pick } from "../model.js";
 import { startPage, topBar } from "../shell.js";
@@ -117,28 +117,35 @@ function render() {
           ],
           rate: "resolution_rate",
           labelOf: (u) => u.label,
+          width: Math.max(640, chartUnits.clientWidth - 24),
+          height: 260,
         })
       : h("p.empty", t("stats.no_data")),
   );
   const cats = (d.by_category || []).map((c) => ({ ...c, label: S.taxonomy.get(c.key || c.code) || pick(c.name, c.key || c.code) }));
   document.getElementById("chart-categories").replaceChildren(
-    cats.length ? horizontalBars(cats, { value: (c) => c.received, label: (c) => c.label }) : h("p.empty", t("stats.no_data")),
+    cats.length ? horizontalBars(cats, { value: (c) => c.received, label: (c) => c.label, width: chartWidth("chart-categories") }) : h("p.empty", t("stats.no_data")),
   );
   const channels = Object.entries(d.by_channel || {}).map(([k, v]) => ({ key: k, received: typeof v === "object" ? v.received : v }));
   channels.sort((a, b) => b.received - a.received);
   document.getElementById("chart-channels").replaceChildren(
-    channels.length ? horizontalBars(channels, { value: (c) => c.received, label: (c) => channelName(c.key) }) : h("p.empty", t("stats.no_data")),
+    channels.length ? horizontalBars(channels, { value: (c) => c.received, label: (c) => channelName(c.key), width: chartWidth("chart-channels") }) : h("p.empty", t("stats.no_data")),
   );
   const prios = ["P1", "P2", "P3", "P4"].map((p) => {
     const v = (d.by_priority || {})[p];
     return { key: p, received: typeof v === "object" && v ? v.received : v || 0 };
   });
   document.getElementById("chart-priorities").replaceChildren(
-    horizontalBars(prios, { value: (c) => c.received, label: (c) => `${c.key} ${t(`priority.${c.key}`)}`, cls: (c) => `bar-${c.key}` }),
+    horizontalBars(prios, { value: (c) => c.received, label: (c) => `${c.key} ${t(`priority.${c.key}`)}`, cls: (c) => `bar-${c.key}`, width: chartWidth("chart-priorities") }),
   );
   renderTable("table-units", units, { name: (u) => u.label, total: d });
   renderTable("table-departments", (d.by_department || []).map((x) => ({ ...x, label: localName(x) })), { name: (x) => x.label, departments: true });
   renderExtra(d);
+}
+
+/** Draw at the chart's own width, so that text keeps its size whatever the screen. */
+function chartWidth(id) {
+  return Math.max(320, document.getElementById(id).clientWidth - 24);
 }
 
 function rateCell(x) {
@@ -296,6 +303,7 @@ async function main() {
     });
   }
   document.getElementById("export").addEventListener("click", exportCsv);
+  window.addEventListener("resize", debounce(render, 200));
   onLanguageChange(() => {
     fillUnits();
     renderPresets();
