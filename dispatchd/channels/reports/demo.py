@@ -38,6 +38,13 @@ HOURLY_WEIGHTS: Final[tuple[float, ...]] = (
     1.0, 1.2, 1.8, 2.0, 1.8, 1.4, 1.0, 0.8, 0.6, 0.4, 0.3, 0.2,
 )  # fmt: skip
 
+
+def expected_per_hour(per_day: float) -> list[float]:
+    """Reports expected in each local hour of a demo day (they add up to ``per_day``)."""
+    total = sum(HOURLY_WEIGHTS)
+    return [per_day * w / total for w in HOURLY_WEIGHTS]
+
+
 # What grid workers report most (一心两翼), with a description each: category, weight, texts.
 REPORTS: Final[tuple[tuple[str, float, tuple[str, ...]], ...]] = (
     ("incident.dispute.neighbour", 3, ("邻居因楼道堆放杂物发生争吵", "两户村民因宅基地界址发生争执")),
