@@ -595,9 +595,10 @@ def _feedback(case: Incident, command: Command, actor: Actor, org: OrgView) -> _
 
 
 def _verify(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
-    # 核查: the result on site matches the feedback.
+    # 核查: the result on site matches the feedback (photos of the check go on record).
     return _Step(
         dataclasses.replace(case, state=State.verified),
+        data={"photos": list(command.photos)} if command.photos else {},
         stops=("verify",),
         starts=("close",),
     )
@@ -608,7 +609,7 @@ def _reopen(case: Incident, command: Command, actor: Actor, org: OrgView) -> _St
     reason = _require_reason(command)
     return _Step(
         dataclasses.replace(case, state=State.dispatched, feedback_from=()),
-        data={"reason": reason},
+        data={"reason": reason, **({"photos": list(command.photos)} if command.photos else {})},
         stops=("verify",),
         starts=("start",),
     )
