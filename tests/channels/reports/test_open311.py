@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,6 +21,7 @@ from tests.channels.reports.helpers import GRID, OTHER_GRID, TOWN, point_in, rep
 from tests.conftest import StoreUrls, UserFactory
 
 BASE = "/open311/v2"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def api_key(urls: StoreUrls, org: str = "330381") -> str:
@@ -261,3 +267,37 @@ async def test_reads_can_require_a_key(make_client: Any, org_tree: OrgTree, clea
     key = await api_key(clean_stores)
     assert (await client.get(f"{BASE}/services.json")).status == 403
     assert (await client.get(f"{BASE}/services.json?api_key={key}")).status == 200
+
+
+async def test_cli_key_is_accepted_on_writes(
+    client: TestClient[Any, Any], org_tree: OrgTree, clean_stores: StoreUrls, tmp_path: Any
+) -> None:
+    """`dispatchd apikey add --name --org` prints a key that Open311 accepts as api_key; it is stored hashed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHD_")}
+    env |= {
+        "DISPATCHD_DATABASE_URL": clean_stores.database,
+        "DISPATCHD_REDIS_URL": clean_stores.redis,
+        "DISPATCHD_DATA_DIR": str(tmp_path),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "dispatchd.cli", "apikey", "add", "--name", "市民 App", "--org", TOWN],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    assert key.startswith("dk_")
+    conn = await asyncpg.connect(clean_stores.database)
+    try:
+        stored = await conn.fetchrow("SELECT name, org_code, key_hash FROM api_keys")
+    finally:
+        await conn.close()
+    assert (stored["name"], stored["org_code"]) == ("市民 App", TOWN) and key.encode() not in stored[
+        "key_hash"
+    ]
+    (created,) = await post_request(client, fields_at(org_tree, key))
+    assert created["service_request_id"].startswith("RA")
