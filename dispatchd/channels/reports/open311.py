@@ -67,6 +67,8 @@ _ITEM: Final = {
     "attributes": "attribute",
     "values": "value",
     "errors": "error",
+    "endpoints": "endpoint",
+    "formats": "format",
 }
 
 
@@ -150,6 +152,31 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.Re
 
 def _error(status: int, zh: str, en: str, field: str | None = None) -> ApiError:
     return ApiError(status, "open311", zh, en, fields={field: (zh, en)} if field else None)
+
+
+# -- service discovery ------------------------------------------------------------------------------
+
+
+async def get_discovery(request: web.Request, fmt: str) -> web.Response:
+    """Service discovery (https://wiki.open311.org/Service_Discovery): where the GeoReport v2
+    endpoint is and which formats it speaks."""
+    base = f"{request.scheme}://{request.host}{BASE}"
+    changeset = "2026-05-01T00:00:00+08:00"
+    body = {
+        "changeset": changeset,
+        "contact": "社会治理综合指挥中心 / command centre duty desk",
+        "key_service": "dispatchd apikey add --name NAME --org CODE",
+        "endpoints": [
+            {
+                "specification": "http://wiki.open311.org/GeoReport_v2",
+                "url": base,
+                "changeset": changeset,
+                "type": "production",
+                "formats": ["text/xml", "application/json"],
+            }
+        ],
+    }
+    return render(fmt, "discovery", body)
 
 
 # -- services -------------------------------------------------------------------------------------
@@ -693,6 +720,15 @@ async def get_request(request: web.Request, fmt: str) -> web.Response:
 _RESPONSES: Final = {200: "JSON array or XML document", 400: "error list", 403: "api_key", 404: "error list"}
 
 ROUTES: Final[list[ApiRoute]] = [
+    ApiRoute(
+        "GET",
+        f"/open311/discovery.{_FORMAT}",
+        _route_handler(get_discovery),
+        "Open311 service discovery: the GeoReport v2 endpoint and its formats",
+        TAG,
+        public=True,
+        responses={200: "discovery document"},
+    ),
     ApiRoute(
         "GET",
         f"{BASE}/services.{_FORMAT}",

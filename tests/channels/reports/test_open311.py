@@ -301,3 +301,13 @@ async def test_cli_key_is_accepted_on_writes(
     ]
     (created,) = await post_request(client, fields_at(org_tree, key))
     assert created["service_request_id"].startswith("RA")
+
+
+async def test_service_discovery(client: TestClient[Any, Any]) -> None:
+    """discovery.json and discovery.xml point at the GeoReport v2 endpoint with both formats."""
+    found = await (await client.get("/open311/discovery.json")).json()
+    (endpoint,) = found["endpoints"]
+    assert endpoint["specification"] == "http://wiki.open311.org/GeoReport_v2"
+    assert endpoint["url"].endswith(BASE) and set(endpoint["formats"]) == {"text/xml", "application/json"}
+    root = ET.fromstring(await (await client.get("/open311/discovery.xml")).read())
+    assert [f.text for f in root.iter("format")] == ["text/xml", "application/json"]
