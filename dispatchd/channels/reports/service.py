@@ -103,7 +103,10 @@ def report_checker(app: web.Application) -> Callable[[dict[str, Any]], Report]:
     """Validate a report body: every bad field named (422), in zh-CN and en."""
 
     def check(data: dict[str, Any]) -> Report:
-        # Every field is checked, so that one answer names every mistake.
+        # Every field is checked, so that one answer names every mistake. An optional field sent
+        # empty (a form's blank select) counts as not sent.
+        optional = {f.name for f in REPORT_FIELDS if not f.required}
+        data = {k: v for k, v in data.items() if not (k in optional and v == "")}
         errors: dict[str, tuple[str, str]] = {}
         body: dict[str, Any] = {}
         for f in REPORT_FIELDS:

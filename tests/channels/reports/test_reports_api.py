@@ -130,12 +130,17 @@ async def test_report_becomes_a_case_in_its_grids_township(
 async def test_address_only_report_goes_to_the_workers_township(
     client: TestClient[Any, Any], make_user: UserFactory
 ) -> None:
-    """A report with an address and no point is owned by the grid worker's township."""
+    """A report with an address and no point is owned by the grid worker's township (a blank priority is no priority)."""
     worker = await make_user("grid_worker", GRID)
     _, answer = await submit(
         client,
         worker,
-        {"category": "hazard.environment.refuse", "description": "垃圾堆积", "address": "万松路 12 号"},
+        {
+            "category": "hazard.environment.refuse",
+            "description": "垃圾堆积",
+            "address": "万松路 12 号",
+            "priority": "",
+        },
     )
     assert answer["routed"]["grid"] is None and answer["routed"]["owner"]["code"] == TOWN
 
