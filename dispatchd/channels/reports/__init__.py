@@ -32,9 +32,10 @@ async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
     from dispatchd.channels.reports.appkeys import MEDIA
     from dispatchd.channels.reports.demo import run_demo
     from dispatchd.web.app import start_task
-    from dispatchd.web.appkeys import SETTINGS
+    from dispatchd.web.appkeys import CLOCK, SETTINGS
 
-    await asyncio.to_thread(app[MEDIA].prepare)
+    # Temporary files untouched for an hour belong to no request any more.
+    await asyncio.to_thread(app[MEDIA].prepare, app[CLOCK].now().timestamp() - 3600)
     if app[SETTINGS].demo.enabled:
         start_task(app, run_demo(app), "reports-demo")
     yield

@@ -135,12 +135,17 @@ class MediaStore:
         self.root = root
         self.tmp_dir = root / "tmp"
 
-    def prepare(self) -> None:
-        """Create the directories; drop temporary files a crashed process left behind."""
+    def prepare(self, stale_before: float | None = None) -> None:
+        """Create the directories; drop temporary files a crashed process left behind, those last
+        written before ``stale_before`` (a POSIX time): instances sharing the data directory may
+        be receiving photos right now."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        if stale_before is None:
+            return
         for leftover in self.tmp_dir.glob("*.part"):
             with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+                if leftover.stat().st_mtime < stale_before:
+                    leftover.unlink()
 
     def path(self, sha256: str) -> Path:
         if not SHA256.match(sha256):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,16 @@ async def test_placed_under_digests_after_commit(tmp_path: Path) -> None:
     public = store.path(staged.public_sha256).read_bytes()
     assert hashlib.sha256(public).hexdigest() == staged.public_sha256 and b"tEXt" not in public
     assert list((tmp_path / "media" / "tmp").iterdir()) == []
+
+
+def test_only_stale_leftovers_are_swept(tmp_path: Path) -> None:
+    """At start-up, temporary files of a crashed process go; those another instance writes now stay."""
+    store = MediaStore(tmp_path / "media")
+    store.prepare()
+    old, fresh = store.tmp_dir / "old.part", store.tmp_dir / "fresh.part"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (1000, 1000))
+    os.utime(fresh, (5000, 5000))
+    store.prepare(stale_before=3000)
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == ["fresh.part"]
