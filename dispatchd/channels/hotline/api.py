@@ -224,7 +224,7 @@ def _period(query: Mapping[str, Any], now: datetime) -> tuple[datetime, datetime
             ) from None
         return value if value.tzinfo else value.replace(tzinfo=LOCAL_TZ)
 
-    end = bound("to", True) or now
+    end = bound("to", True) or now + timedelta(seconds=1)  # "up to now" includes a call offered just now
     start = bound("from", False) or end - timedelta(hours=24)
     if start >= end:
         raise invalid({"from": ("应早于 to", "must be before to")})

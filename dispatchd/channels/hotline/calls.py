@@ -560,21 +560,27 @@ async def queue_round(app: web.Application) -> int:
         rows = await conn.fetch(
             "SELECT * FROM hotline_calls WHERE state IN ('ringing', 'queued') ORDER BY offered_at, id FOR UPDATE"
         )
+        # First every ring that is over (timed out, or its officer left) stops, so that all the
+        # officers freed this round can be rung again below, each by another call than the one
+        # they let pass.
+        excluded: dict[int, set[int]] = {}
+        waiting: list[asyncpg.Record] = []
         for row in rows:
-            exclude: set[int] = set()
-            if row["state"] == "ringing":
+            if row["state"] == "ringing" and row["ringing_user_id"] is not None:
                 expired = row["ring_deadline"] is not None and row["ring_deadline"] <= now
                 if not expired and row["ringing_user_id"] in present:
                     continue
-                if expired and row["ringing_user_id"] is not None:
-                    exclude.add(row["ringing_user_id"])
+                if expired:
+                    excluded[row["id"]] = {row["ringing_user_id"]}
                     passed.append(row["ringing_user_id"])
-                # The ring is over: the call is nobody's until the next officer is found.
-                row = await conn.fetchrow(
+                cleared = await conn.fetchrow(
                     "UPDATE hotline_calls SET ringing_user_id = NULL WHERE id = $1 RETURNING *", row["id"]
                 )
-                assert row is not None
-            officer = await _pick_officer(app, conn, row["org_code"], exclude)
+                assert cleared is not None
+                row = cleared
+            waiting.append(row)
+        for row in waiting:
+            officer = await _pick_officer(app, conn, row["org_code"], excluded.get(row["id"], set()))
             if officer is not None:
                 await _ring(app, conn, row, officer)
                 changed += 1

@@ -104,9 +104,14 @@ async def serve_commands(app: web.Application) -> None:
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(hotline_commands(instance))
     loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
     next_beat = 0.0
     try:
         while True:
+            # redis-py's get_message(timeout=…) can swallow a cancellation that lands while it
+            # waits; the task still counts it, so leave as asked.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             if loop.time() >= next_beat:
                 await redis.set(hotline_instance(instance), "1", ex=HEARTBEAT_TTL)
                 next_beat = loop.time() + HEARTBEAT_EVERY
