@@ -36,6 +36,9 @@ async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
 
     # Temporary files untouched for an hour belong to no request any more.
     await asyncio.to_thread(app[MEDIA].prepare, app[CLOCK].now().timestamp() - 3600)
-    if app[SETTINGS].demo.enabled:
-        start_task(app, run_demo(app), "reports-demo")
+    demo = start_task(app, run_demo(app), "reports-demo") if app[SETTINGS].demo.enabled else None
     yield
+    # The simulated workers stop first, so that nothing is filed while the daemon drains.
+    if demo is not None:
+        demo.cancel()
+        await asyncio.gather(demo, return_exceptions=True)
