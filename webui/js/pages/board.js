@@ -34,6 +34,7 @@ let highlighted = null;
 let bannerTimer = 0;
 let renderQueued = false;
 const fresh = new Set(); // ids of items that just arrived, flashed once
+const unitNames = new Map(); // org code -> name, for meetings convened by a unit
 
 function scheduleRender() {
   if (renderQueued) return;
@@ -230,7 +231,9 @@ function fmtAgoShort(iso) {
 }
 
 function renderMeetings() {
-  const meetings = [...state.meetings.values()].filter((m) => m.status !== "ended");
+  // The board section lists running meetings; later changes say their status.
+  const meetings = [...state.meetings.values()].filter((m) => (m.status || "running") !== "ended");
+  meetings.sort((a, b) => Number((b.status || "running") === "running") - Number((a.status || "running") === "running"));
   document.getElementById("meeting-count").textContent = meetings.length;
   const ul = document.getElementById("meeting-list");
   if (!config.features.meetings && !meetings.length) {
@@ -240,14 +243,27 @@ function renderMeetings() {
   fitList(
     ul,
     meetings,
-    (m) =>
-      h(
+    (m) => {
+      const running = (m.status || "running") === "running";
+      const incident = m.incident_id ? state.incidents.get(String(m.incident_id)) : null;
+      return h(
         "li",
-        h("span.prio", { class: m.status === "running" ? "prio prio-P1" : "prio prio-P4" }, "▶"),
+        { dataset: { id: m.id } },
+        h("span", { class: running ? "prio prio-P1" : "prio prio-P4" }, running ? t("meeting.live") : t("meeting.soon")),
         h("span.l1", m.title || `#${m.id}`),
-        m.started_at ? ageSide(m.started_at) : h("span.side", m.scheduled_at ? fmtTime(m.scheduled_at) : ""),
-        h("span.l2", [pick(m.convener_name || m.org_name, m.org || m.convener || ""), m.status === "running" ? t("meeting.running") : t("meeting.scheduled")].filter(Boolean).join(" · ")),
-      ),
+        running && m.started_at ? ageSide(m.started_at) : h("span.side", m.scheduled_at ? fmtTime(m.scheduled_at) : ""),
+        h(
+          "span.l2",
+          [
+            pick(unitNames.get(m.org), m.org || ""),
+            m.participants_online !== undefined ? t("meeting.online", { n: m.participants_online }) : null,
+            incident ? incident.number : null,
+          ]
+            .filter(Boolean)
+            .join(" · "),
+        ),
+      );
+    },
     "board.no_meetings",
   );
 }
@@ -400,6 +416,12 @@ async function main() {
   });
   window.addEventListener("resize", scheduleRender);
   get("/api/v1/orgs/geojson").then((fc) => map.setBoundaries(fc));
+  get("/api/v1/orgs", { depth: 1 })
+    .then((r) => {
+      for (const u of r.units || []) unitNames.set(u.code, { name: u.name, name_en: u.name_en });
+      scheduleRender();
+    })
+    .catch(() => {});
   refreshRate();
   setInterval(refreshRate, 300000);
   if (!config.features.board_ws) {

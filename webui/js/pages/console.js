@@ -68,6 +68,7 @@ const S = {
   detail: null,
   calls: new Map(),
   categoryNames: new Map(),
+  alerts: new Map(),
   available: false,
   newSinceLoad: 0,
   fresh: new Set(),
@@ -898,10 +899,66 @@ function renderCalls() {
   );
 }
 
+// -- alerts: orders not accepted in time or declined ------------------------------------------
+
+async function loadAlerts() {
+  if (!S.config.features.orders) return;
+  try {
+    const r = await get("/api/v1/alerts");
+    const list = Array.isArray(r) ? r : r.alerts || r.items || [];
+    S.alerts = new Map(list.map((a) => [String(a.id), a]));
+  } catch {
+    /* the board feed brings them too */
+  }
+  renderAlerts();
+}
+
+function renderAlerts() {
+  const panel = document.getElementById("alerts-panel");
+  const alerts = [...S.alerts.values()].filter((a) => !a.resolved_at);
+  panel.hidden = !alerts.length;
+  document.getElementById("alert-count").textContent = alerts.length;
+  document.getElementById("alert-list").replaceChildren(
+    ...alerts.map((a) => {
+      const s = a.suggestion;
+      const act = (fn) => async () => {
+        try {
+          await fn();
+          S.alerts.delete(String(a.id));
+          renderAlerts();
+        } catch (err) {
+          toast(errorText(err), "error");
+        }
+      };
+      return h(
+        "li",
+        { dataset: { id: a.id } },
+        h("strong", pick(a.message, `#${a.order_id}`)),
+        s ? h("span.muted", t("console.suggest_unit", { name: s.name, d: fmtDistance(s.distance_m), eta: fmtDuration(s.eta_s) })) : null,
+        h(
+          "div.alert-actions",
+          a.incident_id ? h("button.btn.btn-small", { type: "button", onclick: () => selectCase(a.incident_id) }, t("console.open")) : null,
+          h(
+            "button.btn.btn-small.btn-primary",
+            { type: "button", onclick: act(() => post(`/api/v1/orders/${a.order_id}/reassign`, s ? { unit_id: s.unit_id } : {})) },
+            s ? t("console.reassign_to", { name: s.name }) : t("console.reassign"),
+          ),
+          h("button.btn.btn-small.btn-ghost", { type: "button", onclick: act(() => post(`/api/v1/alerts/${a.id}/resolve`, {})) }, t("console.dismiss")),
+        ),
+      );
+    }),
+  );
+}
+
 // -- live --------------------------------------------------------------------------------------
 
 function onLive(msg) {
   if (msg.type === "snapshot") {
+    const alerts = msg.sections && msg.sections.alerts;
+    if (Array.isArray(alerts)) {
+      S.alerts = new Map(alerts.map((a) => [String(a.id), a]));
+      renderAlerts();
+    }
     const calls = msg.sections && msg.sections.calls;
     if (calls) {
       const list = Array.isArray(calls) ? calls : calls.live || calls.calls || [];
@@ -927,6 +984,14 @@ function onLive(msg) {
       if (c.priority === "P1") beep();
     }
     if (S.detail && String(S.detail.id) === String(c.id) && c.version !== S.detail.version) selectCase(c.id, { focusList: false });
+  } else if (msg.topic === "alert") {
+    const a = data.alert || data;
+    if (data.event === "resolved" || a.resolved_at) S.alerts.delete(String(a.id));
+    else {
+      if (!S.alerts.has(String(a.id))) beep();
+      S.alerts.set(String(a.id), a);
+    }
+    renderAlerts();
   } else if (msg.topic === "call") {
     const call = data.call || data;
     const known = S.calls.get(String(call.id));
@@ -1047,6 +1112,7 @@ async function main() {
     await loadList({ keepSelection: false });
   }
   await loadCalls();
+  await loadAlerts();
   setInterval(() => {
     renderCalls();
     loadPresence();
