@@ -337,6 +337,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    video: VideoSettings = field(default_factory=VideoSettings)
     incidents: IncidentSettings = field(default_factory=IncidentSettings)
     reports: ReportSettings = field(default_factory=ReportSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
@@ -405,7 +406,6 @@ def _range(meta: Mapping[str, Any]) -> str:
     if lo is None and hi is None:
         return ""
     return f" between {lo:g} and {hi:g}"
-    video: VideoSettings = field(default_factory=VideoSettings)
 
 
 def env_name(section: str, key: str) -> str:
