@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import hashlib
+import hmac
 import io
+import json
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser
 
+from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
-from tests.conftest import COUNTY, Account, UserFactory
+from tests.conftest import COUNTY, Account, AppFactory, UserFactory
 from tests.ui.conftest import DESK, PHONE, WALL, Browsing, eventually, route_missing, screenshot, wait_js
 
 pytestmark = pytest.mark.browser
@@ -96,12 +101,17 @@ async def test_board_recovers_after_the_connection_drops(
     officer = await make_user("duty_officer", COUNTY)
     page, watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
     await page.wait_for_selector(".live[data-status='live']")
-    # Cut the connection from the server's side, as a restart or a network failure would.
+    # The network goes away: the connection drops and cannot come back until the network does.
+    await page.context.set_offline(True)
     await page.evaluate("window.dispatchdBoard.socket.ws.close(4000, 'cut')")
+    await page.wait_for_selector(".live[data-status='reconnecting'], .live[data-status='offline']")
     _, lat, lon = grid_point(org_tree)
     case = await create_case(client, officer, lat, lon, description="断线期间的新事件")
-    await page.wait_for_selector(".live[data-status='live']")
+    await screenshot(page, "board-reconnecting")
+    await page.context.set_offline(False)
+    await page.wait_for_selector(".live[data-status='live']", timeout=30000)
     await page.wait_for_selector(f"#list-to_accept li[data-id='{case['id']}']")
+    watch.expect("ERR_INTERNET_DISCONNECTED")  # the browser's own report of the failed reconnects
     watch.check()
 
 
@@ -314,3 +324,55 @@ async def test_stats_charts_and_csv_export(
     assert download.suggested_filename.endswith(".csv")
     await screenshot(page, "stats")
     watch.check()
+
+
+def _signed(body: dict[str, Any], key: str, stamp: int) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    mac = hmac.new(key.encode(), str(stamp).encode() + b"." + raw, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Dispatchd-Timestamp": str(stamp),
+        "X-Dispatchd-Signature": f"sha256={mac}",
+    }
+    return raw, headers
+
+
+@pytest.mark.skipif(route_missing("/api/v1/hotline/events", "/api/v1/hotline/calls/{id}/incident"), reason="hotline not landed")
+async def test_console_turns_a_waiting_call_into_a_case(
+    browser: Browser, make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
+) -> None:
+    """A call in the queue shows its caller's earlier case; "create case" makes a case linked to the call."""
+    client = await make_client(hotline_cti_hmac_key="cti-test-key")
+    browsing = Browsing(client, browser)
+    try:
+        officer = await make_user("duty_officer", COUNTY)
+        _, lat, lon = grid_point(org_tree)
+        earlier = await create_case(client, officer, lat, lon, caller="13805771234", priority="P3", channel="hotline")
+        raw, headers = _signed(
+            {"event": "ringing", "call_id": "pbx-0001", "caller": "13805771234", "callee": "967999"},
+            "cti-test-key",
+            int(clock.now().timestamp()),
+        )
+        r = await client.post("/api/v1/hotline/events", data=raw, headers=headers)
+        assert r.status in (200, 201), await r.text()
+        page, watch = await browsing.open_page("/console", token=officer.token, viewport=WALL)
+        await page.wait_for_selector(".call[data-id]")
+        call_id = await page.get_attribute(".call[data-id]", "data-id")
+        assert earlier["number"] in await page.inner_text(".call .call-history")
+        await page.click(".call .btn-primary")  # create case
+        await page.wait_for_selector(".dialog[open] select[name='category']")
+        await page.select_option(".dialog select[name='category']", "incident.dispute")
+        await page.fill(".dialog textarea[name='description']", "来电反映邻居装修噪音纠纷，双方争吵")
+        await page.fill(".dialog input[name='address']", "安阳街道测试路 8 号")
+        await screenshot(page, "console-call-to-case")
+        await page.click(".dialog button[type='submit']")
+
+        async def linked() -> bool:
+            r = await client.get(f"/api/v1/hotline/calls/{call_id}", headers=officer.headers)
+            return bool((await r.json())["incident_id"])
+
+        await eventually(linked, what="the call linked to a new case")
+        await page.wait_for_selector(".d-head .d-number")
+        watch.check()
+    finally:
+        await browsing.close()

@@ -428,7 +428,22 @@ async function main() {
     live.set("unavailable");
     return;
   }
-  const socket = new LiveSocket("/ws/board", { onMessage, onStatus: live.set });
+  // While the feed is down the wall says so, and when it last was up: what it shows may be old.
+  let lastLive = null;
+  const since = h("span.board-since");
+  document.getElementById("live-slot").append(since);
+  const onStatus = (status) => {
+    live.set(status);
+    document.body.dataset.live = status;
+    if (status === "live") {
+      lastLive = null;
+      since.textContent = "";
+    } else {
+      lastLive = lastLive || new Date(state.now());
+      since.textContent = t("board.last_update", { at: fmtTime(lastLive, { seconds: true }) });
+    }
+  };
+  const socket = new LiveSocket("/ws/board", { onMessage, onStatus });
   socket.start();
   // Today's counters start again at local midnight: take a fresh snapshot when the day changes.
   let day = new Date().toDateString();

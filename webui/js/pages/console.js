@@ -954,6 +954,10 @@ function renderAlerts() {
 
 function onLive(msg) {
   if (msg.type === "snapshot") {
+    // The server's clock is known now: countdowns follow it.
+    const old = document.querySelector(".d-deadline");
+    const fresh = S.detail && deadlineText(S.detail);
+    if (old && fresh) old.replaceWith(fresh);
     const alerts = msg.sections && msg.sections.alerts;
     if (Array.isArray(alerts)) {
       S.alerts = new Map(alerts.map((a) => [String(a.id), a]));
