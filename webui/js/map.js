@@ -314,6 +314,7 @@ export class MapView {
     const ty = this.height / 2 + (oy - this.cy) * s;
     this.shapes.setAttribute("transform", `translate(${tx.toFixed(2)},${ty.toFixed(2)}) scale(${s / BASE})`);
     this.el.dataset.zoom = String(Math.round(this.zoom));
+    this.el.classList.toggle("map-far", this.zoom < 13.5);
     for (const l of this.labels) {
       const show =
         l.lv === "township" ? this.zoom < 15.5 : l.lv === "community" ? this.zoom >= 13.3 && this.zoom < 16.5 : this.zoom >= 15.5;
@@ -588,7 +589,7 @@ export function arrowMarker({ heading, cls = "", label = "", stale = false, size
       }),
     );
   }
-  if (stale) g.append(svg("text", { class: "mk-stale-mark", x: r * 0.9, y: -r * 0.7 }, "?"));
-  if (label) g.append(svg("text", { class: "mk-label", y: r * 2.4, "text-anchor": "middle" }, label));
+  if (stale) g.append(svg("text", { class: "mk-stale-mark", x: r * 0.9, y: -r * 0.7, "font-size": (r * 1.4).toFixed(1) }, "?"));
+  if (label) g.append(svg("text", { class: "mk-label", y: r * 2.6, "text-anchor": "middle", "font-size": (r * 1.15).toFixed(1) }, label));
   return g;
 }

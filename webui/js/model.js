@@ -101,7 +101,8 @@ export function caseMarker(c, { size = 1, selected = false, ring = true } = {}) 
   if (c.priority === "P1" && isOpen(c)) g.append(svg("circle", { r: r * 1.3, class: "mk-pulse" }));
   if (ring) g.append(svg("circle", { r: r * 1.55, class: "mk-ring" }));
   g.append(svg("circle", { r, class: "mk-body" }));
-  g.append(svg("text", { class: "mk-glyph", "text-anchor": "middle", dy: "0.35em" }, (c.priority || "").slice(1)));
+  // Sizes in the marker's own units, so that it scales as one piece (the board doubles it at 4K).
+  g.append(svg("text", { class: "mk-glyph", "text-anchor": "middle", dy: "0.35em", "font-size": (r * 1.3).toFixed(1) }, (c.priority || "").slice(1)));
   const title = svg("title");
   title.textContent = `${c.number || ""} ${categoryName(c)} · ${stateName(c.state)}`;
   g.append(title);
@@ -131,10 +132,12 @@ export function unitSignature(u, staleAfter) {
   return `${u.status}|${u.position ? Math.round(u.position.heading ?? -1) : "x"}|${unitStale(u, staleAfter)}|${u.name}|${lang()}`;
 }
 
-export function meetingMarker(m) {
-  const g = svg("g", { class: "mk mk-meeting" });
-  g.append(svg("rect", { x: -11, y: -8, width: 16, height: 16, rx: 3 }));
-  g.append(svg("path", { d: "M6,-5 L12,-9 L12,9 L6,5 Z", fill: "#ede9fe" }));
+export function meetingMarker(m, size = 1) {
+  const g = svg("g", { class: "mk mk-meeting", transform: undefined });
+  const inner = svg("g", { transform: `scale(${size})` });
+  inner.append(svg("rect", { x: -11, y: -8, width: 16, height: 16, rx: 3 }));
+  inner.append(svg("path", { d: "M6,-5 L12,-9 L12,9 L6,5 Z", fill: "#ede9fe" }));
+  g.append(inner);
   const title = svg("title");
   title.textContent = m.title || "";
   g.append(title);

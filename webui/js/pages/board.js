@@ -214,11 +214,12 @@ function renderSquads() {
       const isStale = unitStale(u, staleAfter);
       const at = u.position && u.position.at;
       return h(
-        "li",
+        "li.unit-row",
+        { dataset: { id: u.id } },
         h("span", { class: `unit-status us-${u.status}` }),
         h("span.l1", u.name),
-        h("span.side", { class: isStale ? "side stale-mark" : "side" }, at ? fmtAgoShort(at) : "—"),
-        h("span.l2", `${unitStatusName(u.status)}${isStale ? ` · ${t("unit.stale")}` : ""}`),
+        h("span.ust", unitStatusName(u.status)),
+        h("span.side", { class: isStale ? "side stale-mark" : "side", title: isStale ? t("unit.stale") : "" }, `${isStale ? "? " : ""}${at ? fmtAgoShort(at) : "—"}`),
       );
     },
     "board.no_squads",
@@ -273,14 +274,16 @@ function renderMap() {
   // Most urgent drawn last, on top.
   cases.sort((a, b) => byUrgency(b, a));
   map.setMarkers("cases", cases, {
-    render: (c) => caseMarker(c, { size: 1.25, selected: highlighted === String(c.id) }),
-    signature: (c) => caseSignature(c, highlighted === String(c.id)),
+    render: (c) => caseMarker(c, { size: 1.25 * scale(), selected: highlighted === String(c.id) }),
+    signature: (c) => caseSignature(c, `${highlighted === String(c.id)}|${scale()}`),
     onClick: (c) => c && highlight(c),
   });
   const units = [...state.units.values()].map((u) => ({ ...u, ...unitPoint(u) }));
+  // A few squads: always named; many: named once the map is zoomed in (CSS .map-far).
+  map.el.classList.toggle("map-few-units", units.length <= 12);
   map.setMarkers("units", units, {
-    render: (u) => unitMarker(u, { size: 1.15, staleAfter }),
-    signature: (u) => unitSignature(u, staleAfter),
+    render: (u) => unitMarker(u, { size: 1.15 * scale(), staleAfter }),
+    signature: (u) => `${unitSignature(u, staleAfter)}|${scale()}`,
   });
   const meetings = [];
   for (const m of state.meetings.values()) {
@@ -288,7 +291,12 @@ function renderMap() {
     const p = m.location || (c && casePoint(c));
     if (p && p.lat !== null && p.lat !== undefined) meetings.push({ ...m, lat: p.lat, lon: p.lon });
   }
-  map.setMarkers("meetings", meetings, { render: (m) => meetingMarker(m), signature: (m) => `${m.title}|${m.status}` });
+  map.setMarkers("meetings", meetings, { render: (m) => meetingMarker(m, scale()), signature: (m) => `${m.title}|${m.status}|${scale()}` });
+}
+
+/** Marker size follows the root font size: 1 at 1080p, 2 at 2160p. */
+function scale() {
+  return Math.max(0.6, parseFloat(getComputedStyle(document.documentElement).fontSize) / 20);
 }
 
 function render() {
