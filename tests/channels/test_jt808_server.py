@@ -393,3 +393,46 @@ async def test_emergency_alarm_opens_one_p1_case_at_the_position(
 async def _at_least(fetch: Any, n: int) -> Any:
     rows = await fetch()
     return rows if len(rows) >= n else None
+
+
+async def test_trouble_is_logged_once_per_connection(
+    client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """Three bad frames and three bad bodies on one connection give one log line of each kind."""
+    from structlog.testing import capture_logs
+
+    await _unit_with_terminal(client, make_user, key="preset-code")
+    t = await Terminal.connect(gps_port(client, "jt808"))
+    with capture_logs() as logs:
+        good = frame(0x0002, PHONE, 1, b"")
+        for _ in range(3):
+            t.writer.write(good[:-2] + bytes([good[-2] ^ 0xFF]) + b"\x7e")
+        assert (await t.general(0x0102, t.auth_body("preset-code")))[2] == 0
+        for _ in range(3):
+            assert (await t.general(0x0200, b"\x00\x01"))[2] == 2
+    events = [e["event"] for e in logs]
+    assert events.count("jt808_bad_frame") == 1 and events.count("jt808_bad_message") == 1
+    await t.close()
+
+
+async def test_rate_limit_and_idle_timeout(
+    client: TestClient[Any, Any], make_user: UserFactory, clock: FakeClock, app_of: Any
+) -> None:
+    """Past the burst a terminal gets result 1; a terminal silent past the idle timeout is disconnected."""
+    from dispatchd.units.appkeys import JT808_SERVER
+
+    await _unit_with_terminal(client, make_user, key="preset-code")
+    t = await Terminal.connect(gps_port(client, "jt808"))
+    assert (await t.general(0x0102, t.auth_body("preset-code")))[2] == 0
+    at = clock.now().replace(microsecond=0)
+    results = [
+        (await t.general(0x0200, location(MAYU_LAT, MAYU_LON + i * 1e-5, at + timedelta(seconds=i))))[2]
+        for i in range(32)
+    ]
+    assert results[:30] == [0] * 30 and results[30:] == [1, 1]
+    assert (
+        metric(client, "dispatchd_gps_messages_refused_total", protocol="jt808", reason="rate_limited") == 2
+    )
+    clock.advance(601)
+    assert app_of(client)[JT808_SERVER].sweep() == 1
+    assert await asyncio.wait_for(t.reader.read(), 5) == b""

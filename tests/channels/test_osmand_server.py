@@ -8,11 +8,21 @@ from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from dispatchd.clock import FakeClock
-from tests.conftest import COUNTY, UserFactory
-from tests.units.helpers import MAYU_LAT, MAYU_LON, add_device, get_unit, gps_port, make_unit, metric
+from tests.conftest import COUNTY, StoreUrls, UserFactory
+from tests.units.helpers import (
+    MAYU_LAT,
+    MAYU_LON,
+    add_device,
+    eventually,
+    get_unit,
+    gps_port,
+    make_unit,
+    metric,
+)
 
 
 async def _setup(client: TestClient[Any, Any], make_user: UserFactory) -> tuple[dict[str, str], int, str]:
@@ -253,3 +263,32 @@ async def test_traccar_batch_of_locations(
         MAYU_LAT + 0.002,
     ]
     assert (await get_unit(client, headers, unit_id))["position"]["lat"] == MAYU_LAT + 0.002
+
+
+async def test_osmand_sos_opens_a_p1_case(
+    client: TestClient[Any, Any], make_user: UserFactory, clock: FakeClock, clean_stores: StoreUrls
+) -> None:
+    """A Traccar Client fix with alarm=sos opens one P1 gps_alarm case at the fix."""
+    _, _, key = await _setup(client, make_user)
+    params = {
+        "id": "48241179",
+        "lat": str(MAYU_LAT),
+        "lon": str(MAYU_LON),
+        "timestamp": str(int(clock.now().timestamp())),
+        "alarm": "sos",
+        "key": key,
+    }
+    async with aiohttp.ClientSession() as http, http.get(_url(client), params=params) as r:
+        assert r.status == 200
+
+    async def cases() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(clean_stores.database)
+        try:
+            return list(await conn.fetch("SELECT priority, channel, lat, lon FROM incidents"))
+        finally:
+            await conn.close()
+
+    rows = await eventually(cases)
+    assert [(r["priority"], r["channel"], r["lat"], r["lon"]) for r in rows] == [
+        ("P1", "gps_alarm", MAYU_LAT, MAYU_LON)
+    ]
