@@ -376,3 +376,71 @@ async def test_console_turns_a_waiting_call_into_a_case(
         watch.check()
     finally:
         await browsing.close()
+
+
+@pytest.mark.skipif(
+    route_missing("/ws/board", "/ws/squad", "/api/v1/meetings", "/api/v1/units"), reason="live, units or meetings not landed"
+)
+async def test_board_shows_squads_with_heading_and_running_meetings(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """A squad's new position moves its arrow on the board, turned to its heading; a meeting about a case shows in the list and at the case."""
+    officer, member, unit_id = await _squad_setup(client, make_user)
+    page, watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
+    await page.wait_for_selector(".live[data-status='live']")
+    _, lat, lon = grid_point(org_tree)
+    async with client.ws_connect(f"/ws/squad?token={member.token}") as ws:
+        await ws.send_json({"type": "position", "lat": lat, "lon": lon, "heading": 90, "speed": 30})
+        await page.wait_for_selector(f".map-layer-units [data-key='{unit_id}'] path.mk-body")
+    transform = await page.get_attribute(f".map-layer-units [data-key='{unit_id}'] path.mk-body", "transform")
+    assert transform == "rotate(90)"
+    case = await create_case(client, officer, lat, lon)
+    r = await client.post(
+        "/api/v1/meetings",
+        json={"title": "仓库火情视频会商", "invite": [TOWNSHIP], "incident_id": str(case["id"])},
+        headers=officer.headers,
+    )
+    assert r.status == 201, await r.text()
+    meeting_id = (await r.json())["id"]
+    await page.wait_for_selector(f"#meeting-list li[data-id='{meeting_id}']")
+    assert "仓库火情视频会商" in await page.inner_text("#meeting-list")
+    await page.wait_for_selector(f".map-layer-meetings [data-key='{meeting_id}']")
+    await screenshot(page, "board-squads-meetings")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/ws/board"), reason="board websocket not landed")
+async def test_map_draws_tiles_of_a_gcj02_source_shifted(
+    browser: Browser, make_client: AppFactory, make_user: UserFactory
+) -> None:
+    """With a GCJ-02 tile source the board loads its tiles and draws WGS-84 points shifted for display only."""
+    # A tile "server" on this very host (the relative template points at one of our images).
+    client = await make_client(map_tile_url="/ui/img/icon-192.png?z={z}&x={x}&y={y}", map_tile_crs="gcj02")
+    browsing = Browsing(client, browser)
+    try:
+        officer = await make_user("duty_officer", COUNTY)
+        page, watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
+        await wait_js(page, "document.querySelectorAll('.map-tiles img[src*=\"z=\"]').length > 4")
+        shift = await page.evaluate(
+            """async () => {
+                const c = await import('/ui/js/coords.js');
+                const m = window.dispatchdBoard.map;
+                const [glon, glat] = c.wgs84ToGcj02(120.65, 27.78);
+                const [wlon, wlat] = c.gcj02ToWgs84(glon, glat);
+                const [x0, y0] = c.lonLatToWorld(120.65, 27.78);
+                const [x1, y1] = m.world(120.65, 27.78);
+                return {
+                  metres: c.distanceM(27.78, 120.65, glat, glon),
+                  back: Math.max(Math.abs(wlon - 120.65), Math.abs(wlat - 27.78)),
+                  drawnShifted: Math.hypot(x1 - x0, y1 - y0) > 0,
+                  picked: m.unproject(...m.project(120.65, 27.78)),
+                };
+            }"""
+        )
+        assert 100 < shift["metres"] < 1000  # GCJ-02 moves points a few hundred metres in Zhejiang
+        assert shift["back"] < 1e-6 and shift["drawnShifted"]
+        assert shift["picked"][0] == pytest.approx(120.65, abs=1e-6) and shift["picked"][1] == pytest.approx(27.78, abs=1e-6)
+        await screenshot(page, "board-with-tiles")
+        watch.check()
+    finally:
+        await browsing.close()

@@ -116,6 +116,11 @@ export class BoardState {
         else this.meetings.set(String(m.id), merged);
         return { topic: "meeting", event: data.change, item: merged, previous: prev };
       }
+      case "position": {
+        // Squad positions are changes too (at most one per unit per second).
+        const u = this.applyPosition(data);
+        return u ? { topic: "position", event: "moved", item: u, previous: null } : null;
+      }
       default:
         return { topic: msg.topic, event: data.event, item: data, previous: null };
     }

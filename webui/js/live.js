@@ -95,6 +95,10 @@ export class LiveSocket {
         return;
       }
       if ((msg.type === "snapshot" || msg.type === "heartbeat") && msg.at) noteServerTime(msg.at);
+      // A heartbeat says every change up to `head` was sent before it: a safe place to resume from.
+      if (msg.type === "heartbeat" && typeof msg.head === "number" && this.seq !== null && msg.head > this.seq) {
+        this.seq = msg.head;
+      }
       if (msg.type === "snapshot") {
         if (typeof msg.seq === "number") this.seq = msg.seq;
       } else if (typeof msg.seq === "number") {
@@ -110,7 +114,13 @@ export class LiveSocket {
       this.clearTimers();
       this.onClose(ev.code, ev.reason);
       if (this.attempt >= CHECK_AFTER && this.attempt % CHECK_AFTER === 0) {
-        get("/api/v1/auth/me").catch(() => {}); // a 401 redirects to the login page
+        // A 401 here sends the user to the login page. If the API answers while the socket still
+        // fails, the server is refusing our `since` (422 before the upgrade): start afresh.
+        get("/api/v1/auth/me")
+          .then(() => {
+            this.seq = null;
+          })
+          .catch(() => {});
       }
       if (!this.stopped) this.scheduleReconnect();
     };
