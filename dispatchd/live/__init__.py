@@ -61,7 +61,9 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    _done, stuck = await asyncio.wait(tasks, timeout=10)
+    if stuck:
+        log.error("live_tasks_did_not_stop", tasks=sorted(t.get_name() for t in stuck))
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -274,8 +274,11 @@ class Feed:
                     published_at = loop.time()
                 if loop.time() - self._last_prune >= PRUNE_EVERY:
                     await self.prune_once(conn)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that races with the wake-up, and the relay would then never stop.
                 try:
-                    await asyncio.wait_for(wake.wait(), min(self.settings.relay_poll_interval, RELAY_HEARTBEAT))
+                    async with asyncio.timeout(min(self.settings.relay_poll_interval, RELAY_HEARTBEAT)):
+                        await wake.wait()
                 except TimeoutError:
                     pass
         finally:
