@@ -295,6 +295,7 @@ function renderDetail() {
       ),
     );
   }
+  if (S.config.features.meetings) sections.push(meetingsSection(c));
   sections.push(
     h(
       "section.d-section",
@@ -335,6 +336,71 @@ function renderDetail() {
     ...sections,
   );
   drawDetailMap(mapBox, c);
+}
+
+/** The case's video consultations (综治视联网), and convening one. */
+function meetingsSection(c) {
+  const list = h("div.meetings-of-case", h("span.muted", t("console.loading")));
+  get("/api/v1/meetings", { incident_id: String(c.id) })
+    .then((r) => {
+      const meetings = r.meetings || [];
+      list.replaceChildren(
+        ...(meetings.length
+          ? meetings.map((m) =>
+              h(
+                "div.meeting-row",
+                h("span", { class: m.status === "running" ? "prio prio-P1" : "prio prio-P4" }, t(m.status === "running" ? "meeting.live" : m.status === "ended" ? "meeting.ended" : "meeting.soon")),
+                h("span", m.title),
+                m.participants_online !== undefined && m.status === "running" ? h("span.muted", t("meeting.online", { n: m.participants_online })) : null,
+              ),
+            )
+          : [h("span.muted", t("console.no_meetings"))]),
+      );
+    })
+    .catch(() => list.replaceChildren(h("span.muted", t("console.no_meetings"))));
+  const canConvene = COMMAND.includes(S.user.role) || S.user.role === "admin";
+  return h(
+    "section.d-section",
+    h(
+      "h3",
+      t("console.meetings"),
+      " ",
+      canConvene && isOpen(c) ? h("button.btn.btn-small", { type: "button", id: "convene", onclick: () => conveneDialog(c) }, t("console.convene")) : null,
+    ),
+    list,
+  );
+}
+
+function conveneDialog(c) {
+  // Invite the owning unit by default; the officer may add the units above and below it they see.
+  const candidates = [...S.units.values()].filter((u) => u.level !== "grid" && u.level !== "community" && u.code !== S.user.org);
+  const body = [
+    h("label.field", h("span", t("console.meeting_title")), h("input", { name: "title", required: true, value: `${categoryName(c)} · ${c.number}` })),
+    h(
+      "fieldset.field",
+      h("legend", t("console.invite")),
+      h(
+        "div.checks",
+        candidates.map((u) => h("label", h("input", { type: "checkbox", name: "invite", value: u.code, checked: u.code === c.owner_unit }), ` ${localName(u)}`)),
+      ),
+    ),
+    h("label.field-inline", h("input", { type: "checkbox", name: "below" }), ` ${t("console.invite_below")}`),
+  ];
+  openDialog({
+    title: `${t("console.convene")} · ${c.number}`,
+    body,
+    wide: true,
+    submit: t("console.convene"),
+    onSubmit: async (f) => {
+      const invite = [...f.querySelectorAll("input[name=invite]:checked")].map((x) => x.value);
+      if (!invite.length) throw new Error(t("console.pick_units"));
+      const m = await post("/api/v1/meetings", { title: f.title.value.trim(), invite, include_descendants: f.below.checked, incident_id: String(c.id) });
+      toast(t("console.meeting_created", { n: (m.links || []).length }), "ok", 8000);
+      // The chair's own link opens the meeting page in a new tab.
+      if (m.chair_link && m.chair_link.url) window.open(m.chair_link.url, "_blank", "noopener");
+      renderDetail();
+    },
+  });
 }
 
 function actionName(action) {
