@@ -137,6 +137,9 @@ async def test_squad_receives_an_order_and_acknowledges_it(
     page, watch = await browsing.open_page("/squad", token=member.token, viewport=PHONE, mobile=True, scale=2)
     await page.wait_for_selector(".live[data-status='live']")
     await wait_js(page, "document.querySelector('#unit-name')?.textContent === '安阳应急中队一组'")
+    # Installable: the manifest is linked and the service worker controls /squad.
+    assert await page.get_attribute("link[rel='manifest']", "href") == "/ui/squad/manifest.webmanifest"
+    await wait_js(page, "navigator.serviceWorker.getRegistration('/squad').then((r) => Boolean(r && r.active))")
     _, lat, lon = grid_point(org_tree)
     case = await create_case(client, officer, lat, lon)
     r = await client.post(
@@ -229,6 +232,12 @@ async def test_grid_worker_files_a_report_with_a_photo(
     assert photo.status == 200 and (await photo.read())[:2] == b"\xff\xd8"
     await screenshot(page, "grid-my-reports")
     watch.check()
+    # The duty officer sees the case with its photo in the console.
+    officer = await make_user("duty_officer", COUNTY)
+    console, watch2 = await browsing.open_page(f"/console?case={items[0]['id']}", token=officer.token, viewport=DESK)
+    await console.wait_for_selector(".photos img")
+    await wait_js(console, "document.querySelector('.photos img').complete && document.querySelector('.photos img').naturalWidth > 0")
+    watch2.check()
 
 
 @pytest.mark.skipif(route_missing("/api/v1/patrols"), reason="patrol log not landed")
@@ -444,3 +453,32 @@ async def test_map_draws_tiles_of_a_gcj02_source_shifted(
         watch.check()
     finally:
         await browsing.close()
+
+
+@pytest.mark.skipif(route_missing("/api/v1/reports/tasks", "/api/v1/incidents"), reason="grid reports not landed")
+async def test_grid_worker_verifies_a_fed_back_case(
+    browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """A case handled and fed back in the worker's grid shows as a task; "verify" moves it to verified."""
+    grid_code, lat, lon = grid_point(org_tree)
+    worker = await make_user("grid_worker", grid_code)
+    officer = await make_user("duty_officer", COUNTY)
+    case = await create_case(client, officer, lat, lon, priority="P3")
+    for action, body in (("accept", {}), ("dispatch", {}), ("start", {}), ("feedback", {"note": "已清理楼道杂物"})):
+        r = await client.post(
+            f"/api/v1/incidents/{case['id']}/actions/{action}", json={"version": case["version"], **body}, headers=officer.headers
+        )
+        assert r.status == 200, (action, await r.text())
+        case = await r.json()
+    assert case["state"] == "fed_back"
+    page, watch = await browsing.open_page("/grid", token=worker.token, viewport=PHONE, mobile=True)
+    await page.click(".tabsbar [data-tab='tasks']")
+    await page.wait_for_selector(f".task-card[data-id='{case['id']}']")
+    assert "已清理楼道杂物" in await page.inner_text(f".task-card[data-id='{case['id']}']")
+    await page.fill(f".task-card[data-id='{case['id']}'] textarea", "现场核实，已清理完毕")
+    await screenshot(page, "grid-verify")
+    await page.click(f".task-card[data-id='{case['id']}'] .btn-ok")
+    await page.wait_for_selector(f".task-card[data-id='{case['id']}']", state="detached")
+    r = await client.get(f"/api/v1/incidents/{case['id']}", headers=officer.headers)
+    assert (await r.json())["state"] == "verified"
+    watch.check()
