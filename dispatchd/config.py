@@ -182,7 +182,7 @@ class UnitSettings:
     max_future_s: int = field(
         default=300, metadata=_meta("fixes further in the future than this are refused", lo=0, hi=86400)
     )
-    china_only: bool = field(default=True, metadata=_meta("refuse fixes outside China's bounding box"))
+    china_only: bool = field(default=False, metadata=_meta("refuse fixes outside China's bounding box"))
     device_rate: float = field(
         default=5.0, metadata=_meta("messages per second a device may send, sustained", lo=0.1, hi=1000)
     )

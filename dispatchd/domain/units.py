@@ -51,7 +51,7 @@ class FixRules:
 
     max_speed_kmh: float = 300.0
     max_future: timedelta = timedelta(minutes=5)
-    china_only: bool = True
+    china_only: bool = False
 
 
 # Verdicts of :func:`judge_fix`. ``live`` and ``track_only`` are accepted; the rest are refused and

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from dispatchd.domain.units import DEVICE_PROTOCOLS, UNIT_KINDS, UNIT_STATUSES
 from dispatchd.units import service
-from dispatchd.units.appkeys import SINK
+from dispatchd.units.appkeys import GPS_PORTS, SINK
 from dispatchd.web.appkeys import CLOCK, ORGS, POOL
 from dispatchd.web.auth import current_user, jurisdiction, may_see, require_role
 from dispatchd.web.errors import not_found
@@ -147,6 +147,11 @@ async def add_device(request: web.Request) -> web.Response:
     device = await service.register_device(
         request.app, int(str(unit["id"])), body["protocol"], body["identifier"], user, secret=key
     )
+    if device["protocol"] == "osmand":
+        # What to type into Traccar Client / OsmAnd as the server URL (the key travels in its query).
+        host = (request.url.host or "127.0.0.1").strip("[]")
+        port = request.app[GPS_PORTS]["osmand"]
+        device["server_url"] = f"http://{host}:{port}/?key={device['key']}"
     return web.json_response(device, status=201)
 
 

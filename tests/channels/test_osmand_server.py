@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from dispatchd.clock import FakeClock
-from tests.conftest import COUNTY, StoreUrls, UserFactory
+from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
 from tests.units.helpers import (
     MAYU_LAT,
     MAYU_LON,
@@ -145,9 +145,10 @@ async def test_bad_fields_answer_400_naming_the_field(
 
 
 async def test_bad_fixes_are_kept_out_and_counted(
-    client: TestClient[Any, Any], make_user: UserFactory, clock: FakeClock
+    make_client: AppFactory, make_user: UserFactory, clock: FakeClock
 ) -> None:
-    """Null island, a fix 10 minutes ahead, an impossible jump and an exact repeat do not move the unit."""
+    """Null island, 10 minutes ahead, an impossible jump, a repeat and (china_only) London do not move the unit."""
+    client = await make_client(units_china_only=True)
     headers, unit_id, key = await _setup(client, make_user)
     now = int(clock.now().timestamp())
 

@@ -97,6 +97,7 @@ async def test_devices_register_with_key_shown_once(
     r = await client.post(url, json={"protocol": "osmand", "identifier": "phone-1"}, headers=duty.headers)
     dev = await r.json()
     assert r.status == 201 and len(dev["key"]) >= 16
+    assert dev["server_url"].endswith(f"/?key={dev['key']}")
     r = await client.post(url, json={"protocol": "jt808", "identifier": "013800138000"}, headers=duty.headers)
     assert r.status == 201 and (await r.json())["identifier"] == "13800138000"
     r = await client.post(url, json={"protocol": "jt808", "identifier": "13800138000"}, headers=duty.headers)

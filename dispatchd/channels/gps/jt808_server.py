@@ -59,6 +59,8 @@ log = structlog.get_logger("dispatchd.gps.jt808")
 TERMINAL_LOGOUT = 0x0003  # 终端注销
 # Junk bytes tolerated on a connection that has never sent a good frame.
 JUNK_LIMIT = 64 * 1024
+# Frames waiting behind a database step (register, auth) before the connection is closed.
+QUEUE_LIMIT = 1000
 # Failed auth attempts before the connection is closed.
 AUTH_ATTEMPTS = 5
 # Bytes waiting in the socket's write buffer beyond which a terminal that does not read is dropped.
@@ -132,6 +134,11 @@ class Jt808Connection(asyncio.Protocol):
             self.splitter.messages = []
             self.good_frames += len(messages)
             self._queue.extend(messages)
+            if len(self._queue) > QUEUE_LIMIT:  # frames pile up behind a slow auth: a flood
+                self._once("jt808_flood_closed", queued=len(self._queue))
+                self._queue.clear()
+                self.close()
+                return
             self._pump()
         elif self.good_frames == 0 and self.splitter.junk_bytes > JUNK_LIMIT:
             self._once("jt808_junk_connection_closed", junk_bytes=self.splitter.junk_bytes)
