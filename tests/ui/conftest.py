@@ -21,8 +21,9 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Route, async_playwright
 
 from dispatchd.config import load_settings
+from dispatchd.domain.orgs import OrgTree
 from dispatchd.web.app import build_app
-from tests.conftest import CONFIG, ROOT, require_tool
+from tests.conftest import CONFIG, ROOT, Account, require_tool
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -34,6 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+TOWNSHIP = "330381001"
 
 # Target sizes of the screens.
 WALL = {"width": 1920, "height": 1080}
@@ -138,7 +141,11 @@ class Browsing:
             init.append(f"localStorage.setItem('dispatchd.lang', {json.dumps(lang)});")
         if init:
             # Only before the first page of the context: later navigations keep what the page stored.
-            script = "if (!sessionStorage.getItem('seeded')) {" + "".join(init) + "sessionStorage.setItem('seeded','1');}"
+            script = (
+                "if (!sessionStorage.getItem('seeded')) {"
+                + "".join(init)
+                + "sessionStorage.setItem('seeded','1');}"
+            )
             await context.add_init_script(script)
         page = await context.new_page()
 
@@ -150,9 +157,9 @@ class Browsing:
         page.on("pageerror", lambda exc: watch.errors.append(f"uncaught: {exc}"))
         page.on(
             "websocket",
-            lambda ws: None
-            if (urlsplit(ws.url).hostname or "") in LOOPBACK
-            else watch.foreign.append(ws.url),
+            lambda ws: (
+                None if (urlsplit(ws.url).hostname or "") in LOOPBACK else watch.foreign.append(ws.url)
+            ),
         )
         await page.goto(self.url(path))
         return page, watch
@@ -202,16 +209,78 @@ async def wait_js(page: Page, expression: str, within: float = 10.0) -> Any:
     return result
 
 
+def grid_point(tree: OrgTree, township: str = TOWNSHIP) -> tuple[str, float, float]:
+    """A grid of the township and a point inside it (the mean of its ring)."""
+    grid = next(u for u in tree.subtree(township) if u.level == "grid" and u.boundary)
+    assert grid.boundary is not None
+    ring = grid.boundary[:-1]
+    lon = sum(p[0] for p in ring) / len(ring)
+    lat = sum(p[1] for p in ring) / len(ring)
+    return grid.code, lat, lon
+
+
+async def create_case(
+    client: TestClient[Any, Any], acct: Account, lat: float, lon: float, **fields: Any
+) -> dict[str, Any]:
+    body = {
+        "category": "hazard.fire",
+        "priority": "P1",
+        "description": "仓库冒烟，有人员被困",
+        "location": {"lat": lat, "lon": lon},
+        "address": "安阳街道测试路 8 号",
+        **fields,
+    }
+    r = await client.post("/api/v1/incidents", json=body, headers=acct.headers)
+    assert r.status == 201, await r.text()
+    case: dict[str, Any] = await r.json()
+    return case
+
+
+async def seed_cases(client: TestClient[Any, Any], acct: Account, tree: OrgTree) -> None:
+    """A handful of cases in several townships and steps, so that screenshots show a working day."""
+    towns = [u.code for u in tree.children("330381")][:5]
+    samples = [
+        ("hazard.fire", "P1", "仓库冒烟，有人员被困", None),
+        ("incident.dispute", "P3", "邻里宅基地边界纠纷，情绪激动", "accept"),
+        ("hazard.public_order", "P2", "夜间聚集喧哗，多次投诉", "dispatch"),
+        ("hazard.environment", "P3", "河道有不明污水排放", None),
+        ("incident.work_safety_accident", "P2", "工地脚手架松动", "dispatch"),
+        ("hazard.food_safety", "P4", "小餐馆后厨卫生差", None),
+    ]
+    for i, (category, priority, text, step) in enumerate(samples):
+        _, lat, lon = grid_point(tree, towns[i % len(towns)])
+        case = await create_case(
+            client,
+            acct,
+            lat,
+            lon,
+            category=category,
+            priority=priority,
+            description=text,
+            address=f"测试路 {i + 1} 号",
+        )
+        for action in ("accept", "dispatch")[: (0 if step is None else 1 if step == "accept" else 2)]:
+            r = await client.post(
+                f"/api/v1/incidents/{case['id']}/actions/{action}",
+                json={"version": case["version"]},
+                headers=acct.headers,
+            )
+            case = await r.json()
+
+
 __all__ = [
     "DESK",
     "PHONE",
+    "TOWNSHIP",
     "WALL",
     "WALL_4K",
     "Browsing",
     "Watch",
+    "create_case",
     "eventually",
+    "grid_point",
     "route_missing",
     "screenshot",
+    "seed_cases",
     "wait_js",
 ]
-

@@ -18,11 +18,22 @@ from playwright.async_api import Browser
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
 from tests.conftest import COUNTY, Account, AppFactory, UserFactory
-from tests.ui.conftest import DESK, PHONE, WALL, Browsing, eventually, route_missing, screenshot, wait_js
+from tests.ui.conftest import (
+    DESK,
+    PHONE,
+    TOWNSHIP,
+    WALL,
+    Browsing,
+    create_case,
+    eventually,
+    grid_point,
+    route_missing,
+    screenshot,
+    wait_js,
+)
 
 pytestmark = pytest.mark.browser
 
-TOWNSHIP = "330381001"
 
 # A real 8×8 JPEG (baseline, YCbCr), as a phone camera would hand it over.
 JPEG = base64.b64decode(
@@ -38,34 +49,9 @@ JPEG = base64.b64decode(
 )
 
 
-def grid_point(tree: OrgTree, township: str = TOWNSHIP) -> tuple[str, float, float]:
-    """A grid of the township and a point inside it (the mean of its ring)."""
-    grid = next(u for u in tree.subtree(township) if u.level == "grid" and u.boundary)
-    assert grid.boundary is not None
-    ring = grid.boundary[:-1]
-    lon = sum(p[0] for p in ring) / len(ring)
-    lat = sum(p[1] for p in ring) / len(ring)
-    return grid.code, lat, lon
-
-
-async def create_case(
-    client: TestClient[Any, Any], acct: Account, lat: float, lon: float, **fields: Any
-) -> dict[str, Any]:
-    body = {
-        "category": "hazard.fire",
-        "priority": "P1",
-        "description": "仓库冒烟，有人员被困",
-        "location": {"lat": lat, "lon": lon},
-        "address": "安阳街道测试路 8 号",
-        **fields,
-    }
-    r = await client.post("/api/v1/incidents", json=body, headers=acct.headers)
-    assert r.status == 201, await r.text()
-    case: dict[str, Any] = await r.json()
-    return case
-
-
-@pytest.mark.skipif(route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed")
+@pytest.mark.skipif(
+    route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed"
+)
 async def test_board_shows_a_new_case_without_reload(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -84,7 +70,9 @@ async def test_board_shows_a_new_case_without_reload(
     assert await page.inner_text("#c-to-accept") == "1"
     # Accepting it moves it off the list of cases to accept, still without a reload.
     r = await client.post(
-        f"/api/v1/incidents/{case['id']}/actions/accept", json={"version": case["version"]}, headers=officer.headers
+        f"/api/v1/incidents/{case['id']}/actions/accept",
+        json={"version": case["version"]},
+        headers=officer.headers,
     )
     assert r.status == 200
     await wait_js(page, f"!document.querySelector(\"#list-to_accept li[data-id='{case['id']}']\")")
@@ -93,7 +81,9 @@ async def test_board_shows_a_new_case_without_reload(
     watch.check()
 
 
-@pytest.mark.skipif(route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed")
+@pytest.mark.skipif(
+    route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed"
+)
 async def test_board_recovers_after_the_connection_drops(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -119,16 +109,22 @@ async def _squad_setup(client: TestClient[Any, Any], make_user: UserFactory) -> 
     officer = await make_user("duty_officer", COUNTY)
     member = await make_user("squad_member", TOWNSHIP, username="wanglei")
     r = await client.post(
-        "/api/v1/units", json={"name": "安阳应急中队一组", "kind": "team", "org": TOWNSHIP}, headers=officer.headers
+        "/api/v1/units",
+        json={"name": "安阳应急中队一组", "kind": "team", "org": TOWNSHIP},
+        headers=officer.headers,
     )
     assert r.status == 201, await r.text()
     unit_id = int((await r.json())["id"])
-    r = await client.post(f"/api/v1/units/{unit_id}/members", json={"username": "wanglei"}, headers=officer.headers)
+    r = await client.post(
+        f"/api/v1/units/{unit_id}/members", json={"username": "wanglei"}, headers=officer.headers
+    )
     assert r.status in (200, 201), await r.text()
     return officer, member, unit_id
 
 
-@pytest.mark.skipif(route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed")
+@pytest.mark.skipif(
+    route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed"
+)
 async def test_squad_receives_an_order_and_acknowledges_it(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -139,7 +135,9 @@ async def test_squad_receives_an_order_and_acknowledges_it(
     await wait_js(page, "document.querySelector('#unit-name')?.textContent === '安阳应急中队一组'")
     # Installable: the manifest is linked and the service worker controls /squad.
     assert await page.get_attribute("link[rel='manifest']", "href") == "/ui/squad/manifest.webmanifest"
-    await wait_js(page, "navigator.serviceWorker.getRegistration('/squad').then((r) => Boolean(r && r.active))")
+    await wait_js(
+        page, "navigator.serviceWorker.getRegistration('/squad').then((r) => Boolean(r && r.active))"
+    )
     _, lat, lon = grid_point(org_tree)
     case = await create_case(client, officer, lat, lon)
     r = await client.post(
@@ -151,7 +149,9 @@ async def test_squad_receives_an_order_and_acknowledges_it(
     order_id = (await r.json())["id"]
     await page.wait_for_selector(f"#order[data-id='{order_id}']")
     assert "立即赶赴现场" in await page.inner_text("#order")
-    assert await page.get_attribute(".order-nav a", "href") == f"geo:{lat},{lon}?q={lat},{lon}({case['number']})"
+    assert (
+        await page.get_attribute(".order-nav a", "href") == f"geo:{lat},{lon}?q={lat},{lon}({case['number']})"
+    )
 
     async def receipt() -> bool:
         r = await client.get(f"/api/v1/orders/{order_id}", headers=officer.headers)
@@ -170,7 +170,9 @@ async def test_squad_receives_an_order_and_acknowledges_it(
     watch.check()
 
 
-@pytest.mark.skipif(route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed")
+@pytest.mark.skipif(
+    route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed"
+)
 async def test_squad_shows_an_order_once_across_a_reconnect(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -181,7 +183,9 @@ async def test_squad_shows_an_order_once_across_a_reconnect(
     _, lat, lon = grid_point(org_tree)
     case = await create_case(client, officer, lat, lon)
     r = await client.post(
-        "/api/v1/orders", json={"incident_id": case["id"], "unit_id": unit_id, "instructions": "核实"}, headers=officer.headers
+        "/api/v1/orders",
+        json={"incident_id": case["id"], "unit_id": unit_id, "instructions": "核实"},
+        headers=officer.headers,
     )
     order_id = (await r.json())["id"]
     await page.wait_for_selector(f"#order[data-id='{order_id}']")
@@ -214,7 +218,9 @@ async def test_grid_worker_files_a_report_with_a_photo(
     await page.wait_for_selector("#category option[value='hazard.fire']", state="attached")
     await page.select_option("#category", "hazard.fire")
     await page.fill("#description", "楼道堆放大量纸箱，堵塞消防通道")
-    await page.set_input_files("#photo-input", files=[{"name": "scene.jpg", "mimeType": "image/jpeg", "buffer": JPEG}])
+    await page.set_input_files(
+        "#photo-input", files=[{"name": "scene.jpg", "mimeType": "image/jpeg", "buffer": JPEG}]
+    )
     await page.wait_for_selector(".photo-thumb img")
     await page.click("#locate")
     await wait_js(page, "window.dispatchdGrid.S.point !== null")
@@ -234,9 +240,14 @@ async def test_grid_worker_files_a_report_with_a_photo(
     watch.check()
     # The duty officer sees the case with its photo in the console.
     officer = await make_user("duty_officer", COUNTY)
-    console, watch2 = await browsing.open_page(f"/console?case={items[0]['id']}", token=officer.token, viewport=DESK)
+    console, watch2 = await browsing.open_page(
+        f"/console?case={items[0]['id']}", token=officer.token, viewport=DESK
+    )
     await console.wait_for_selector(".photos img")
-    await wait_js(console, "document.querySelector('.photos img').complete && document.querySelector('.photos img').naturalWidth > 0")
+    await wait_js(
+        console,
+        "document.querySelector('.photos img').complete && document.querySelector('.photos img').naturalWidth > 0",
+    )
     watch2.check()
 
 
@@ -346,7 +357,10 @@ def _signed(body: dict[str, Any], key: str, stamp: int) -> tuple[bytes, dict[str
     return raw, headers
 
 
-@pytest.mark.skipif(route_missing("/api/v1/hotline/events", "/api/v1/hotline/calls/{id}/incident"), reason="hotline not landed")
+@pytest.mark.skipif(
+    route_missing("/api/v1/hotline/events", "/api/v1/hotline/calls/{id}/incident"),
+    reason="hotline not landed",
+)
 async def test_console_turns_a_waiting_call_into_a_case(
     browser: Browser, make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
@@ -356,7 +370,9 @@ async def test_console_turns_a_waiting_call_into_a_case(
     try:
         officer = await make_user("duty_officer", COUNTY)
         _, lat, lon = grid_point(org_tree)
-        earlier = await create_case(client, officer, lat, lon, caller="13805771234", priority="P3", channel="hotline")
+        earlier = await create_case(
+            client, officer, lat, lon, caller="13805771234", priority="P3", channel="hotline"
+        )
         raw, headers = _signed(
             {"event": "ringing", "call_id": "pbx-0001", "caller": "13805771234", "callee": "967999"},
             "cti-test-key",
@@ -388,7 +404,8 @@ async def test_console_turns_a_waiting_call_into_a_case(
 
 
 @pytest.mark.skipif(
-    route_missing("/ws/board", "/ws/squad", "/api/v1/meetings", "/api/v1/units"), reason="live, units or meetings not landed"
+    route_missing("/ws/board", "/ws/squad", "/api/v1/meetings", "/api/v1/units"),
+    reason="live, units or meetings not landed",
 )
 async def test_board_shows_squads_with_heading_and_running_meetings(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
@@ -448,14 +465,18 @@ async def test_map_draws_tiles_of_a_gcj02_source_shifted(
         )
         assert 100 < shift["metres"] < 1000  # GCJ-02 moves points a few hundred metres in Zhejiang
         assert shift["back"] < 1e-6 and shift["drawnShifted"]
-        assert shift["picked"][0] == pytest.approx(120.65, abs=1e-6) and shift["picked"][1] == pytest.approx(27.78, abs=1e-6)
+        assert shift["picked"][0] == pytest.approx(120.65, abs=1e-6) and shift["picked"][1] == pytest.approx(
+            27.78, abs=1e-6
+        )
         await screenshot(page, "board-with-tiles")
         watch.check()
     finally:
         await browsing.close()
 
 
-@pytest.mark.skipif(route_missing("/api/v1/reports/tasks", "/api/v1/incidents"), reason="grid reports not landed")
+@pytest.mark.skipif(
+    route_missing("/api/v1/reports/tasks", "/api/v1/incidents"), reason="grid reports not landed"
+)
 async def test_grid_worker_verifies_a_fed_back_case(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -464,9 +485,16 @@ async def test_grid_worker_verifies_a_fed_back_case(
     worker = await make_user("grid_worker", grid_code)
     officer = await make_user("duty_officer", COUNTY)
     case = await create_case(client, officer, lat, lon, priority="P3")
-    for action, body in (("accept", {}), ("dispatch", {}), ("start", {}), ("feedback", {"note": "已清理楼道杂物"})):
+    for action, body in (
+        ("accept", {}),
+        ("dispatch", {}),
+        ("start", {}),
+        ("feedback", {"note": "已清理楼道杂物"}),
+    ):
         r = await client.post(
-            f"/api/v1/incidents/{case['id']}/actions/{action}", json={"version": case["version"], **body}, headers=officer.headers
+            f"/api/v1/incidents/{case['id']}/actions/{action}",
+            json={"version": case["version"], **body},
+            headers=officer.headers,
         )
         assert r.status == 200, (action, await r.text())
         case = await r.json()

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient
+
+from dispatchd.domain.orgs import OrgTree
 from tests.conftest import COUNTY, PASSWORD, UserFactory
-from tests.ui.conftest import DESK, PHONE, WALL, WALL_4K, Browsing, screenshot, wait_js
+from tests.ui.conftest import (
+    DESK,
+    PHONE,
+    TOWNSHIP,
+    WALL,
+    WALL_4K,
+    Browsing,
+    route_missing,
+    screenshot,
+    seed_cases,
+    wait_js,
+)
 
 pytestmark = pytest.mark.browser
-
-TOWNSHIP = "330381001"
 
 
 async def test_login_form_leads_to_the_console(browsing: Browsing, make_user: UserFactory) -> None:
@@ -71,7 +84,9 @@ async def test_wrong_role_is_sent_to_its_own_screen(browsing: Browsing, make_use
 )
 async def test_page_loads_clean(
     browsing: Browsing,
+    client: TestClient[Any, Any],
     make_user: UserFactory,
+    org_tree: OrgTree,
     path: str,
     role: str,
     viewport: dict[str, int],
@@ -82,7 +97,11 @@ async def test_page_loads_clean(
     if role == "grid_worker":
         org = "330381001001G001"
     acct = await make_user(role, org)
-    page, watch = await browsing.open_page(path, token=acct.token, viewport=viewport, mobile=viewport is PHONE)
+    if path in ("/board", "/console", "/stats") and not route_missing("/api/v1/incidents"):
+        await seed_cases(client, await make_user("duty_officer", COUNTY), org_tree)
+    page, watch = await browsing.open_page(
+        path, token=acct.token, viewport=viewport, mobile=viewport is PHONE
+    )
     await page.wait_for_load_state("networkidle")
     await wait_js(page, "document.fonts.status === 'loaded'")
     await screenshot(page, name)

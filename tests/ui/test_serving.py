@@ -42,7 +42,13 @@ async def test_assets_are_served_and_confined(client: TestClient[Any, Any]) -> N
     r = await client.get("/ui/squad/manifest.webmanifest")
     manifest = json.loads(await r.text())
     assert manifest["start_url"] == "/squad" and manifest["display"] == "standalone"
-    for bad in ("/ui/../pyproject.toml", "/ui/%2e%2e/pyproject.toml", "/ui/pages/board.html", "/ui/package.json", "/ui/js/.hidden"):
+    for bad in (
+        "/ui/../pyproject.toml",
+        "/ui/%2e%2e/pyproject.toml",
+        "/ui/pages/board.html",
+        "/ui/package.json",
+        "/ui/js/.hidden",
+    ):
         assert (await client.get(bad)).status == 404, bad
     r = await client.get("/ui/fonts.css")
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/css")

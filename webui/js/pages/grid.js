@@ -307,7 +307,11 @@ async function loadTasks() {
 
 function taskCard(c) {
   const note = h("textarea", { rows: 2, placeholder: t("grid.verify_note") });
-  const files = h("input", { type: "file", accept: "image/*", capture: "environment", multiple: true });
+  const files = h("input", { type: "file", accept: "image/*", capture: "environment", multiple: true, class: "visually-hidden" });
+  files.addEventListener("change", () => {
+    const count = files.parentElement && files.parentElement.querySelector("[data-count]");
+    if (count) count.textContent = files.files.length ? ` · ${files.files.length}` : "";
+  });
   const feedback = (c.feedback || []).map((f) =>
     h(
       "div.small",
@@ -345,7 +349,12 @@ function taskCard(c) {
     c.description ? h("div.small", c.description) : null,
     ...feedback,
     note,
-    h("label.small.muted", t("grid.verify_photos"), " ", files),
+    h(
+      "label.btn.btn-small.task-photos",
+      files,
+      h("span", t("grid.verify_photos")),
+      h("span.muted", { dataset: { count: "" } }),
+    ),
     h(
       "div.task-actions",
       h("button.btn.btn-ok.big-btn", { type: "button", onclick: () => act("verify") }, t("action.verify")),
