@@ -235,12 +235,12 @@ class SipEdge:
         while True:
             deadline = self.agent.next_deadline()
             self._wake.clear()
-            if deadline is None:
-                timeout: float | None = None
-            else:
-                timeout = min(max(deadline - clock.monotonic(), 0.0), _TIMER_CAP)
+            timeout = None if deadline is None else min(max(deadline - clock.monotonic(), 0.0), _TIMER_CAP)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives together with the wake-up, and this loop would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             try:
                 self.transmit(self.agent.tick(clock.monotonic()))
             except Exception:
@@ -347,11 +347,11 @@ class RtpRecorder(asyncio.DatagramProtocol):
         self._payload_type: int | None = None
         self._written = 0
         self._recent: list[int] = []
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: asyncio.BaseTransport | None = None
         self.packets = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
+        # (CPython's UDP transport is not an asyncio.DatagramTransport subclass: keep it as it is.)
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:

@@ -48,11 +48,6 @@ class CallOutcome:
 class _Inbox(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[Request | Response, tuple[str, int]]] = asyncio.Queue()
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         with contextlib.suppress(SipParseError):
@@ -140,7 +135,8 @@ class SipCaller:
             now = loop.time()
             wait = min(give_up, retransmit if not provisional else give_up) - now
             try:
-                message, _ = await asyncio.wait_for(inbox.queue.get(), max(wait, 0.0))
+                async with asyncio.timeout(max(wait, 0.0)):
+                    message, _ = await inbox.queue.get()
             except TimeoutError:
                 if loop.time() >= give_up:
                     return await self._cancel(signalling, inbox, invite, branch, local, target)

@@ -11,6 +11,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -21,7 +22,7 @@ from dispatchd.channels.hotline.demo import _desk_round
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.clock import FakeClock
 from dispatchd.web.appkeys import BOARD_SECTIONS, ORGS, POOL
-from tests.conftest import COUNTY, AppFactory, UserFactory
+from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
 
 KEY = "cti-test-key"
 TOWNSHIP = "330381001"  # 安阳街道, inside the demo county
@@ -346,3 +347,32 @@ async def test_caller_who_gives_up_and_the_demo_desk(
     async with app[POOL].acquire() as conn:
         states = [r["state"] for r in await conn.fetch("SELECT state FROM hotline_calls ORDER BY id")]
     assert states[0] == "abandoned"
+
+
+async def test_stopping_instance_ends_its_calls(
+    make_client: AppFactory, make_user: UserFactory, clean_stores: StoreUrls
+) -> None:
+    """An instance that stops refuses its waiting calls (480) and records them, and stops promptly."""
+    client = await make_client()
+    officer = await make_user("duty_officer", COUNTY)
+    port = client.server.app[SIP_PORTS]["udp"]
+    placing = asyncio.create_task(
+        SipCaller("127.0.0.1", port, caller="13900000015", dialled="967999").place(patience=30, talk=1)
+    )
+
+    async def queued() -> list[Any]:
+        body = await (await client.get("/api/v1/hotline/calls?state=queued", headers=officer.headers)).json()
+        found: list[Any] = body["calls"]
+        return found
+
+    [call] = await eventually(queued)
+    async with asyncio.timeout(30):
+        await client.close()
+    outcome = await asyncio.wait_for(placing, 30)
+    assert outcome.outcome == "refused" and outcome.status == 480
+    conn = await asyncpg.connect(clean_stores.database)
+    try:
+        row = await conn.fetchrow("SELECT state, end_reason FROM hotline_calls WHERE id = $1", call["id"])
+    finally:
+        await conn.close()
+    assert (row["state"], row["end_reason"]) == ("abandoned", "shutdown")
