@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dispatchd.domain.geo import haversine_m, out_of_china
+from dispatchd.domain.geo import EARTH_RADIUS_M, haversine_m, out_of_china
 
 # 应急中队 forces: a team, a vehicle (the command vehicle), a person on foot, patrol motorbikes, e-bikes.
 UNIT_KINDS = ("team", "vehicle", "person", "motorbike", "ebike")
@@ -86,13 +86,24 @@ def judge_fix(fix: Position, previous: Position | None, now: datetime, rules: Fi
     if fix.at == previous.at and fix.lat == previous.lat and fix.lon == previous.lon:
         return DUPLICATE
     seconds = (fix.at - previous.at).total_seconds()
-    distance = haversine_m(previous.lat, previous.lon, fix.lat, fix.lon)
+    distance = _approx_distance_m(previous.lat, previous.lon, fix.lat, fix.lon)
     if seconds <= 0:
         # Same time, elsewhere, or an older fix: history only, never the live position.
         return TRACK_ONLY if seconds < 0 else (LIVE if distance < 1 else IMPOSSIBLE_SPEED)
     if distance / seconds * 3.6 > rules.max_speed_kmh and distance > 100:
         return IMPOSSIBLE_SPEED
     return LIVE
+
+
+def _approx_distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Equirectangular distance: within 0.5 % of the great circle below a few hundred km, and cheaper
+    (this runs for every fix); beyond that, the great circle."""
+    dlat = lat2 - lat1
+    dlon = (lon2 - lon1 + 180) % 360 - 180
+    if abs(dlat) > 2 or abs(dlon) > 2:
+        return haversine_m(lat1, lon1, lat2, lon2)
+    x = math.radians(dlon) * math.cos(math.radians((lat1 + lat2) / 2))
+    return math.hypot(x, math.radians(dlat)) * EARTH_RADIUS_M
 
 
 class TokenBucket:

@@ -155,13 +155,14 @@ class PositionSink:
 
         One future per batch, shared by every fix in it: await it through ``asyncio.shield``.
         """
+        if self._track_done is not None and self._track:
+            return self._track_done
         loop = asyncio.get_running_loop()
         if not self._track:
             done: asyncio.Future[bool] = loop.create_future()
             done.set_result(True)
             return done
-        if self._track_done is None:
-            self._track_done = loop.create_future()
+        self._track_done = loop.create_future()
         return self._track_done
 
     @property
