@@ -56,8 +56,7 @@ async def db2(clean_stores: StoreUrls) -> AsyncIterator[asyncpg.Connection]:
 async def test_first_message_is_a_snapshot_then_changes_of_the_jurisdiction(
     make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree
 ) -> None:
-    """The first message is a snapshot current to the last seq; then only changes inside the
-    viewer's subtree arrive, in seq order, each with its seq."""
+    """First a snapshot current to the last seq, then only the jurisdiction's changes, in seq order."""
     c = await make_client()
     officer = await make_user("duty_officer", TOWN)
     before = await emit_rows(db, path_of(org_tree, TOWN), 3)
@@ -82,8 +81,7 @@ async def test_resume_after_a_cut_in_a_burst_gives_every_seq_once(
     db2: asyncpg.Connection,
     org_tree: OrgTree,
 ) -> None:
-    """A board cut off in the middle of a burst of changes resumes with its last seq and ends with
-    every seq of the burst exactly once, in order."""
+    """A board cut mid-burst resumes with its last seq and ends with every seq exactly once, in order."""
     c = await make_client()
     officer = await make_user("duty_officer", COUNTY)
     ws = await RawWs.connect(c.port, board_path(officer))
@@ -106,8 +104,7 @@ async def test_resume_after_a_cut_in_a_burst_gives_every_seq_once(
 async def test_resume_older_than_retention_gets_a_snapshot(
     make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree, clock: FakeClock
 ) -> None:
-    """Rows past retention are pruned; a resume from before them gets a fresh snapshot, a resume
-    from the prune mark on gets exactly the rows after it."""
+    """A resume from before the retention mark gets a snapshot; from the mark on, exactly the rows after it."""
     c = await make_client()
     officer = await make_user("duty_officer", COUNTY)
     old = await emit_rows(db, path_of(org_tree, TOWN), 5)
@@ -129,8 +126,7 @@ async def test_resume_older_than_retention_gets_a_snapshot(
 async def test_slow_consumer_is_closed_with_the_resume_code_while_others_keep_receiving(
     make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree
 ) -> None:
-    """A board that stops reading is dropped with close code 4001 after a bounded queue, a reading
-    board gets every change meanwhile, and the dropped one resumes without a gap."""
+    """A board that stops reading is closed with 4001 and resumes without a gap; a reading one misses nothing."""
     c = await make_client(live_queue_frames=3)
     officer = await make_user("duty_officer", COUNTY)
     fast = await RawWs.connect(c.port, board_path(officer))
@@ -217,8 +213,7 @@ async def test_relay_is_taken_over_when_its_instance_stops(
 async def test_a_lost_feed_message_is_read_from_postgresql(
     make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree
 ) -> None:
-    """With no relay publishing, a feed message whose prev is ahead of the instance makes it read the
-    missing rows from PostgreSQL; the rows published later are not delivered twice."""
+    """A feed message whose prev is ahead makes the instance read the missing rows from PostgreSQL, once."""
     await db.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)  # no instance can become the relay
     c = await make_client(live_relay_election_interval=0.1)
     officer = await make_user("duty_officer", COUNTY)
@@ -241,8 +236,7 @@ async def test_a_lost_feed_message_is_read_from_postgresql(
 async def test_boards_stay_current_from_postgresql_while_redis_is_down(
     make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree, tmp_path: Path
 ) -> None:
-    """Redis is never the only copy: with Redis stopped, changes still reach the board (read from
-    PostgreSQL), and after it is back the feed carries on without gaps or repeats."""
+    """With Redis stopped, boards get changes from PostgreSQL; after it is back, no gap and no repeat."""
     own = EmbeddedRedis(tmp_path / "own-redis")
     own.start()
     try:
@@ -279,8 +273,7 @@ async def _async(value: Any) -> Any:
 async def test_a_stopping_instance_sends_its_boards_to_resume_elsewhere(
     make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree
 ) -> None:
-    """When an instance stops, its boards are closed with 1001 and resume on another instance from
-    their last seq without a gap or a repeat."""
+    """A stopping instance closes boards with 1001; they resume on another without a gap or a repeat."""
     a = await make_client(live_relay_election_interval=0.1)
     b = await make_client(live_relay_election_interval=0.1)
     officer = await make_user("duty_officer", COUNTY)
@@ -296,3 +289,21 @@ async def test_a_stopping_instance_sends_its_boards_to_resume_elsewhere(
     rest = await again.receive_until(lambda m: second[-1] in changes(m))
     assert changes(got) + changes(rest) == first + second
     again.cut()
+
+
+async def test_a_resume_longer_than_the_limit_gets_a_snapshot(
+    make_client: AppFactory, make_user: UserFactory, db: asyncpg.Connection, org_tree: OrgTree
+) -> None:
+    """A resume that would send more rows than resume_max_rows gets a snapshot instead."""
+    c = await make_client(live_resume_max_rows=100)
+    officer = await make_user("duty_officer", COUNTY)
+    start = (await emit_rows(db, path_of(org_tree, TOWN), 1))[0]
+    seqs = await emit_rows(db, path_of(org_tree, TOWN), 101)
+    long = await RawWs.connect(c.port, board_path(officer, since=start))
+    snap = await long.receive()
+    assert snap is not None and snap["type"] == "snapshot" and snap["seq"] == seqs[-1]
+    short = await RawWs.connect(c.port, board_path(officer, since=seqs[0]))
+    got = await short.receive_until(lambda m: seqs[-1] in changes(m))
+    assert got[0]["type"] == "resumed" and changes(got) == seqs[1:]
+    for w in (long, short):
+        w.cut()
