@@ -258,17 +258,22 @@ class SipEdge:
     async def _apply(self, event: object) -> None:
         app = self.app
         if isinstance(event, CallOffered):
-            await calls.offer(
-                app,
-                calls.NewCall(
-                    source="sip",
-                    external_id=event.call,
-                    caller=event.caller,
-                    caller_name=event.caller_name,
-                    dialled=event.dialled,
-                    instance_id=app[INSTANCE_ID],
-                ),
-            )
+            try:
+                await calls.offer(
+                    app,
+                    calls.NewCall(
+                        source="sip",
+                        external_id=event.call,
+                        caller=event.caller,
+                        caller_name=event.caller_name,
+                        dialled=event.dialled,
+                        instance_id=app[INSTANCE_ID],
+                    ),
+                )
+            except Exception:
+                # Not in the queue, so nobody could answer it: refuse it rather than ring forever.
+                self.hangup(event.call)
+                raise
         elif isinstance(event, CallAbandoned):
             await calls.caller_gone(app, "sip", event.call, event.reason)
         elif isinstance(event, CallEnded):
