@@ -138,6 +138,26 @@ def _is_sos(fix: Fix) -> bool:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _handle(request)
+    except (web.HTTPException, asyncio.CancelledError):
+        raise
+    except Exception:  # a store that is down must not become a 500 with a traceback per request
+        if _first(request, "osmand_request_failed"):
+            log.exception("osmand_request_failed", peer=str(_peer(request)))
+        return _text(503, "temporarily unable to take the position; retry")
+
+
+def _first(request: web.Request, event: str) -> bool:
+    seen = request.app[_SEEN]
+    key = (_peer(request), event)
+    if key in seen:
+        return False
+    seen[key] = None
+    return True
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
     main: web.Application = request.app[MAIN]
     metrics = main[METRICS]
     if request.method not in ("GET", "POST"):
