@@ -99,6 +99,13 @@ async def test_page_loads_clean(
     acct = await make_user(role, org)
     if path in ("/board", "/console", "/stats") and not route_missing("/api/v1/incidents"):
         await seed_cases(client, await make_user("duty_officer", COUNTY), org_tree)
+    if role == "squad_member" and not route_missing("/api/v1/units"):
+        officer = await make_user("duty_officer", COUNTY)
+        r = await client.post(
+            "/api/v1/units", json={"name": "安阳应急中队一组", "kind": "team", "org": TOWNSHIP}, headers=officer.headers
+        )
+        unit = await r.json()
+        await client.post(f"/api/v1/units/{unit['id']}/members", json={"username": acct.user.username}, headers=officer.headers)
     page, watch = await browsing.open_page(
         path, token=acct.token, viewport=viewport, mobile=viewport is PHONE
     )
@@ -153,4 +160,15 @@ async def test_map_pans_and_zooms(browsing: Browsing, make_user: UserFactory) ->
     zoom = await page.get_attribute("#map", "data-zoom")
     await page.click(".map-zoom-in")
     await wait_js(page, f"document.querySelector('#map').dataset.zoom !== {zoom!r}")
+    watch.check()
+
+
+@pytest.mark.skipif(route_missing("/ws/squad"), reason="squad websocket not landed")
+async def test_squad_member_in_no_unit_is_told_so(browsing: Browsing, make_user: UserFactory) -> None:
+    """A squad member who belongs to no unit sees that, not an endless "reconnecting"."""
+    member = await make_user("squad_member", TOWNSHIP)
+    page, watch = await browsing.open_page("/squad", token=member.token, viewport=PHONE, mobile=True)
+    await page.wait_for_selector("#idle.no-unit")
+    await page.wait_for_selector(".live[data-status='no_unit']")
+    assert "未编入" in await page.inner_text("#idle h2")
     watch.check()

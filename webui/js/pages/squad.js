@@ -73,6 +73,11 @@ function renderOrder() {
   if (!o) {
     box.hidden = true;
     idle.hidden = false;
+    // Not in any unit (the server said so): nothing will come until the centre adds this member.
+    idle.classList.toggle("no-unit", Boolean(S.noUnit));
+    idle.querySelector(".idle-icon").textContent = S.noUnit ? "!" : "✓";
+    idle.querySelector("h2").textContent = t(S.noUnit ? "squad.no_unit" : "squad.no_order");
+    idle.querySelector("p").textContent = t(S.noUnit ? "squad.no_unit_hint" : "squad.no_order_hint");
     if (orderMap) orderMap.destroy();
     orderMap = null;
     return;
@@ -266,6 +271,7 @@ function upsertOrder(o) {
 function onMessage(msg) {
   switch (msg.type) {
     case "hello":
+      S.noUnit = false;
       S.units = new Map((msg.units || []).map((u) => [String(u.id), u]));
       refreshOrders();
       render();
@@ -312,9 +318,8 @@ function onMessage(msg) {
     case "error":
       if (msg.code === "no_unit") {
         S.units = new Map();
-        renderUnit();
-        document.getElementById("idle").querySelector("h2").textContent = t("squad.no_unit");
-        document.getElementById("idle").querySelector("p").textContent = t("squad.no_unit_hint");
+        S.noUnit = true;
+        render();
       }
       if (msg.for) settle(msg);
       break;
@@ -497,7 +502,8 @@ async function main() {
     live.set("unavailable");
     return;
   }
-  S.socket = new LiveSocket("/ws/squad", { onMessage, onStatus: live.set, resume: false, ping: true });
+  const onStatus = (status) => live.set(status === "reconnecting" && S.noUnit ? "no_unit" : status);
+  S.socket = new LiveSocket("/ws/squad", { onMessage, onStatus, resume: false, ping: true });
   S.socket.start();
   window.dispatchdSquad = { S };
 }
