@@ -29,6 +29,7 @@ from aiohttp import web
 
 from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
 from dispatchd.channels.hotline.presence import Officer
+from dispatchd.config import ConfigError
 from dispatchd.domain.hotlines import normalise_number
 from dispatchd.incidents import store as incident_store
 from dispatchd.store.keys import hotline_instance
@@ -68,7 +69,7 @@ def hotline_org(app: web.Application) -> str:
     tree = app[ORGS]
     if code:
         if code not in tree:
-            raise ValueError(f"[hotline] org {code!r} is not a unit of the organisation tree")
+            raise ConfigError("[hotline] org", code, "must be the code of a unit of the organisation tree")
         return code
     counties = tree.units_at("county")
     return counties[0].code if counties else next(iter(tree.units))

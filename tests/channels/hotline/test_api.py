@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -21,6 +22,8 @@ from dispatchd.channels.hotline.appkeys import PRESENCE, SIP_PORTS
 from dispatchd.channels.hotline.demo import _desk_round
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.clock import FakeClock
+from dispatchd.config import ConfigError, Settings
+from dispatchd.web.app import build_app
 from dispatchd.web.appkeys import BOARD_SECTIONS, ORGS, POOL
 from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
 
@@ -376,3 +379,10 @@ async def test_stopping_instance_ends_its_calls(
     finally:
         await conn.close()
     assert (row["state"], row["end_reason"]) == ("abandoned", "shutdown")
+
+
+def test_unknown_hotline_unit_is_a_configuration_error(settings: Settings) -> None:
+    """A [hotline] org that names no unit stops the start with the key named."""
+    wrong = dataclasses.replace(settings, hotline=dataclasses.replace(settings.hotline, org="nowhere"))
+    with pytest.raises(ConfigError, match=r"\[hotline\] org"):
+        build_app(wrong)
