@@ -112,6 +112,8 @@ async def test_page_loads_clean(
     await page.wait_for_load_state("networkidle")
     await wait_js(page, "document.fonts.status === 'loaded'")
     await screenshot(page, name)
+    text = await page.inner_text("body")
+    assert "undefined" not in text and "null" not in text and "NaN" not in text
     watch.check()
 
 

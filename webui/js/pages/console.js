@@ -332,7 +332,7 @@ function renderDetail() {
     h("h2.d-title", categoryName(c)),
     h("p.d-desc", c.description || ""),
     h("div.d-body", dl, mapBox),
-    actions.length ? h("div.d-actions", actions) : null,
+    ...(actions.length ? [h("div.d-actions", actions)] : []),
     ...sections,
   );
   drawDetailMap(mapBox, c);

@@ -186,11 +186,12 @@ function renderTable(id, rows, { name, total, departments = false }) {
   table.replaceChildren(
     h("thead", h("tr", head.map((k) => h("th", t(k))))),
     h("tbody", rows.length ? rows.map((x) => row(x, name(x))) : h("tr", h("td.empty", { colspan: head.length }, t("stats.no_data")))),
-    total ? h("tfoot", row(total, t("stats.total"))) : null,
+    ...(total ? [h("tfoot", row(total, t("stats.total")))] : []),
   );
 }
 
-/** Sections other capabilities add to the statistics (hotline, patrols …): their numbers as a table. */
+/** Sections other capabilities add to the statistics (hotline, patrols …): their figures as a
+ * table, and each list of rows in them (per line, per unit) as a table of its own. */
 function renderExtra(d) {
   const known = new Set([
     "org", "from", "to", "received", "accepted", "rejected", "merged", "closed", "open", "resolution_rate",
@@ -198,28 +199,32 @@ function renderExtra(d) {
     "median_close_s", "satisfaction", "previous_year", "by_unit", "by_department", "by_category",
     "by_channel", "by_priority",
   ]);
+  const skip = new Set(["org", "from", "to", "rule", "standard"]);
+  const label = (k) => (has(`stats.k_${k}`) ? t(`stats.k_${k}`) : k);
   const box = document.getElementById("extra");
   const sections = Object.entries(d).filter(([k, v]) => !known.has(k) && v && typeof v === "object" && !Array.isArray(v));
   box.replaceChildren(
     ...sections.map(([name, v]) => {
-      const rows = Object.entries(v).filter(([, x]) => x === null || typeof x !== "object");
-      const title = has(`stats.section_${name}`) ? t(`stats.section_${name}`) : name;
+      const scalars = Object.entries(v).filter(([k, x]) => !skip.has(k) && (x === null || typeof x !== "object"));
+      const lists = Object.entries(v).filter(([, x]) => Array.isArray(x) && x.length && typeof x[0] === "object");
+      let title = has(`stats.section_${name}`) ? t(`stats.section_${name}`) : name;
+      if (v.standard && v.standard.name) title += ` · ${v.standard.name}`;
+      if (v.rule && v.rule.patrols_per_day) title += ` · ${t("grid.patrol_rule", { n: v.rule.patrols_per_day, h: v.rule.min_hours })}`;
+      const tables = lists.map(([key, rows]) => {
+        const cols = Object.keys(rows[0]).filter((c) => !["code", "name", "name_en", "line", "department", "level"].includes(c) && typeof rows[0][c] !== "object");
+        const nameOf = (r) => (r.name || r.name_en ? localName(r) : r.line ? pick(r.line, r.dialled || "") : r.code || r.dialled || "");
+        return h(
+          "table.data",
+          h("thead", h("tr", h("th", label(key)), cols.map((c) => h("th", label(c))))),
+          h("tbody", rows.map((r) => h("tr", h("td", nameOf(r)), cols.map((c) => h("td", formatValue(c, r[c])))))),
+        );
+      });
       return h(
         "section.panel.table-card",
         { dataset: { section: name } },
         h("div.panel-head", title),
-        h(
-          "div.table-wrap",
-          h(
-            "table.data",
-            h(
-              "tbody",
-              rows.map(([k, x]) =>
-                h("tr", h("td", has(`stats.k_${k}`) ? t(`stats.k_${k}`) : k), h("td", formatValue(k, x))),
-              ),
-            ),
-          ),
-        ),
+        h("div.table-wrap", h("table.data", h("tbody", scalars.map(([k, x]) => h("tr", h("td", label(k)), h("td", formatValue(k, x))))))),
+        ...tables.map((tb) => h("div.table-wrap", tb)),
       );
     }),
   );
@@ -227,7 +232,8 @@ function renderExtra(d) {
 
 function formatValue(key, x) {
   if (x === null || x === undefined) return "—";
-  if (typeof x === "number" && (key.endsWith("_share") || key.endsWith("_rate"))) return fmtPercent(x);
+  if (typeof x === "boolean") return x ? t("stats.yes") : t("stats.no");
+  if (typeof x === "number" && (key.endsWith("_share") || key.endsWith("_rate") || key.startsWith("share_"))) return fmtPercent(x);
   if (typeof x === "number" && key.endsWith("_s")) return fmtDuration(x);
   return typeof x === "number" ? fmtNumber(x, 2) : String(x);
 }
