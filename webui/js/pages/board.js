@@ -45,6 +45,19 @@ function scheduleRender() {
   });
 }
 
+let unitsTimer = 0;
+
+function scheduleUnits() {
+  if (unitsTimer) return;
+  unitsTimer = setTimeout(() => {
+    unitsTimer = 0;
+    requestAnimationFrame(() => {
+      renderSquads();
+      renderUnitMarkers();
+    });
+  }, 1000);
+}
+
 function setCounter(id, value) {
   const el = document.getElementById(id);
   const text = value === null || value === undefined ? "—" : String(value);
@@ -269,6 +282,16 @@ function renderMeetings() {
   );
 }
 
+function renderUnitMarkers() {
+  const units = [...state.units.values()].map((u) => ({ ...u, ...unitPoint(u) }));
+  // A few squads: always named; many: named once the map is zoomed in (CSS .map-far).
+  map.el.classList.toggle("map-few-units", units.length <= 12);
+  map.setMarkers("units", units, {
+    render: (u) => unitMarker(u, { size: 1.15 * scale(), staleAfter }),
+    signature: (u) => `${unitSignature(u, staleAfter)}|${scale()}`,
+  });
+}
+
 function renderMap() {
   const cases = [...state.incidents.values()].map((c) => ({ ...c, ...casePoint(c) }));
   // Most urgent drawn last, on top.
@@ -278,13 +301,7 @@ function renderMap() {
     signature: (c) => caseSignature(c, `${highlighted === String(c.id)}|${scale()}`),
     onClick: (c) => c && highlight(c),
   });
-  const units = [...state.units.values()].map((u) => ({ ...u, ...unitPoint(u) }));
-  // A few squads: always named; many: named once the map is zoomed in (CSS .map-far).
-  map.el.classList.toggle("map-few-units", units.length <= 12);
-  map.setMarkers("units", units, {
-    render: (u) => unitMarker(u, { size: 1.15 * scale(), staleAfter }),
-    signature: (u) => `${unitSignature(u, staleAfter)}|${scale()}`,
-  });
+  renderUnitMarkers();
   const meetings = [];
   for (const m of state.meetings.values()) {
     const c = m.incident_id !== undefined && m.incident_id !== null ? state.incidents.get(String(m.incident_id)) : null;
@@ -339,6 +356,11 @@ function onMessage(msg) {
       break;
     case "change": {
       const r = state.applyChange(msg);
+      if (r && r.topic === "position") {
+        // Positions are the bulk of the feed: they redraw the squads only, at most once a second.
+        scheduleUnits();
+        break;
+      }
       if (r && r.item && r.item.id !== undefined) fresh.add(`${r.topic}:${r.item.id}`);
       if (r && r.topic === "incident" && r.event === "created" && r.kept) showBanner(r.item);
       if (r && r.topic === "incident" && r.event === "close") refreshRate();
@@ -346,7 +368,7 @@ function onMessage(msg) {
       break;
     }
     case "position":
-      if (state.applyPosition(msg)) scheduleRender();
+      if (state.applyPosition(msg)) scheduleUnits();
       break;
     case "heartbeat":
       if (msg.at) state.noteServerTime(msg.at);
