@@ -6,7 +6,9 @@ import { languageSwitch } from "../shell.js";
 
 function safeNext(next) {
   // Only a path on this server: never an absolute URL (no open redirect).
-  return next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login") ? next : null;
+  // "/" is the launcher: after a login the user's own screen serves better.
+  if (!next || next === "/" || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/login")) return null;
+  return next;
 }
 
 async function main() {
@@ -16,6 +18,21 @@ async function main() {
   const error = document.getElementById("login-error");
   const submit = document.getElementById("login-submit");
   const next = safeNext(new URLSearchParams(location.search).get("next"));
+  if (session.token()) {
+    // Still logged in (a wall PC after a restart): straight on, if the token is still good.
+    try {
+      const me = await fetch("/api/v1/auth/me", { headers: { Authorization: `Bearer ${session.token()}` } });
+      if (me.ok) {
+        const user = await me.json();
+        session.save(session.token(), user);
+        location.replace(next || homeFor(user.role));
+        return;
+      }
+    } catch {
+      /* offline: show the form */
+    }
+    session.clear();
+  }
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     error.hidden = true;
