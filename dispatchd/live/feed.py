@@ -55,6 +55,13 @@ ROW_COLUMNS = "seq, topic, entity_id, org_path, created_at, payload::text AS pay
 RowListener = Callable[[Sequence[ChangeRow]], None]
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that an exception during cleanup replaced."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def record_row(r: asyncpg.Record) -> ChangeRow:
     return ChangeRow(
         seq=r["seq"],
@@ -180,6 +187,8 @@ class Feed:
                 heard = loop.time()
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    # redis-py can swallow a cancellation that arrives while it waits for a message.
+                    _raise_if_cancelling()
                     if msg is None:
                         if loop.time() - heard > SILENCE:
                             await self.backfill(None, "silence")
@@ -191,6 +200,7 @@ class Feed:
                 raise
             except Exception as exc:
                 self.subscribed.clear()
+                _raise_if_cancelling()
                 log.warning("feed_subscriber_error", error=f"{type(exc).__name__}: {exc}")
             finally:
                 try:
@@ -203,6 +213,7 @@ class Feed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelling()
                 log.warning("feed_poll_error", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.relay_poll_interval)
 
@@ -224,6 +235,9 @@ class Feed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                # Cleanup after a cancellation (UNLISTEN, unlock on a connection still busy with the
+                # cancelled query) can raise and so hide the CancelledError: the task must still stop.
+                _raise_if_cancelling()
                 log.warning("relay_error", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.relay_election_interval)
 
