@@ -11,7 +11,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,10 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Route, async_playwright
 
-from dispatchd.config import load_settings
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.web.app import build_app
-from tests.conftest import CONFIG, ROOT, Account, require_tool
+from tests.conftest import ROOT, Account, require_tool
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -43,18 +40,6 @@ WALL = {"width": 1920, "height": 1080}
 WALL_4K = {"width": 3840, "height": 2160}
 DESK = {"width": 1600, "height": 900}
 PHONE = {"width": 390, "height": 844}
-
-
-@cache
-def app_routes() -> frozenset[str]:
-    """Canonical paths of every route the application registers (built once, never started)."""
-    app = build_app(load_settings(CONFIG, env={}))
-    return frozenset(r.canonical for r in app.router.resources())
-
-
-def route_missing(*paths: str) -> bool:
-    """True while one of ``paths`` has not landed in the application."""
-    return not set(paths) <= app_routes()
 
 
 @pytest.fixture
@@ -279,7 +264,6 @@ __all__ = [
     "create_case",
     "eventually",
     "grid_point",
-    "route_missing",
     "screenshot",
     "seed_cases",
     "wait_js",

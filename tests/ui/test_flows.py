@@ -27,7 +27,6 @@ from tests.ui.conftest import (
     create_case,
     eventually,
     grid_point,
-    route_missing,
     screenshot,
     wait_js,
 )
@@ -49,9 +48,6 @@ JPEG = base64.b64decode(
 )
 
 
-@pytest.mark.skipif(
-    route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed"
-)
 async def test_board_shows_a_new_case_without_reload(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -81,9 +77,6 @@ async def test_board_shows_a_new_case_without_reload(
     watch.check()
 
 
-@pytest.mark.skipif(
-    route_missing("/ws/board", "/api/v1/incidents"), reason="board websocket or case API not landed"
-)
 async def test_board_recovers_after_the_connection_drops(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -122,9 +115,6 @@ async def _squad_setup(client: TestClient[Any, Any], make_user: UserFactory) -> 
     return officer, member, unit_id
 
 
-@pytest.mark.skipif(
-    route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed"
-)
 async def test_squad_receives_an_order_and_acknowledges_it(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -170,9 +160,6 @@ async def test_squad_receives_an_order_and_acknowledges_it(
     watch.check()
 
 
-@pytest.mark.skipif(
-    route_missing("/ws/squad", "/api/v1/orders", "/api/v1/units"), reason="squad orders not landed"
-)
 async def test_squad_shows_an_order_once_across_a_reconnect(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -200,7 +187,6 @@ async def test_squad_shows_an_order_once_across_a_reconnect(
     watch.check()
 
 
-@pytest.mark.skipif(route_missing("/api/v1/reports"), reason="grid reports not landed")
 async def test_grid_worker_files_a_report_with_a_photo(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -251,7 +237,6 @@ async def test_grid_worker_files_a_report_with_a_photo(
     watch2.check()
 
 
-@pytest.mark.skipif(route_missing("/api/v1/patrols"), reason="patrol log not landed")
 async def test_grid_worker_starts_and_stops_a_patrol(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -273,10 +258,6 @@ async def test_grid_worker_starts_and_stops_a_patrol(
     watch.check()
 
 
-@pytest.mark.skipif(
-    route_missing("/api/v1/incidents", "/api/v1/units/nearest", "/api/v1/orders", "/ws/squad"),
-    reason="case, unit or order API not landed",
-)
 async def test_console_accepts_and_dispatches_from_the_keyboard(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -321,7 +302,6 @@ async def test_console_accepts_and_dispatches_from_the_keyboard(
     watch.check()
 
 
-@pytest.mark.skipif(route_missing("/api/v1/stats.csv"), reason="statistics not landed")
 async def test_stats_charts_and_csv_export(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -357,10 +337,6 @@ def _signed(body: dict[str, Any], key: str, stamp: int) -> tuple[bytes, dict[str
     return raw, headers
 
 
-@pytest.mark.skipif(
-    route_missing("/api/v1/hotline/events", "/api/v1/hotline/calls/{id}/incident"),
-    reason="hotline not landed",
-)
 async def test_console_turns_a_waiting_call_into_a_case(
     browser: Browser, make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
@@ -403,10 +379,6 @@ async def test_console_turns_a_waiting_call_into_a_case(
         await browsing.close()
 
 
-@pytest.mark.skipif(
-    route_missing("/ws/board", "/ws/squad", "/api/v1/meetings", "/api/v1/units"),
-    reason="live, units or meetings not landed",
-)
 async def test_board_shows_squads_with_heading_and_running_meetings(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -435,7 +407,6 @@ async def test_board_shows_squads_with_heading_and_running_meetings(
     watch.check()
 
 
-@pytest.mark.skipif(route_missing("/ws/board"), reason="board websocket not landed")
 async def test_map_draws_tiles_of_a_gcj02_source_shifted(
     browser: Browser, make_client: AppFactory, make_user: UserFactory
 ) -> None:
@@ -474,9 +445,6 @@ async def test_map_draws_tiles_of_a_gcj02_source_shifted(
         await browsing.close()
 
 
-@pytest.mark.skipif(
-    route_missing("/api/v1/reports/tasks", "/api/v1/incidents"), reason="grid reports not landed"
-)
 async def test_grid_worker_verifies_a_fed_back_case(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:

@@ -41,9 +41,13 @@ let placeMap = null;
 
 // -- tabs --------------------------------------------------------------------------------------
 
+let currentTab = "report";
+
 function showTab(name) {
+  currentTab = name;
   for (const b of document.querySelectorAll(".tabsbar button")) b.setAttribute("aria-selected", String(b.dataset.tab === name));
   for (const pane of document.querySelectorAll(".tab-pane")) pane.hidden = pane.id !== `tab-${name}`;
+  if (!S.config) return; // still starting: main() fills the tab when it is ready
   if (name === "mine") loadMine();
   if (name === "tasks") loadTasks();
   if (name === "patrol") renderPatrol();
@@ -506,13 +510,14 @@ function buildMenu(user) {
 }
 
 async function main() {
+  // Tabs answer at once, even while the page is still loading.
+  for (const b of document.querySelectorAll(".tabsbar button")) b.addEventListener("click", () => showTab(b.dataset.tab));
   const { user, config } = await startPage({ roles: ["grid_worker"] });
   S.user = user;
   S.config = config;
   buildMenu(user);
   document.getElementById("grid-name").textContent = localName({ name: user.org_name, name_en: user.org_name_en }) || t("grid.title_short");
   document.getElementById("grid-sub").textContent = `${user.display_name || user.username} · ${t("role.grid_worker")}`;
-  for (const b of document.querySelectorAll(".tabsbar button")) b.addEventListener("click", () => showTab(b.dataset.tab));
   document.getElementById("photo-input").addEventListener("change", (ev) => {
     addPhotos([...ev.target.files]);
     ev.target.value = "";
@@ -554,6 +559,7 @@ async function main() {
   await loadPatrol();
   await loadCompliance();
   renderPatrol();
+  if (currentTab !== "report") showTab(currentTab);
   setInterval(() => {
     const el = document.getElementById("patrol-clock");
     if (el && S.patrol) el.textContent = clock((serverNow() - Date.parse(S.patrol.started_at)) / 1000);
