@@ -139,6 +139,8 @@ async def main(args: argparse.Namespace) -> None:
                         subprocess.Popen,
                         [sys.executable, "-m", "bench.fanout.baseline", str(port), rd, str(args.frame_interval), mode],
                         cwd=ROOT,
+                        # asyncio's "socket.send() raised exception." when clients leave: to a file.
+                        stderr=(tmp / f"baseline-{mode}.log").open("wb"),
                     )
                     procs.append(p)
                     baselines[mode] = (port, p)
