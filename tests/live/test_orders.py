@@ -92,8 +92,7 @@ async def setup_case(
 async def test_order_reaches_a_squad_on_the_other_instance_and_is_not_sent_again_after_ack(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
-    """An order made on one instance reaches a squad connected to another; its ack sets delivered_at;
-    after the connection is cut and restored the order does not come again; accept is recorded."""
+    """An order made on one instance reaches a squad on another, is acked, and is not sent again after a reconnect."""
     a = await make_client()
     b = await make_client()
     officer, unit, (member,), case = await setup_case(a, make_user, org_tree)
@@ -127,8 +126,7 @@ async def test_order_reaches_a_squad_on_the_other_instance_and_is_not_sent_again
 async def test_an_order_without_receipt_is_sent_again_until_acknowledged(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
-    """No receipt within resend_after: the order is pushed again (sends 2); after the ack no timer
-    sends it any more."""
+    """Without a receipt the order is pushed again after resend_after; after the ack, never again."""
     c = await make_client(live_timer_interval=0.05)
     officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
     squad = await Squad.connect(c, member)
@@ -150,8 +148,7 @@ async def test_an_order_without_receipt_is_sent_again_until_acknowledged(
 async def test_unacknowledged_orders_are_sent_again_on_reconnect(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
-    """An order made while the device was away arrives when it connects, and on every reconnect until
-    this member acknowledges it; another member's receipt does not count for this one."""
+    """Each reconnect re-sends the open orders this member has not acknowledged, and only those."""
     c = await make_client()
     officer, unit, (first, second), case = await setup_case(c, make_user, org_tree, members=2)
     created = await order(c, officer, case["id"], unit["id"])
@@ -173,8 +170,7 @@ async def test_unacknowledged_orders_are_sent_again_on_reconnect(
 async def test_not_accepted_in_time_alerts_the_board_with_the_next_nearest_unit(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
-    """60 s without accept: the duty officer's board gets an alert offering the nearest available unit
-    that was not tried; the order stays open and is flagged overdue."""
+    """Not accepted in 60 s: the board gets an alert offering the nearest available untried unit."""
     c = await make_client(live_timer_interval=0.05)
     officer, unit, _crew, case = await setup_case(c, make_user, org_tree)
     near, _ = await make_squad(c, officer, make_user, name="二组", members=0)
@@ -200,8 +196,7 @@ async def test_not_accepted_in_time_alerts_the_board_with_the_next_nearest_unit(
 async def test_automatic_reassignment_gives_the_case_to_the_next_nearest_unit(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
-    """With auto_reassign, an order not accepted in time is reassigned: the old order says so, the
-    nearest available unit gets a new order on its devices, the first unit is free again."""
+    """With auto_reassign an unaccepted order goes to the nearest available unit, whose device gets it."""
     c = await make_client(live_timer_interval=0.05, live_auto_reassign=True)
     officer, unit, _crew, case = await setup_case(c, make_user, org_tree)
     near, (near_member,) = await make_squad(c, officer, make_user, name="二组")
@@ -224,8 +219,7 @@ async def test_automatic_reassignment_gives_the_case_to_the_next_nearest_unit(
 async def test_decline_frees_the_unit_and_alerts_the_officer(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
-    """A declined order is final (a later accept is refused with 409), the unit is available again,
-    and an alert offers the next nearest unit; reassigning by hand gives it the case."""
+    """A decline is final, frees the unit and raises an alert with the next nearest unit."""
     c = await make_client()
     officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
     near, _ = await make_squad(c, officer, make_user, name="二组", members=0)
@@ -254,8 +248,7 @@ async def test_decline_frees_the_unit_and_alerts_the_officer(
 async def test_reassign_by_hand_and_cancel(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
-    """The officer reassigns an open order to the nearest available unit, then cancels the new one;
-    the squad of each unit is told (order, then order_update)."""
+    """The officer reassigns and cancels; each unit's device is told with order and order_update."""
     c = await make_client()
     officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
     near, (near_member,) = await make_squad(c, officer, make_user, name="二组")
@@ -285,8 +278,7 @@ async def test_reassign_by_hand_and_cancel(
 async def test_status_and_position_from_the_device(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
-    """The device reports en route and on scene, and a browser geolocation fix that moves the unit;
-    returning completes the accepted order; a status set by the officer reaches the device."""
+    """Device status and geolocation move the unit; returning completes the order; officer status reaches the device."""
     c = await make_client()
     officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
     created = await order(c, officer, case["id"], unit["id"])
@@ -316,8 +308,7 @@ async def test_status_and_position_from_the_device(
 async def test_bad_device_messages_and_strangers(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
-    """Garbage gets an error and the connection stays; an order of another unit is not found; a user
-    in no squad unit is closed with 4403."""
+    """Garbage gets an error and the socket stays; others' orders are not found; a non-member gets 4403."""
     c = await make_client()
     officer, _unit, (member,), case = await setup_case(c, make_user, org_tree)
     other_unit, _ = await make_squad(c, officer, make_user, name="二组")
@@ -349,8 +340,7 @@ async def test_bad_device_messages_and_strangers(
 async def test_orders_api_refusals_and_jurisdiction(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
-    """Only officers order; a unit or case outside the jurisdiction is 404; another township's officer
-    cannot see the order; bad bodies get 422."""
+    """Only officers order, only within their jurisdiction; bad bodies get 422, an off-duty unit 409."""
     c = await make_client()
     officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
     stranger = await make_user("duty_officer", OTHER_TOWN)
@@ -395,8 +385,7 @@ async def test_board_snapshot_lists_open_orders_and_alerts(
 async def test_a_member_added_while_connected_gets_the_units_open_orders(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
-    """Joining a second unit while connected sends a new hello with both units and that unit's open
-    orders; leaving it stops its orders."""
+    """Joining a unit while connected brings a new hello and its open orders; leaving stops them."""
     c = await make_client()
     officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
     second, _ = await make_squad(c, officer, make_user, name="二组", members=0)
@@ -418,8 +407,7 @@ async def test_a_member_added_while_connected_gets_the_units_open_orders(
 
 
 async def test_the_websockets_and_orders_are_documented(make_client: AppFactory) -> None:
-    """The AsyncAPI document is public and describes both websockets; the OpenAPI document lists the
-    order routes and the two websocket endpoints."""
+    """AsyncAPI (public) and OpenAPI describe both websockets and the order routes."""
     c = await make_client()
     r = await c.get("/api/asyncapi.json")
     assert r.status == 200
