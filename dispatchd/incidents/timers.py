@@ -32,6 +32,7 @@ from dispatchd.domain.incident import Action, Command
 from dispatchd.incidents import store
 from dispatchd.incidents.service import TOPIC, transition_locked
 from dispatchd.store.outbox import emit
+from dispatchd.tasks import raise_if_cancelling, stop_tasks
 from dispatchd.web.app import start_task
 from dispatchd.web.appkeys import CLOCK, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
 from dispatchd.web.errors import ApiError
@@ -151,6 +152,7 @@ async def run_timers(app: web.Application) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:  # a bad round is logged; the next one tries again
+            raise_if_cancelling()
             log.exception("deadline_timers_failed")
         await asyncio.sleep(interval)
 
@@ -159,5 +161,4 @@ async def timers_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the firing loop runs while the application does."""
     task = start_task(app, run_timers(app), "incident-timers")
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await stop_tasks([task])

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from dispatchd.tasks import stop_tasks
+
 log = structlog.get_logger("dispatchd.live")
 
 
@@ -59,11 +61,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("feed_not_subscribed_yet")
     log.info("live_started", cursor=feed.cursor)
     yield
-    for task in tasks:
-        task.cancel()
-    _done, stuck = await asyncio.wait(tasks, timeout=10)
-    if stuck:
-        log.error("live_tasks_did_not_stop", tasks=sorted(t.get_name() for t in stuck))
+    await stop_tasks(tasks)
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dispatchd.tasks import stop_tasks
+
 
 def setup(app: web.Application) -> None:
     from dispatchd.units import api, service
@@ -66,14 +68,12 @@ async def positions_ctx(app: web.Application) -> AsyncIterator[None]:
                 yield
             finally:
                 if demo is not None:
-                    demo.cancel()
-                    await asyncio.gather(demo, return_exceptions=True)
+                    await stop_tasks([demo])
                 await jt808.aclose()
         finally:
             await osmand.aclose()
     finally:
         await intake.close()
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
+        await stop_tasks([flusher])
         await sink.close()
         log.info("gps_stopped")

@@ -27,6 +27,7 @@ from dispatchd.metrics import Metrics
 from dispatchd.store.db import create_pool
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
+from dispatchd.tasks import raise_if_cancelling, stop_tasks
 from dispatchd.web import auth, health, orgs, ui
 from dispatchd.web.appkeys import (
     API_ROUTES,
@@ -161,10 +162,8 @@ def build_app(
             await redis.ping()
             app[REDIS] = redis
             yield
-            for task in app[TASKS]:
-                task.cancel()
-            if app[TASKS]:
-                await asyncio.gather(*app[TASKS], return_exceptions=True)
+            background: list[asyncio.Task[Any]] = app[TASKS]
+            await stop_tasks(background)
             await redis.aclose()
             await asyncio.wait_for(pool.close(), 5)
         finally:
@@ -187,6 +186,7 @@ def start_task(app: web.Application, coro: Any, name: str) -> asyncio.Task[Any]:
         except asyncio.CancelledError:
             raise
         except Exception:
+            raise_if_cancelling()
             log.exception("background_task_failed", task=name)
 
     task = asyncio.create_task(guarded(), name=name)

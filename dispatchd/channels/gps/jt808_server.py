@@ -50,6 +50,7 @@ from dispatchd.channels.gps.jt808 import (
 from dispatchd.clock import Clock
 from dispatchd.domain.units import LIVE, Position
 from dispatchd.metrics import Metrics
+from dispatchd.tasks import stop_tasks
 from dispatchd.units.devices import Device, new_secret
 
 from .intake import GpsIntake
@@ -379,11 +380,8 @@ async def serve_jt808(
     try:
         yield server, bound
     finally:
-        sweeper.cancel()
         tcp.close()
         for c in list(server.connections):
             c.close()
-        for task in list(server.tasks):
-            task.cancel()
-        await asyncio.gather(sweeper, *server.tasks, return_exceptions=True)
+        await stop_tasks([sweeper, *server.tasks])
         await tcp.wait_closed()

@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from dispatchd.incidents.stats import StatsSection
+from dispatchd.tasks import raise_if_cancelling, stop_tasks
 
 log = structlog.get_logger("dispatchd.hotline")
 
@@ -94,9 +95,7 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
         if edge is not None:
             runtime.edge = None
             await edge.close()
@@ -117,4 +116,5 @@ async def _queue_loop(app: web.Application) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            raise_if_cancelling()
             log.exception("hotline_queue_round_failed")

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dispatchd.tasks import stop_tasks
+
 
 def setup(app: web.Application) -> None:
     from dispatchd.channels.reports import api, open311, patrols
@@ -40,5 +42,4 @@ async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     # The simulated workers stop first, so that nothing is filed while the daemon drains.
     if demo is not None:
-        demo.cancel()
-        await asyncio.gather(demo, return_exceptions=True)
+        await stop_tasks([demo])

@@ -1,0 +1,42 @@
+"""Stopping background tasks for sure.
+
+A task may lose its cancellation: on Python 3.11 ``asyncio.wait_for`` can swallow one, redis-py's
+``PubSub.get_message(timeout=…)`` can too, and a cleanup step that raises inside ``finally`` replaces
+the ``CancelledError`` with an ordinary exception that a retry loop then catches. Shutdown therefore
+cancels again until the task ends or the budget (seconds) is spent, and retry loops check
+:func:`raise_if_cancelling` before they go round again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("dispatchd.tasks")
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation of the current task that something swallowed or replaced."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], budget: float = 8.0) -> list[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait for them, cancelling again every 0.25 s; return any still running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        _done, pending = await asyncio.wait(pending, timeout=min(0.25, remaining))
+    if pending:
+        log.error("tasks_did_not_stop", tasks=sorted(t.get_name() for t in pending))
+    return list(pending)

@@ -1,0 +1,73 @@
+"""Stopping background tasks even when they swallow a cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dispatchd.tasks import raise_if_cancelling, stop_tasks
+
+
+async def _swallows_once() -> None:
+    """A loop that loses its first cancellation, as wait_for or a failing cleanup can make it."""
+    swallowed = False
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed = True
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+
+async def _retry_loop(events: list[str]) -> None:
+    """A retry loop whose cleanup turns the cancellation into an ordinary error."""
+    while True:
+        try:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                raise RuntimeError("connection busy")
+        except Exception:
+            events.append("caught")
+            raise_if_cancelling()
+
+
+async def test_stop_tasks_cancels_again_until_the_task_ends() -> None:
+    """A task that swallowed one cancellation is cancelled again and stops; nothing is left running."""
+    task = asyncio.create_task(_swallows_once())
+    await asyncio.sleep(0)
+    assert await stop_tasks([task], budget=5) == []
+    assert task.cancelled()
+
+
+async def test_raise_if_cancelling_stops_a_retry_loop() -> None:
+    """A cancellation replaced by an exception in cleanup still ends the retry loop."""
+    events: list[str] = []
+    task = asyncio.create_task(_retry_loop(events))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait([task], timeout=5)
+    assert task.done() and task.cancelled()
+    assert events == ["caught"]
+
+
+async def test_stop_tasks_reports_a_task_that_will_not_stop() -> None:
+    """A task that ignores every cancellation is returned as still running once the budget is spent."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    left = await stop_tasks([task], budget=0.6)
+    assert left == [task] and not task.done()
+    release.set()
+    task.cancel()
+    await asyncio.wait([task], timeout=5)
+    assert task.done()
