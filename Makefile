@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # webui/package-lock.json. Without npm the pages still work, in the system's fonts.
 $(WEBUI_STAMP): webui/package.json webui/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-		cd webui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+		(cd webui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && touch node_modules/.installed) \
+		|| echo "make: npm ci failed; the web UI falls back to the system's fonts" >&2; \
 	else echo "make: npm not found; the web UI falls back to the system's fonts" >&2; fi
 
 run: $(STAMP) $(WEBUI_STAMP)
