@@ -389,6 +389,7 @@ class BoardHub:
 
 async def board_ws(request: web.Request) -> web.StreamResponse:
     """``GET /ws/board?token=…&since=SEQ``: snapshot or resume, then changes (docs/live.md)."""
+    from dispatchd.channels.hotline.appkeys import PRESENCE
     from dispatchd.live.appkeys import BOARD_HUB
     from dispatchd.web.auth import current_user
     from dispatchd.web.validate import invalid
@@ -406,5 +407,14 @@ async def board_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].live
     ws = web.WebSocketResponse(compress=settings.compression, max_msg_size=65536)
     await ws.prepare(request)
-    await request.app[BOARD_HUB].serve(request, ws, user, since)
+    # A duty console (``console=1``) makes its officer present for the hotline queue while it is
+    # connected: calls ring the logged-in officers (docs/hotline.md). A wall display does not.
+    presence = request.app.get(PRESENCE) if request.query.get("console") == "1" else None
+    if presence is not None:
+        await presence.connected(user)
+    try:
+        await request.app[BOARD_HUB].serve(request, ws, user, since)
+    finally:
+        if presence is not None:
+            await asyncio.shield(presence.disconnected(user))
     return ws

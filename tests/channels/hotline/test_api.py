@@ -386,3 +386,28 @@ def test_unknown_hotline_unit_is_a_configuration_error(settings: Settings) -> No
     wrong = dataclasses.replace(settings, hotline=dataclasses.replace(settings.hotline, org="nowhere"))
     with pytest.raises(ConfigError, match=r"\[hotline\] org"):
         build_app(wrong)
+
+
+async def test_console_connection_makes_the_officer_present(
+    client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A duty console's board socket makes its officer available for calls until it closes; a wall display does not."""
+    officer = await make_user("duty_officer", COUNTY, username="console-officer")
+    presence = app_of(client)[PRESENCE]
+
+    async def available() -> list[str]:
+        return [o.username for o in await presence.available()]
+
+    wall = await client.ws_connect(f"/ws/board?token={officer.token}")
+    assert (await wall.receive_json(timeout=10))["type"] == "snapshot"
+    assert await available() == []
+    console = await client.ws_connect(f"/ws/board?token={officer.token}&console=1")
+    assert (await console.receive_json(timeout=10))["type"] == "snapshot"
+    assert await available() == ["console-officer"]
+    await console.close()
+    for _ in range(100):
+        if not await available():
+            break
+        await asyncio.sleep(0.05)
+    assert await available() == []
+    await wall.close()

@@ -1193,7 +1193,7 @@ async function main() {
     }
   }, 10000);
   if (config.features.board_ws) {
-    const socket = new LiveSocket("/ws/board", { onMessage: onLive, onStatus: live.set });
+    const socket = new LiveSocket("/ws/board?console=1", { onMessage: onLive, onStatus: live.set });
     socket.start();
   } else {
     live.set("unavailable");
