@@ -92,7 +92,14 @@ async def set_status(request: web.Request) -> web.Response:
             mine = await service.units_of_user(conn, user.id)
         if user.role != "squad_member" or unit["id"] not in mine:
             require_role(request, *MANAGERS)
-    result = await service.set_unit_status(request.app, int(str(unit["id"])), body["status"], user)
+    from dispatchd.live.orders import complete_unit_orders  # live builds on units, not the reverse
+
+    unit_id = int(str(unit["id"]))
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        result = await service.set_unit_status(request.app, unit_id, body["status"], user, conn=conn)
+        if body["status"] in ("returning", "available"):
+            # Set by the officer or by the device: either way the unit's accepted orders are done.
+            await complete_unit_orders(request.app, conn, unit_id, user)
     return web.json_response(result)
 
 

@@ -419,3 +419,19 @@ async def test_the_websockets_and_orders_are_documented(make_client: AppFactory)
     assert {"incident_id", "unit_id", "instructions"} <= set(
         paths["/api/v1/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
     )
+
+
+async def test_officer_setting_returning_completes_accepted_orders(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """An officer who sets the unit to returning (for a squad without signal) completes its accepted order."""
+    c = await make_client()
+    officer, unit, (member,), case = await setup_case(c, make_user, org_tree)
+    created = await order(c, officer, case["id"], unit["id"])
+    squad = await Squad.connect(c, member)
+    await squad.answer("accept", created["id"])
+    assert (await get_order(c, officer, created["id"]))["state"] == "accepted"
+    r = await c.post(f"/api/v1/units/{unit['id']}/status", json={"status": "returning"}, headers=officer.headers)
+    assert r.status == 200, await r.text()
+    assert (await get_order(c, officer, created["id"]))["state"] == "completed"
+    squad.cut()
