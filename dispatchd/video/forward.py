@@ -61,6 +61,8 @@ class Source:
             self._request_age += 1
             if self._request_age >= KEYFRAME_REQUEST_FRAMES:
                 self._request_age = None  # lost: allow the next request through
+                if any(track.waits_for_keyframe(self) for track in self.subscribers):
+                    self.request_keyframe()  # someone still waits: ask again rather than never
         if frame.discontinuity and self.kind == "video":
             self.request_keyframe()
         for track in list(self.subscribers):
@@ -142,6 +144,10 @@ class ForwardedTrack(MediaStreamTrack):
         if source is self.current:
             self._detach_current()
         source.subscribers.discard(self)
+
+    def waits_for_keyframe(self, source: Source) -> bool:
+        """True while this slot shows nothing of ``source`` until its next keyframe."""
+        return source is self.pending or (source is self.current and self._need_keyframe)
 
     def offer(self, source: Source, frame: EncodedFrame) -> bool:
         """Take one frame of a subscribed source; True when it was queued for sending."""
