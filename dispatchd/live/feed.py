@@ -39,6 +39,7 @@ from dispatchd.live.protocol import (
 )
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
+from dispatchd.tasks import raise_if_cancelling
 from dispatchd.web.appkeys import CLOCK, METRICS, POOL, REDIS, SETTINGS
 
 log = structlog.get_logger("dispatchd.live.feed")
@@ -53,13 +54,6 @@ PRUNE_EVERY = 60.0  # seconds between retention passes of the relay
 ROW_COLUMNS = "seq, topic, entity_id, org_path, created_at, payload::text AS payload"
 
 RowListener = Callable[[Sequence[ChangeRow]], None]
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that an exception during cleanup replaced."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def record_row(r: asyncpg.Record) -> ChangeRow:
@@ -188,7 +182,7 @@ class Feed:
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     # redis-py can swallow a cancellation that arrives while it waits for a message.
-                    _raise_if_cancelling()
+                    raise_if_cancelling()
                     if msg is None:
                         if loop.time() - heard > SILENCE:
                             await self.backfill(None, "silence")
@@ -200,7 +194,7 @@ class Feed:
                 raise
             except Exception as exc:
                 self.subscribed.clear()
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 log.warning("feed_subscriber_error", error=f"{type(exc).__name__}: {exc}")
             finally:
                 try:
@@ -213,7 +207,7 @@ class Feed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 log.warning("feed_poll_error", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.relay_poll_interval)
 
@@ -237,7 +231,7 @@ class Feed:
             except Exception as exc:
                 # Cleanup after a cancellation (UNLISTEN, unlock on a connection still busy with the
                 # cancelled query) can raise and so hide the CancelledError: the task must still stop.
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 log.warning("relay_error", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(self.settings.relay_election_interval)
 

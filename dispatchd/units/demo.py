@@ -40,6 +40,7 @@ from dispatchd.channels.gps.jt808 import (
 )
 from dispatchd.domain.geo import haversine_m, initial_bearing_deg
 from dispatchd.domain.orgs import OrgTree
+from dispatchd.tasks import stop_tasks
 from dispatchd.units import service
 from dispatchd.units.appkeys import DEVICES, GPS_PORTS
 from dispatchd.units.devices import new_secret
@@ -328,6 +329,4 @@ async def run_demo(app: web.Application, speed: float | None = None) -> None:
                     log.info("demo_squad_member_not_added", error=f"{type(exc).__name__}: {exc}")
             await asyncio.gather(*tasks)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(tasks)

@@ -17,6 +17,7 @@ from typing import Any
 import av
 import structlog
 
+from dispatchd.tasks import stop_tasks
 from dispatchd.video.forward import ForwardedTrack, Source
 from dispatchd.video.framing import AUDIO_CLOCK, VIDEO_CLOCK, is_keyframe, vp8_size
 
@@ -98,9 +99,7 @@ class Recorder:
         """Stop, close the file and return its size in bytes."""
         for track in self.video + self.audio:
             track.show(None)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         container, self._container = self._container, None
         if container is not None:
             await asyncio.to_thread(container.close)

@@ -24,6 +24,7 @@ from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.store.users import User, find_for_login
+from dispatchd.tasks import stop_tasks
 from dispatchd.web.appkeys import POOL, SETTINGS
 from dispatchd.web.errors import ApiError
 
@@ -59,10 +60,7 @@ async def run_demo(app: web.Application) -> None:
             task.add_done_callback(tasks.discard)
             await asyncio.sleep(rng.expovariate(1 / MEAN_INTERVAL) / speed)
     finally:
-        desk.cancel()
-        for task in list(tasks):
-            task.cancel()
-        await asyncio.gather(desk, *tasks, return_exceptions=True)
+        await stop_tasks([desk, *tasks])
 
 
 async def _one_call(app: web.Application, rng: random.Random) -> None:

@@ -43,6 +43,7 @@ from dispatchd.channels.hotline.agent import (
 from dispatchd.channels.hotline.appkeys import HOTLINES
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
+from dispatchd.tasks import stop_tasks
 from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, SETTINGS
 
 log = structlog.get_logger("dispatchd.sip")
@@ -115,9 +116,7 @@ class SipEdge:
     async def close(self) -> None:
         for call in self.agent.calls():
             self.transmit(self.agent.hangup(call, self.app[CLOCK].monotonic()))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         for recorder in list(self._recorders.values()):
             recorder.close()
         self._recorders.clear()

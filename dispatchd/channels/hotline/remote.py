@@ -22,6 +22,7 @@ from aiohttp import web
 from dispatchd.channels.hotline import calls
 from dispatchd.store.keys import hotline_commands, hotline_instance, hotline_reply
 from dispatchd.store.users import User, get_user
+from dispatchd.tasks import raise_if_cancelling
 from dispatchd.web.appkeys import INSTANCE_ID, POOL, REDIS
 from dispatchd.web.errors import ApiError
 
@@ -104,14 +105,12 @@ async def serve_commands(app: web.Application) -> None:
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(hotline_commands(instance))
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
     next_beat = 0.0
     try:
         while True:
             # redis-py's get_message(timeout=…) can swallow a cancellation that lands while it
             # waits; the task still counts it, so leave as asked.
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
+            raise_if_cancelling()
             if loop.time() >= next_beat:
                 await redis.set(hotline_instance(instance), "1", ex=HEARTBEAT_TTL)
                 next_beat = loop.time() + HEARTBEAT_EVERY
