@@ -176,6 +176,13 @@ class Taxonomy:
         """The category with this code; KeyError when there is none."""
         return self.categories[code]
 
+    def display_name(self, code: str) -> dict[str, str]:
+        """``{"zh-CN", "en"}`` names of a category; a code no longer configured shows as itself."""
+        category = self.categories.get(code)
+        if category is None:
+            return {"zh-CN": code, "en": code}
+        return {"zh-CN": category.name, "en": category.name_en}
+
     def top_level(self) -> tuple[Category, ...]:
         """The categories without a parent, in file order (heart, incidents, hazards)."""
         return self._top

@@ -265,7 +265,6 @@ def _unit_name(tree: OrgTree, code: str | None) -> dict[str, Any] | None:
 def summary_json(row: Mapping[str, Any], tree: OrgTree, taxonomy: Taxonomy) -> dict[str, Any]:
     """A case without its timeline: what lists, the board and the change feed carry."""
     state = State(row["state"])
-    category = taxonomy.categories.get(row["category"])
     case = to_domain(row)
     location = None
     if row["lat"] is not None and row["lon"] is not None:
@@ -286,11 +285,7 @@ def summary_json(row: Mapping[str, Any], tree: OrgTree, taxonomy: Taxonomy) -> d
         "state_name": {"zh-CN": STATE_NAMES[state].zh, "en": STATE_NAMES[state].en},
         "version": row["version"],
         "category": row["category"],
-        "category_name": (
-            {"zh-CN": category.name, "en": category.name_en}
-            if category is not None
-            else {"zh-CN": row["category"], "en": row["category"]}
-        ),
+        "category_name": taxonomy.display_name(row["category"]),
         "priority": row["priority"],
         "description": row["description"],
         "channel": row["channel"],

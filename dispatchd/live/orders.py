@@ -180,17 +180,12 @@ async def is_member(conn: asyncpg.Connection, unit_id: int, user_id: int) -> boo
 
 def _case_info(app: web.Application, inc: Mapping[str, Any]) -> dict[str, Any]:
     """What the squad needs of the case, frozen into the order."""
-    category = app[TAXONOMY].categories.get(inc["category"])
     location = {"lat": inc["lat"], "lon": inc["lon"]} if inc["lat"] is not None and inc["lon"] is not None else None
     return {
         "id": inc["id"],
         "number": inc["number"],
         "category": inc["category"],
-        "category_name": (
-            {"zh-CN": category.name, "en": category.name_en}
-            if category is not None
-            else {"zh-CN": inc["category"], "en": inc["category"]}
-        ),
+        "category_name": app[TAXONOMY].display_name(inc["category"]),
         "priority": inc["priority"],
         "description": inc["description"],
         "place": {"location": location, "address": inc["address"], "grid": inc["grid"]},

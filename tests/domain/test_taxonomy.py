@@ -324,3 +324,11 @@ def test_loader_rejects_invalid_toml_and_no_categories(tmp_path: Path) -> None:
         load_text(tmp_path, "[limits")
     with pytest.raises(TaxonomyError, match="at least one"):
         load_text(tmp_path, LIMITS)
+
+
+def test_display_name_of_known_and_unknown_codes() -> None:
+    """A category shows its two names; a code no longer in the taxonomy shows as itself in both."""
+    taxonomy = load_taxonomy(Path(__file__).resolve().parents[2] / "config" / "taxonomy.toml")
+    first = taxonomy.top_level()[0]
+    assert taxonomy.display_name(first.code) == {"zh-CN": first.name, "en": first.name_en}
+    assert taxonomy.display_name("retired.code") == {"zh-CN": "retired.code", "en": "retired.code"}
