@@ -13,7 +13,6 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import structlog
@@ -262,10 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
-
-
-def _entry(*_: Any) -> None:  # pragma: no cover - console-script shim
-    sys.exit(main())
 
 
 if __name__ == "__main__":
