@@ -388,6 +388,7 @@ async def main(args: argparse.Namespace) -> None:
             "DISPATCHD_LOG_LEVEL": "warning",
             "DISPATCHD_LOG_FORMAT": "json",
             "DISPATCHD_DATA_DIR": str(tmp),
+            **dict(args.setting),
         }
         log_path = tmp / "dispatchd.log"
         log_file = log_path.open("wb")
@@ -483,6 +484,15 @@ async def main(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _setting(text: str) -> tuple[str, str]:
+    """``units.publish_interval_s=5`` -> ("DISPATCHD_UNITS_PUBLISH_INTERVAL_S", "5")."""
+    name, sep, value = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not (sep and dot and section and key):
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, got {text!r}")
+    return f"DISPATCHD_{section.upper()}_{key.upper()}", value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.gps", description=__doc__.splitlines()[0])
     p.add_argument("--jt808", type=int, default=9500, help="JT/T 808 terminals (one TCP connection each)")
@@ -490,6 +500,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=1.55, help="fixes per second per JT/T 808 terminal")
     p.add_argument("--osmand-rate", type=float, default=1.0, help="fixes per second per phone")
     p.add_argument("--duration", type=float, default=20, help="seconds measured")
+    p.add_argument(
+        "--set",
+        dest="setting",
+        action="append",
+        default=[],
+        type=_setting,
+        metavar="SECTION.KEY=VALUE",
+        help="a dispatchd setting for the run, e.g. units.publish_interval_s=5 (repeatable)",
+    )
     p.add_argument("--warmup", type=float, default=5, help="seconds of load before measuring")
     return p.parse_args(argv)
 

@@ -79,7 +79,7 @@ BOARD_OUT = {
         "change",
         {
             "seq": _INT,
-            "topic": {"type": "string", "description": "incident, unit, position, order, alert, call, meeting, ..."},
+            "topic": {"type": "string", "description": "incident, unit, positions, order, alert, call, meeting, ..."},
             "id": {"type": "string", "description": "the entity id within the topic"},
             "org": {"type": "string", "description": "owning org unit"},
             "at": _TIME,

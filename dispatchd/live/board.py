@@ -7,8 +7,9 @@ mask, so the bytes are valid on every connection), joins the frames a jurisdicti
 blob, and writes that blob to each client of the jurisdiction with a single ``transport.write``.
 Every message stays a standalone JSON text message with ``type`` (and ``seq`` for changes).
 
-Squad positions are changes too (topic ``position``): the position sink already writes at most one
-per unit per ``[units] publish_interval_s``, so the board gets every row and every seq exactly once.
+Squad positions are changes too (topic ``positions``): the position sink writes one row per org unit
+and tick, each unit in it at most once per ``[units] publish_interval_s``, so the board gets every
+row and every seq exactly once.
 
 A slow client never slows the others: when its transport buffer is above a high-water mark its
 frames wait in its own queue; past ``[live] queue_frames`` it is dropped with close code 4001

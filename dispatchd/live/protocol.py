@@ -132,7 +132,7 @@ class ChangeRow:
             seq=int(obj["seq"]),
             topic=str(obj["topic"]),
             entity_id=str(obj["id"]),
-            org_path=tuple(str(c) for c in obj["org_path"]),
+            org_path=tuple(obj["org_path"]),  # codes are JSON strings (row_json writes them)
             at=str(obj["at"]),
             data=obj.get("data"),
         )

@@ -122,10 +122,14 @@ async def test_position_changes_are_published_at_most_once_a_second(
     app_of: Any,
     clean_stores: StoreUrls,
 ) -> None:
-    """Three fixes within a second give one outbox row (topic position); a fix a second later gives another."""
+    """Three fixes within a second give one outbox row (topic positions, the unit's org) with the newest
+    fix; a fix a second later gives another row; two units of one township moving in the same tick
+    share one row."""
     duty = await make_user("duty_officer", COUNTY)
     unit = await make_unit(client, duty.headers, name="一组", kind="team")
+    other = await make_unit(client, duty.headers, name="二组", kind="team")
     device = await add_device(client, duty.headers, unit["id"], "osmand", "p-1")
+    other_device = await add_device(client, duty.headers, other["id"], "osmand", "p-9")
     app: web.Application = app_of(client)
     now = int(clock.now().timestamp())
     for i in range(3):
@@ -133,17 +137,20 @@ async def test_position_changes_are_published_at_most_once_a_second(
     await app[SINK].flush_pending()
     conn = await asyncpg.connect(clean_stores.database)
     try:
-        rows = await conn.fetch("SELECT entity_id, org_path, payload FROM outbox WHERE topic = 'position'")
-        assert len(rows) == 1 and rows[0]["entity_id"] == str(unit["id"]) and rows[0]["org_path"][-1] == MAYU
+        rows = await conn.fetch("SELECT entity_id, org_path, payload FROM outbox WHERE topic = 'positions'")
+        assert len(rows) == 1 and rows[0]["entity_id"] == MAYU and rows[0]["org_path"][-1] == MAYU
+        first = json.loads(rows[0]["payload"])["positions"]
+        assert [(p["unit_id"], p["lat"]) for p in first] == [(unit["id"], MAYU_LAT + 2e-4)]
         clock.advance(1)
         await _report(client, "p-1", device["key"], MAYU_LAT + 5e-4, MAYU_LON, now + 5)
+        await _report(client, "p-9", other_device["key"], MAYU_LAT, MAYU_LON + 1e-3, now + 5)
         await app[SINK].flush_pending()
-        rows = await conn.fetch("SELECT payload FROM outbox WHERE topic = 'position' ORDER BY seq")
+        rows = await conn.fetch("SELECT payload FROM outbox WHERE topic = 'positions' ORDER BY seq")
     finally:
         await conn.close()
-    payloads = [json.loads(r["payload"]) for r in rows]
+    payloads = [json.loads(r["payload"])["positions"] for r in rows]
     assert len(payloads) == 2
-    assert payloads[1]["unit_id"] == unit["id"] and payloads[1]["lat"] == MAYU_LAT + 5e-4
+    assert {p["unit_id"]: p["lat"] for p in payloads[1]} == {unit["id"]: MAYU_LAT + 5e-4, other["id"]: MAYU_LAT}
 
 
 async def test_track_window_and_order(

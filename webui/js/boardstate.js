@@ -1,8 +1,8 @@
 // What the board knows: the snapshot of /ws/board and every change after it, applied in order.
 // Pure data (no DOM), so that what the wall shows follows from the messages alone.
 //
-// Messages (docs/live.md): snapshot {seq, at, org, sections}, change {seq, topic, id, data},
-// position {unit_id, lat, lon, at, speed, heading}, heartbeat {at, head}.
+// Messages (docs/live.md): snapshot {seq, at, org, sections}, change {seq, topic, id, data} (topic
+// positions: data {positions: [{unit_id, lat, lon, at, speed, heading}]}), heartbeat {at, head}.
 import { noteServerTime, serverNow } from "./clock.js";
 import { isOpen } from "./model.js";
 
@@ -116,10 +116,10 @@ export class BoardState {
         else this.meetings.set(String(m.id), merged);
         return { topic: "meeting", event: data.change, item: merged, previous: prev };
       }
-      case "position": {
-        // Squad positions are changes too (at most one per unit per second).
-        const u = this.applyPosition(data);
-        return u ? { topic: "position", event: "moved", item: u, previous: null } : null;
+      case "positions": {
+        // Squad positions are changes too: one per org unit and tick, each unit at most once a second.
+        const moved = (data.positions || []).map((p) => this.applyPosition(p)).filter(Boolean);
+        return moved.length ? { topic: "positions", event: "moved", item: null, items: moved, previous: null } : null;
       }
       default:
         return { topic: msg.topic, event: data.event, item: data, previous: null };

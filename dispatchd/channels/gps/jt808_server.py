@@ -344,11 +344,14 @@ class Jt808Server:
     def _answer(self, stored: asyncio.Future[bool]) -> None:
         waiting = self._waiting.pop(stored, [])
         ok = not stored.cancelled() and stored.exception() is None and stored.result()
-        replies: dict[Jt808Connection, list[bytes]] = {}
+        replies: dict[Jt808Connection, bytes] = {}
         for conn, header, reply in waiting:
-            replies.setdefault(conn, []).append(reply if ok else conn._general(header, ReplyResult.FAILURE))
+            if not ok:
+                reply = conn._general(header, ReplyResult.FAILURE)
+            earlier = replies.get(conn)
+            replies[conn] = reply if earlier is None else earlier + reply
         for conn, out in replies.items():
-            conn._write(b"".join(out))
+            conn._write(out)
 
     def sweep(self) -> int:
         """Close connections silent for longer than the idle timeout; return how many."""

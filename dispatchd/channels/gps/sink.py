@@ -2,14 +2,16 @@
 
 No fix costs a Redis round trip, an INSERT or a log line of its own. :meth:`PositionSink.submit`
 is synchronous and cheap: it judges the fix against the unit's live position
-(:func:`dispatchd.domain.units.judge_fix`) and queues it. Two loops write what was queued:
+(:func:`dispatchd.domain.units.judge_fix`) and queues it. Three loops write what was queued:
 
-* live, every ``[units] live_flush_s``: the newest fix of each unit, one pipelined Lua call per
-  unit that updates the unit's hash and the GEO set unless Redis already holds a newer fix (another
-  instance, or a blind-area re-upload after a restart);
+* live, every ``[units] live_flush_s``: the newest fix of each unit, pipelined Lua calls (one per
+  ``LIVE_CHUNK`` units) that update each unit's hash and the GEO set unless Redis already holds a
+  newer fix (another instance, or a blind-area re-upload after a restart);
 * track, every ``[units] track_flush_s`` (at most a second): every accepted fix with one COPY into
-  ``track_points``, then, for units whose position changed and was last published at least
-  ``[units] publish_interval_s`` ago, one outbox row each (topic ``position``) in one statement.
+  ``track_points``;
+* publish, every half ``[units] publish_interval_s``: units whose position changed and was last
+  published at least ``publish_interval_s`` ago, one outbox row (topic ``positions``) per owning org
+  unit listing their new positions, in one statement.
 
 Callers that must not answer before the fix is stored await :meth:`PositionSink.written`.
 """
@@ -112,6 +114,9 @@ class PositionSink:
             for proto in ("osmand", "jt808", "squad")
             for use in (LIVE, TRACK_ONLY)
         }
+        # Accepted fixes are counted here and added to the metric at each live flush: a metric's
+        # inc() takes a lock, too dear once per fix.
+        self._counted: dict[tuple[str, str], int] = {}
 
     # -- in ------------------------------------------------------------------------------------
 
@@ -123,11 +128,11 @@ class PositionSink:
         """Judge and queue one fix; return the verdict (``live``, ``track_only`` or why it was refused)."""
         now = received_at or self.clock.now()
         verdict = judge_fix(fix, self._last.get(fix.unit_id), now, self.rules)
-        counter = self._fixes.get((fix.source, verdict))
-        if counter is None:
+        key = (fix.source, verdict)
+        if key not in self._fixes:
             self.metrics.gps_filtered.labels(fix.source, verdict).inc()
             return verdict
-        counter.inc()
+        self._counted[key] = self._counted.get(key, 0) + 1
         self._track.append(
             (
                 fix.unit_id,
@@ -182,6 +187,7 @@ class PositionSink:
 
     async def flush_live(self) -> bool:
         """Write the newest queued fix of each unit to Redis; False if that failed."""
+        self._fold_counts()
         async with self._live_lock:
             batch, self._live = self._live, {}
             try:
@@ -210,6 +216,11 @@ class PositionSink:
                 return False
             return True
 
+    def _fold_counts(self) -> None:
+        counted, self._counted = self._counted, {}
+        for key, n in counted.items():
+            self._fixes[key].inc(n)
+
     async def flush_track(self) -> None:
         async with self._track_lock:
             rows, self._track = self._track, []
@@ -236,7 +247,8 @@ class PositionSink:
                     done.set_result(ok)
 
     async def publish(self) -> None:
-        """Outbox rows (topic ``position``) for changed units, at most one per unit per interval."""
+        """Outbox rows (topic ``positions``, one per org unit) for changed units, each unit at most once
+        per interval."""
         if not self._dirty:
             return
         async with self._publish_lock:
@@ -255,23 +267,24 @@ class PositionSink:
                     "SELECT id, org_path FROM squad_units WHERE id = ANY($1::bigint[])", missing
                 ):
                     self._org_paths[r["id"]] = list(r["org_path"])
-            entity_ids: list[str] = []
-            paths: list[str] = []
-            payloads: list[str] = []
+            # One row per owning org unit and tick (topic ``positions``), not one per unit: the feed's
+            # cost is per row, and a county's squads move every second.
+            groups: dict[tuple[str, ...], list[str]] = {}
             for uid in sorted(due):
                 pos = self._last.get(uid)
                 path = self._org_paths.get(uid)
-                if pos is None or path is None:
+                if pos is None or not path:
                     continue
-                entity_ids.append(str(uid))
-                paths.append(",".join(path))
-                payloads.append(position_payload(uid, pos))
-            if entity_ids:
+                groups.setdefault(tuple(path), []).append(position_payload(uid, pos))
+            if groups:
+                entity_ids = [path[-1] for path in groups]
+                paths = [",".join(path) for path in groups]
+                payloads = ['{"positions": [' + ", ".join(items) + "]}" for items in groups.values()]
                 async with conn.transaction():
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
                     await conn.execute(
                         "INSERT INTO outbox (topic, entity_id, org_path, payload)"
-                        " SELECT 'position', e, string_to_array(p, ','), pl::jsonb"
+                        " SELECT 'positions', e, string_to_array(p, ','), pl::jsonb"
                         " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(e, p, pl, n)"
                         " ORDER BY n",
                         entity_ids,
@@ -333,7 +346,7 @@ def _json_num(value: float | None) -> str:
 
 
 def position_payload(unit_id: int, p: Position) -> str:
-    """The outbox payload of a position change, as JSON text (built directly: thousands a second).
+    """One unit's entry in a ``positions`` outbox row, as JSON text (built directly: thousands a second).
 
     The same fields as :meth:`Position.as_json` plus ``unit_id``.
     """

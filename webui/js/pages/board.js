@@ -356,7 +356,7 @@ function onMessage(msg) {
       break;
     case "change": {
       const r = state.applyChange(msg);
-      if (r && r.topic === "position") {
+      if (r && r.topic === "positions") {
         // Positions are the bulk of the feed: they redraw the squads only, at most once a second.
         scheduleUnits();
         break;
@@ -367,9 +367,6 @@ function onMessage(msg) {
       scheduleRender();
       break;
     }
-    case "position":
-      if (state.applyPosition(msg)) scheduleUnits();
-      break;
     case "heartbeat":
       if (msg.at) state.noteServerTime(msg.at);
       break;
