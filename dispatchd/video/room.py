@@ -80,6 +80,7 @@ class Participant:
     tapped: set[str] = field(default_factory=set)  # mids whose receiver hands on encoded frames
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_screen: str = ""
+    asked: tuple[int, int] = (0, 0)  # (video, audio) slots last asked for with ``renegotiate``
     closed: bool = False
 
     @property
@@ -203,6 +204,7 @@ class Room:
         if msg.type in CHAIR_ONLY and not p.is_chair:
             raise ProtocolError("not_chair", "只有主持人可以这样做", "only the chair may do this")
         if msg.type == "offer":
+            p.asked = (0, 0)
             answer = await self.negotiate(p, msg.str_field("sdp") or "")
             await p.send(dumps("answer", sdp=answer))
             await self.relayout(roster=True)
@@ -361,6 +363,29 @@ class Room:
             text = dumps("roster", participants=self.roster(), screen=self.screen.as_json())
             await asyncio.gather(*(p.send(text) for p in list(self.participants.values())))
         await asyncio.gather(*(self._screen_to(p) for p in list(self.participants.values())))
+        await asyncio.gather(*(self._ask_for_slots(p) for p in list(self.participants.values())))
+
+    async def _ask_for_slots(self, p: Participant) -> None:
+        """Ask for a new offer when ``p`` is to receive more of a kind than it has m-lines for.
+
+        Only for kinds it receives at all (a participant that offered no audio slot wants none) and
+        only once per need: its next offer resets the question. The page then adds ``recvonly``
+        transceivers up to ``video``/``audio`` and offers again on the same connection.
+        """
+        if p.pc is None or p.pc.remoteDescription is None or not p.slots:
+            return
+        have = {"video": 0, "audio": 0}
+        for slot in p.slots:
+            have[slot.kind] += 1
+        need = {"video": len(self.screen.shown_for(p.id)), "audio": len(self.screen.heard_by(p.id))}
+        wanted = tuple(max(have[k], need[k]) if have[k] else 0 for k in ("video", "audio"))
+        if wanted == (have["video"], have["audio"]) or all(
+            w <= a for w, a in zip(wanted, p.asked, strict=True)
+        ):
+            return
+        p.asked = (max(wanted[0], p.asked[0]), max(wanted[1], p.asked[1]))
+        log.info("renegotiate_asked", meeting_id=self.meeting.id, participant=p.id, video=wanted[0], audio=wanted[1])
+        await p.send(dumps("renegotiate", video=wanted[0], audio=wanted[1]))
 
     def _sources_of(self, pids: list[str], kind: str) -> list[Source | None]:
         out: list[Source | None] = []

@@ -80,6 +80,7 @@ class MeetingPeer:
         self._answer: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.on_track: Callable[[str, MediaStreamTrack], None] | None = None
+        self.asked: list[dict[str, Any]] = []  # the server's renegotiate messages
 
     @property
     def id(self) -> str:
@@ -118,6 +119,17 @@ class MeetingPeer:
         sdp = await asyncio.wait_for(self._answer, 20)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
+    async def add_slots(self, video: int, audio: int) -> None:
+        """Receive on ``video``/``audio`` m-lines of each kind (adding recvonly ones) and offer again."""
+        have = {"video": 0, "audio": 0}
+        for t in self.pc.getTransceivers():
+            if t.direction == "recvonly":
+                have[t.kind] += 1
+        for kind, want in (("video", video), ("audio", audio)):
+            for _ in range(want - have[kind]):
+                self.pc.addTransceiver(kind, direction="recvonly")
+        await self.negotiate()
+
     async def send(self, kind: str, **fields: Any) -> None:
         assert self.ws is not None
         await self.ws.send_str(json.dumps({"type": kind, **fields}))
@@ -138,6 +150,8 @@ class MeetingPeer:
                 self.screen = data
             elif kind == "roster":
                 self.roster = data["participants"]
+            elif kind == "renegotiate":
+                self.asked.append(data)
 
     async def _consume(self, mid: str, track: MediaStreamTrack) -> None:
         try:

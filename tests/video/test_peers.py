@@ -95,3 +95,32 @@ async def test_only_the_chair_commands_and_hands_reach_the_chair(
     finally:
         for peer in (chair, b, c):
             await peer.close()
+
+
+async def test_the_server_asks_for_a_new_offer_when_a_participant_lacks_slots(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A participant that offered one video slot is asked to renegotiate once the chair and a speaker are
+    both to be shown to it; after its new offer (on the same connection) it receives both."""
+    officer = await make_user("duty_officer", COUNTY)
+    data = await create_meeting(video_client, officer.headers, invite=["330381001", "330381002"])
+    chair = MeetingPeer(ws_url(video_client, data["chair_link"]["url"]), colour="red")
+    b = MeetingPeer(ws_url(video_client, data["links"][0]["url"]), colour="green")
+    c = MeetingPeer(ws_url(video_client, data["links"][1]["url"]), colour=None, slots=1)
+    try:
+        for peer in (chair, b, c):
+            await peer.join()
+        await c.wait_for(lambda: "red" in c.colours_seen())
+        assert c.asked == []  # the chair alone fits its one slot
+        await chair.send("rollcall", participant=b.id)
+        await c.wait_for(lambda: bool(c.asked))
+        assert c.asked[-1] == {"type": "renegotiate", "video": 2, "audio": 0}
+        await c.add_slots(video=2, audio=0)
+        await c.wait_for(lambda: c.slot_of(b.id) is not None and c.slot_of(chair.id) is not None)
+        mid = c.slot_of(b.id)
+        assert mid is not None
+        await c.wait_for(lambda: "green" in c.received[mid])
+        assert len(c.asked) == 1  # satisfied: not asked again
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()

@@ -110,6 +110,20 @@ async function startPeer() {
   await offer();
 }
 
+/** Receive on at least `video` video and `audio` audio m-lines, adding recvonly transceivers. */
+function addSlots(video, audio) {
+  const pc = state.pc;
+  const have = { video: 0, audio: 0 };
+  for (const tr of pc.getTransceivers()) {
+    const kind = tr.receiver.track && tr.receiver.track.kind;
+    if (tr.direction === "recvonly" && kind in have) have[kind] += 1;
+  }
+  for (let i = have.video; i < (video || 0); i++) {
+    preferCodec(pc.addTransceiver("video", { direction: "recvonly" }), "video", state.meeting.codec);
+  }
+  for (let i = have.audio; i < (audio || 0); i++) pc.addTransceiver("audio", { direction: "recvonly" });
+}
+
 async function offer() {
   const pc = state.pc;
   await pc.setLocalDescription(await pc.createOffer());
@@ -203,6 +217,8 @@ async function onMessage(msg) {
       await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
       break;
     case "renegotiate":
+      // The server is to send us more than we have m-lines for (e.g. a layout with more pictures).
+      addSlots(msg.video, msg.audio);
       await offer();
       break;
     case "roster":
