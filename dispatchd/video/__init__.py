@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dispatchd.web.appkeys import BOARD_SECTIONS, SETTINGS
+from dispatchd.web.appkeys import BOARD_SECTIONS, METRICS, SETTINGS
 
 
 def setup(app: web.Application) -> None:
@@ -14,7 +14,8 @@ def setup(app: web.Application) -> None:
     addresses = [a.strip() for a in app[SETTINGS].video.host_addresses.split(",") if a.strip()]
     if addresses:
         seam.limit_host_addresses(addresses)
-    app[service.ROOMS] = service.Rooms(app)
+    app[service.ROOMS] = rooms = service.Rooms(app)
+    app[METRICS].registry.register(service.VideoCollector(rooms))
     app.cleanup_ctx.append(service.rooms_ctx)
     from dispatchd.web.routing import add_routes
 

@@ -21,6 +21,21 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from dispatchd.video.framing import AUDIO_CLOCK, VIDEO_CLOCK, EncodedFrame
 
+
+class ForwardingTotals:
+    """This instance's forwarding counters, plain ints (one locked metric update per frame would cost
+    more than forwarding it); :mod:`dispatchd.video.service` reads them when metrics are scraped."""
+
+    __slots__ = ("frames_in", "frames_out", "keyframe_requests", "renegotiations", "skips")
+
+    def __init__(self) -> None:
+        self.frames_in = {"video": 0, "audio": 0}  # frames received from publishers, by kind
+        self.frames_out = {"video": 0, "audio": 0}  # frames queued to subscribers, by kind
+        self.keyframe_requests = 0  # PLIs sent to publishers
+        self.skips = 0  # a slow subscriber's queue dropped to the next keyframe
+        self.renegotiations = 0  # new offers the server asked participants for
+
+
 # A keyframe request stays outstanding for this many frames of the source (about a second at
 # 30 fps); further requests in that time are answered by the same keyframe.
 KEYFRAME_REQUEST_FRAMES = 30
@@ -35,8 +50,10 @@ class Source:
         kind: str,
         codec: str,
         request_keyframe: Callable[[], None] | None = None,
+        totals: ForwardingTotals | None = None,
     ) -> None:
         self.participant = participant
+        self.totals = totals or ForwardingTotals()
         self.kind = kind
         self.codec = codec.upper()
         self.clock_rate = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
@@ -54,6 +71,8 @@ class Source:
     def deliver(self, frame: EncodedFrame) -> None:
         """Hand one encoded frame to every subscriber (called on the event loop)."""
         self.frames_in += 1
+        totals = self.totals
+        totals.frames_in[self.kind] += 1
         if frame.keyframe:
             self.keyframes += 1
             self._request_age = None
@@ -65,9 +84,12 @@ class Source:
                     self.request_keyframe()  # someone still waits: ask again rather than never
         if frame.discontinuity and self.kind == "video":
             self.request_keyframe()
+        sent = 0
         for track in list(self.subscribers):
             if track.offer(self, frame):
-                self.frames_out += 1
+                sent += 1
+        self.frames_out += sent
+        totals.frames_out[self.kind] += sent
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe (RTCP PLI), at most one outstanding at a time."""
@@ -75,6 +97,7 @@ class Source:
             return
         self._request_age = 0
         self.keyframe_requests += 1
+        self.totals.keyframe_requests += 1
         self._request_keyframe()
 
     def end(self) -> None:
@@ -86,9 +109,12 @@ class Source:
 class ForwardedTrack(MediaStreamTrack):
     """What one receiving slot shows: frames of at most one source at a time, as encoded packets."""
 
-    def __init__(self, kind: str, *, queue_frames: int = 30, label: str = "") -> None:
+    def __init__(
+        self, kind: str, *, queue_frames: int = 30, label: str = "", totals: ForwardingTotals | None = None
+    ) -> None:
         super().__init__()
         self.kind = kind
+        self.totals = totals or ForwardingTotals()
         self.label = label
         self.clock_rate = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
         self._time_base = fractions.Fraction(1, self.clock_rate)
@@ -186,6 +212,7 @@ class ForwardedTrack(MediaStreamTrack):
     def _skip_to_keyframe(self) -> None:
         """The subscriber is behind: drop what is queued and resume at a keyframe."""
         self.skips += 1
+        self.totals.skips += 1
         while not self._queue.empty():
             self._queue.get_nowait()
         if self.kind == "video":

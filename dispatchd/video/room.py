@@ -29,7 +29,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from dispatchd.config import VideoSettings
 from dispatchd.video import seam
-from dispatchd.video.forward import ForwardedTrack, Source
+from dispatchd.video.forward import ForwardedTrack, ForwardingTotals, Source
 from dispatchd.video.layout import LayoutError, Screen
 from dispatchd.video.signalling import CHAIR_ONLY, Message, ProtocolError, candidate_fields, dumps
 from dispatchd.video.store import Invite, Meeting
@@ -114,8 +114,10 @@ class Room:
         monotonic: Callable[[], float],
         audit: Actor,
         recording: RecordingSwitch | None = None,
+        totals: ForwardingTotals | None = None,
     ) -> None:
         self.meeting = meeting
+        self.totals = totals or ForwardingTotals()
         self.settings = settings
         self.invites = {inv.participant_id: inv for inv in invites}
         self.participants: dict[str, Participant] = {}
@@ -306,13 +308,15 @@ class Room:
             )
         assert t.mid is not None
         if sends and t.mid not in p.tapped:
-            source = Source(p.id, kind, codec)
+            source = Source(p.id, kind, codec, totals=self.totals)
             tap = seam.tap_receiver(t.receiver, kind, codec, source.deliver)
             source._request_keyframe = tap.request_keyframe
             self.publish(p, kind, source)
             p.tapped.add(t.mid)
         if receives and not any(s.mid == t.mid for s in p.slots):
-            track = ForwardedTrack(kind, queue_frames=self.settings.queue_frames, label=f"{p.id}:{t.mid}")
+            track = ForwardedTrack(
+                kind, queue_frames=self.settings.queue_frames, label=f"{p.id}:{t.mid}", totals=self.totals
+            )
             t.sender.replaceTrack(track)
             seam.on_keyframe_request(t.sender, track.request_keyframe)
             track.on_change = lambda _track: self.later(self._screen_to(p))
@@ -384,6 +388,7 @@ class Room:
         ):
             return
         p.asked = (max(wanted[0], p.asked[0]), max(wanted[1], p.asked[1]))
+        self.totals.renegotiations += 1
         log.info("renegotiate_asked", meeting_id=self.meeting.id, participant=p.id, video=wanted[0], audio=wanted[1])
         await p.send(dumps("renegotiate", video=wanted[0], audio=wanted[1]))
 

@@ -9,8 +9,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from dispatchd.video import store
+from dispatchd.video.forward import ForwardingTotals
 from dispatchd.video.recording import Recorder
 from dispatchd.video.room import Room
 from dispatchd.video.signalling import ProtocolError
@@ -27,6 +30,7 @@ class Rooms:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.rooms: dict[int, Room] = {}
+        self.totals = ForwardingTotals()
         self._lock = asyncio.Lock()
 
     async def open(self, meeting: Meeting) -> Room:
@@ -44,7 +48,15 @@ class Rooms:
                         conn, meeting, "chair", action, detail, self.app[CLOCK].now(), publish=publish
                     )
 
-            room = Room(meeting, invites, settings, self.app[CLOCK].monotonic, audit, self.set_recording)
+            room = Room(
+                meeting,
+                invites,
+                settings,
+                self.app[CLOCK].monotonic,
+                audit,
+                self.set_recording,
+                totals=self.totals,
+            )
             self.rooms[meeting.id] = room
             for inv in invites:
                 if inv.kind == "rtsp":
@@ -62,6 +74,7 @@ class Rooms:
             room.meeting.codec,
             p.id,
             transport=self.app[SETTINGS].video.rtsp_transport,
+            totals=self.totals,
         )
         room.pullers[p.id] = puller
 
@@ -122,12 +135,70 @@ class Rooms:
             del self.rooms[room.meeting.id]
             log.info("room_closed", meeting_id=room.meeting.id)
 
-    def frames_forwarded(self) -> int:
-        total = 0
-        for room in self.rooms.values():
+
+
+class VideoCollector(Collector):
+    """The video metrics, read from the rooms and the forwarding totals when metrics are scraped."""
+
+    def __init__(self, rooms: Rooms) -> None:
+        self.rooms = rooms
+
+    def collect(self) -> list[Metric]:
+        rooms = [r for r in self.rooms.rooms.values() if not r.closed]
+        totals = self.rooms.totals
+        sources = GaugeMetricFamily(
+            "dispatchd_video_sources", "tracks published to this instance", labels=["kind"]
+        )
+        streams = GaugeMetricFamily(
+            "dispatchd_video_forwarded_streams",
+            "receiving slots showing a source now (streams forwarded)",
+            labels=["kind"],
+        )
+        published = {"video": 0, "audio": 0}
+        forwarded = {"video": 0, "audio": 0}
+        for room in rooms:
             for p in room.participants.values():
-                total += sum(s.frames_out for s in p.sources.values())
-        return total
+                for kind in p.sources:
+                    published[kind] = published.get(kind, 0) + 1
+                for slot in p.slots:
+                    if slot.track.current is not None:
+                        forwarded[slot.kind] = forwarded.get(slot.kind, 0) + 1
+        frames = CounterMetricFamily(
+            "dispatchd_video_frames",
+            "encoded frames received from publishers (in) and queued to subscribers (out)",
+            labels=["direction", "kind"],
+        )
+        for kind in ("video", "audio"):
+            sources.add_metric([kind], published.get(kind, 0))
+            streams.add_metric([kind], forwarded.get(kind, 0))
+            frames.add_metric(["in", kind], totals.frames_in[kind])
+            frames.add_metric(["out", kind], totals.frames_out[kind])
+        return [
+            GaugeMetricFamily("dispatchd_video_rooms", "meetings with a live room on this instance", len(rooms)),
+            GaugeMetricFamily(
+                "dispatchd_video_participants",
+                "participants connected to this instance's rooms",
+                sum(r.online for r in rooms),
+            ),
+            sources,
+            streams,
+            frames,
+            CounterMetricFamily(
+                "dispatchd_video_keyframe_requests",
+                "keyframe requests (PLI) sent to publishers",
+                totals.keyframe_requests,
+            ),
+            CounterMetricFamily(
+                "dispatchd_video_subscriber_skips",
+                "times a slow subscriber's queue was dropped to the next keyframe",
+                totals.skips,
+            ),
+            CounterMetricFamily(
+                "dispatchd_video_renegotiations",
+                "new offers the server asked participants for (renegotiate)",
+                totals.renegotiations,
+            ),
+        ]
 
 
 async def room_broadcast(room: Room, kind: str, **fields: Any) -> None:

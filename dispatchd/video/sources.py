@@ -18,7 +18,7 @@ from typing import Any
 import av
 import structlog
 
-from dispatchd.video.forward import Source
+from dispatchd.video.forward import ForwardingTotals, Source
 from dispatchd.video.framing import VIDEO_CLOCK, EncodedFrame, h264_nal_types, is_keyframe
 
 log = structlog.get_logger("dispatchd.video")
@@ -27,12 +27,20 @@ _CODEC_NAMES = {"VP8": "vp8", "H264": "h264"}
 
 
 class RtspPuller:
-    def __init__(self, url: str, codec: str, participant: str, *, transport: str = "tcp") -> None:
+    def __init__(
+        self,
+        url: str,
+        codec: str,
+        participant: str,
+        *,
+        transport: str = "tcp",
+        totals: ForwardingTotals | None = None,
+    ) -> None:
         self.url = url
         self.codec = codec.upper()
         self.participant = participant
         self.transport = transport
-        self.source = Source(participant, "video", self.codec)
+        self.source = Source(participant, "video", self.codec, totals=totals)
         self.error: str | None = None
         self.frames = 0
         self._stop = threading.Event()

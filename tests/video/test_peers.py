@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -121,6 +122,49 @@ async def test_the_server_asks_for_a_new_offer_when_a_participant_lacks_slots(
         assert mid is not None
         await c.wait_for(lambda: "green" in c.received[mid])
         assert len(c.asked) == 1  # satisfied: not asked again
+        assert (await scrape(video_client))["dispatchd_video_renegotiations_total"] == 1
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()
+
+
+async def scrape(client: TestClient[Any, Any]) -> dict[str, float]:
+    """The samples of GET /metrics, by name with labels as written (``name{a="b"}``)."""
+    r = await client.get("/metrics")
+    assert r.status == 200
+    text = await r.text()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.M)}
+
+
+async def test_metrics_count_rooms_streams_frames_and_keyframe_requests(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """/metrics shows this instance's room, its connected participants, the streams forwarded now, the
+    frames in and out and the keyframe requests a roll call causes; the frame counters only grow."""
+    chair, b, c = await _three(video_client, make_user)
+    try:
+        await b.wait_for(lambda: "red" in b.colours_seen())
+        await c.wait_for(lambda: "red" in c.colours_seen())
+        first = await scrape(video_client)
+        assert first["dispatchd_video_rooms"] == 1
+        assert first["dispatchd_video_participants"] == 3
+        assert first['dispatchd_video_sources{kind="video"}'] == 3
+        # B and C each receive the chair; nobody else is on screen yet.
+        assert first['dispatchd_video_forwarded_streams{kind="video"}'] == 2
+        assert first['dispatchd_video_frames_total{direction="in",kind="video"}'] > 0
+        assert first['dispatchd_video_frames_total{direction="out",kind="video"}'] > 0
+        requests = first["dispatchd_video_keyframe_requests_total"]
+        await chair.send("rollcall", participant=b.id)
+        await c.wait_for(lambda: "green" in c.colours_seen())
+        second = await scrape(video_client)
+        # The chair and C now also receive B; switching asked B for a keyframe.
+        assert second['dispatchd_video_forwarded_streams{kind="video"}'] == 4
+        assert second["dispatchd_video_keyframe_requests_total"] > requests
+        for key in (
+            'dispatchd_video_frames_total{direction="in",kind="video"}',
+            'dispatchd_video_frames_total{direction="out",kind="video"}',
+        ):
+            assert second[key] > first[key]
     finally:
         for peer in (chair, b, c):
             await peer.close()
