@@ -30,6 +30,7 @@ import contextlib
 import fractions
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -53,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from dispatchd.video import seam  # noqa: E402
 from dispatchd.video.forward import ForwardedTrack, Source  # noqa: E402
-from dispatchd.video.framing import EncodedFrame  # noqa: E402
+from dispatchd.video.framing import EncodedFrame, unwrap16  # noqa: E402
 
 FPS = 30
 # Below this share of the expected frames an SFU's CPU figure is not comparable.
@@ -95,14 +96,17 @@ def encoded_clip(frames: int = 60, width: int = 640, height: int = 480) -> list[
 class ClipTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, clip: list[bytes]) -> None:
+    def __init__(self, clip: list[bytes], phase: float = 0.0) -> None:
         super().__init__()
         self.clip, self.n = clip, 0
-        self.start = time.monotonic()
+        self.start = time.monotonic() + phase / FPS  # phase: where in a frame time this camera ticks
 
     async def recv(self) -> av.Packet:
         self.n += 1
-        await asyncio.sleep(max(0.0, self.start + self.n / FPS - time.monotonic()))
+        delay = self.start + self.n / FPS - time.monotonic()
+        if delay < -2 / FPS:
+            self.start -= delay  # this process was held up: go on from now, as a camera would, no burst
+        await asyncio.sleep(max(0.0, delay))
         packet = av.Packet(self.clip[self.n % len(self.clip)])
         packet.pts = self.n * (90000 // FPS)
         packet.time_base = fractions.Fraction(1, 90000)
@@ -114,6 +118,23 @@ def process_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def udp_drops(pid: int) -> int:
+    """Datagrams the kernel dropped on a process's UDP sockets (receive buffer full), from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    drops = 0
+    for table in ("udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                drops += int(fields[12])
+    return drops
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
@@ -186,9 +207,16 @@ async def sfu_server(port: int, address: str) -> None:
         return web.json_response({"sdp": pc.localDescription.sdp, "type": "answer"})
 
     async def latencies(request: web.Request) -> web.Response:
-        delays = TimedTrack.delays[-20000:]
+        delays = sorted(TimedTrack.delays)
         TimedTrack.delays.clear()
-        return web.json_response(delays)
+        if not delays:
+            return web.json_response({})
+        return web.json_response(
+            {
+                "added_latency_ms_median": round(1000 * statistics.median(delays), 3),
+                "added_latency_ms_p95": round(1000 * delays[int(0.95 * (len(delays) - 1))], 3),
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/publish", publish)
@@ -212,16 +240,55 @@ class Sfu:
     publish: Callable[[RTCPeerConnection], Awaitable[None]]
     # Negotiate a subscriber's connection to publisher number ``k``.
     subscribe: Callable[[RTCPeerConnection, int], Awaitable[None]]
-    # Server-side added latencies (seconds) since the last call, where the SFU reports them.
-    latencies: Callable[[], Awaitable[list[float]]] | None = None
+    # Median and 95th percentile of the latency the server added since the last call, if it tells.
+    latencies: Callable[[], Awaitable[dict[str, float]]] | None = None
 
 
 class Counter:
+    """Frames one subscriber received, counted in one of two ways (``--light-receivers``).
+
+    By default aiortc receives them as any peer would (SRTP, RTP parsing, NACK and RTCP reports)
+    and dispatchd's framing counts complete frames. Light: the packets are counted on the socket
+    from the RTP header alone — which SRTP leaves in the clear (RFC 3711 section 3.1) — a frame per
+    marker bit (RFC 3550 section 5.1), a packet lost per sequence number never seen; nothing is
+    decrypted, and the subscriber sends no receiver reports.
+    """
+
     def __init__(self) -> None:
         self.frames = 0
+        self.packets = 0
+        self._first: int | None = None
+        self._highest = 0
 
     def count(self, frame: EncodedFrame) -> None:
         self.frames += 1
+
+    @property
+    def lost(self) -> int:
+        return 0 if self._first is None else self._highest - self._first + 1 - self.packets
+
+    def count_on_socket(self, pc: RTCPeerConnection) -> None:
+        """Count the connection's media packets before aioice and aiortc see them (light mode)."""
+        answer = pc.remoteDescription if pc.remoteDescription.type == "answer" else pc.localDescription
+        payload_type = int(re.search(r"a=rtpmap:(\d+) VP8/90000", answer.sdp, re.IGNORECASE)[1])  # type: ignore[index]
+        connection = pc.getTransceivers()[0].receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            passed_on = protocol.datagram_received  # STUN, DTLS, RTCP and anything else
+
+            def datagram_received(data: bytes, addr: Any, passed_on: Any = passed_on) -> None:
+                if 127 < data[0] < 192 and data[1] & 0x7F == payload_type:
+                    seq = int.from_bytes(data[2:4])
+                    if self._first is None:
+                        self._first = self._highest = seq
+                    else:
+                        seq = unwrap16(seq, self._highest)
+                        self._highest = max(self._highest, seq)
+                    self.packets += 1
+                    self.frames += data[1] >> 7
+                else:
+                    passed_on(data, addr)
+
+            protocol.datagram_received = datagram_received
 
 
 def counting_peer(counter: Counter) -> RTCPeerConnection:
@@ -249,27 +316,35 @@ async def connected(pcs: list[RTCPeerConnection], what: str, within: float) -> N
 async def drive(args: argparse.Namespace, clip: list[bytes], sfu: Sfu) -> dict[str, Any]:
     pcs: list[RTCPeerConnection] = []
     counters = [Counter() for _ in range(args.subscribers)]
+    # Independent cameras: their frame times are spread evenly rather than all at once.
+    clips = [ClipTrack(clip, k / args.publishers) for k in range(args.publishers)]
     try:
-        for _ in range(args.publishers):
+        for track in clips:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             pcs.append(pc)
-            pc.addTransceiver(ClipTrack(clip), direction="sendonly")
+            pc.addTransceiver(track, direction="sendonly")
             await sfu.publish(pc)
         await connected(pcs, "publisher", 15)
         for k, counter in enumerate(counters):
             pc = counting_peer(counter)
             pcs.append(pc)
             await sfu.subscribe(pc, k % args.publishers)
+            if args.light_receivers:
+                counter.count_on_socket(pc)
         await connected(pcs[args.publishers :], "subscriber", 15 + 0.1 * len(counters))
         await asyncio.sleep(args.warmup)
         if sfu.latencies is not None:
             await sfu.latencies()  # drop the warm-up's
-        before = [c.frames for c in counters]
+        before, sent0 = [c.frames for c in counters], sum(t.n for t in clips)
+        lost0 = sum(c.lost for c in counters)
+        drops0 = udp_drops(sfu.pid), udp_drops(os.getpid())
         cpu0, own0, t0 = process_cpu(sfu.pid), process_cpu(os.getpid()), time.monotonic()
         await asyncio.sleep(args.seconds)
         cpu1, own1, t1 = process_cpu(sfu.pid), process_cpu(os.getpid()), time.monotonic()
-        after = [c.frames for c in counters]
-        delays = await sfu.latencies() if sfu.latencies is not None else []
+        drops1 = udp_drops(sfu.pid), udp_drops(os.getpid())
+        after, sent1 = [c.frames for c in counters], sum(t.n for t in clips)
+        lost = sum(c.lost for c in counters) - lost0
+        latency = await sfu.latencies() if sfu.latencies is not None else {}
     finally:
         for pc in pcs:
             with contextlib.suppress(Exception):
@@ -286,14 +361,17 @@ async def drive(args: argparse.Namespace, clip: list[bytes], sfu: Sfu) -> dict[s
         "cpu_percent_per_stream": round(100 * cpu_share / streams, 3),
         "frames_received_per_second": round(received, 1),
         "expected_frames_per_second": expected,
+        "frames_published_per_second": round((sent1 - sent0) / wall, 1),
         "subscribers_below_90_percent": sum(
             (a - b) / wall < 0.9 * FPS for a, b in zip(after, before, strict=True)
         ),
         "load_generator_cpu_percent_of_core": round(100 * (own1 - own0) / wall, 1),
+        "udp_drops_sfu": drops1[0] - drops0[0],
+        "udp_drops_load_generator": drops1[1] - drops0[1],
     }
-    if delays:
-        result["added_latency_ms_median"] = round(1000 * statistics.median(delays), 3)
-        result["added_latency_ms_p95"] = round(1000 * sorted(delays)[int(0.95 * (len(delays) - 1))], 3)
+    if args.light_receivers:
+        result["rtp_packets_lost"] = lost
+    result.update(latency)
     if received < MIN_DELIVERED * expected:
         result["error"] = (
             f"delivered {received:.0f} of {expected} frames/s"
@@ -324,9 +402,9 @@ async def load_dispatchd(args: argparse.Namespace, clip: list[bytes]) -> dict[st
                 async with http.post(base + path, json=offer) as resp:
                     await pc.setRemoteDescription(RTCSessionDescription(**await resp.json()))
 
-            async def latencies() -> list[float]:
+            async def latencies() -> dict[str, float]:
                 async with http.get(base + "/latencies") as resp:
-                    return list(await resp.json())
+                    return dict(await resp.json())
 
             sfu = Sfu(
                 "dispatchd",
@@ -345,7 +423,7 @@ async def load_dispatchd(args: argparse.Namespace, clip: list[bytes]) -> dict[st
 # session_timeout = 0: the load generator sends no keep-alives while it measures.
 JANUS_CONF = """general: {{ configs_folder = "{d}" plugins_folder = "{lib}/plugins" transports_folder = "{lib}/transports"
  events_folder = "{lib}/events" loggers_folder = "{lib}/loggers"
- admin_secret = "bench" session_timeout = 0 }}
+ admin_secret = "bench" session_timeout = 0 {event_loops}}}
 media: {{ rtp_port_range = "40000-40999" }}
 nat: {{ nice_debug = false ignore_mdns = true ice_enforce_list = "{address}" }}
 plugins: {{ disable = "libjanus_audiobridge.so,libjanus_echotest.so,libjanus_recordplay.so,libjanus_sip.so,libjanus_nosip.so,libjanus_streaming.so,libjanus_textroom.so,libjanus_videocall.so,libjanus_voicemail.so,libjanus_lua.so,libjanus_duktape.so" }}
@@ -431,7 +509,14 @@ async def load_janus(args: argparse.Namespace, clip: list[bytes]) -> dict[str, A
         raise BenchError("janus not installed (apt-get install janus)")
     conf = Path(tempfile.mkdtemp(prefix="bench-janus-"))
     port = 18_800 + os.getpid() % 100
-    (conf / "janus.jcfg").write_text(JANUS_CONF.format(d=conf, lib=JANUS_LIB, address=args.address))
+    (conf / "janus.jcfg").write_text(
+        JANUS_CONF.format(
+            d=conf,
+            lib=JANUS_LIB,
+            address=args.address,
+            event_loops=f"event_loops = {args.janus_event_loops} " if args.janus_event_loops else "",
+        )
+    )
     (conf / "janus.transport.http.jcfg").write_text(JANUS_HTTP.format(port=port))
     (conf / "janus.plugin.videoroom.jcfg").write_text(JANUS_ROOM)
     command = [binary, "-F", str(conf), "-C", str(conf / "janus.jcfg"), "-N", "-o"]
@@ -481,8 +566,20 @@ async def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument(
+        "--light-receivers",
+        action="store_true",
+        help="count frames from RTP headers on the socket (no SRTP, no aiortc receive path): far cheaper",
+    )
     parser.add_argument("--address", help="the one ICE host address of every peer (default: this machine's)")
     parser.add_argument("--janus", action="store_true", help="also measure Janus VideoRoom on the same load")
+    parser.add_argument(
+        "--janus-event-loops",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Janus's event_loops: N media threads shared by all handles (default: a thread per handle)",
+    )
     parser.add_argument("--janus-log", metavar="FILE", help="Janus's output at debug level 4, for debugging")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -495,6 +592,7 @@ async def main() -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     if args.target:
         args.publishers, args.subscribers = TARGET_PUBLISHERS, TARGET_SUBSCRIBERS
+        args.light_receivers = True
     args.address = args.address or machine_address()
     if args.address is None:
         parser.error("no non-loopback IPv4 address to use (Janus ignores loopback): give one with --address")
