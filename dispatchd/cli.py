@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -90,6 +91,26 @@ async def store_connection(settings: Settings) -> AsyncIterator[asyncpg.Connecti
             await asyncio.to_thread(stores.stop_started)
 
 
+# The cyclic garbage collector's first-generation threshold while serving (CPython's default: 700).
+GC_THRESHOLD = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector from costing a fifth of the daemon's time under load.
+
+    With CPython's defaults, thousands of fixes a second (each a few objects that live until the next
+    batched write) trigger a collection every few hundred allocations and promote half-second-old
+    objects into the oldest generation, so full collections of the whole heap run every second or
+    two and stop the event loop for hundreds of milliseconds (measured with ``bench.gps``: a sixth to
+    a quarter of the process's time). Everything built at start-up (modules, configuration, the org
+    tree) is frozen out of collection, and the youngest generation is collected every 10,000
+    allocations, by which time a batch's objects are freed by reference counting.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    log.debug("gc_tuned", frozen=gc.get_freeze_count(), threshold=GC_THRESHOLD)
+
+
 async def _serve(app: web.Application, settings: Settings) -> None:
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout
@@ -104,6 +125,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
         await site.start()
         for addr in runner.addresses:
             log.info("listening", address=f"http://{addr[0]}:{addr[1]}", version=__version__)
+        tune_gc()
         await stop.wait()
         log.info("stopping", reason="signal")
     finally:
