@@ -16,7 +16,13 @@ from typing import Any
 import av
 import numpy as np
 from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "white": (230, 230, 230)}
@@ -67,7 +73,9 @@ class MeetingPeer:
         self.slots = slots
         self.track = track
         self.decode = decode
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle like the server and the page: with aiortc's default "balanced" policy the audio
+        # m-lines get a transport of their own, which the server's all-in-one BUNDLE answer leaves unused.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.session: ClientSession | None = None
         self.ws: ClientWebSocketResponse | None = None
         self.messages: list[dict[str, Any]] = []
@@ -166,10 +174,10 @@ class MeetingPeer:
         except Exception:
             return
 
-    def slot_of(self, participant: str) -> str | None:
-        """The mid on which this peer is being sent ``participant``'s video, per the last screen."""
+    def slot_of(self, participant: str, kind: str = "video") -> str | None:
+        """The mid on which this peer is being sent ``participant``'s video (or audio), per the last screen."""
         for slot in self.screen.get("slots", []):
-            if slot["kind"] == "video" and slot["participant"] == participant:
+            if slot["kind"] == kind and slot["participant"] == participant:
                 return str(slot["mid"])
         return None
 
