@@ -1,0 +1,67 @@
+"""Debian's Firefox ESR, headless with a fake camera and microphone, in a meeting (over WebDriver BiDi)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import COUNTY, UserFactory, require_tool
+from tests.video.conftest import create_meeting, ws_url
+from tests.video.firefox import Firefox, launch
+from tests.video.peers import MeetingPeer
+from tests.video.test_browser import page_url, poll
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+async def firefox() -> AsyncIterator[Firefox]:
+    async with launch(require_tool("firefox-esr")) as browser:
+        yield browser
+
+
+async def test_firefox_decodes_and_publishes_through_the_server(
+    video_client: TestClient[Any, Any], make_user: UserFactory, firefox: Firefox
+) -> None:
+    """Firefox joins a meeting from its link, with its default autoplay policy, and
+
+    (b) decodes the aiortc chair's video: framesDecoded rises on the inbound-rtp report of the m-line
+        the server says carries the chair, and that tile is shown, captioned and playing;
+    (a) after the chair's roll call (点名), publishes: the chair's aiortc peer decodes video and audio
+        frames on the slots that carry the Firefox site;
+
+    and the page logs no console or JavaScript error and requests nothing off this machine."""
+    officer = await make_user("duty_officer", COUNTY)
+    data = await create_meeting(video_client, officer.headers, invite=["330381001"])
+    site_id = data["links"][0]["participant"]
+    chair = MeetingPeer(ws_url(video_client, data["chair_link"]["url"]), colour="red", audio=True)
+    await chair.join()
+    tab = await firefox.new_tab()
+    try:
+        await tab.goto(page_url(video_client, data["links"][0]["url"]))
+
+        async def plays_chair() -> bool:
+            got = await tab.evaluate("window.meet.decodedByParticipant()")
+            return bool(got.get(chair.id, 0) > 5)
+
+        await poll(plays_chair)
+        tile = f"document.querySelector('.tile[data-participant=\"{chair.id}\"]')"
+        assert await tab.evaluate(f"!{tile}.hidden && !{tile}.querySelector('video').paused")
+        assert (
+            await tab.evaluate(f"{tile}.querySelector('figcaption').textContent") == "瑞安市（主持） · 主持"
+        )
+        assert await tab.evaluate("document.querySelector('#status').dataset.i18n") == "connected"
+
+        await chair.send("rollcall", participant=site_id)
+        await chair.wait_for(lambda: chair.slot_of(site_id) is not None)
+        video_mid = chair.slot_of(site_id)
+        audio_mid = chair.slot_of(site_id, "audio")
+        assert video_mid is not None and audio_mid is not None
+        await chair.wait_for(lambda: chair.frames_by_mid[video_mid] > 10)
+        await chair.wait_for(lambda: chair.frames_by_mid[audio_mid] > 25)  # half a second of Opus
+        tab.check()
+    finally:
+        await chair.close()
