@@ -65,3 +65,26 @@ async def test_firefox_decodes_and_publishes_through_the_server(
         tab.check()
     finally:
         await chair.close()
+
+
+async def test_firefox_without_the_meetings_codec_says_so(
+    video_client: TestClient[Any, Any], make_user: UserFactory, firefox: Firefox
+) -> None:
+    """An H.264 meeting in a Firefox that has no H.264 (its OpenH264 plugin is a download that a
+    closed network never gets) ends the join at once with a message naming the codec, instead of an
+    offer the server must refuse and a page left "connecting"."""
+    officer = await make_user("duty_officer", COUNTY)
+    data = await create_meeting(video_client, officer.headers, invite=["330381001"], codec="H264")
+    tab = await firefox.new_tab()
+    await tab.goto(page_url(video_client, data["links"][0]["url"]))
+    caps = await tab.evaluate("RTCRtpReceiver.getCapabilities('video').codecs.map((c) => c.mimeType)")
+    if "video/H264" in caps:
+        pytest.skip("this Firefox has the OpenH264 plugin")
+
+    async def refused() -> bool:
+        return bool(await tab.evaluate("document.querySelector('#status').dataset.i18n") == "failed")
+
+    await poll(refused, 10)
+    assert "H264" in await tab.evaluate("document.querySelector('#error').textContent")
+    assert await tab.evaluate("window.meet.pc") is None
+    tab.check()

@@ -11,6 +11,7 @@ const TEXT = {
     end: "结束会议", sites: "参会方", rollcall: "点名", mute: "静音", unmute: "取消静音", chair: "主持",
     hand: "✋ 举手", offline: "未接入", muted_by_chair: "主持人已将您静音", no_camera: "未能打开摄像头，仅收看",
     left: "您已退出会议", confirm_end: "确定结束会议？", speaker: "发言",
+    no_codec: "本浏览器不支持本会议的 {codec} 视频编码，无法入会。请改用其他浏览器，或请召集方改用 VP8。",
   },
   en: {
     title: "Video consultation", connecting: "Connecting…", connected: "Connected", failed: "Connection failed",
@@ -22,6 +23,7 @@ const TEXT = {
     hand: "✋ Hand up", offline: "not joined", muted_by_chair: "The chair muted you",
     no_camera: "Camera unavailable: watching only", left: "You left the meeting", confirm_end: "End the meeting?",
     speaker: "Speaker",
+    no_codec: "This browser cannot do this meeting's {codec} video, so it cannot join. Use another browser, or ask the convener for VP8.",
   },
 };
 
@@ -73,6 +75,15 @@ async function openCamera() {
       return null;
     }
   }
+}
+
+function supportsCodec(kind, codec) {
+  // A browser that lists what it can receive and lacks the meeting's codec cannot take part: the
+  // server never transcodes (Firefox without its OpenH264 plugin has no H.264).
+  if (!window.RTCRtpReceiver || !RTCRtpReceiver.getCapabilities) return true;
+  const caps = RTCRtpReceiver.getCapabilities(kind);
+  const want = `${kind}/${codec}`.toLowerCase();
+  return !caps || caps.codecs.some((c) => c.mimeType.toLowerCase() === want);
 }
 
 function preferCodec(transceiver, kind, codec) {
@@ -209,6 +220,11 @@ async function onMessage(msg) {
       $("#chair").hidden = msg.you.role !== "chair";
       document.title = `${msg.meeting.title} · ${t("title")}`;
       translate();
+      if (!supportsCodec("video", msg.meeting.codec)) {
+        finish("failed");
+        showError(t("no_codec").replace("{codec}", msg.meeting.codec));
+        break;
+      }
       state.local = await openCamera();
       if (state.local) $("#self video").srcObject = state.local; else $("#self").hidden = true;
       await startPeer();
