@@ -29,7 +29,8 @@ async def test_firefox_decodes_and_publishes_through_the_server(
     """Firefox joins a meeting from its link, with its default autoplay policy, and
 
     (b) decodes the aiortc chair's video: framesDecoded rises on the inbound-rtp report of the m-line
-        the server says carries the chair, and that tile is shown, captioned and playing;
+        the server says carries the chair, and that tile is shown, captioned and playing (and
+        neither "waiting for the chair" nor the chair's controls are);
     (a) after the chair's roll call (点名), publishes: the chair's aiortc peer decodes video and audio
         frames on the slots that carry the Firefox site;
 
@@ -54,6 +55,9 @@ async def test_firefox_decodes_and_publishes_through_the_server(
             await tab.evaluate(f"{tile}.querySelector('figcaption').textContent") == "瑞安市（主持） · 主持"
         )
         assert await tab.evaluate("document.querySelector('#status').dataset.i18n") == "connected"
+        # A site sees neither the chair's controls nor "waiting for the chair" over the picture.
+        assert await tab.evaluate("document.querySelector('#chair').getClientRects().length") == 0
+        assert await tab.evaluate("document.querySelector('#empty').getClientRects().length") == 0
 
         await chair.send("rollcall", participant=site_id)
         await chair.wait_for(lambda: chair.slot_of(site_id) is not None)
