@@ -12,6 +12,7 @@ const TEXT = {
     hand: "✋ 举手", offline: "未接入", muted_by_chair: "主持人已将您静音", no_camera: "未能打开摄像头，仅收看",
     left: "您已退出会议", confirm_end: "确定结束会议？", speaker: "发言",
     no_codec: "本浏览器不支持本会议的 {codec} 视频编码，无法入会。请改用其他浏览器，或请召集方改用 VP8。",
+    no_webrtc: "本浏览器不支持 WebRTC 音视频，无法入会。请改用 Chrome、Edge、Firefox 或 Safari。",
   },
   en: {
     title: "Video consultation", connecting: "Connecting…", connected: "Connected", failed: "Connection failed",
@@ -24,6 +25,7 @@ const TEXT = {
     no_camera: "Camera unavailable: watching only", left: "You left the meeting", confirm_end: "End the meeting?",
     speaker: "Speaker",
     no_codec: "This browser cannot do this meeting's {codec} video, so it cannot join. Use another browser, or ask the convener for VP8.",
+    no_webrtc: "This browser has no WebRTC audio and video, so it cannot join. Use Chrome, Edge, Firefox or Safari.",
   },
 };
 
@@ -220,9 +222,13 @@ async function onMessage(msg) {
       $("#chair").hidden = msg.you.role !== "chair";
       document.title = `${msg.meeting.title} · ${t("title")}`;
       translate();
+      if (!window.RTCPeerConnection) {
+        // Some WebKit builds (e.g. WebKitGTK without its GStreamer WebRTC) have no peer connection.
+        refuse(t("no_webrtc"));
+        break;
+      }
       if (!supportsCodec("video", msg.meeting.codec)) {
-        finish("failed");
-        showError(t("no_codec").replace("{codec}", msg.meeting.codec));
+        refuse(t("no_codec").replace("{codec}", msg.meeting.codec));
         break;
       }
       state.local = await openCamera();
@@ -275,6 +281,13 @@ function finish(key) {
   if (state.pc) state.pc.close();
   if (state.local) for (const track of state.local.getTracks()) track.stop();
   if (state.ws) state.ws.close();
+}
+
+function refuse(message) {
+  // This browser cannot take part: say why, and leave the meeting before publishing anything.
+  finish("failed");
+  $("#self").hidden = true;
+  showError(message);
 }
 
 function connect() {
