@@ -39,10 +39,16 @@ def unit_alarm(unit_id: int) -> str:
 
 # Hotline presence: the duty officers who can take calls, longest idle first. A sorted set of
 # user ids scored by the time (unix seconds) since when each is idle, one hash of who they are
-# (user id -> JSON), and one of how many consoles each has open (user id -> count).
+# (user id -> JSON), and one of how many consoles each has open per instance
+# ("<user id>@<instance id>" -> count).
 HOTLINE_IDLE = PREFIX + "hotline:idle"
 HOTLINE_OFFICERS = PREFIX + "hotline:officers"
 HOTLINE_CONNECTIONS = PREFIX + "hotline:connections"
+
+
+def hotline_presence_instance(instance_id: str) -> str:
+    """Set (with a time to live) while an instance counts consoles for hotline presence."""
+    return f"{PREFIX}hotline:presence:{instance_id}"
 
 
 def hotline_commands(instance_id: str) -> str:

@@ -35,11 +35,11 @@ def setup(app: web.Application) -> None:
     from dispatchd.channels.hotline.presence import Presence
     from dispatchd.domain.hotlines import load_hotlines
     from dispatchd.incidents.stats import register_section
-    from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, REDIS, SETTINGS, TAXONOMY
+    from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, INSTANCE_ID, REDIS, SETTINGS, TAXONOMY
     from dispatchd.web.routing import add_routes
 
     app[HOTLINES] = load_hotlines(app[SETTINGS].paths.hotlines, app[TAXONOMY])
-    app[PRESENCE] = Presence(lambda: app[REDIS], app[CLOCK])
+    app[PRESENCE] = Presence(lambda: app[REDIS], app[CLOCK], app[INSTANCE_ID])
     runtime = app[SIP] = SipRuntime()
     app[SIP_PORTS] = runtime.ports
     calls.hotline_org(app)  # a wrong [hotline] org stops the start, with its name
@@ -68,9 +68,9 @@ def _stats_section(app: web.Application) -> StatsSection:
 
 
 async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The SIP edge, the queue round, the command listener and the demo callers."""
+    """The SIP edge, the queue round, the presence beat, the command listener and the demo callers."""
     from dispatchd.channels.hotline import calls, remote
-    from dispatchd.channels.hotline.appkeys import SIP
+    from dispatchd.channels.hotline.appkeys import PRESENCE, SIP
     from dispatchd.channels.hotline.edge import SipEdge
     from dispatchd.web.appkeys import SETTINGS
 
@@ -85,7 +85,10 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
         # Another instance on this host has the port: this one serves the API without SIP intake.
         log.warning("sip_port_unavailable", port=settings.sip.port, error=str(exc))
         edge = None
-    tasks = [asyncio.create_task(_queue_loop(app), name="hotline-queue")]
+    tasks = [
+        asyncio.create_task(_queue_loop(app), name="hotline-queue"),
+        asyncio.create_task(app[PRESENCE].run(), name="hotline-presence"),
+    ]
     if edge is not None:
         tasks.append(asyncio.create_task(remote.serve_commands(app), name="hotline-commands"))
     if settings.demo.enabled and edge is not None:

@@ -20,11 +20,13 @@ from aiohttp.test_utils import TestClient
 from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.appkeys import PRESENCE, SIP_PORTS
 from dispatchd.channels.hotline.demo import _desk_round
+from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.clock import FakeClock
 from dispatchd.config import ConfigError, Settings
 from dispatchd.web.app import build_app
-from dispatchd.web.appkeys import BOARD_SECTIONS, ORGS, POOL
+from dispatchd.store.keys import hotline_presence_instance
+from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, ORGS, POOL, REDIS
 from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
 
 KEY = "cti-test-key"
@@ -411,3 +413,37 @@ async def test_console_connection_makes_the_officer_present(
         await asyncio.sleep(0.05)
     assert await available() == []
     await wall.close()
+
+
+async def test_consoles_of_an_instance_that_stopped_beating_are_reaped(
+    client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """An officer whose only console was on an instance that died is no longer rung once that
+    instance's key has expired and a live instance reaps; an officer with a console on a live
+    instance as well, and one connected here, stay present."""
+    app = app_of(client)
+    here: Presence = app[PRESENCE]
+    crashed = Presence(lambda: app[REDIS], app[CLOCK], "crashed1")  # an instance that will stop beating
+    only_there = await make_user("duty_officer", COUNTY, username="only-there")
+    both = await make_user("duty_officer", COUNTY, username="both")
+    await crashed.connected(only_there.user)
+    await crashed.connected(both.user)
+    console = await client.ws_connect(f"/ws/board?token={both.token}&console=1")
+    assert (await console.receive_json(timeout=10))["type"] == "snapshot"
+    local = await make_user("duty_officer", COUNTY, username="local")
+    await here.set_available(local.user, True)
+
+    async def available() -> set[str]:
+        return {o.username for o in await here.available()}
+
+    assert await available() == {"only-there", "both", "local"}
+    assert await here.reap() == []  # every instance still beats: nothing to reap
+    await app[REDIS].delete(hotline_presence_instance("crashed1"))  # its time to live ran out
+    assert await here.reap() == [only_there.user.id]
+    assert await available() == {"both", "local"}
+    await console.close()
+    for _ in range(100):
+        if "both" not in await available():
+            break
+        await asyncio.sleep(0.05)
+    assert await available() == {"local"}
