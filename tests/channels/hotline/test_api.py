@@ -24,8 +24,8 @@ from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.clock import FakeClock
 from dispatchd.config import ConfigError, Settings
-from dispatchd.web.app import build_app
 from dispatchd.store.keys import hotline_presence_instance
+from dispatchd.web.app import build_app
 from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, ORGS, POOL, REDIS
 from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
 
