@@ -1,7 +1,7 @@
 """Forwarding benchmark: K publishers and S subscribers of synthetic VP8 through an SFU on this machine.
 
     .venv/bin/python bench/video/run.py --publishers 4 --subscribers 50 --seconds 20 [--janus]
-    .venv/bin/python bench/video/run.py --target --janus    # 200 forwarded streams (10 × 20)
+    .venv/bin/python bench/video/run.py --target --janus --janus-event-loops 1    # 200 streams, 10 × 20
 
 The SFU under test runs in its own process so that its CPU time is measured alone:
 
@@ -10,11 +10,13 @@ The SFU under test runs in its own process so that its CPU time is measured alon
 * ``janus`` — Debian's Janus with its VideoRoom plugin, driven over its HTTP API (with ``--janus``).
 
 The load generator (this process) plays a pre-encoded 640×480 VP8 clip at 30 fps from each publisher
-and counts the frames each subscriber receives without decoding them. Printed per SFU: its CPU
-(percent of one core, all threads), per forwarded stream, frames received per second against the
-expected S × 30, and for dispatchd the latency the server adds (marker packet in → packet handed to
-the sender), median and 95th percentile. An SFU that delivers less than 95 % of the expected frames
-gets an ``error`` instead of a ratio: its CPU figure would describe a lighter load.
+and counts the frames each subscriber receives without decoding them; with ``--light-receivers``
+(implied by ``--target``) from the RTP headers on the socket, cheap enough for 200 streams on two
+cores next to the SFU. Printed per SFU: its CPU (percent of one core, all threads), per forwarded
+stream, frames received per second against the expected S × 30, and for dispatchd the latency the
+server adds (marker packet in → packet handed to the sender), median and 95th percentile. An SFU
+that delivers less than 95 % of the expected frames gets an ``error`` instead of a ratio: its CPU
+figure would describe a lighter load.
 
 Every peer offers a single host candidate, ``--address`` (by default this machine's first
 non-loopback IPv4 address): Janus (libnice) never gathers candidates on a loopback interface, so a
@@ -596,6 +598,8 @@ async def main() -> int:
     args.address = args.address or machine_address()
     if args.address is None:
         parser.error("no non-loopback IPv4 address to use (Janus ignores loopback): give one with --address")
+    if args.janus and args.address.startswith("127."):
+        parser.error("Janus never gathers ICE candidates on a loopback interface: give another --address")
     seam.limit_host_addresses([args.address])
     clip = await asyncio.to_thread(encoded_clip)
     results: dict[str, Any] = {"dispatchd": await measure(args, clip, load_dispatchd)}
