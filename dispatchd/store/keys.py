@@ -46,11 +46,6 @@ HOTLINE_OFFICERS = PREFIX + "hotline:officers"
 HOTLINE_CONNECTIONS = PREFIX + "hotline:connections"
 
 
-def hotline_presence_instance(instance_id: str) -> str:
-    """Set (with a time to live) while an instance counts consoles for hotline presence."""
-    return f"{PREFIX}hotline:presence:{instance_id}"
-
-
 def hotline_commands(instance_id: str) -> str:
     """Channel of the instance holding a call's SIP dialog: answer and hang up are done there."""
     return f"{PREFIX}hotline:cmd:{instance_id}"
@@ -62,5 +57,6 @@ def hotline_reply(token: str) -> str:
 
 
 def hotline_instance(instance_id: str) -> str:
-    """Set (with a time to live) while an instance with a SIP edge runs; its calls die with it."""
+    """Set (with a time to live) while an instance runs: its SIP calls and its consoles' hotline
+    presence die with it (beaten by :meth:`dispatchd.channels.hotline.presence.Presence.run`)."""
     return f"{PREFIX}hotline:instance:{instance_id}"

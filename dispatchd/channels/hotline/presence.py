@@ -7,9 +7,10 @@ the available officer who has been idle longest (ACD "longest idle agent"): answ
 them out of the idle set, the end of their call puts them back with the time it ended, and a ring
 they let pass moves them to the back.
 
-Consoles are counted per instance. Each instance keeps a key alive in Redis (every
-:data:`PRESENCE_BEAT` seconds, for :data:`PRESENCE_TTL`) and reaps, atomically, the consoles of
-instances whose key has expired: an instance that crashed or was killed takes its officers' presence
+Consoles are counted per instance. Each instance keeps its key alive in Redis
+(:func:`~dispatchd.store.keys.hotline_instance`, every :data:`PRESENCE_BEAT` seconds, for
+:data:`PRESENCE_TTL`; the queue round reads the same key for the SIP calls an instance holds) and
+reaps, atomically, the consoles of instances whose key has expired: an instance that crashed or was killed takes its officers' presence
 with it within half a minute instead of leaving them ringable until they reconnect.
 
 Redis holds only this rebuildable state (see :mod:`dispatchd.store.keys`); a restart of Redis
@@ -33,7 +34,7 @@ from dispatchd.store.keys import (
     HOTLINE_CONNECTIONS,
     HOTLINE_IDLE,
     HOTLINE_OFFICERS,
-    hotline_presence_instance,
+    hotline_instance,
 )
 from dispatchd.store.users import User
 from dispatchd.tasks import raise_if_cancelling
@@ -125,7 +126,7 @@ class Presence:
         if user.role not in ANSWERING_ROLES:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(hotline_presence_instance(self.instance_id), "1", ex=PRESENCE_TTL)
+            pipe.set(hotline_instance(self.instance_id), "1", ex=PRESENCE_TTL)
             pipe.hincrby(HOTLINE_CONNECTIONS, self._field(user.id), 1)
             await pipe.execute()
         if await self._consoles(user.id) == 1:
@@ -150,7 +151,7 @@ class Presence:
         await self._remember(user)
         if await self._consoles(user.id) == 0:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(hotline_presence_instance(self.instance_id), "1", ex=PRESENCE_TTL)
+                pipe.set(hotline_instance(self.instance_id), "1", ex=PRESENCE_TTL)
                 pipe.hset(HOTLINE_CONNECTIONS, self._field(user.id), 1)
                 await pipe.execute()
         await self._redis.zadd(HOTLINE_IDLE, {str(user.id): self._now()}, nx=True)
@@ -166,15 +167,15 @@ class Presence:
             await pipe.execute()
 
     async def beat(self) -> None:
-        """Keep this instance's consoles counted for another :data:`PRESENCE_TTL` seconds."""
-        await self._redis.set(hotline_presence_instance(self.instance_id), "1", ex=PRESENCE_TTL)
+        """Keep this instance (its consoles and its calls) alive for another :data:`PRESENCE_TTL` seconds."""
+        await self._redis.set(hotline_instance(self.instance_id), "1", ex=PRESENCE_TTL)
 
     async def reap(self) -> list[int]:
         """Forget the consoles of instances that stopped beating; return the officers now gone."""
         script = self._redis.register_script(_REAP)
         gone = await script(
             keys=[HOTLINE_CONNECTIONS, HOTLINE_IDLE, HOTLINE_OFFICERS],
-            args=[hotline_presence_instance("")],
+            args=[hotline_instance("")],
         )
         users = [int(_text(u)) for u in gone]
         if users:
@@ -194,7 +195,7 @@ class Presence:
                 await asyncio.sleep(PRESENCE_BEAT)
         finally:
             with contextlib.suppress(Exception):
-                await self._redis.delete(hotline_presence_instance(self.instance_id))
+                await self._redis.delete(hotline_instance(self.instance_id))
 
     async def busy(self, user_id: int) -> None:
         """The officer took a call: no more rings until it ends."""

@@ -9,7 +9,6 @@ heartbeat key, so that the queue round of any instance can close the calls of on
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
@@ -20,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls
-from dispatchd.store.keys import hotline_commands, hotline_instance, hotline_reply
+from dispatchd.store.keys import hotline_commands, hotline_reply
 from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling
 from dispatchd.web.appkeys import INSTANCE_ID, POOL, REDIS
@@ -29,8 +28,6 @@ from dispatchd.web.errors import ApiError
 log = structlog.get_logger("dispatchd.hotline")
 
 REPLY_TIMEOUT: Final = 5  # seconds to wait for the holder's reply
-HEARTBEAT_TTL: Final = 30
-HEARTBEAT_EVERY: Final = 10.0
 
 Operation = Callable[[web.Application, int, User], Awaitable[dict[str, Any]]]
 OPERATIONS: Final[dict[str, Operation]] = {"answer": calls.answer, "hangup": calls.hangup}
@@ -99,21 +96,16 @@ async def _execute(app: web.Application, command: dict[str, Any]) -> dict[str, A
 
 
 async def serve_commands(app: web.Application) -> None:
-    """Carry out commands addressed to this instance, and keep its heartbeat, until cancelled."""
+    """Carry out commands addressed to this instance until cancelled (its heartbeat: presence.run)."""
     redis = app[REDIS]
     instance = app[INSTANCE_ID]
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(hotline_commands(instance))
-    loop = asyncio.get_running_loop()
-    next_beat = 0.0
     try:
         while True:
             # redis-py's get_message(timeout=…) can swallow a cancellation that lands while it
             # waits; the task still counts it, so leave as asked.
             raise_if_cancelling()
-            if loop.time() >= next_beat:
-                await redis.set(hotline_instance(instance), "1", ex=HEARTBEAT_TTL)
-                next_beat = loop.time() + HEARTBEAT_EVERY
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None or message.get("type") != "message":
                 continue
@@ -128,7 +120,5 @@ async def serve_commands(app: web.Application) -> None:
             except Exception:
                 log.exception("hotline_command_failed")
     finally:
-        with contextlib.suppress(Exception):
-            await redis.delete(hotline_instance(instance))
         with contextlib.suppress(Exception):
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped

@@ -24,7 +24,7 @@ from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.clock import FakeClock
 from dispatchd.config import ConfigError, Settings
-from dispatchd.store.keys import hotline_presence_instance
+from dispatchd.store.keys import hotline_instance
 from dispatchd.web.app import build_app
 from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, ORGS, POOL, REDIS
 from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
@@ -438,7 +438,7 @@ async def test_consoles_of_an_instance_that_stopped_beating_are_reaped(
 
     assert await available() == {"only-there", "both", "local"}
     assert await here.reap() == []  # every instance still beats: nothing to reap
-    await app[REDIS].delete(hotline_presence_instance("crashed1"))  # its time to live ran out
+    await app[REDIS].delete(hotline_instance("crashed1"))  # its time to live ran out
     assert await here.reap() == [only_there.user.id]
     assert await available() == {"both", "local"}
     await console.close()
