@@ -11,6 +11,7 @@ the slots there: only what is shown is forwarded.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -366,8 +367,11 @@ class Room:
         if roster:
             text = dumps("roster", participants=self.roster(), screen=self.screen.as_json())
             await asyncio.gather(*(p.send(text) for p in list(self.participants.values())))
-        await asyncio.gather(*(self._screen_to(p) for p in list(self.participants.values())))
-        await asyncio.gather(*(self._ask_for_slots(p) for p in list(self.participants.values())))
+        await asyncio.gather(*(self._tell(p) for p in list(self.participants.values())))
+
+    async def _tell(self, p: Participant) -> None:
+        await self._screen_to(p)
+        await self._ask_for_slots(p)
 
     async def _ask_for_slots(self, p: Participant) -> None:
         """Ask for a new offer when ``p`` is to receive more of a kind than it has m-lines for.
@@ -378,18 +382,21 @@ class Room:
         """
         if p.pc is None or p.pc.remoteDescription is None or not p.slots:
             return
-        have = {"video": 0, "audio": 0}
-        for slot in p.slots:
-            have[slot.kind] += 1
+        have = Counter(slot.kind for slot in p.slots)
         need = {"video": len(self.screen.shown_for(p.id)), "audio": len(self.screen.heard_by(p.id))}
         wanted = tuple(max(have[k], need[k]) if have[k] else 0 for k in ("video", "audio"))
-        if wanted == (have["video"], have["audio"]) or all(
-            w <= a for w, a in zip(wanted, p.asked, strict=True)
-        ):
-            return
+        held = (have["video"], have["audio"])
+        if all(w <= max(h, a) for w, h, a in zip(wanted, held, p.asked, strict=True)):
+            return  # enough m-lines, or asked for them already
         p.asked = (max(wanted[0], p.asked[0]), max(wanted[1], p.asked[1]))
         self.totals.renegotiations += 1
-        log.info("renegotiate_asked", meeting_id=self.meeting.id, participant=p.id, video=wanted[0], audio=wanted[1])
+        log.info(
+            "renegotiate_asked",
+            meeting_id=self.meeting.id,
+            participant=p.id,
+            video=wanted[0],
+            audio=wanted[1],
+        )
         await p.send(dumps("renegotiate", video=wanted[0], audio=wanted[1]))
 
     def _sources_of(self, pids: list[str], kind: str) -> list[Source | None]:

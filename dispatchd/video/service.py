@@ -136,7 +136,6 @@ class Rooms:
             log.info("room_closed", meeting_id=room.meeting.id)
 
 
-
 class VideoCollector(Collector):
     """The video metrics, read from the rooms and the forwarding totals when metrics are scraped."""
 
@@ -174,7 +173,9 @@ class VideoCollector(Collector):
             frames.add_metric(["in", kind], totals.frames_in[kind])
             frames.add_metric(["out", kind], totals.frames_out[kind])
         return [
-            GaugeMetricFamily("dispatchd_video_rooms", "meetings with a live room on this instance", len(rooms)),
+            GaugeMetricFamily(
+                "dispatchd_video_rooms", "meetings with a live room on this instance", len(rooms)
+            ),
             GaugeMetricFamily(
                 "dispatchd_video_participants",
                 "participants connected to this instance's rooms",
