@@ -42,6 +42,7 @@ import asyncpg
 import psutil
 import redis.asyncio as aioredis
 
+from dispatchd.config import env_name
 from dispatchd.domain.orgs import load_org_tree
 from dispatchd.embedded import EmbeddedStores
 from dispatchd.store.db import init_connection
@@ -490,7 +491,7 @@ def _setting(text: str) -> tuple[str, str]:
     section, dot, key = name.partition(".")
     if not (sep and dot and section and key):
         raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, got {text!r}")
-    return f"DISPATCHD_{section.upper()}_{key.upper()}", value
+    return env_name(section, key), value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
