@@ -20,6 +20,7 @@ from aiohttp import web
 
 from dispatchd.clock import Clock, SystemClock
 from dispatchd.config import Settings
+from dispatchd.context import Context
 from dispatchd.domain.orgs import GridLocator, OrgTree, load_org_tree
 from dispatchd.domain.taxonomy import Taxonomy, load_taxonomy
 from dispatchd.embedded import EmbeddedStores
@@ -33,6 +34,7 @@ from dispatchd.web.appkeys import (
     API_ROUTES,
     BOARD_SECTIONS,
     CLOCK,
+    CTX,
     INSTANCE_ID,
     LOCATOR,
     METRICS,
@@ -139,6 +141,17 @@ def build_app(
     app[TASKS] = []
     app[BOARD_SECTIONS] = {}
     app[INSTANCE_ID] = uuid.uuid4().hex[:8]
+    ctx = Context(
+        settings=settings,
+        clock=app[CLOCK],
+        orgs=tree,
+        locator=app[LOCATOR],
+        taxonomy=app[TAXONOMY],
+        metrics=app[METRICS],
+        instance_id=app[INSTANCE_ID],
+        tasks=app[TASKS],
+    )
+    app[CTX] = ctx
 
     async def stores_ctx(app: web.Application) -> AsyncIterator[None]:
         stores: EmbeddedStores | None = None
@@ -161,6 +174,7 @@ def build_app(
             redis = aioredis.from_url(redis_url, decode_responses=False, health_check_interval=30)
             await redis.ping()
             app[REDIS] = redis
+            ctx.attach_stores(pool, redis)
             yield
             background: list[asyncio.Task[Any]] = app[TASKS]
             await stop_tasks(background)

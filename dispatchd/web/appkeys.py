@@ -12,11 +12,15 @@ from redis.asyncio import Redis
 
 from dispatchd.clock import Clock
 from dispatchd.config import Settings
+from dispatchd.context import Context
 from dispatchd.domain.orgs import GridLocator, OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
 from dispatchd.metrics import Metrics
 from dispatchd.web.routing import ApiRoute
 
+# The context services work in (dispatchd/context.py); the keys below are its parts, kept while
+# services move over to it.
+CTX = web.AppKey("ctx", Context)
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 POOL = web.AppKey("pool", asyncpg.Pool)
