@@ -9,7 +9,6 @@ import gc
 import json
 import os
 import secrets
-import signal
 import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,9 +16,8 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from aiohttp import web
 
-from dispatchd import __version__
+from dispatchd import __version__, http_server
 from dispatchd.config import ConfigError, Settings, describe, load_settings
 from dispatchd.logs import configure_logging
 
@@ -111,38 +109,9 @@ def tune_gc() -> None:
     log.debug("gc_tuned", frozen=gc.get_freeze_count(), threshold=GC_THRESHOLD)
 
 
-async def _serve(app: web.Application, settings: Settings) -> None:
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
-        await site.start()
-        for addr in runner.addresses:
-            log.info("listening", address=f"http://{addr[0]}:{addr[1]}", version=__version__)
-        tune_gc()
-        await stop.wait()
-        log.info("stopping", reason="signal")
-    finally:
-        await runner.cleanup()
-        log.info("stopped")
-
-
 def _run_daemon(settings: Settings, dev: bool) -> int:
-    from dispatchd.web.app import build_app
-
-    app = build_app(settings)
-    if dev:
-        from dispatchd.demo import setup_demo
-
-        setup_demo(app)
     try:
-        asyncio.run(_serve(app, settings))
+        asyncio.run(http_server.serve(settings, demo_accounts=dev, after_start=tune_gc))
     except OSError as exc:
         log.error("cannot_serve", error=str(exc))
         return 1

@@ -23,19 +23,20 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatchd.clock import FakeClock
 from dispatchd.config import Settings, load_settings
+from dispatchd.context import Context
 from dispatchd.domain.orgs import GridLocator, OrgTree, load_org_tree
 from dispatchd.domain.taxonomy import Taxonomy, load_taxonomy
 from dispatchd.embedded import EmbeddedStores
+from dispatchd.http_server import build_app
 from dispatchd.store import users
 from dispatchd.store.db import init_connection
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
-from dispatchd.web.app import build_app
+from dispatchd.web.appkeys import CTX
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -245,8 +246,10 @@ async def make_user(clean_stores: StoreUrls, clock: FakeClock) -> AsyncIterator[
 
 
 @pytest.fixture
-def app_of() -> Callable[[TestClient[Any, Any]], web.Application]:
-    def get(c: TestClient[Any, Any]) -> web.Application:
-        return c.server.app  # type: ignore[no-any-return]
+def app_of() -> Callable[[TestClient[Any, Any]], Context]:
+    """The service context of a running application (its stores, clock, slots)."""
+
+    def get(c: TestClient[Any, Any]) -> Context:
+        return c.server.app[CTX]
 
     return get

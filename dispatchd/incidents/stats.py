@@ -24,28 +24,28 @@ from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
-from aiohttp import web
 
+from dispatchd.context import Context, Slot
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
-from dispatchd.incidents.store import unit_in_scope_sql
+from dispatchd.incidents.store import OPEN_SQL, unit_in_scope_sql
 
 # Figures other capabilities add to ``GET /api/v1/stats`` under their own key (patrol compliance,
 # call answering …): ``async fn(conn, org, start, end) -> JSON``, registered with
-# :func:`register_section` from their ``setup(app)``.
+# :func:`register_section` when the capability is set up.
 StatsSection = Callable[[asyncpg.Connection, str, datetime, datetime], Awaitable[Any]]
-STATS_SECTIONS: Final = web.AppKey("stats_sections", dict[str, StatsSection])
+STATS_SECTIONS: Final = Slot[dict[str, StatsSection]]("stats_sections")
 
 
-def register_section(app: web.Application, name: str, section: StatsSection) -> None:
+def register_section(ctx: Context, name: str, section: StatsSection) -> None:
     """Add ``name`` to the statistics of every unit and period (whatever the setup order)."""
-    if STATS_SECTIONS not in app:
-        app[STATS_SECTIONS] = {}
-    app[STATS_SECTIONS][name] = section
+    if STATS_SECTIONS not in ctx:
+        ctx[STATS_SECTIONS] = {}
+    ctx[STATS_SECTIONS][name] = section
 
 
 _LOW_LEVELS: Final = "('township', 'community', 'grid')"
-_OPEN: Final = "i.state NOT IN ('rejected', 'merged', 'closed', 'evaluated')"
+_OPEN: Final = OPEN_SQL
 
 _FIGURES: Final = f"""
     count(DISTINCT i.id) AS received,

@@ -1,8 +1,9 @@
-"""Rows of ``incidents``, ``incident_events`` and ``incident_timers``: reading, writing, JSON.
+"""Rows of ``incidents`` and ``incident_timers``: reading, writing, JSON, and a case's trail in the
+audit log.
 
 Every function here runs on a connection the caller holds inside its transaction; nothing here
-opens a transaction or reads the clock.  ``case_json`` is the one shape of a case that the API,
-the service and the change feed all give out.
+opens a transaction or reads the clock.  :func:`summary_json` is the one shape of a case that lists,
+the board and the change feed give out.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from dispatchd.domain.geo import bbox_around, haversine_m
 from dispatchd.domain.hotlines import normalise_number
 from dispatchd.domain.incident import (
     ACTION_NAMES,
+    OPEN_STATES,
     STATE_NAMES,
     Action,
-    AuditEvent,
     Incident,
     State,
 )
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
+from dispatchd.store import changes
 from dispatchd.store.users import User
 
 # The channels a case can come in by.
@@ -53,6 +55,9 @@ _EVENT_NAMES: Final[Mapping[str, tuple[str, str]]] = {
     DEADLINE_WARNING: ("临期预警", "deadline warning"),
     DEADLINE_OVERDUE: ("超期", "overdue"),
 }
+
+# The open states as SQL on table alias ``i``: the one spelling of "open" in every query.
+OPEN_SQL: Final = "i.state IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATES)) + ")"
 
 # States in which a case can still take a duplicate (merge is legal from them).
 MERGEABLE: Final = frozenset({State.reported, State.accepted})
@@ -140,56 +145,6 @@ async def next_number(conn: asyncpg.Connection, prefix: str, day: datetime) -> s
         day.date(),
     )
     return f"{prefix}{day:%Y%m%d}-{n:04d}"
-
-
-async def add_event(
-    conn: asyncpg.Connection,
-    incident_id: int,
-    *,
-    action: str,
-    actor_id: int | None,
-    actor_name: str,
-    actor_role: str | None,
-    at: datetime,
-    from_state: str | None,
-    to_state: str,
-    note: str | None = None,
-    data: Mapping[str, Any] | None = None,
-) -> None:
-    """Append one audit event."""
-    await conn.execute(
-        "INSERT INTO incident_events (incident_id, action, actor_id, actor_name, actor_role, at,"
-        " from_state, to_state, note, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        incident_id,
-        action,
-        actor_id,
-        actor_name,
-        actor_role,
-        at,
-        from_state,
-        to_state,
-        note,
-        dict(data or {}),
-    )
-
-
-async def add_audit(
-    conn: asyncpg.Connection, incident_id: int, event: AuditEvent, actor_role: str | None
-) -> None:
-    """Append the audit event the state machine produced."""
-    await add_event(
-        conn,
-        incident_id,
-        action=str(event.action),
-        actor_id=event.actor_id,
-        actor_name=event.actor_name,
-        actor_role=actor_role,
-        at=event.at,
-        from_state=str(event.from_state),
-        to_state=str(event.to_state),
-        note=event.note,
-        data=dict(event.data),
-    )
 
 
 async def start_clock(
@@ -328,7 +283,7 @@ def summary_json(row: Mapping[str, Any], tree: OrgTree, taxonomy: Taxonomy) -> d
 
 
 def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One audit event of the timeline."""
+    """One audit event of the timeline (a row of the audit log)."""
     action = row["action"]
     try:
         local = ACTION_NAMES[Action(action)]
@@ -352,8 +307,7 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def timeline(conn: asyncpg.Connection, incident_id: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT * FROM incident_events WHERE incident_id = $1 ORDER BY id", incident_id)
-    return [event_json(r) for r in rows]
+    return [event_json(r) for r in await changes.trail(conn, "incident", incident_id)]
 
 
 async def duplicate_candidates(

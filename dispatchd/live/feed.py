@@ -4,7 +4,7 @@ One **relay** per deployment (whoever holds a PostgreSQL session advisory lock; 
 dies PostgreSQL releases the lock and another instance takes over within
 ``[live] relay_election_interval``) tails the outbox: ``SELECT … WHERE seq > last ORDER BY seq``,
 woken by the ``NOTIFY`` the outbox trigger sends at commit, with a poll as fallback. Writers take one
-advisory transaction lock before inserting (:mod:`dispatchd.store.outbox`), so rows become visible
+advisory transaction lock before inserting (:mod:`dispatchd.store.changes`), so rows become visible
 in seq order and the tail never skips one. It publishes each batch to Redis as
 ``{"prev": <seq published before>, "rows": [...]}`` and, when idle, a heartbeat (``rows: []``) every
 second.
@@ -28,9 +28,9 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 from redis.asyncio import Redis
 
+from dispatchd.context import Context
 from dispatchd.live.protocol import (
     ChangeRow,
     feed_envelope,
@@ -40,7 +40,6 @@ from dispatchd.live.protocol import (
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
 from dispatchd.tasks import raise_if_cancelling
-from dispatchd.web.appkeys import CLOCK, METRICS, POOL, REDIS, SETTINGS
 
 log = structlog.get_logger("dispatchd.live.feed")
 
@@ -113,12 +112,12 @@ async def prune(conn: asyncpg.Connection, before: Any) -> int:
 class Feed:
     """This instance's end of the change feed: the relay loop (if elected) and the subscriber."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.settings = app[SETTINGS].live
-        self.pool: asyncpg.Pool = app[POOL]
-        self.redis: Redis = app[REDIS]
-        self.metrics: Metrics = app[METRICS]
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings.live
+        self.pool: asyncpg.Pool = ctx.pool
+        self.redis: Redis = ctx.redis
+        self.metrics: Metrics = ctx.metrics
         self.cursor = 0  # last seq handed to the listeners
         self.row_listeners: list[RowListener] = []
         self.is_relay = False
@@ -313,7 +312,7 @@ class Feed:
     async def prune_once(self, conn: asyncpg.Connection | None = None) -> int:
         """Delete rows past retention (by the application clock); return the highest pruned seq."""
         self._last_prune = asyncio.get_running_loop().time()
-        before = self.app[CLOCK].now() - timedelta(hours=self.settings.retention_hours)
+        before = self.ctx.clock.now() - timedelta(hours=self.settings.retention_hours)
         if conn is not None:
             return await prune(conn, before)
         async with self.pool.acquire() as own:

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 # Close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).
 CLOSE_GOING_AWAY = 1001  # the instance stops: reconnect (to any instance) with since=
@@ -94,6 +94,23 @@ def parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
         out.append((b0 & 0x0F, data[pos + head : pos + head + n]))
         pos += head + n
     return out, data[pos:]
+
+
+# -- a websocket, as the hubs need it ----------------------------------------------------------
+
+
+class Socket(Protocol):
+    """The server end of a websocket, whichever framework serves it (aiohttp's fits)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool: ...
 
 
 # -- the change feed ---------------------------------------------------------------------------

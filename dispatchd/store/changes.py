@@ -26,6 +26,7 @@ Squad positions are too many to audit one by one (their durable record is ``trac
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +36,9 @@ import asyncpg
 
 OUTBOX_LOCK: Final = 0x6F7574626F78  # "outbox": pg_advisory_xact_lock key of outbox writers
 
-# The entity kinds of dispatchd, and the table that holds each one's state.
+_KIND: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# The entity kinds whose version simply counts changes, and the table that holds each one's state
+# (:func:`bump`). Any lower-case name may be recorded.
 ENTITIES: Final[Mapping[str, str]] = {
     "incident": "incidents",
     "order": "orders",
@@ -139,8 +142,8 @@ async def record(conn: asyncpg.Connection, change: Change, *, publish: bool = Tr
     shown on every board).
     """
     _require_transaction(conn)
-    if change.entity not in ENTITIES:
-        raise ValueError(f"unknown entity kind {change.entity!r}")
+    if not _KIND.match(change.entity):
+        raise ValueError(f"an entity kind is a lower-case name, not {change.entity!r}")
     await conn.execute(
         "INSERT INTO audit_log (entity, entity_id, version, action, actor_id, actor_name, actor_role, at,"
         " from_state, to_state, note, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::text::jsonb)",

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.web.appkeys import METRICS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import UserFactory
 from tests.incidents.helpers import (
     COUNTY,
@@ -355,7 +355,7 @@ async def test_routes_documented_and_transitions_counted(
     officer = await make_user("duty_officer", TOWN)
     case = await report(client, officer, org_tree)
     await act(client, officer, case, "accept")
-    metrics = client.server.app[METRICS]
+    metrics = client.server.app[CTX].metrics
     assert metrics.transitions.labels("accept")._value.get() == 1
     text = await (await client.get("/metrics")).text()
     assert 'dispatchd_incident_transitions_total{action="accept"} 1.0' in text

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, StoreUrls, UserFactory
 from tests.video.conftest import create_meeting, ws_url
 
@@ -59,16 +60,15 @@ async def test_meeting_writes_outbox_and_shows_on_board(
     """Creating and ending a meeting writes outbox rows (topic meeting); the board section lists it while running."""
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers)
-    app = video_client.server.app
-    from dispatchd.web.appkeys import BOARD_SECTIONS
+    ctx = video_client.server.app[CTX]
 
-    section = app[BOARD_SECTIONS]["meetings"]
-    running = await section(app, frozenset({"330381001"}))
+    section = ctx.board_sections["meetings"]
+    running = await section(ctx, frozenset({"330381001"}))
     assert [m["id"] for m in running] == [data["id"]]
-    assert await section(app, frozenset({"330302"})) == []
+    assert await section(ctx, frozenset({"330302"})) == []
     resp = await video_client.post(f"/api/v1/meetings/{data['id']}/end", headers=officer.headers)
     assert resp.status == 200 and (await resp.json())["status"] == "ended"
-    assert await section(app, frozenset({"330381001"})) == []
+    assert await section(ctx, frozenset({"330381001"})) == []
     conn = await asyncpg.connect(clean_stores.database)
     try:
         rows = await conn.fetch(

@@ -3,24 +3,40 @@ webhook, statistics, lines and officer presence. Calls outside the caller's juri
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any, Final
 
+import asyncpg
+import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls, remote
-from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE
+from dispatchd.channels.hotline.demo import run_demo
+from dispatchd.channels.hotline.edge import SipEdge
+from dispatchd.channels.hotline.presence import Presence
+from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
 from dispatchd.channels.hotline.stats import call_statistics
+from dispatchd.clock import LOCAL_TZ
+from dispatchd.context import Context
+from dispatchd.domain.hotlines import load_hotlines
 from dispatchd.domain.taxonomy import PRIORITIES
-from dispatchd.web.appkeys import CLOCK, ORGS, POOL, SETTINGS
+from dispatchd.errors import invalid, not_found
+from dispatchd.incidents.stats import StatsSection, register_section
+from dispatchd.tasks import raise_if_cancelling, stop_tasks
+from dispatchd.validate import Field
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, may_see, require_role
-from dispatchd.web.errors import ApiError, not_found
-from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, invalid, json_body, query_params
+from dispatchd.web.errors import ApiError
+from dispatchd.web.routing import ApiRoute, add_routes
+from dispatchd.web.validate import json_body, query_params
+
+log = structlog.get_logger("dispatchd.hotline")
 
 TAG: Final = "hotline"
 _VIEWERS: Final = ("duty_officer", "leader")
@@ -83,36 +99,31 @@ async def list_calls(request: web.Request) -> web.Response:
     if bad:
         raise invalid({"state": ("取值无效：" + "、".join(bad), "unknown state: " + ", ".join(bad))})
     limit = int(query.get("limit", 100))
-    items = await calls.list_calls(request.app, user, states=states, limit=limit, before=query.get("before"))
+    items = await calls.list_calls(request.app[CTX], user, states=states, limit=limit, before=query.get("before"))
     next_before = items[-1]["id"] if len(items) == limit else None
     return _json({"calls": items, "next_before": next_before})
 
 
 async def get_call(request: web.Request) -> web.Response:
     user = require_role(request, *_VIEWERS)
-    row = await calls.get_call(request.app, _call_id(request), user)
+    row = await calls.get_call(request.app[CTX], _call_id(request), user)
     if row is None:
         raise not_found("来电", "call")
-    call = calls.call_json(request.app, row)
-    call["history"] = await calls.caller_history(request.app, row, user)
-    async with request.app[POOL].acquire() as conn:
-        events = await conn.fetch(
-            "SELECT at, event, from_state, to_state, actor_name, data FROM hotline_call_events"
-            " WHERE call_id = $1 ORDER BY id",
-            row["id"],
-        )
-    call["timeline"] = [{**dict(e), "at": e["at"].isoformat()} for e in events]
+    call = calls.call_json(request.app[CTX], row)
+    call["history"] = await calls.caller_history(request.app[CTX], row, user)
+    async with request.app[CTX].pool.acquire() as conn:
+        call["timeline"] = await calls.timeline(conn, row["id"])
     return _json(call)
 
 
 async def answer_call(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
-    return _json(await remote.run(request.app, "answer", _call_id(request), user))
+    return _json(await remote.run(request.app[CTX], "answer", _call_id(request), user))
 
 
 async def hangup_call(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
-    return _json(await remote.run(request.app, "hangup", _call_id(request), user))
+    return _json(await remote.run(request.app[CTX], "hangup", _call_id(request), user))
 
 
 async def incident_from_call(request: web.Request) -> web.Response:
@@ -124,7 +135,7 @@ async def incident_from_call(request: web.Request) -> web.Response:
         isinstance(location.get("lat"), int | float) and isinstance(location.get("lon"), int | float)
     ):
         raise invalid({"location": ("应为 {lat, lon}", "must be {lat, lon}")})
-    call, case = await calls.link_incident(request.app, call_id, user, create=body)
+    call, case = await calls.link_incident(request.app[CTX], call_id, user, create=body)
     return _json({"call": call, "incident": case}, status=201)
 
 
@@ -132,16 +143,16 @@ async def attach_call(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
     call_id = _call_id(request)
     body = await json_body(request, ATTACH_FIELDS)
-    call, case = await calls.link_incident(request.app, call_id, user, attach_to=int(body["incident_id"]))
+    call, case = await calls.link_incident(request.app[CTX], call_id, user, attach_to=int(body["incident_id"]))
     return _json({"call": call, "incident": case})
 
 
 async def get_recording(request: web.Request) -> web.StreamResponse:
     user = require_role(request, *_VIEWERS)
-    row = await calls.get_call(request.app, _call_id(request), user)
+    row = await calls.get_call(request.app[CTX], _call_id(request), user)
     if row is None or row["recording"] is None:
         raise not_found("录音", "recording")
-    data_dir = request.app[SETTINGS].data.dir
+    data_dir = request.app[CTX].settings.data.dir
     path = (data_dir / row["recording"]).resolve()
     if not path.is_file() or data_dir.resolve() not in path.parents:
         raise not_found("录音", "recording")
@@ -163,8 +174,8 @@ def _parse_time(name: str, text: str | None) -> datetime | None:
 async def cti_event(request: web.Request) -> web.Response:
     """CTI webhook: ``X-Dispatchd-Timestamp`` (unix seconds) and ``X-Dispatchd-Signature``
     (``sha256=`` hex HMAC-SHA256 of ``"<timestamp>.<raw body>"`` with ``[hotline] cti_hmac_key``)."""
-    app = request.app
-    key = app[SETTINGS].hotline.cti_hmac_key
+    ctx = request.app[CTX]
+    key = ctx.settings.hotline.cti_hmac_key
     if not key:
         raise ApiError(403, "cti_disabled", "未配置 CTI 接口密钥", "the CTI webhook is not configured")
     raw = await request.read()
@@ -173,8 +184,8 @@ async def cti_event(request: web.Request) -> web.Response:
     expected = "sha256=" + hmac.new(key.encode(), stamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
     if not stamp.isdigit() or not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(401, "bad_signature", "签名无效", "missing or wrong signature")
-    skew = abs(app[CLOCK].now().timestamp() - int(stamp))
-    if skew > app[SETTINGS].hotline.cti_max_skew:
+    skew = abs(ctx.clock.now().timestamp() - int(stamp))
+    if skew > ctx.settings.hotline.cti_max_skew:
         raise ApiError(401, "stale_signature", "签名时间超出允许范围", "signature timestamp too far from now")
     body = await json_body(request, CTI_FIELDS)
     at = _parse_time("at", body.get("at"))
@@ -191,23 +202,21 @@ async def cti_event(request: web.Request) -> web.Response:
     if event == "ringing":
         if not body.get("callee"):
             raise invalid({"callee": ("必填", "is required")})
-        call: dict[str, Any] | None = await calls.offer(app, new)
+        call: dict[str, Any] | None = await calls.offer(ctx, new)
     else:
         call = None
         if body.get("callee"):
-            call = await calls.offer(app, new)  # an event whose ringing never came: recorded all the same
+            call = await calls.offer(ctx, new)  # an event whose ringing never came: recorded all the same
         if event == "answered":
-            call = await calls.cti_answered(app, external, body.get("agent"), at) or call
+            call = await calls.cti_answered(ctx, external, body.get("agent"), at) or call
         else:
-            call = await calls.caller_gone(app, "cti", external, "caller_hangup", at=at) or call
+            call = await calls.caller_gone(ctx, "cti", external, "caller_hangup", at=at) or call
     if call is None:
         raise not_found("来电", "call")
     return _json({"call": call})
 
 
 def _period(query: Mapping[str, Any], now: datetime) -> tuple[datetime, datetime]:
-    from dispatchd.incidents.service import LOCAL_TZ
-
     def bound(name: str, end: bool) -> datetime | None:
         text = query.get(name)
         if not text:
@@ -235,11 +244,11 @@ async def get_stats(request: web.Request) -> web.Response:
     user = require_role(request, *_VIEWERS)
     query = query_params(request, STATS_FIELDS)
     org = query.get("org") or user.org
-    if org not in request.app[ORGS] or not may_see(request, org):
+    if org not in request.app[CTX].orgs or not may_see(request, org):
         raise not_found("单位", "unit")
-    start, end = _period(query, request.app[CLOCK].now())
-    hotline = request.app[SETTINGS].hotline
-    async with request.app[POOL].acquire() as conn:
+    start, end = _period(query, request.app[CTX].clock.now())
+    hotline = request.app[CTX].settings.hotline
+    async with request.app[CTX].pool.acquire() as conn:
         figures = await call_statistics(
             conn,
             org=org,
@@ -253,11 +262,11 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def get_lines(request: web.Request) -> web.Response:
     current_user(request)
-    app = request.app
-    org = calls.hotline_org(app)
-    tree = app[ORGS]
+    ctx = request.app[CTX]
+    org = calls.hotline_org(ctx)
+    tree = ctx.orgs
     lines = []
-    for route in app[HOTLINES].values():
+    for route in ctx[HOTLINES].values():
         department = tree.find_department(org, route.department_kind)
         lines.append(
             {
@@ -273,8 +282,8 @@ async def get_lines(request: web.Request) -> web.Response:
 
 async def get_presence(request: web.Request) -> web.Response:
     user = require_role(request, *_VIEWERS)
-    tree = request.app[ORGS]
-    officers = await request.app[PRESENCE].officers()
+    tree = request.app[CTX].orgs
+    officers = await request.app[CTX][PRESENCE].officers()
     # Officers of the viewer's subtree, and those above it whose desks take its calls.
     visible = [
         o
@@ -287,8 +296,8 @@ async def get_presence(request: web.Request) -> web.Response:
 async def set_presence(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
     body = await json_body(request, PRESENCE_FIELDS)
-    await request.app[PRESENCE].set_available(user, bool(body["available"]))
-    await calls.queue_round(request.app)
+    await request.app[CTX][PRESENCE].set_available(user, bool(body["available"]))
+    await calls.queue_round(request.app[CTX])
     return _json({"available": bool(body["available"])})
 
 
@@ -404,3 +413,81 @@ ROUTES: Final[list[ApiRoute]] = [
         body=PRESENCE_FIELDS,
     ),
 ]
+
+
+# -- assembly ------------------------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    ctx = app[CTX]
+    ctx[HOTLINES] = load_hotlines(ctx.settings.paths.hotlines, ctx.taxonomy)
+    ctx[PRESENCE] = Presence(lambda: ctx.redis, ctx.clock, ctx.instance_id)
+    runtime = ctx[SIP] = SipRuntime()
+    ctx[SIP_PORTS] = runtime.ports
+    calls.hotline_org(ctx)  # a wrong [hotline] org stops the start, with its name
+    add_routes(app, ROUTES)
+    ctx.board_sections["calls"] = calls.board_section
+    register_section(ctx, "hotline", _stats_section(ctx))
+    app.cleanup_ctx.append(_hotline_ctx)
+
+
+def _stats_section(ctx: Context) -> StatsSection:
+    async def section(conn: asyncpg.Connection, org: str, start: datetime, end: datetime) -> dict[str, Any]:
+        hotline = ctx.settings.hotline
+        return await call_statistics(
+            conn,
+            org=org,
+            start=start,
+            end=end,
+            target_s=hotline.answer_target,
+            share_required=hotline.answer_share,
+        )
+
+    return section
+
+
+async def _hotline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The SIP edge, the queue round, the presence beat, the command listener and the demo callers."""
+    ctx = app[CTX]
+    settings = ctx.settings
+    runtime = ctx[SIP]
+    edge: SipEdge | None = SipEdge(ctx)
+    assert edge is not None
+    try:
+        runtime.ports.update(await edge.start(settings.sip.port))
+        runtime.edge = edge
+    except OSError as exc:
+        # Another instance on this host has the port: this one serves the API without SIP intake.
+        log.warning("sip_port_unavailable", port=settings.sip.port, error=str(exc))
+        edge = None
+    tasks = [
+        asyncio.create_task(_queue_loop(ctx), name="hotline-queue"),
+        asyncio.create_task(ctx[PRESENCE].run(), name="hotline-presence"),
+    ]
+    if edge is not None:
+        tasks.append(asyncio.create_task(remote.serve_commands(ctx), name="hotline-commands"))
+    if settings.demo.enabled and edge is not None:
+        tasks.append(asyncio.create_task(run_demo(ctx), name="hotline-demo"))
+    try:
+        yield
+    finally:
+        await stop_tasks(tasks)
+        if edge is not None:
+            runtime.edge = None
+            await edge.close()
+            with contextlib.suppress(Exception):
+                await calls.close_own_calls(ctx)
+        runtime.ports.clear()
+
+
+async def _queue_loop(ctx: Context) -> None:
+    interval = ctx.settings.hotline.queue_interval
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await calls.queue_round(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise_if_cancelling()
+            log.exception("hotline_queue_round_failed")

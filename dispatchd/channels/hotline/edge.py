@@ -3,7 +3,7 @@
 Everything SIP decides happens in :class:`~dispatchd.channels.hotline.agent.HotlineAgent`; this
 module only moves bytes (a datagram, or a message cut from a TCP stream by
 :class:`~dispatchd.channels.hotline.sip.StreamFramer`) into it, puts what it returns on the wire,
-wakes it when its next timer is due (``app[CLOCK].monotonic()``), and hands its call events, in
+wakes it when its next timer is due (``ctx.clock.monotonic()``), and hands its call events, in
 order, to the call queue (:mod:`dispatchd.channels.hotline.calls`).
 
 A malformed message never reaches further than the agent: it is answered 400 or dropped, counted
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.agent import (
@@ -40,11 +39,11 @@ from dispatchd.channels.hotline.agent import (
     HotlineAgent,
     Rejected,
 )
-from dispatchd.channels.hotline.appkeys import HOTLINES
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
+from dispatchd.channels.hotline.slots import HOTLINES
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
+from dispatchd.context import Context
 from dispatchd.tasks import stop_tasks
-from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, SETTINGS
 
 log = structlog.get_logger("dispatchd.sip")
 
@@ -55,14 +54,14 @@ _KNOWN_KINDS: Final = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "R
 
 class SipEdge:
     """One per instance: binds ``[sip] port`` on UDP and TCP and runs the agent. Implements
-    :class:`~dispatchd.channels.hotline.appkeys.SipControl` for the call queue."""
+    :class:`~dispatchd.channels.hotline.slots.SipControl` for the call queue."""
 
-    def __init__(self, app: web.Application) -> None:
-        settings = app[SETTINGS]
-        self.app = app
+    def __init__(self, ctx: Context) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
         self.host = settings.sip.host or settings.http.host
         self.ports: dict[str, int] = {}
-        directory = app[HOTLINES]
+        directory = ctx[HOTLINES]
         config = AgentConfig(
             user_agent=settings.sip.user_agent,
             advertise_host=settings.sip.advertise_host
@@ -115,7 +114,7 @@ class SipEdge:
 
     async def close(self) -> None:
         for call in self.agent.calls():
-            self.transmit(self.agent.hangup(call, self.app[CLOCK].monotonic()))
+            self.transmit(self.agent.hangup(call, self.ctx.clock.monotonic()))
         await stop_tasks(self._tasks)
         for recorder in list(self._recorders.values()):
             recorder.close()
@@ -133,11 +132,11 @@ class SipEdge:
 
     def receive(self, data: bytes, peer: Peer) -> None:
         """One datagram or one framed TCP message: into the agent, its effects out."""
-        metrics = self.app[METRICS]
+        metrics = self.ctx.metrics
         kind = "response" if data[:4] == b"SIP/" else data.split(b" ", 1)[0].decode("ascii", "replace")
         metrics.sip_messages.labels(peer.transport, kind if kind in _KNOWN_KINDS else "other").inc()
         try:
-            effects = self.agent.receive(data, peer, self.app[CLOCK].monotonic())
+            effects = self.agent.receive(data, peer, self.ctx.clock.monotonic())
         except Exception:  # the stack never goes down for one message
             log.exception("sip_message_failed", transport=peer.transport)
             metrics.sip_malformed.labels(peer.transport, "dropped").inc()
@@ -148,7 +147,7 @@ class SipEdge:
         self.transmit(self.agent.malformed(error, peer))
 
     def transmit(self, effects: Iterable[object]) -> None:
-        metrics = self.app[METRICS]
+        metrics = self.ctx.metrics
         for effect in effects:
             if isinstance(effect, Send):
                 self._send(effect.message, effect.peer)
@@ -188,7 +187,7 @@ class SipEdge:
     # -- commands from the call queue (SipControl) ----------------------------------------------
 
     async def answer(self, call_key: str, call_id: int) -> str | None:
-        settings = self.app[SETTINGS]
+        settings = self.ctx.settings
         media_host = (
             settings.sip.advertise_host
             or (self.host if self.host not in ("0.0.0.0", "::") else self.agent.local_host(call_key))
@@ -200,7 +199,7 @@ class SipEdge:
             raise CallStateError("call is gone")
         path: Path | None = None
         if settings.sip.record:
-            day = self.app[CLOCK].now().strftime("%Y%m%d")
+            day = self.ctx.clock.now().strftime("%Y%m%d")
             path = settings.data.dir / "recordings" / day / f"call-{call_id}.wav"
         recorder = RtpRecorder(path)
         loop = asyncio.get_running_loop()
@@ -208,7 +207,7 @@ class SipEdge:
         transport, _ = await loop.create_datagram_endpoint(lambda: recorder, local_addr=(bind, 0))
         try:
             effects = self.agent.answer(
-                call_key, media_host, transport.get_extra_info("sockname")[1], self.app[CLOCK].monotonic()
+                call_key, media_host, transport.get_extra_info("sockname")[1], self.ctx.clock.monotonic()
             )
         except BaseException:
             recorder.close()
@@ -220,7 +219,7 @@ class SipEdge:
         return str(path.relative_to(settings.data.dir))
 
     def hangup(self, call_key: str) -> None:
-        self.transmit(self.agent.hangup(call_key, self.app[CLOCK].monotonic()))
+        self.transmit(self.agent.hangup(call_key, self.ctx.clock.monotonic()))
 
     def finished(self, call_key: str) -> None:
         recorder = self._recorders.pop(call_key, None)
@@ -230,7 +229,7 @@ class SipEdge:
     # -- loops --------------------------------------------------------------------------------
 
     async def _timer_loop(self) -> None:
-        clock = self.app[CLOCK]
+        clock = self.ctx.clock
         while True:
             deadline = self.agent.next_deadline()
             self._wake.clear()
@@ -255,18 +254,18 @@ class SipEdge:
                 log.exception("sip_event_failed", event=type(event).__name__)
 
     async def _apply(self, event: object) -> None:
-        app = self.app
+        ctx = self.ctx
         if isinstance(event, CallOffered):
             try:
                 await calls.offer(
-                    app,
+                    ctx,
                     calls.NewCall(
                         source="sip",
                         external_id=event.call,
                         caller=event.caller,
                         caller_name=event.caller_name,
                         dialled=event.dialled,
-                        instance_id=app[INSTANCE_ID],
+                        instance_id=ctx.instance_id,
                     ),
                 )
             except Exception:
@@ -274,10 +273,10 @@ class SipEdge:
                 self.hangup(event.call)
                 raise
         elif isinstance(event, CallAbandoned):
-            await calls.caller_gone(app, "sip", event.call, event.reason)
+            await calls.caller_gone(ctx, "sip", event.call, event.reason)
         elif isinstance(event, CallEnded):
             self.finished(event.call)
-            await calls.caller_gone(app, "sip", event.call, event.reason)
+            await calls.caller_gone(ctx, "sip", event.call, event.reason)
         elif isinstance(event, CallConfirmed):
             log.debug("call_confirmed")
 

@@ -11,8 +11,8 @@ from typing import Any, Final
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from dispatchd.channels.reports.media import MediaStore, Staging
+from dispatchd.errors import invalid
 from dispatchd.web.errors import ApiError
-from dispatchd.web.validate import invalid
 
 PHOTO_PART: Final = "photo"
 _JSON_PART_MAX: Final = 256 * 1024

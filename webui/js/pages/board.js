@@ -356,14 +356,14 @@ function onMessage(msg) {
       break;
     case "change": {
       const r = state.applyChange(msg);
-      if (r && r.topic === "positions") {
+      if (r && r.entity === "positions") {
         // Positions are the bulk of the feed: they redraw the squads only, at most once a second.
         scheduleUnits();
         break;
       }
-      if (r && r.item && r.item.id !== undefined) fresh.add(`${r.topic}:${r.item.id}`);
-      if (r && r.topic === "incident" && r.event === "created" && r.kept) showBanner(r.item);
-      if (r && r.topic === "incident" && r.event === "close") refreshRate();
+      if (r && r.item && r.item.id !== undefined) fresh.add(`${r.entity}:${r.item.id}`);
+      if (r && r.entity === "incident" && r.reported && r.kept) showBanner(r.item);
+      if (r && r.entity === "incident" && r.action === "close") refreshRate();
       scheduleRender();
       break;
     }

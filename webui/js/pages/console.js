@@ -2,6 +2,7 @@
 // the actions of the closed loop, duplicates, dispatch with the nearest squads, and the call queue.
 // Keyboard first: J/K move, / searches, N registers a case, the action keys are on the buttons.
 import { ApiError, get, post, withToken } from "../api.js";
+import { BoardState, LIVE_CALL_STATES } from "../boardstate.js";
 import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, has, localName, onLanguageChange, t } from "../i18n.js";
 import { serverNow } from "../clock.js";
@@ -66,9 +67,9 @@ const S = {
   next: null,
   selected: null,
   detail: null,
-  calls: new Map(),
+  // The jurisdiction as the change feed tells it: calls, alerts, ... (boardstate.js).
+  live: new BoardState(),
   categoryNames: new Map(),
-  alerts: new Map(),
   available: false,
   newSinceLoad: 0,
   fresh: new Set(),
@@ -835,7 +836,7 @@ function newCaseDialog(call = null) {
 
 // -- calls -------------------------------------------------------------------------------------
 
-const LIVE_CALLS = ["ringing", "queued", "answered"];
+const LIVE_CALLS = LIVE_CALL_STATES;
 
 async function loadCalls() {
   if (!S.config.features.hotline) {
@@ -845,7 +846,7 @@ async function loadCalls() {
   try {
     const r = await get("/api/v1/hotline/calls", { state: LIVE_CALLS.join(","), limit: 100 });
     const list = Array.isArray(r) ? r : r.calls || r.items || [];
-    S.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
+    S.live.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
     renderCalls();
   } catch (err) {
     toast(errorText(err), "error");
@@ -903,7 +904,7 @@ function historyOf(call) {
 
 function renderCalls() {
   const ul = document.getElementById("call-list");
-  const calls = [...S.calls.values()].sort(
+  const calls = [...S.live.calls.values()].sort(
     (a, b) => Number(b.ringing_user_id === S.user.id) - Number(a.ringing_user_id === S.user.id) || String(a.offered_at).localeCompare(String(b.offered_at)),
   );
   document.getElementById("call-count").textContent = calls.filter((c) => c.state !== "answered").length;
@@ -932,8 +933,8 @@ function renderCalls() {
       const act = (path, body) => async () => {
         try {
           const r = await post(`/api/v1/hotline/calls/${call.id}/${path}`, body);
-          if (r && r.call) S.calls.set(String(call.id), { ...call, ...r.call });
-          if (r && r.state && !LIVE_CALLS.includes(r.state)) S.calls.delete(String(call.id));
+          if (r && r.call) S.live.calls.set(String(call.id), { ...call, ...r.call });
+          if (r && r.state && !LIVE_CALLS.includes(r.state)) S.live.calls.delete(String(call.id));
           loadCalls();
         } catch (err) {
           toast(errorText(err), "error");
@@ -972,7 +973,7 @@ async function loadAlerts() {
   try {
     const r = await get("/api/v1/alerts");
     const list = Array.isArray(r) ? r : r.alerts || r.items || [];
-    S.alerts = new Map(list.map((a) => [String(a.id), a]));
+    S.live.alerts = new Map(list.map((a) => [String(a.id), a]));
   } catch {
     /* the board feed brings them too */
   }
@@ -981,7 +982,7 @@ async function loadAlerts() {
 
 function renderAlerts() {
   const panel = document.getElementById("alerts-panel");
-  const alerts = [...S.alerts.values()].filter((a) => !a.resolved_at);
+  const alerts = [...S.live.alerts.values()].filter((a) => !a.resolved_at);
   panel.hidden = !alerts.length;
   document.getElementById("alert-count").textContent = alerts.length;
   document.getElementById("alert-list").replaceChildren(
@@ -990,7 +991,7 @@ function renderAlerts() {
       const act = (fn) => async () => {
         try {
           await fn();
-          S.alerts.delete(String(a.id));
+          S.live.alerts.delete(String(a.id));
           renderAlerts();
         } catch (err) {
           toast(errorText(err), "error");
@@ -1019,34 +1020,26 @@ function renderAlerts() {
 // -- live --------------------------------------------------------------------------------------
 
 function onLive(msg) {
+  // The board's state is the one handler of the feed; the console adds its own effects.
+  const r = S.live.apply(msg);
   if (msg.type === "snapshot") {
     // The server's clock is known now: countdowns follow it.
     const old = document.querySelector(".d-deadline");
     const fresh = S.detail && deadlineText(S.detail);
     if (old && fresh) old.replaceWith(fresh);
-    const alerts = msg.sections && msg.sections.alerts;
-    if (Array.isArray(alerts)) {
-      S.alerts = new Map(alerts.map((a) => [String(a.id), a]));
-      renderAlerts();
-    }
-    const calls = msg.sections && msg.sections.calls;
-    if (calls) {
-      const list = Array.isArray(calls) ? calls : calls.live || calls.calls || [];
-      S.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
-      renderCalls();
-    }
+    renderAlerts();
+    renderCalls();
     return;
   }
-  if (msg.type !== "change") return;
-  const data = msg.data || {};
-  if (msg.topic === "incident") {
-    const c = data.incident || data;
+  if (!r) return;
+  if (r.entity === "incident") {
+    const c = r.item;
     const i = S.items.findIndex((x) => String(x.id) === String(c.id));
     if (i >= 0) {
       S.items[i] = { ...S.items[i], ...c };
       S.fresh.add(String(c.id));
       renderList();
-    } else if (data.event === "created") {
+    } else if (r.reported) {
       S.newSinceLoad += 1;
       const pill = document.getElementById("new-pill");
       pill.textContent = t("console.new_cases", { n: S.newSinceLoad });
@@ -1054,22 +1047,14 @@ function onLive(msg) {
       if (c.priority === "P1") beep();
     }
     if (S.detail && String(S.detail.id) === String(c.id) && c.version !== S.detail.version) selectCase(c.id, { focusList: false });
-  } else if (msg.topic === "alert") {
-    const a = data.alert || data;
-    if (data.event === "resolved" || a.resolved_at) S.alerts.delete(String(a.id));
-    else {
-      if (!S.alerts.has(String(a.id))) beep();
-      S.alerts.set(String(a.id), a);
-    }
+  } else if (r.entity === "alert") {
+    if (r.kept && !r.previous) beep();
     renderAlerts();
-  } else if (msg.topic === "call") {
-    const call = data.call || data;
-    const known = S.calls.get(String(call.id));
-    if (LIVE_CALLS.includes(call.state)) {
-      // Rings here: this officer's console is the one the queue chose.
-      if (call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
-      S.calls.set(String(call.id), { ...(known || {}), ...call });
-    } else S.calls.delete(String(call.id));
+  } else if (r.entity === "call") {
+    const call = r.item;
+    const known = r.previous;
+    // Rings here: this officer's console is the one the queue chose.
+    if (r.kept && call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
     renderCalls();
   }
 }

@@ -1,17 +1,16 @@
-"""Application keys of the squad-units capability."""
+"""Typed slots of the squad-units capability on the service context."""
 
 from __future__ import annotations
-
-from aiohttp import web
 
 from dispatchd.channels.gps.intake import GpsIntake
 from dispatchd.channels.gps.jt808_server import Jt808Server
 from dispatchd.channels.gps.sink import PositionSink
+from dispatchd.context import Slot
 from dispatchd.units.devices import DeviceDirectory
 
-DEVICES = web.AppKey("unit_devices", DeviceDirectory)
-SINK = web.AppKey("gps_sink", PositionSink)
-INTAKE = web.AppKey("gps_intake", GpsIntake)
-JT808_SERVER = web.AppKey("jt808_server", Jt808Server)
+DEVICES = Slot[DeviceDirectory]("unit_devices")
+SINK = Slot[PositionSink]("gps_sink")
+INTAKE = Slot[GpsIntake]("gps_intake")
+JT808_SERVER = Slot[Jt808Server]("jt808_server")
 # The ports the position servers really bound: {"osmand": 5055, "jt808": 5015} (tests bind port 0).
-GPS_PORTS = web.AppKey("gps_ports", dict[str, int])
+GPS_PORTS = Slot[dict[str, int]]("gps_ports")
