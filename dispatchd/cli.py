@@ -19,7 +19,15 @@ import structlog
 
 from dispatchd import __version__, http_server
 from dispatchd.config import ConfigError, Settings, describe, load_settings
+from dispatchd.domain.hotlines import load_hotlines
+from dispatchd.domain.orgs import load_org_tree
+from dispatchd.domain.taxonomy import load_taxonomy
+from dispatchd.embedded import EmbeddedStores
 from dispatchd.logs import configure_logging
+from dispatchd.store import apikeys, users
+from dispatchd.store.db import init_connection
+from dispatchd.store.migrate import migrate
+from dispatchd.store.orgs import sync_org_tree
 
 log = structlog.get_logger("dispatchd")
 EXIT_CONFIG = 2
@@ -40,10 +48,6 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 def _validate_config_files(settings: Settings) -> None:
     """Load what the daemon loads at start, so bad files fail here with the file named."""
-    from dispatchd.domain.hotlines import load_hotlines
-    from dispatchd.domain.orgs import load_org_tree
-    from dispatchd.domain.taxonomy import load_taxonomy
-
     for name, path in (
         ("paths.orgs", settings.paths.orgs),
         ("paths.taxonomy", settings.paths.taxonomy),
@@ -63,12 +67,6 @@ def _validate_config_files(settings: Settings) -> None:
 async def store_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A migrated database with the organisation tree loaded; embedded servers started if needed
     and stopped again afterwards when this command started them."""
-    from dispatchd.domain.orgs import load_org_tree
-    from dispatchd.embedded import EmbeddedStores
-    from dispatchd.store.db import init_connection
-    from dispatchd.store.migrate import migrate
-    from dispatchd.store.orgs import sync_org_tree
-
     stores = None
     url = settings.database.url
     if settings.embedded_database:
@@ -159,7 +157,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from dispatchd.store import users
 
     settings = _settings(args)
     password = args.password or secrets.token_urlsafe(12)
@@ -188,7 +185,6 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey_add(args: argparse.Namespace) -> int:
-    from dispatchd.store import apikeys
 
     settings = _settings(args)
 

@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from dispatchd import __version__
+from dispatchd.channels.gps import api as gps
 from dispatchd.channels.hotline import api as hotline
 from dispatchd.channels.open311 import api as open311
 from dispatchd.channels.reports import api as reports
@@ -47,6 +48,7 @@ log = structlog.get_logger("dispatchd.server")
 # Each capability registers itself: routes, board sections, cleanup contexts, background tasks.
 CAPABILITIES: Final[tuple[Callable[[web.Application], None], ...]] = (
     units.setup,
+    gps.setup,
     incidents.setup,
     live.setup,
     video.setup,

@@ -22,6 +22,7 @@ from dispatchd.live.slots import BOARD_HUB, FEED, ORDER_TIMERS, SQUAD_HUB
 from dispatchd.live.squad import SquadHub
 from dispatchd.store.users import User
 from dispatchd.tasks import start_task, stop_tasks
+from dispatchd.units.slots import STATUS_REACTIONS
 from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, require_role
@@ -294,6 +295,9 @@ def setup(app: web.Application) -> None:
     add_routes(app, ROUTES)
     ctx.board_sections["orders"] = orders.orders_section
     ctx.board_sections["alerts"] = orders.alerts_section
+    if STATUS_REACTIONS not in ctx:
+        ctx[STATUS_REACTIONS] = []
+    ctx[STATUS_REACTIONS].append(orders.complete_unit_orders)
     app.cleanup_ctx.append(_live_ctx)
     app.on_shutdown.append(_close_websockets)
 

@@ -39,6 +39,7 @@ from dispatchd.live.protocol import (
 )
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
+from dispatchd.store.changes import prune_outbox
 from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.live.feed")
@@ -96,17 +97,7 @@ async def pruned_through(conn: asyncpg.Connection) -> int:
 
 async def prune(conn: asyncpg.Connection, before: Any) -> int:
     """Delete rows older than ``before`` (a contiguous run from the start); return the new mark."""
-    async with conn.transaction():
-        upto = await conn.fetchval("SELECT max(seq) FROM outbox WHERE created_at < $1", before)
-        if upto is not None:
-            await conn.execute("DELETE FROM outbox WHERE seq <= $1", upto)
-            await conn.execute(
-                "INSERT INTO feed_state (singleton, pruned_through) VALUES (true, $1)"
-                " ON CONFLICT (singleton) DO UPDATE"
-                " SET pruned_through = GREATEST(feed_state.pruned_through, EXCLUDED.pruned_through)",
-                upto,
-            )
-        return await pruned_through(conn)
+    return await prune_outbox(conn, before)
 
 
 class Feed:

@@ -23,6 +23,7 @@ import structlog
 from dispatchd.context import Context
 from dispatchd.domain import orders as machine
 from dispatchd.domain.orders import Order, OrderClock, OrderConflict, Step
+from dispatchd.domain.units import DONE_STATUSES
 from dispatchd.errors import Conflict, conflict, not_found
 from dispatchd.incidents.store import may_view
 from dispatchd.store.changes import Actor as ChangeActor
@@ -486,8 +487,13 @@ async def reassign(
     return order_json(new)
 
 
-async def complete_unit_orders(ctx: Context, conn: asyncpg.Connection, unit_id: int, user: User | None) -> None:
-    """The unit reported returning or available: its accepted orders are done."""
+async def complete_unit_orders(
+    ctx: Context, conn: asyncpg.Connection, unit_id: int, status: str, actor: User | str | None
+) -> None:
+    """A unit's status reaction: returning or available, its accepted orders are done."""
+    if status not in DONE_STATUSES:
+        return
+    user = actor if isinstance(actor, User) else None
     rows = await conn.fetch(
         "SELECT * FROM orders WHERE unit_id = $1 AND state = 'accepted' ORDER BY id FOR UPDATE", unit_id
     )

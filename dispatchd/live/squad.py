@@ -44,7 +44,7 @@ from dispatchd.live.protocol import (
 )
 from dispatchd.store.users import User
 from dispatchd.units.service import set_unit_status
-from dispatchd.units.slots import SINK
+from dispatchd.units.slots import POSITIONS
 
 log = structlog.get_logger("dispatchd.live.squad")
 
@@ -312,10 +312,7 @@ class SquadHub:
         if status not in DEVICE_STATUSES:
             raise BadMessage("invalid", "status must be one of " + ", ".join(DEVICE_STATUSES))
         unit_id = self._unit_of(c, cmd)
-        async with self.ctx.pool.acquire() as conn, conn.transaction():
-            unit = await set_unit_status(self.ctx, unit_id, str(status), c.user, conn=conn)
-            if status in ("returning", "available"):
-                await orders.complete_unit_orders(self.ctx, conn, unit_id, c.user)
+        unit = await set_unit_status(self.ctx, unit_id, str(status), c.user)
         return {"unit_id": unit_id, "status": unit["status"]}
 
     def _position(self, c: SquadConn, cmd: SquadCommand) -> dict[str, Any]:
@@ -359,7 +356,7 @@ def submit_position(
     altitude_m: float | None,
 ) -> str:
     """Hand a browser geolocation fix to the position sink (source ``squad``); return its verdict."""
-    sink = ctx.get(SINK)
+    sink = ctx.get(POSITIONS)
     if sink is None:
         return "no_sink"
     fix = Position(

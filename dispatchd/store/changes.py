@@ -242,6 +242,24 @@ async def publish_batch(
     )
 
 
+async def prune_outbox(conn: asyncpg.Connection, before: datetime) -> int:
+    """Retention of the change feed: delete outbox rows older than ``before`` (a contiguous run from
+    the start) and record the highest seq deleted in ``feed_state``; return that mark. The audit log
+    is never pruned."""
+    async with conn.transaction():
+        upto = await conn.fetchval("SELECT max(seq) FROM outbox WHERE created_at < $1", before)
+        if upto is not None:
+            await conn.execute("DELETE FROM outbox WHERE seq <= $1", upto)
+            await conn.execute(
+                "INSERT INTO feed_state (singleton, pruned_through) VALUES (true, $1)"
+                " ON CONFLICT (singleton) DO UPDATE"
+                " SET pruned_through = GREATEST(feed_state.pruned_through, EXCLUDED.pruned_through)",
+                upto,
+            )
+        mark: int = await conn.fetchval("SELECT coalesce((SELECT pruned_through FROM feed_state), 0)")
+        return mark
+
+
 # -- reading the audit log ---------------------------------------------------------------------------
 
 AUDIT_COLUMNS: Final = (

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
 
-from dispatchd.channels.gps.intake import GpsIntake
-from dispatchd.channels.gps.jt808_server import serve_jt808
-from dispatchd.channels.gps.osmand_server import serve_osmand
-from dispatchd.channels.gps.sink import PositionSink
 from dispatchd.domain.units import DEVICE_PROTOCOLS, UNIT_KINDS, UNIT_STATUSES
 from dispatchd.errors import invalid, not_found
-from dispatchd.tasks import stop_tasks
 from dispatchd.units import service
-from dispatchd.units.demo import run_demo
-from dispatchd.units.devices import DeviceDirectory
-from dispatchd.units.slots import DEVICES, GPS_PORTS, INTAKE, JT808_SERVER, SINK
+from dispatchd.units.slots import GPS_PORTS, POSITIONS, STATUS_REACTIONS
 from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, may_see, require_role
@@ -45,7 +36,9 @@ async def _visible(request: web.Request) -> dict[str, object]:
 
 async def _fresh(request: web.Request) -> None:
     """Read your writes: what this instance accepted is in the stores before it is read back."""
-    await request.app[CTX][SINK].flush_pending()
+    positions = request.app[CTX].get(POSITIONS)
+    if positions is not None:
+        await positions.flush_pending()
 
 
 UNIT_BODY = (
@@ -105,14 +98,8 @@ async def set_status(request: web.Request) -> web.Response:
             mine = await service.units_of_user(conn, user.id)
         if user.role != "squad_member" or unit["id"] not in mine:
             require_role(request, *MANAGERS)
-    from dispatchd.live.orders import complete_unit_orders  # live builds on units, not the reverse
-
     unit_id = int(str(unit["id"]))
-    async with request.app[CTX].pool.acquire() as conn, conn.transaction():
-        result = await service.set_unit_status(request.app[CTX], unit_id, body["status"], user, conn=conn)
-        if body["status"] in ("returning", "available"):
-            # Set by the officer or by the device: either way the unit's accepted orders are done.
-            await complete_unit_orders(request.app[CTX], conn, unit_id, user)
+    result = await service.set_unit_status(request.app[CTX], unit_id, body["status"], user)
     return web.json_response(result)
 
 
@@ -334,47 +321,8 @@ ROUTES = [
 
 
 def setup(app: web.Application) -> None:
-    add_routes(app, ROUTES)
-    app[CTX].board_sections["units"] = service.board_units
-    app.cleanup_ctx.append(_positions_ctx)
-
-
-async def _positions_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Device directory, sink, both protocol servers and the demo feed, for the life of the app."""
     ctx = app[CTX]
-    settings = ctx.settings
-    devices = ctx[DEVICES] = DeviceDirectory(ctx.pool, ctx.clock)
-    sink = ctx[SINK] = PositionSink(ctx.redis, ctx.pool, ctx.clock, settings.units, ctx.metrics)
-    intake = ctx[INTAKE] = GpsIntake(ctx, sink, devices)
-    flusher = asyncio.create_task(sink.run(), name="gps-sink")
-    osmand = serve_osmand(ctx, intake, settings.osmand.host or settings.http.host, settings.osmand.port)
-    jt808 = serve_jt808(
-        intake,
-        ctx.clock,
-        ctx.metrics,
-        settings.jt808.host or settings.http.host,
-        settings.jt808.port,
-        settings.jt808.idle_timeout,
-    )
-    demo: asyncio.Task[None] | None = None
-    try:
-        osmand_port = await anext(osmand)
-        try:
-            server, jt808_port = await anext(jt808)
-            ctx[JT808_SERVER] = server
-            ctx[GPS_PORTS] = {"osmand": osmand_port, "jt808": jt808_port}
-            if settings.demo.enabled:
-                demo = asyncio.create_task(run_demo(ctx), name="gps-demo")
-            try:
-                yield
-            finally:
-                if demo is not None:
-                    await stop_tasks([demo])
-                await jt808.aclose()
-        finally:
-            await osmand.aclose()
-    finally:
-        await intake.close()
-        await stop_tasks([flusher])
-        await sink.close()
-        log.info("gps_stopped")
+    add_routes(app, ROUTES)
+    ctx.board_sections["units"] = service.board_units
+    if STATUS_REACTIONS not in ctx:
+        ctx[STATUS_REACTIONS] = []

@@ -19,8 +19,10 @@ from dispatchd.domain.units import (
     UNIT_KINDS,
     UNIT_STATUSES,
     Position,
+    StatusConflict,
     eta_seconds,
     is_stale,
+    next_status,
 )
 from dispatchd.errors import conflict, invalid, not_found
 from dispatchd.store import keys
@@ -30,7 +32,7 @@ from dispatchd.store.orgs import unit_path
 from dispatchd.store.users import User
 from dispatchd.units.devices import digest, new_secret, normalise_identifier
 from dispatchd.units.positions import read_positions
-from dispatchd.units.slots import DEVICES
+from dispatchd.units.slots import DEVICES, STATUS_REACTIONS
 
 UNIT_COLUMNS = "id, name, kind, org_code, org_path, status, version, created_at, updated_at"
 
@@ -200,7 +202,9 @@ async def set_unit_status(
 
     With ``conn`` the change joins the caller's transaction (an order and the unit's status commit
     together); otherwise it runs in its own. Setting the status it already has writes nothing.
-    Raises :class:`ApiError` 422 for an unknown status and 404 for an unknown unit.
+    The reactions registered in :data:`~dispatchd.units.slots.STATUS_REACTIONS` run in the same
+    transaction. Invalid for an unknown status, NotFound for an unknown unit, Conflict for a move the
+    lifecycle refuses (:func:`dispatchd.domain.units.next_status`).
     """
     if status not in UNIT_STATUSES:
         raise invalid(
@@ -218,12 +222,21 @@ async def set_unit_status(
         row = await c.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
         if row is None:
             raise not_found("队伍", "unit")
-        if row["status"] == status:
-            return unit_record(row)
-        new = await bump(c, "unit", unit_id, {"status": status, "updated_at": now})
-        return await _changed(
-            c, new, "status", who, now, {"from": row["status"], "to": status}, from_state=row["status"]
-        )
+        try:
+            after = next_status(row["status"], status)
+        except StatusConflict as exc:
+            raise conflict(exc.message_zh, exc.message_en, code="unit_status") from None
+        if after is None:
+            unit = unit_record(row)
+        else:
+            new = await bump(c, "unit", unit_id, {"status": after, "updated_at": now})
+            unit = await _changed(
+                c, new, "status", who, now, {"from": row["status"], "to": after}, from_state=row["status"]
+            )
+        # Whoever set it, what reacts to a unit's status does so in the same transaction.
+        for react in ctx.get(STATUS_REACTIONS) or ():
+            await react(ctx, c, unit_id, status, actor)
+        return unit
 
     if conn is None:
         async with ctx.pool.acquire() as own, own.transaction():

@@ -16,7 +16,7 @@ from dispatchd.video import store
 from dispatchd.video.forward import ForwardingTotals
 from dispatchd.video.recording import Recorder
 from dispatchd.video.room import Room
-from dispatchd.video.signalling import ProtocolError
+from dispatchd.video.signalling import ProtocolError, dumps
 from dispatchd.video.sources import RtspPuller
 from dispatchd.video.store import Invite, Meeting
 
@@ -204,8 +204,6 @@ class VideoCollector(Collector):
 
 
 async def room_broadcast(room: Room, kind: str, **fields: Any) -> None:
-    from dispatchd.video.signalling import dumps
-
     text = dumps(kind, **fields)
     await asyncio.gather(*(p.send(text) for p in list(room.participants.values())))
 

@@ -207,8 +207,8 @@ async def make_case(
 
 async def place_unit(client: TestClient[Any, Any], unit_id: int, lat: float, lon: float, at: datetime) -> None:
     """Give a unit a live position through the position sink, as a tracker would."""
+    from dispatchd.channels.gps.slots import SINK
     from dispatchd.domain.units import Position
-    from dispatchd.units.slots import SINK
 
     sink = app_of(client)[SINK]
     verdict = sink.submit(Position(unit_id=unit_id, device_id=0, lat=lat, lon=lon, at=at, source="osmand"), at)

@@ -9,11 +9,11 @@ from typing import Any
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from dispatchd.channels.gps.slots import SINK
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.live.protocol import CLOSE_NO_UNIT
 from dispatchd.live.slots import ORDER_TIMERS
-from dispatchd.units.slots import SINK
 from tests.conftest import Account, AppFactory, UserFactory
 from tests.live.helpers import (
     COUNTY,

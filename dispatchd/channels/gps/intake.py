@@ -16,6 +16,7 @@ import structlog
 
 from dispatchd.context import Context
 from dispatchd.domain.units import Position, TokenBucket
+from dispatchd.incidents.service import create_incident
 from dispatchd.store import keys
 from dispatchd.units.devices import Device, DeviceDirectory
 from dispatchd.units.positions import read_position
@@ -101,8 +102,6 @@ class GpsIntake:
                 )
             if unit is None:
                 return
-            from dispatchd.incidents.service import create_incident
-
             where = (
                 f"位置 {position.lat:.6f}, {position.lon:.6f}（{position.at.isoformat()}）"
                 if position

@@ -23,9 +23,9 @@ from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.context import Context
+from dispatchd.errors import DomainError
 from dispatchd.store.users import User, find_for_login
 from dispatchd.tasks import stop_tasks
-from dispatchd.web.errors import ApiError
 
 log = structlog.get_logger("dispatchd.demo")
 
@@ -130,7 +130,7 @@ async def _desk_round(
                 continue
             waited = calls.call_json(ctx, call)["wait_seconds"]
             if waited >= wait:
-                with contextlib.suppress(ApiError, calls.RemoteCall):
+                with contextlib.suppress(DomainError, calls.RemoteCall):
                     await calls.answer(ctx, row["id"], user)
                     if rng.random() < 0.5:
                         category = row["category"] or rng.choice(sorted(_DESCRIPTIONS))

@@ -35,6 +35,7 @@ from dispatchd.channels.hotline.agent import (
     CallConfirmed,
     CallEnded,
     CallOffered,
+    CallStateError,
     Dropped,
     HotlineAgent,
     Rejected,
@@ -194,8 +195,6 @@ class SipEdge:
             or "127.0.0.1"
         )
         if call_key not in self.agent:
-            from dispatchd.channels.hotline.agent import CallStateError
-
             raise CallStateError("call is gone")
         path: Path | None = None
         if settings.sip.record:

@@ -25,9 +25,9 @@ import structlog
 from dispatchd.channels.reports import service
 from dispatchd.clock import LOCAL_TZ
 from dispatchd.context import Context
+from dispatchd.errors import DomainError
 from dispatchd.store import users
 from dispatchd.store.users import User
-from dispatchd.web.errors import ApiError
 
 log = structlog.get_logger("dispatchd.reports.demo")
 
@@ -182,5 +182,5 @@ async def run_demo(ctx: Context) -> None:
         try:
             incident_id = await file_one(ctx, rng.choice(workers), rng)
             log.debug("demo_report_filed", incident_id=incident_id)
-        except ApiError as exc:
+        except DomainError as exc:
             log.warning("demo_report_refused", code=exc.code, message=exc.message_en)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from dispatchd.units.demo import DEMO_SQUADS, Walker, run_demo, street_graph
+from dispatchd.channels.gps.demo import DEMO_SQUADS, Walker, run_demo, street_graph
 from tests.conftest import COUNTY, UserFactory
 from tests.units.helpers import eventually
 
