@@ -337,6 +337,44 @@ class TransitionError(Exception):
         return f"TransitionError({self.code!r}, {self.message_zh!r}, {self.message_en!r})"
 
 
+# What else a viewer may do with a case, beside the steps of the loop (named in allowed_actions too).
+CONVENE: Final = "convene"  # convene a consultation about the case (视频会商)
+
+
+def case_operations(incident: Incident, actor: Actor, org: OrgView, conveners: frozenset[str]) -> tuple[str, ...]:
+    """Operations on a case that are not steps of the loop: a consultation about an open case in
+    the actor's jurisdiction, for those who may convene one."""
+    found: list[str] = []
+    if incident.state in OPEN_STATES and str(actor.role) in conveners and _within_jurisdiction(incident, actor, org):
+        found.append(CONVENE)
+    return tuple(found)
+
+
+def allowed_actions(incident: Incident, actor: Actor, org: OrgView) -> tuple[Action, ...]:
+    """The actions ``actor`` may take on ``incident`` now, in the order of :class:`Action`: the
+    checks of :func:`decide` that need no input (role, scope, state), plus what the case alone
+    decides (a department that has fed back this round has nothing more to feed back; a case at the
+    top cannot go up). Screens draw their buttons from this, never from a copy of the rules."""
+    found: list[Action] = []
+    for action in Action:
+        if actor.role not in ALLOWED_ROLES[action] or incident.state not in _LEGAL_FROM[action]:
+            continue
+        try:
+            _check_scope(incident, Command(action, incident.version), actor, org)
+        except TransitionError:
+            continue
+        if action is Action.escalate and org.parent_of(incident.owner_unit) is None:
+            continue
+        if (
+            action is Action.feedback
+            and actor.role is Role.department_handler
+            and actor.department not in incident.pending_feedback
+        ):
+            continue
+        found.append(action)
+    return tuple(found)
+
+
 def on_created(now: datetime) -> tuple[Effect, ...]:
     """Effects of a new report: the clock for accepting it (受理) starts."""
     _require_aware(now)

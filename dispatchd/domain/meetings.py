@@ -20,6 +20,9 @@ RUNNING: Final = "running"
 ENDED: Final = "ended"
 STATUSES: Final = (SCHEDULED, RUNNING, ENDED)
 
+# Who may convene a consultation (视频会商), invite to it and end it.
+CONVENERS: Final = frozenset({"duty_officer", "leader"})
+
 STATUS_NAMES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
     {SCHEDULED: ("待召开", "scheduled"), RUNNING: ("进行中", "running"), ENDED: ("已结束", "ended")}
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, time, timedelta
@@ -18,7 +19,8 @@ from dispatchd.domain.incident import Action, State
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import invalid, not_found
 from dispatchd.incidents import board, service, stats, timers
-from dispatchd.incidents.service import ACTION_FIELDS, ListFilter
+from dispatchd.incidents.query import CaseQuery
+from dispatchd.incidents.service import ACTION_FIELDS
 from dispatchd.incidents.store import CHANNELS
 from dispatchd.tasks import start_task, stop_tasks
 from dispatchd.validate import Field
@@ -212,7 +214,8 @@ async def list_incidents(request: web.Request) -> web.Response:
     unit = query.get("unit")
     if unit is not None and (unit not in request.app[CTX].orgs or not may_see(request, unit)):
         raise not_found("单位", "unit")
-    where = ListFilter(
+    where = CaseQuery(
+        viewer=user,
         states=_csv_list(query.get("state"), "state", tuple(State)),
         categories=_csv_list(query.get("category"), "category"),
         priorities=_csv_list(query.get("priority"), "priority", PRIORITIES),
@@ -223,9 +226,8 @@ async def list_incidents(request: web.Request) -> web.Response:
         text=(query.get("q") or "").strip() or None,
     )
     before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
-    items, next_before = await service.list_incidents(
-        request.app[CTX], user, where, limit=query.get("limit", 50), before=before
-    )
+    page = dataclasses.replace(where, limit=query.get("limit", 50), before=before)
+    items, next_before = await service.list_incidents(request.app[CTX], page)
     return _json({"items": items, "next_cursor": _encode_cursor(next_before) if next_before else None})
 
 

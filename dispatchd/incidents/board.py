@@ -8,6 +8,7 @@ from typing import Any, Final
 from dispatchd.clock import LOCAL_TZ
 from dispatchd.context import Context
 from dispatchd.incidents import store
+from dispatchd.incidents.query import URGENT_FIRST, CaseQuery, find
 
 # The board shows at most this many open cases (most urgent first); counters count them all.
 BOARD_LIMIT: Final = 500
@@ -28,31 +29,27 @@ async def incidents_section(ctx: Context, codes: frozenset[str]) -> dict[str, An
     root = _root(ctx, codes)
     if root is None:
         return {"open": [], "counters": {}}
-    args: list[Any] = []
-    scope = store.unit_in_scope_sql(root, args)
     open_states = store.OPEN_SQL
     today = datetime.combine(ctx.clock.now().astimezone(LOCAL_TZ).date(), time(0), LOCAL_TZ)
+    args: list[Any] = []
+    scope = CaseQuery(unit=root).where(args)
+    args.append(today)
+    since = f"${len(args)}"
     async with ctx.pool.acquire() as conn:
-        rows = await conn.fetch(
-            f"SELECT i.* FROM incidents i WHERE {scope} AND {open_states}"
-            f" ORDER BY i.priority, i.overdue DESC, i.id DESC LIMIT {BOARD_LIMIT}",
-            *args,
-        )
+        rows, _ = await find(conn, CaseQuery(unit=root, open=True, order=URGENT_FIRST, limit=BOARD_LIMIT))
         counts = await conn.fetchrow(
             f"SELECT count(*) FILTER (WHERE {open_states}) AS open,"
             f" count(*) FILTER (WHERE {open_states} AND i.overdue) AS overdue,"
             f" count(*) FILTER (WHERE i.state = 'reported') AS to_accept,"
-            f" count(*) FILTER (WHERE i.created_at >= $2) AS received_today,"
-            f" count(*) FILTER (WHERE i.closed_at >= $2) AS closed_today"
+            f" count(*) FILTER (WHERE i.created_at >= {since}) AS received_today,"
+            f" count(*) FILTER (WHERE i.closed_at >= {since}) AS closed_today"
             f" FROM incidents i WHERE {scope}",
-            root,
-            today,
+            *args,
         )
         channels = await conn.fetch(
             "SELECT i.channel AS channel, count(*) AS n FROM incidents i"
-            f" WHERE {scope} AND i.created_at >= $2 GROUP BY i.channel",
-            root,
-            today,
+            f" WHERE {scope} AND i.created_at >= {since} GROUP BY i.channel",
+            *args,
         )
     return {
         "open": [store.summary_json(r, ctx.orgs, ctx.taxonomy) for r in rows],

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -43,12 +42,16 @@ from dispatchd.domain.incident import (
     Role,
     State,
     TransitionError,
+    allowed_actions,
+    case_operations,
     decide,
     on_created,
 )
+from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, conflict, invalid, not_found
 from dispatchd.incidents import store
+from dispatchd.incidents.query import CaseQuery, find
 from dispatchd.incidents.store import CHANNELS
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, record
@@ -333,6 +336,13 @@ async def _full_json(
             caller_window=timedelta(seconds=settings.duplicate_caller_window_s),
         )
     case["duplicates"] = duplicates
+    case["allowed_actions"] = []
+    if viewer is not None:
+        current, actor = store.to_domain(row), domain_actor(viewer)
+        case["allowed_actions"] = [
+            *(str(a) for a in allowed_actions(current, actor, tree)),
+            *case_operations(current, actor, tree, CONVENERS),
+        ]
     return case
 
 
@@ -770,78 +780,8 @@ async def _absorb(
 # -- list ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ListFilter:
-    """What ``GET /api/v1/incidents`` filters on; every part is optional."""
-
-    states: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()  # a code matches itself and its sub-categories
-    priorities: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-    unit: str | None = None  # owned or placed within this unit's subtree
-    overdue: bool | None = None
-    bbox: tuple[float, float, float, float] | None = None  # min_lon, min_lat, max_lon, max_lat
-    text: str | None = None  # in number, description, address or caller
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-async def list_incidents(
-    ctx: Context,
-    viewer: User,
-    where: ListFilter,
-    *,
-    limit: int = 50,
-    before: int | None = None,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Cases the viewer may see, newest first; returns the page and the id to continue before
-    (None on the last page)."""
-    args: list[Any] = []
-    clauses = [store.visibility_sql(viewer, args)]
-    if where.states:
-        args.append(list(where.states))
-        clauses.append(f"i.state = ANY(${len(args)}::text[])")
-    if where.categories:
-        args.append(list(where.categories))
-        n = len(args)
-        clauses.append(
-            f"(i.category = ANY(${n}::text[]) OR EXISTS (SELECT 1 FROM unnest(${n}::text[]) AS c(code)"
-            " WHERE i.category LIKE c.code || '.%'))"
-        )
-    if where.priorities:
-        args.append(list(where.priorities))
-        clauses.append(f"i.priority = ANY(${len(args)}::text[])")
-    if where.channels:
-        args.append(list(where.channels))
-        clauses.append(f"i.channels && ${len(args)}::text[]")
-    if where.unit is not None:
-        clauses.append(store.unit_in_scope_sql(where.unit, args))
-    if where.overdue is not None:
-        args.append(where.overdue)
-        clauses.append(f"i.overdue = ${len(args)}")
-    if where.bbox is not None:
-        min_lon, min_lat, max_lon, max_lat = where.bbox
-        args += [min_lat, max_lat, min_lon, max_lon]
-        n = len(args)
-        clauses.append(f"i.lat BETWEEN ${n - 3} AND ${n - 2} AND i.lon BETWEEN ${n - 1} AND ${n}")
-    if where.text:
-        args.append(_like(where.text))
-        n = len(args)
-        clauses.append(
-            f"(i.number ILIKE ${n} OR i.description ILIKE ${n} OR coalesce(i.address, '') ILIKE ${n}"
-            f" OR coalesce(i.caller, '') ILIKE ${n})"
-        )
-    if before is not None:
-        args.append(before)
-        clauses.append(f"i.id < ${len(args)}")
-    args.append(limit + 1)
-    sql = f"SELECT i.* FROM incidents i WHERE {' AND '.join(clauses)} ORDER BY i.id DESC LIMIT ${len(args)}"
+async def list_incidents(ctx: Context, query: CaseQuery) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of cases (newest first with the default order) and the id to continue before."""
     async with ctx.pool.acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-    page = rows[:limit]
-    items = [store.summary_json(r, ctx.orgs, ctx.taxonomy) for r in page]
-    more = len(rows) > limit
-    return items, (page[-1]["id"] if more and page else None)
+        rows, next_before = await find(conn, query)
+    return [store.summary_json(r, ctx.orgs, ctx.taxonomy) for r in rows], next_before

@@ -28,7 +28,8 @@ import asyncpg
 from dispatchd.context import Context, Slot
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
-from dispatchd.incidents.store import OPEN_SQL, unit_in_scope_sql
+from dispatchd.incidents.query import CaseQuery
+from dispatchd.incidents.store import OPEN_SQL
 
 # Figures other capabilities add to ``GET /api/v1/stats`` under their own key (patrol compliance,
 # call answering …): ``async fn(conn, org, start, end) -> JSON``, registered with
@@ -45,7 +46,6 @@ def register_section(ctx: Context, name: str, section: StatsSection) -> None:
 
 
 _LOW_LEVELS: Final = "('township', 'community', 'grid')"
-_OPEN: Final = OPEN_SQL
 
 _FIGURES: Final = f"""
     count(DISTINCT i.id) AS received,
@@ -54,9 +54,9 @@ _FIGURES: Final = f"""
     count(DISTINCT i.id) FILTER (WHERE i.state = 'merged') AS merged,
     count(DISTINCT i.id) FILTER (WHERE i.closed_at IS NOT NULL) AS closed,
     count(DISTINCT i.id) FILTER (WHERE i.closed_level IN {_LOW_LEVELS}) AS closed_low,
-    count(DISTINCT i.id) FILTER (WHERE {_OPEN}) AS open,
+    count(DISTINCT i.id) FILTER (WHERE {OPEN_SQL}) AS open,
     count(DISTINCT i.id) FILTER (WHERE i.ever_overdue) AS overdue,
-    count(DISTINCT i.id) FILTER (WHERE i.overdue AND {_OPEN}) AS overdue_now,
+    count(DISTINCT i.id) FILTER (WHERE i.overdue AND {OPEN_SQL}) AS overdue_now,
     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.dispatched_at - i.created_at)::float8)
         AS median_dispatch_s,
     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.closed_at - i.created_at)::float8)
@@ -131,9 +131,7 @@ async def statistics(
 ) -> dict[str, Any]:
     """Every figure for the cases of ``org``'s subtree received in ``[start, end)``."""
     args: list[Any] = []
-    scope = unit_in_scope_sql(org, args)
-    args += [start, end]
-    where = f"{scope} AND i.created_at >= ${len(args) - 1} AND i.created_at < ${len(args)}"
+    where = CaseQuery(unit=org, created_from=start, created_to=end).where(args)
 
     total = await conn.fetchrow(f"SELECT {_FIGURES} FROM incidents i WHERE {where}", *args)
     # The child unit under ``org`` on the way to the case's place (or owner when it has no place).
@@ -167,11 +165,10 @@ async def statistics(
         " GROUP BY key ORDER BY key",
         *args,
     )
-    year_args = [org, _year_before(start), _year_before(end)]
+    year_args: list[Any] = []
+    year_ago = CaseQuery(unit=org, created_from=_year_before(start), created_to=_year_before(end))
     previous: int = await conn.fetchval(
-        f"SELECT count(*) FROM incidents i WHERE {unit_in_scope_sql(org, [])}"
-        " AND i.created_at >= $2 AND i.created_at < $3",
-        *year_args,
+        f"SELECT count(*) FROM incidents i WHERE {year_ago.where(year_args)}", *year_args
     )
 
     unit = tree.get(org)

@@ -63,6 +63,7 @@ OPEN_SQL: Final = "i.state IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATE
 MERGEABLE: Final = frozenset({State.reported, State.accepted})
 # States a merge target may not be in.
 DEAD: Final = frozenset({State.rejected, State.merged})
+_DEAD_SQL: Final = "i.state IN (" + ", ".join(f"'{s}'" for s in sorted(DEAD)) + ")"
 
 
 def normalise_caller(caller: str | None) -> str | None:
@@ -341,7 +342,7 @@ async def duplicate_candidates(
     if not clauses:
         return []
     rows = await conn.fetch(
-        "SELECT i.* FROM incidents i WHERE i.id <> $1 AND i.state NOT IN ('rejected', 'merged')"
+        f"SELECT i.* FROM incidents i WHERE i.id <> $1 AND NOT ({_DEAD_SQL})"
         f" AND ({' OR '.join(clauses)}) ORDER BY i.created_at DESC, i.id DESC LIMIT 50",
         *args,
     )

@@ -22,6 +22,7 @@ import structlog
 
 from dispatchd.context import Context
 from dispatchd.domain import orders as machine
+from dispatchd.domain.incident import OPEN_STATES, State
 from dispatchd.domain.orders import Order, OrderClock, OrderConflict, Step
 from dispatchd.domain.units import DONE_STATUSES
 from dispatchd.errors import Conflict, conflict, not_found
@@ -34,7 +35,7 @@ from dispatchd.units.service import nearest_units, set_unit_status
 log = structlog.get_logger("dispatchd.live.orders")
 
 # Cases in these states take no more orders.
-CLOSED_CASE_STATES = frozenset({"rejected", "merged", "closed", "evaluated"})
+CLOSED_CASE_STATES = frozenset(str(s) for s in State) - {str(s) for s in OPEN_STATES}
 DISPATCH_ROLES = ("duty_officer", "leader")
 
 

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from dispatchd.context import Context
+from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.orgs import LEVELS
 from dispatchd.errors import not_found
 from dispatchd.store.changes import Actor
@@ -30,7 +31,7 @@ log = structlog.get_logger("dispatchd.video")
 
 # "and all below, down to township": meetings of the video network stop at the township command room.
 _MEETING_LEVELS = frozenset(LEVELS[: LEVELS.index("township") + 1])
-_CONVENERS = ("duty_officer", "leader")
+_CONVENERS = tuple(sorted(CONVENERS))
 
 
 def _link_base(request: web.Request) -> str:

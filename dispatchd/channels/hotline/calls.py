@@ -37,6 +37,7 @@ from dispatchd.domain.hotlines import normalise_number
 from dispatchd.domain.incident import OPEN_STATES
 from dispatchd.errors import Conflict, Invalid, conflict, not_found
 from dispatchd.incidents import store as incident_store
+from dispatchd.incidents.query import CaseQuery
 from dispatchd.incidents.service import attach_report, create_incident
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, bump, record, trail
@@ -701,12 +702,7 @@ async def _cases_of(
 ) -> list[asyncpg.Record]:
     """Cases reported by these numbers, or linked to their calls, that the viewer may see."""
     args: list[Any] = [list(callers)]
-    if user is not None:
-        scope = incident_store.visibility_sql(user, args)
-    elif root is not None:
-        scope = incident_store.unit_in_scope_sql(root, args)
-    else:
-        scope = "TRUE"
+    scope = CaseQuery(viewer=user, unit=root if user is None else None).where(args) or "TRUE"
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT DISTINCT ON (x.caller, i.id) x.caller AS by_caller, i.* FROM ("
         " SELECT caller, id AS incident_id FROM incidents WHERE caller = ANY($1)"

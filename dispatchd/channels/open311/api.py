@@ -26,6 +26,7 @@ HTTP status as code (404 unknown resources, 403 api_key, 400 anything else), one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -42,10 +43,11 @@ from dispatchd.channels.reports import service as reports
 from dispatchd.channels.reports.api import idempotency_key
 from dispatchd.clock import LOCAL_TZ
 from dispatchd.context import Context
-from dispatchd.domain.incident import STATE_NAMES, State
+from dispatchd.domain.incident import OPEN_STATES, STATE_NAMES, State
 from dispatchd.domain.taxonomy import Category
 from dispatchd.errors import DomainError
 from dispatchd.incidents import service as cases
+from dispatchd.incidents.query import CREATED_NEWEST_FIRST, CaseQuery, find
 from dispatchd.store.apikeys import ApiKey, find_api_key
 from dispatchd.store.changes import trails
 from dispatchd.validate import Field
@@ -59,7 +61,6 @@ TAG: Final = "open311"
 CHANNEL: Final = "open311"
 BASE: Final = "/open311/v2"
 WINGS: Final = ("incident", "hazard")
-CLOSED_STATES: Final = frozenset({State.closed, State.evaluated, State.rejected, State.merged})
 SUBCATEGORY: Final = "subcategory"
 _FORMAT: Final = "{fmt:(?:json|xml)}"
 _ATTRIBUTE: Final = re.compile(r"^attribute\[([^\]\[]{1,64})\](\[\])?$")
@@ -572,7 +573,7 @@ def request_json(
     tree, taxonomy = ctx.orgs, ctx.taxonomy
     category = taxonomy.categories.get(row["category"])
     state = State(row["state"])
-    closed = state in CLOSED_STATES
+    closed = state not in OPEN_STATES
     if row["lead_department"] and row["lead_department"] in tree.departments:
         dept = tree.departments[row["lead_department"]]
         agency = dept.name_en if lang == "en" else dept.name
@@ -639,13 +640,9 @@ async def _requests_json(
     return [request_json(ctx, r, last.get(r["id"]), number_of, lang) for r in rows]
 
 
-def _scope_sql(jurisdiction: str | None, args: list[Any]) -> str:
-    clause = "i.channel = 'open311'"
-    if jurisdiction is not None:
-        args.append(jurisdiction)
-        n = len(args)
-        clause += f" AND (i.org_path @> ARRAY[${n}]::text[] OR i.place_path @> ARRAY[${n}]::text[])"
-    return clause
+def _scope(jurisdiction: str | None) -> CaseQuery:
+    """Requests filed through Open311, within ``jurisdiction`` when one is given."""
+    return CaseQuery(first_channel=CHANNEL, unit=jurisdiction, limit=None)
 
 
 async def get_requests(request: web.Request, fmt: str) -> web.Response:
@@ -653,29 +650,16 @@ async def get_requests(request: web.Request, fmt: str) -> web.Response:
     settings = ctx.settings.reports
     key = await _read_access(request)
     jurisdiction = _jurisdiction(request, request.query.get("jurisdiction_id"), key)
-    args: list[Any] = []
-    clauses = [_scope_sql(jurisdiction, args)]
+    query = _scope(jurisdiction)
     ids = _csv(request.query.get("service_request_id"))
     if ids:
         # The spec: a list of ids overrides every other argument.
-        args.append(ids[: settings.open311_max_requests])
-        clauses.append(f"i.number = ANY(${len(args)}::text[])")
+        query = dataclasses.replace(query, numbers=tuple(ids[: settings.open311_max_requests]))
     else:
-        codes = _csv(request.query.get("service_code"))
-        if codes:
-            args.append(codes)
-            n = len(args)
-            clauses.append(
-                f"(i.category = ANY(${n}::text[]) OR EXISTS (SELECT 1 FROM unnest(${n}::text[]) AS c(code)"
-                " WHERE i.category LIKE c.code || '.%'))"
-            )
         statuses = _csv(request.query.get("status"))
         bad = [s for s in statuses if s not in ("open", "closed")]
         if bad:
             raise _error(400, "status 应为 open 或 closed", "status must be open or closed", "status")
-        if statuses and set(statuses) != {"open", "closed"}:
-            closed_list = "'closed', 'evaluated', 'rejected', 'merged'"
-            clauses.append(f"i.state {'' if statuses == ['closed'] else 'NOT '}IN ({closed_list})")
         end = _when(request.query.get("end_date"), "end_date")
         start = _when(request.query.get("start_date"), "start_date")
         days = timedelta(days=settings.open311_default_days)
@@ -687,15 +671,16 @@ async def get_requests(request: web.Request, fmt: str) -> web.Response:
             raise _error(
                 400, "start_date 须早于 end_date", "start_date must be before end_date", "start_date"
             )
-        args += [start, end]
-        clauses.append(f"i.created_at BETWEEN ${len(args) - 1} AND ${len(args)}")
-    args.append(settings.open311_max_requests)
-    sql = (
-        f"SELECT i.* FROM incidents i WHERE {' AND '.join(clauses)}"
-        f" ORDER BY i.created_at DESC, i.id DESC LIMIT ${len(args)}"
-    )
+        query = dataclasses.replace(
+            query,
+            categories=tuple(_csv(request.query.get("service_code"))),
+            open=None if set(statuses) in (set(), {"open", "closed"}) else statuses == ["open"],
+            created_from=start,
+            created_to=end + timedelta(microseconds=1),  # the spec's end_date is inclusive
+        )
+    query = dataclasses.replace(query, order=CREATED_NEWEST_FIRST, limit=settings.open311_max_requests)
     async with ctx.pool.acquire() as conn:
-        rows = await conn.fetch(sql, *args)
+        rows, _ = await find(conn, query)
         body = await _requests_json(ctx, conn, rows, request_language(request))
     return render(fmt, "service_requests", body)
 
@@ -705,10 +690,10 @@ async def get_request(request: web.Request, fmt: str) -> web.Response:
     key = await _read_access(request)
     jurisdiction = _jurisdiction(request, request.query.get("jurisdiction_id"), key)
     wanted = request.match_info["id"]
-    args: list[Any] = [wanted]
-    sql = f"SELECT i.* FROM incidents i WHERE i.number = $1 AND {_scope_sql(jurisdiction, args)}"
+    query = dataclasses.replace(_scope(jurisdiction), numbers=(wanted,))
     async with ctx.pool.acquire() as conn:
-        row = await conn.fetchrow(sql, *args)
+        rows, _ = await find(conn, query)
+        row = rows[0] if rows else None
         if row is None:
             raise _error(
                 404,

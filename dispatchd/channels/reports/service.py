@@ -10,6 +10,7 @@ creates the case itself. The same key with a different report is refused with 42
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import DomainError, Invalid, conflict, invalid, not_found
 from dispatchd.incidents import service as cases
 from dispatchd.incidents import store as case_store
+from dispatchd.incidents.query import DUE_FIRST, CaseQuery, find
 from dispatchd.store.changes import trail
 from dispatchd.store.users import User
 from dispatchd.validate import Field, check_fields
@@ -394,20 +396,10 @@ async def my_reports(
     before: int | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """The cases ``user`` reported, newest first, each with its current step."""
-    args: list[Any] = [user.id]
-    clauses = ["i.reporter_id = $1"]
-    if states:
-        args.append(list(states))
-        clauses.append(f"i.state = ANY(${len(args)}::text[])")
-    if before is not None:
-        args.append(before)
-        clauses.append(f"i.id < ${len(args)}")
-    args.append(limit + 1)
-    sql = f"SELECT i.* FROM incidents i WHERE {' AND '.join(clauses)} ORDER BY i.id DESC LIMIT ${len(args)}"
+    query = CaseQuery(reporter_id=user.id, states=tuple(states), limit=limit, before=before)
     async with ctx.pool.acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-    page = rows[:limit]
-    return [_item(ctx, r) for r in page], (page[-1]["id"] if len(rows) > limit and page else None)
+        rows, next_before = await find(conn, query)
+    return [_item(ctx, r) for r in rows], next_before
 
 
 async def _feedback_of(conn: asyncpg.Connection, incident_id: int) -> list[dict[str, Any]]:
@@ -433,19 +425,12 @@ async def _feedback_of(conn: asyncpg.Connection, incident_id: int) -> list[dict[
 async def verification_tasks(ctx: Context, user: User, *, limit: int = 100) -> list[dict[str, Any]]:
     """Cases fed back and waiting for a check (核查): for a grid worker those in their grid or
     reported by them; for duty officers and leaders those in their jurisdiction."""
-    args: list[Any] = []
     if user.role == "grid_worker":
-        args += [user.org, user.id]
-        scope = "(i.grid = $1 OR i.reporter_id = $2)"
+        query = CaseQuery(grid_or_reporter=(user.org, user.id), states=("fed_back",))
     else:
-        scope = case_store.visibility_sql(user, args)
-    args.append(limit)
-    sql = (
-        f"SELECT i.* FROM incidents i WHERE i.state = 'fed_back' AND {scope}"
-        f" ORDER BY i.deadline_at NULLS LAST, i.id LIMIT ${len(args)}"
-    )
+        query = CaseQuery(viewer=user, states=("fed_back",))
     async with ctx.pool.acquire() as conn:
-        rows = await conn.fetch(sql, *args)
+        rows, _ = await find(conn, dataclasses.replace(query, order=DUE_FIRST, limit=limit))
         tasks = []
         for row in rows:
             item = _item(ctx, row)

@@ -27,25 +27,22 @@ import {
 } from "../model.js";
 import { liveIndicator, startPage, topBar } from "../shell.js";
 
-const COMMAND = ["duty_officer", "leader", "admin"];
-const HANDLING = ["department_handler", "squad_member", "duty_officer", "admin"];
-const CHECKING = ["grid_worker", "duty_officer", "leader", "admin"];
-
-// The loop's actions as the console offers them: legal states, roles, key, look, dialog.
+// The loop's actions as the console offers them: key, look, dialog. Which of them a case offers to
+// this user is the server's to say (the case's allowed_actions), never a copy of its rules here.
 const ACTIONS = [
-  ["accept", ["reported"], COMMAND, "a", "btn-primary", null],
-  ["reject", ["reported"], COMMAND, "r", "", "reason"],
-  ["merge", ["reported", "accepted"], COMMAND, "m", "", "merge"],
-  ["dispatch", ["accepted"], COMMAND, "d", "btn-primary", "dispatch"],
-  ["start", ["dispatched"], HANDLING, "s", "btn-primary", null],
-  ["feedback", ["in_progress"], HANDLING, "f", "btn-primary", "feedback"],
-  ["verify", ["fed_back"], CHECKING, "v", "btn-ok", "note"],
-  ["reopen", ["fed_back"], CHECKING, "o", "", "reason"],
-  ["close", ["verified"], COMMAND, "c", "btn-ok", "note"],
-  ["evaluate", ["closed"], ["duty_officer", "admin"], "l", "btn-primary", "evaluate"],
-  ["assign", OPEN_STATES, COMMAND, "g", "", "assign"],
-  ["escalate", OPEN_STATES, [...COMMAND, "department_handler"], "e", "btn-danger", "reason"],
-].map(([name, states, roles, key, style, dialog]) => ({ name, states, roles, key, style, dialog }));
+  ["accept", "a", "btn-primary", null],
+  ["reject", "r", "", "reason"],
+  ["merge", "m", "", "merge"],
+  ["dispatch", "d", "btn-primary", "dispatch"],
+  ["start", "s", "btn-primary", null],
+  ["feedback", "f", "btn-primary", "feedback"],
+  ["verify", "v", "btn-ok", "note"],
+  ["reopen", "o", "", "reason"],
+  ["close", "c", "btn-ok", "note"],
+  ["evaluate", "l", "btn-primary", "evaluate"],
+  ["assign", "g", "", "assign"],
+  ["escalate", "e", "btn-danger", "reason"],
+].map(([name, key, style, dialog]) => ({ name, key, style, dialog }));
 
 const TABS = [
   ["open", { state: OPEN_STATES.join(",") }],
@@ -214,8 +211,7 @@ async function selectCase(id, { focusList = true } = {}) {
 }
 
 function allowed(action, c) {
-  const role = S.user.role;
-  return action.states.includes(c.state) && (action.roles.includes(role) || role === "admin");
+  return Array.isArray(c.allowed_actions) && c.allowed_actions.includes(action.name);
 }
 
 function deadlineText(c) {
@@ -359,14 +355,14 @@ function meetingsSection(c) {
       );
     })
     .catch(() => list.replaceChildren(h("span.muted", t("console.no_meetings"))));
-  const canConvene = COMMAND.includes(S.user.role) || S.user.role === "admin";
+  const canConvene = (c.allowed_actions || []).includes("convene");
   return h(
     "section.d-section",
     h(
       "h3",
       t("console.meetings"),
       " ",
-      canConvene && isOpen(c) ? h("button.btn.btn-small", { type: "button", id: "convene", onclick: () => conveneDialog(c) }, t("console.convene")) : null,
+      canConvene ? h("button.btn.btn-small", { type: "button", id: "convene", onclick: () => conveneDialog(c) }, t("console.convene")) : null,
     ),
     list,
   );
