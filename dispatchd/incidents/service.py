@@ -103,24 +103,9 @@ async def record_case(
     also_to: Sequence[Sequence[str]] = (),
 ) -> None:
     """Record a change of a case (its row ``after`` the change is already written)."""
-    await record(
-        conn,
-        Change(
-            entity=TOPIC,
-            id=after["id"],
-            version=after["version"],
-            action=action,
-            org_path=after["org_path"],
-            data=store.summary_json(after, ctx.orgs, ctx.taxonomy),
-            actor=actor,
-            at=ctx.clock.now(),
-            from_state=from_state,
-            to_state=after["state"],
-            note=note,
-            detail=detail or {},
-            also_to=also_to,
-        ),
-    )
+    data = store.summary_json(after, ctx.orgs, ctx.taxonomy)
+    change = Change.of(TOPIC, after, action, data, actor, ctx.clock.now(), from_state=from_state, note=note)
+    await record(conn, dataclasses.replace(change, detail=detail or {}, also_to=also_to))
     ctx.metrics.transitions.labels(action).inc()
 
 

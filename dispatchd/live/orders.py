@@ -114,24 +114,14 @@ async def _record(
     actor: User | None,
     from_state: str | None,
     data: Mapping[str, Any] | None = None,
+    *,
+    publish: bool = True,
 ) -> None:
-    """Record a change of an order (its row is written), inside the caller's transaction."""
-    await record(
-        conn,
-        Change(
-            entity="order",
-            id=row["id"],
-            version=row["version"],
-            action=event,
-            org_path=row["org_path"],
-            data=order_json(row),
-            actor=ChangeActor.of(actor),
-            at=ctx.clock.now(),
-            from_state=from_state,
-            to_state=row["state"],
-            detail=data or {},
-        ),
-    )
+    """Record a change of an order (its row is written), inside the caller's transaction; a
+    receipt from another member's device is audited, not news for the boards (``publish``)."""
+    who, now = ChangeActor.of(actor), ctx.clock.now()
+    change = Change.of("order", row, event, order_json(row), who, now, from_state=from_state, detail=data)
+    await record(conn, change, publish=publish)
     ctx.metrics.live_orders.labels(event).inc()
 
 
@@ -388,22 +378,7 @@ async def acknowledge(ctx: Context, order_id: int, user: User) -> dict[str, Any]
             row = await _apply(conn, ctx, row, step, user)
         elif fresh:
             # Another member's device has it too: audited, not news for the boards.
-            await record(
-                conn,
-                Change(
-                    entity="order",
-                    id=order_id,
-                    version=row["version"],
-                    action="receipt",
-                    org_path=row["org_path"],
-                    data=order_json(row),
-                    actor=ChangeActor.of(user),
-                    at=ctx.clock.now(),
-                    from_state=row["state"],
-                    to_state=row["state"],
-                ),
-                publish=False,
-            )
+            await _record(conn, ctx, row, "receipt", user, row["state"], publish=False)
     return order_json(row)
 
 
@@ -617,21 +592,9 @@ async def _record_alert(
     action: str,
     actor: User | None,
 ) -> None:
-    await record(
-        conn,
-        Change(
-            entity="alert",
-            id=alert["id"],
-            version=alert["version"],
-            action=action,
-            org_path=alert["org_path"],
-            data=_alert_json(alert, order),
-            actor=ChangeActor.of(actor),
-            at=ctx.clock.now(),
-            to_state="resolved" if alert["resolved_at"] is not None else "open",
-            note=alert["resolution"],
-        ),
-    )
+    state = "resolved" if alert["resolved_at"] is not None else "open"
+    data, who, now = _alert_json(alert, order), ChangeActor.of(actor), ctx.clock.now()
+    await record(conn, Change.of("alert", alert, action, data, who, now, state=state, note=alert["resolution"]))
 
 
 async def _resolve_alerts(

@@ -104,6 +104,42 @@ class Change:
     # Further units that must hear of it (the unit a case just left): their paths join the row's.
     also_to: Sequence[Sequence[str]] = ()
 
+    @classmethod
+    def of(
+        cls,
+        entity: str,
+        row: Mapping[str, Any],
+        action: str,
+        data: Mapping[str, Any],
+        actor: Actor,
+        at: datetime,
+        *,
+        state: str | None = None,
+        from_state: str | None = None,
+        note: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        also_to: Sequence[Sequence[str]] = (),
+    ) -> Change:
+        """The change of an entity whose row (``id``, ``version``, ``org_path``) is written; ``state``
+        is its state after the change (default: the row's ``state`` or ``status``)."""
+        if state is None:
+            state = row.get("state") if "state" in row else row.get("status")
+        return cls(
+            entity=entity,
+            id=row["id"],
+            version=row["version"],
+            action=action,
+            org_path=list(row["org_path"]),
+            data=data,
+            actor=actor,
+            at=at,
+            from_state=from_state,
+            to_state=state,
+            note=note,
+            detail=detail or {},
+            also_to=also_to,
+        )
+
     def envelope(self) -> dict[str, Any]:
         """The one shape every change has on the wire (without ``seq``, which the outbox assigns)."""
         return {

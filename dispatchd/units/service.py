@@ -82,22 +82,7 @@ async def _changed(
 ) -> dict[str, Any]:
     """Record a change of the unit ``row`` (its new state), inside the caller's transaction."""
     unit = unit_record(row)
-    await record(
-        conn,
-        Change(
-            entity="unit",
-            id=row["id"],
-            version=row["version"],
-            action=action,
-            org_path=row["org_path"],
-            data=unit,
-            actor=actor,
-            at=at,
-            from_state=from_state,
-            to_state=row["status"],
-            detail=details,
-        ),
-    )
+    await record(conn, Change.of("unit", row, action, unit, actor, at, from_state=from_state, detail=details))
     return unit
 
 

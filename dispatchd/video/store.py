@@ -141,23 +141,10 @@ async def _record(
     publish: bool = True,
 ) -> None:
     """Record a change of ``meeting`` (as it is after the change)."""
-    await record(
-        conn,
-        Change(
-            entity=TOPIC,
-            id=meeting.id,
-            version=meeting.version,
-            action=action,
-            org_path=meeting.org_path,
-            data=meeting.as_json(),
-            actor=actor,
-            at=now,
-            from_state=from_status,
-            to_state=meeting.status,
-            detail=json.loads(json.dumps(dict(detail or {}), ensure_ascii=False, default=str)),
-        ),
-        publish=publish,
-    )
+    plain = json.loads(json.dumps(dict(detail or {}), ensure_ascii=False, default=str))  # JSON values only
+    row = {"id": meeting.id, "version": meeting.version, "org_path": meeting.org_path, "status": meeting.status}
+    change = Change.of(TOPIC, row, action, meeting.as_json(), actor, now, from_state=from_status, detail=plain)
+    await record(conn, change, publish=publish)
 
 
 async def _bumped(conn: asyncpg.Connection, meeting_id: int) -> Meeting:

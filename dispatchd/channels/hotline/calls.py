@@ -151,23 +151,10 @@ async def _change(
     except machine.CallStateConflict as exc:
         raise Conflict(exc.message_zh, exc.message_en, code="call_state", extra={"call": call_json(ctx, row)}) from None
     new = await bump(conn, "call", row["id"], {**columns, "state": state}) if columns or state != row["state"] else row
-    await record(
-        conn,
-        Change(
-            entity=TOPIC,
-            id=new["id"],
-            version=new["version"],
-            action=event,
-            org_path=new["org_path"],
-            data=call_json(ctx, new),
-            actor=ChangeActor.of(actor, actor_name or "system"),
-            at=ctx.clock.now(),
-            from_state=row["state"] if event != "offered" else None,
-            to_state=state,
-            detail=data or {},
-        ),
-        publish=publish,
-    )
+    who = ChangeActor.of(actor, actor_name or "system")
+    before = row["state"] if event != "offered" else None
+    change = Change.of(TOPIC, new, event, call_json(ctx, new), who, ctx.clock.now(), from_state=before, detail=data)
+    await record(conn, change, publish=publish)
     return new
 
 

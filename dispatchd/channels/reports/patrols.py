@@ -10,6 +10,7 @@ lost answer is stored once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Final
@@ -108,23 +109,10 @@ async def _record(
     """Record a change of a patrol (its row is written); return the row as the API shows it."""
     row = await conn.fetchrow(_SELECT + " WHERE p.id = $1", patrol_id)
     state = Patrol(row["started_at"], row["ended_at"]).state
-    await record(
-        conn,
-        Change(
-            entity="patrol",
-            id=patrol_id,
-            version=row["version"],
-            action=action,
-            org_path=row["org_path"],
-            data=patrol_json(row, _rule(ctx), ctx.clock.now()),
-            actor=ChangeActor.of(user),
-            at=ctx.clock.now(),
-            from_state=from_state,
-            to_state=state,
-            detail=detail or {},
-        ),
-        publish=publish,
-    )
+    now = ctx.clock.now()
+    data = patrol_json(row, _rule(ctx), now)
+    change = Change.of("patrol", row, action, data, ChangeActor.of(user), now, state=state, from_state=from_state)
+    await record(conn, dataclasses.replace(change, detail=detail or {}), publish=publish)
     result: asyncpg.Record = row
     return result
 
