@@ -142,6 +142,13 @@ class IncidentSettings:
     timer_interval: float = field(
         default=1.0, metadata=_meta("seconds between deadline checks", lo=0.05, hi=60)
     )
+    max_returns: int = field(
+        default=2,
+        metadata=_meta("times a department may return a case (退单) before the dispatch stands", lo=0, hi=20),
+    )
+    max_extension_hours: int = field(
+        default=720, metadata=_meta("most hours one extension (延期) may add", lo=1, hi=8760)
+    )
 
 
 @dataclass(frozen=True, slots=True)

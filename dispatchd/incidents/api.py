@@ -316,6 +316,13 @@ _ACTION_SUMMARIES: Final[Mapping[Action, str]] = {
     Action.evaluate: "Evaluate (评价): satisfaction 1–5 from the callback",
     Action.escalate: "Escalate (上报) one level up, with a reason",
     Action.assign: "Assign (指派) down to a unit below the owner",
+    Action.sign: "Sign for a dispatched case (签收, a handling department): its handling clock starts",
+    Action.return_: "Return a case that is not the department's own (退单), with a reason",
+    Action.extend_request: "Ask for more time (延期申请), with the hours and a reason",
+    Action.extend_decide: "Grant or refuse a request for more time (延期审批)",
+    Action.urge: "Urge the case's handler (催办)",
+    Action.supervise: "Put the case under a leader's supervision (督办)",
+    Action.callback: "Record the callback to the reporter (回访): reached, satisfaction, reopen",
 }
 
 _ACTION_RESPONSES: Final = {

@@ -36,10 +36,12 @@ from dispatchd.domain.incident import (
     AuditEvent,
     Command,
     DeadlineCancel,
+    DeadlineExtend,
     DeadlineStart,
     Incident,
     OwnerChanged,
     Role,
+    Rules,
     State,
     TransitionError,
     allowed_actions,
@@ -52,6 +54,7 @@ from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, conflict, invalid, not_found
 from dispatchd.incidents import store
 from dispatchd.incidents.query import CaseQuery, find
+from dispatchd.incidents.slots import CASE_ENDED
 from dispatchd.incidents.store import CHANNELS
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, record
@@ -64,6 +67,8 @@ log = structlog.get_logger("dispatchd.incidents")
 
 
 TOPIC: Final = "incident"
+# A case in these states has ended: what belongs to it ends too.
+ENDED: Final = frozenset({State.rejected, State.merged, State.closed, State.evaluated})
 # Levels at which a case may be owned by default ("handled at township level or below").
 _ROUTING_LEVELS: Final = ("township", "community", "grid")
 
@@ -83,6 +88,12 @@ def _not_found() -> NotFound:
 
 def _field_error(name: str, zh: str, en: str) -> Invalid:
     return invalid({name: (zh, en)})
+
+
+def rules_of(ctx: Context) -> Rules:
+    """The county's settings the closed loop's machine needs."""
+    settings = ctx.settings.incidents
+    return Rules(max_returns=settings.max_returns, max_extension_hours=settings.max_extension_hours)
 
 
 def change_actor(user: User | None, channel: str = "system") -> ChangeActor:
@@ -325,7 +336,7 @@ async def _full_json(
     if viewer is not None:
         current, actor = store.to_domain(row), domain_actor(viewer)
         case["allowed_actions"] = [
-            *(str(a) for a in allowed_actions(current, actor, tree)),
+            *(str(a) for a in allowed_actions(current, actor, tree, rules_of(ctx))),
             *case_operations(current, actor, tree, CONVENERS),
         ]
     return case
@@ -465,6 +476,27 @@ ACTION_FIELDS: Final[Mapping[Action, tuple[Field, ...]]] = {
         _NOTE,
     ),
     Action.escalate: (_VERSION, _REASON, _NOTE),
+    Action.sign: (_VERSION, _NOTE),
+    Action.return_: (_VERSION, _REASON, _NOTE),
+    Action.extend_request: (
+        _VERSION,
+        Field("hours", "integer", minimum=1, maximum=8760, description="how many more hours (required)"),
+        _REASON,
+    ),
+    Action.extend_decide: (
+        _VERSION,
+        Field("grant", "boolean", description="true: the deadline moves by the hours asked (required)"),
+        _NOTE,
+    ),
+    Action.urge: (_VERSION, _NOTE),
+    Action.supervise: (_VERSION, _NOTE),
+    Action.callback: (
+        _VERSION,
+        Field("reached", "boolean", description="whether the reporter was reached (required)"),
+        Field("satisfaction", "integer", minimum=1, maximum=5, description="1–5 when reached"),
+        Field("reopen", "boolean", description="not satisfied: hand the case back to its departments (发回重办)"),
+        _NOTE,
+    ),
     Action.assign: (
         _VERSION,
         Field(
@@ -504,6 +536,10 @@ def build_command(action: Action, body: Mapping[str, Any]) -> Command:
         merge_into=data.get("merge_into"),
         satisfaction=data.get("satisfaction"),
         photos=tuple(data.get("photos") or ()),
+        hours=data.get("hours"),
+        grant=data.get("grant"),
+        reached=data.get("reached"),
+        reopen=data.get("reopen"),
     )
 
 
@@ -571,7 +607,7 @@ async def transition_locked(
     if command.action is Action.dispatch and command.department is None:
         command = dataclasses.replace(command, department=_default_department(ctx, current))
     try:
-        decision = decide(current, command, actor, now, tree)
+        decision = decide(current, command, actor, now, tree, rules_of(ctx))
     except TransitionError as exc:
         raise await _refuse(ctx, conn, row, exc, viewer) from None
     new = decision.incident
@@ -594,6 +630,7 @@ async def transition_locked(
 
     org_path = unit_path(tree, new.owner_unit)
     closing = action is Action.close
+    called_back = action is Action.callback
     await conn.execute(
         "UPDATE incidents SET state = $2, version = $3, owner_unit = $4, org_path = $5,"
         " lead_department = $6, co_departments = $7, squad_unit = $8, feedback_from = $9,"
@@ -603,7 +640,12 @@ async def transition_locked(
         " closed_at = CASE WHEN $16 THEN $13 ELSE closed_at END,"
         " closed_unit = CASE WHEN $16 THEN $4 ELSE closed_unit END,"
         " closed_level = CASE WHEN $16 THEN $17 ELSE closed_level END,"
-        " evaluated_at = CASE WHEN $18 THEN $13 ELSE evaluated_at END"
+        " evaluated_at = CASE WHEN $18 THEN $13 ELSE evaluated_at END,"
+        " signed = $19, returns = $20, extension_hours = $21, extension_department = $22,"
+        " extensions = $23, urged = $24, supervised = $25,"
+        " callbacks = callbacks + CASE WHEN $26 THEN 1 ELSE 0 END,"
+        " callback_at = CASE WHEN $26 THEN $13 ELSE callback_at END,"
+        " callback_reached = CASE WHEN $26 THEN $27 ELSE callback_reached END"
         " WHERE id = $1",
         new.id,
         str(new.state),
@@ -622,7 +664,16 @@ async def transition_locked(
         action is Action.dispatch,
         closing,
         tree.level_of(new.owner_unit) if closing else None,
-        action is Action.evaluate,
+        action is Action.evaluate or (called_back and new.state is State.evaluated),
+        list(new.signed),
+        new.returns,
+        new.extension_hours,
+        new.extension_department,
+        new.extensions,
+        new.urged,
+        new.supervised,
+        called_back,
+        command.reached if called_back else None,
     )
     moved: OwnerChanged | None = None
     audit: AuditEvent | None = None
@@ -633,6 +684,8 @@ async def transition_locked(
             await store.stop_clock(conn, new.id, effect.step)
         elif isinstance(effect, DeadlineStart):
             await _start(ctx, conn, new.id, new.category, new.priority, effect)
+        elif isinstance(effect, DeadlineExtend):
+            await store.extend_clock(conn, new.id, timedelta(hours=effect.hours), now)
         elif isinstance(effect, OwnerChanged):
             moved = effect
     if primary is not None:
@@ -658,6 +711,10 @@ async def transition_locked(
         detail=audit.data,
         also_to=also_to,
     )
+    if new.state in ENDED and current.state not in ENDED:
+        # What belongs to the case ends with it (its orders to squads, among others).
+        for react in ctx.get(CASE_ENDED) or ():
+            await react(ctx, conn, after, actor)
     case = await _full_json(ctx, conn, after, viewer)
     log.info(
         "incident_transition",

@@ -94,6 +94,13 @@ def to_domain(row: Mapping[str, Any]) -> Incident:
         merged_into=row["merged_into"],
         satisfaction=row["satisfaction"],
         escalations=row["escalations"],
+        signed=tuple(row["signed"]),
+        returns=row["returns"],
+        extension_hours=row["extension_hours"],
+        extension_department=row["extension_department"],
+        extensions=row["extensions"],
+        urged=row["urged"],
+        supervised=row["supervised"],
     )
 
 
@@ -176,6 +183,30 @@ async def start_clock(
         due,
     )
     return due
+
+
+async def extend_clock(conn: asyncpg.Connection, incident_id: int, by: timedelta, now: datetime) -> None:
+    """An extension granted (延期): the running step's pending timers and its deadline move later by
+    ``by``. A case already overdue is no longer, and is due again at the new deadline."""
+    await conn.execute(
+        "UPDATE incident_timers SET fire_at = fire_at + $2 WHERE incident_id = $1 AND fired_at IS NULL",
+        incident_id,
+        by,
+    )
+    row = await conn.fetchrow(
+        "UPDATE incidents SET deadline_at = deadline_at + $2 WHERE id = $1 AND deadline_at IS NOT NULL"
+        " RETURNING deadline_at, deadline_step, overdue",
+        incident_id,
+        by,
+    )
+    if row is not None and row["overdue"] and row["deadline_at"] > now:
+        await conn.execute(
+            "INSERT INTO incident_timers (incident_id, step, kind, fire_at) VALUES ($1, $2, 'overdue', $3)",
+            incident_id,
+            row["deadline_step"],
+            row["deadline_at"],
+        )
+        await conn.execute("UPDATE incidents SET overdue = false WHERE id = $1", incident_id)
 
 
 async def stop_clock(conn: asyncpg.Connection, incident_id: int, step: str | None) -> None:
@@ -268,6 +299,22 @@ def summary_json(row: Mapping[str, Any], tree: OrgTree, taxonomy: Taxonomy) -> d
         "merged_into": row["merged_into"],
         "satisfaction": row["satisfaction"],
         "escalations": row["escalations"],
+        "signed": [_department_json(tree, d) for d in row["signed"]],
+        "returns": row["returns"],
+        "extension": (
+            {"hours": row["extension_hours"], "department": _department_json(tree, row["extension_department"])}
+            if row["extension_hours"] is not None
+            else None
+        ),
+        "extensions": row["extensions"],
+        "urged": row["urged"],
+        "supervised": row["supervised"],
+        "callback": (
+            {"at": _iso(row["callback_at"]), "reached": row["callback_reached"], "attempts": row["callbacks"]}
+            if row["callbacks"]
+            else None
+        ),
+        "lead_department_name": _department_json(tree, row["lead_department"]) if row["lead_department"] else None,
         "overdue": row["overdue"],
         "ever_overdue": row["ever_overdue"],
         "deadline": deadline,
