@@ -60,9 +60,19 @@ def _core_setup(app: web.Application) -> None:
 def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
     from dispatchd import incidents, live, units, video
-    from dispatchd.channels import hotline, reports
+    from dispatchd.channels import gb28181, hotline, reports
 
-    return [_core_setup, ui.setup, units.setup, incidents.setup, live.setup, video.setup, hotline.setup, reports.setup]
+    return [
+        _core_setup,
+        ui.setup,
+        units.setup,
+        incidents.setup,
+        live.setup,
+        video.setup,
+        hotline.setup,
+        reports.setup,
+        gb28181.setup,
+    ]
 
 
 @web.middleware

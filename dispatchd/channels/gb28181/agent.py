@@ -390,13 +390,13 @@ class Gb28181Agent:
         try:
             message = parse_message(data, datagram=not peer.reliable)
         except SipParseError as exc:
-            return self._malformed(exc, peer)
+            return self.malformed(exc, peer)
         if isinstance(message, Response):
             return self._handle(self.transactions.receive_response(message, now), now, wall)
         request = stamp_via(message, peer)
         return self._handle(self.transactions.receive_request(request, peer, now), now, wall)
 
-    def _malformed(self, error: SipParseError, peer: Peer) -> list[Effect]:
+    def malformed(self, error: SipParseError, peer: Peer) -> list[Effect]:
         partial = error.partial
         if isinstance(partial, Request) and partial.method != "ACK":
             try:
