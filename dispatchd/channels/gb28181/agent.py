@@ -24,8 +24,9 @@ DeviceStatus …), :meth:`~Gb28181Agent.control` (``DeviceControl``: PTZCmd, IFa
 before it expires), :meth:`~Gb28181Agent.invite` (live view, §9.2.2.1: ``Subject`` naming sender and
 receiver, the SDP offer; the 2xx is ACKed, §13.2.2.4) and :meth:`~Gb28181Agent.bye`.
 
-Flood limits (:class:`~dispatchd.channels.gb28181.registry.TokenBuckets`): per source address
-before anything is parsed, then per device; what is over the limit is dropped unanswered.
+Flood limits (:class:`~dispatchd.channels.gb28181.registry.TokenBuckets`): per source socket
+(address and port, or TCP connection) before anything is parsed, then per device; what is over the
+limit is dropped unanswered.
 """
 
 from __future__ import annotations
@@ -385,7 +386,9 @@ class Gb28181Agent:
 
     def receive(self, data: bytes, peer: Peer, now: float, wall: datetime | None = None) -> list[Effect]:
         """One datagram, or one message framed from a TCP stream; ``wall`` is local time for ``Date``."""
-        if not self._limits.allow("addr:" + peer.host, now):
+        # Per source socket (address and port, or TCP connection): devices behind one NAT address
+        # (4G cameras behind a carrier's NAT) each have their own.
+        if not self._limits.allow(f"src:{peer.host}:{peer.port}:{peer.connection}", now):
             return [Dropped(peer.transport, "rate_limited", peer.host)]
         try:
             message = parse_message(data, datagram=not peer.reliable)

@@ -339,7 +339,8 @@ async def case_cameras(request: web.Request) -> web.Response:
     case = await incidents.get_incident(request.app, int(request.match_info["id"]), current_user(request))
     if case is None:
         raise NotFound("案件不存在", "case not found")
-    lat, lon = case.get("lat"), case.get("lon")
+    location = case.get("location") or {}
+    lat, lon = location.get("lat"), location.get("lon")
     if lat is None or lon is None:
         return web.json_response({"incident_id": case["id"], "items": []})
     items = await service.nearest_cameras(

@@ -45,17 +45,23 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[bytes, bool]]:
         ]
 
 
+async def start_platform(make_client: AppFactory, **overrides: object) -> TestClient[Any, Any]:
+    """dispatchd with the GB/T 28181 platform on a free port and ICE on loopback only."""
+    settings: dict[str, object] = {
+        "video_host_addresses": "127.0.0.1",
+        "gb28181_host": "127.0.0.1",
+        "gb28181_password": PASSWORD,
+        "gb28181_linger": 0,
+        "gb28181_keepalive_interval": 10,
+        "gb28181_missed_keepalives": 3,
+    }
+    settings.update(overrides)
+    return await make_client(**settings)
+
+
 @pytest.fixture
 async def platform(make_client: AppFactory) -> TestClient[Any, Any]:
-    """dispatchd with the GB/T 28181 platform on a free port and ICE on loopback only."""
-    return await make_client(
-        video_host_addresses="127.0.0.1",
-        gb28181_host="127.0.0.1",
-        gb28181_password=PASSWORD,
-        gb28181_linger=0,
-        gb28181_keepalive_interval=10,
-        gb28181_missed_keepalives=3,
-    )
+    return await start_platform(make_client)
 
 
 def sip_port(client: TestClient[Any, Any]) -> int:

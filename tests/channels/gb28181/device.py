@@ -385,6 +385,13 @@ class SimulatedDevice:
         uri = f"sip:{self.platform_id}@{self.domain}"
         return (await self._transaction(build(f"MESSAGE {uri} SIP/2.0", headers, body), call_id)).status
 
+    def flood(self, count: int, body: bytes) -> None:
+        """Send ``count`` MESSAGEs at once without waiting for their answers (a misbehaving device)."""
+        for n in range(count):
+            headers = self._headers("MESSAGE", self.platform_id, f"flood-{n}", "f")
+            headers.append(("Content-Type", "Application/MANSCDP+xml"))
+            self.send(build(f"MESSAGE sip:{self.platform_id}@{self.domain} SIP/2.0", headers, body))
+
     async def keepalive(self) -> int:
         self._sn += 1
         return await self.message(
