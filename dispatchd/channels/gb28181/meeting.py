@@ -33,8 +33,9 @@ def parse_source_url(url: str | None) -> tuple[str, str] | None:
 class CameraPuller:
     """What the room keeps in ``pullers`` for a camera participant."""
 
-    def __init__(self, runtime: Gb28181Runtime, device_id: str, channel_id: str) -> None:
+    def __init__(self, runtime: Gb28181Runtime, device_id: str, channel_id: str, participant: str) -> None:
         self.runtime = runtime
+        self.participant = participant
         self.device_id = device_id
         self.channel_id = channel_id
         self.source: Source | None = None
@@ -44,7 +45,9 @@ class CameraPuller:
         if edge is None:
             return False
         mode = self.runtime.modes.get(self.device_id)
-        _, self.source = edge.streams.acquire(self.channel_id, self.device_id, mode, shared=False)
+        _, self.source = edge.streams.acquire(
+            self.channel_id, self.device_id, mode, participant=self.participant
+        )
         published("video", self.source)
         return True
 
@@ -65,7 +68,7 @@ def starter(runtime: Gb28181Runtime) -> Callable[[Room, Invite], None]:
         if found is None or invite.participant_id in room.pullers:
             return
         participant = room.add_source_participant(invite)
-        puller = CameraPuller(runtime, *found)
+        puller = CameraPuller(runtime, *found, participant.id)
 
         def published(kind: str, source: Source) -> None:
             room.publish(participant, kind, source)

@@ -341,10 +341,10 @@ class StreamManager:
     # -- consumers ------------------------------------------------------------------------------
 
     def acquire(
-        self, channel_id: str, device_id: str, mode: str | None, *, shared: bool = True
+        self, channel_id: str, device_id: str, mode: str | None, *, participant: str | None = None
     ) -> tuple[CameraStream, Source]:
-        """A consumer of ``channel_id``: the shared viewer source, or (``shared=False``) a source of its
-        own that it may end (a meeting's)."""
+        """A consumer of ``channel_id``: the viewers' shared source, or a source of its own that it may
+        end, named ``participant`` (a meeting's: the room knows its sources by participant)."""
         stream = self.streams.get(channel_id)
         if stream is None or stream.device_id != device_id:
             stream = CameraStream(
@@ -360,8 +360,8 @@ class StreamManager:
         elif mode is not None:
             stream.mode = mode
         source = stream.viewer_source
-        if not shared:
-            source = Source(f"camera:{channel_id}", "video", "H264", totals=self.forwarding)
+        if participant is not None:
+            source = Source(participant, "video", "H264", totals=self.forwarding)
             source._request_keyframe = lambda s=stream: self._keyframe(s)
             stream.sources.add(source)
         self._act(stream, stream.plan.add_consumer(self.monotonic()))
