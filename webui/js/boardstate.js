@@ -38,6 +38,7 @@ export class BoardState {
     this.units = new Map();
     this.calls = new Map();
     this.meetings = new Map();
+    this.cameras = []; // from the snapshot's "cameras" section (GB/T 28181 channels with a position)
     this.counters = { open: 0, overdue: 0, to_accept: 0, received_today: 0, closed_today: 0, received_today_by_channel: {} };
     this.callCounters = {};
     this.org = null;
@@ -73,6 +74,7 @@ export class BoardState {
     for (const c of listOf(s.calls || s.hotline, "live", "calls", "queue")) this.calls.set(String(c.id), c);
     this.callCounters = (s.calls && !Array.isArray(s.calls) && s.calls.counters) || {};
     for (const m of listOf(s.meetings, "meetings", "running")) this.meetings.set(String(m.id), m);
+    this.cameras = listOf(s.cameras, "items");
   }
 
   /** Apply one change; returns {topic, event, item, previous} for the page's effects. */
