@@ -1,5 +1,6 @@
-"""The duty console in headless Chromium: a case lists its nearest cameras, and one click plays a
-camera's live video through the viewing contract (WebRTC, H.264 as the device sent it)."""
+"""The screens in headless Chromium: the console lists a case's nearest cameras and one click plays a
+camera's live video through the viewing contract (WebRTC, H.264 as the device sent it); the board's
+map draws the cameras."""
 
 from __future__ import annotations
 
@@ -80,3 +81,26 @@ async def test_console_plays_a_nearby_camera(
     finally:
         await context.close()
     assert not errors, errors
+
+
+async def test_board_draws_the_cameras(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, chromium: Any
+) -> None:
+    """The wall board's snapshot carries the cameras, and its map draws one marker per camera."""
+    officer = await make_user("duty_officer", COUNTY)
+    device = await make_device(platform)
+    assert await device.register() == 200
+
+    async def listed() -> bool:
+        return len(await cameras(platform, officer.headers)) == 3
+
+    await poll(listed)
+    context = await chromium.new_context(locale="zh-CN", viewport={"width": 1920, "height": 1080})
+    await context.add_init_script(f"localStorage.setItem('dispatchd.token', {json.dumps(officer.token)});")
+    page = await context.new_page()
+    try:
+        await page.goto(str(platform.make_url("/board")))
+        for channel in device.channels:
+            await page.locator(f'.map-layer-cameras [data-key="{channel.id}"]').wait_for(state="attached")
+    finally:
+        await context.close()
