@@ -32,7 +32,7 @@ from dispatchd.store.orgs import unit_path
 log = structlog.get_logger("dispatchd.gb28181")
 
 CAMERA_COLUMNS = (
-    "id, device_id, name, manufacturer, model, address, civil_code, status, reported_status, lat, lon,"
+    "id, device_id, name, name_override, manufacturer, model, address, civil_code, status, reported_status, lat, lon,"
     " reported_lat, reported_lon, position_source, org_code, org_path, org_override, ptz_type, removed,"
     " version, created_at, updated_at"
 )
@@ -122,6 +122,7 @@ def camera_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "device_id": row["device_id"],
         "org": row["org_code"],
         "org_override": row["org_override"],
+        "name_override": row["name_override"],
         "position_source": row["position_source"],
         "address": row["address"],
         "manufacturer": row["manufacturer"],
@@ -345,7 +346,7 @@ async def _upsert_camera(
         )
     values = {
         "device_id": device["id"],
-        "name": item.name[:200] or existing["name"],
+        "name": existing["name"] if existing["name_override"] else (item.name[:200] or existing["name"]),
         "manufacturer": item.manufacturer[:100] or existing["manufacturer"],
         "model": item.model[:100] or existing["model"],
         "address": item.address[:200] or existing["address"],
@@ -560,12 +561,17 @@ async def update_camera(
             code, override = _placement(ctx, (lat, lon) if lat is not None else None, device_org)[0], False
         else:
             code = row["org_code"]
+        named = row["name_override"]
+        new_name = row["name"]
+        if name is not None:
+            # A name set by hand stays through catalogues; an empty one gives naming back to the device.
+            new_name, named = (name.strip()[:200], True) if name.strip() else (row["name"], False)
         updated = await conn.fetchrow(
             "UPDATE cameras SET name = $2, lat = $3, lon = $4, position_source = $5, org_code = $6,"
-            " org_path = $7, org_override = $8, version = version + 1, updated_at = $9"
+            " org_path = $7, org_override = $8, name_override = $10, version = version + 1, updated_at = $9"
             f" WHERE id = $1 RETURNING {CAMERA_COLUMNS}",
             camera_id,
-            (name.strip() if name is not None else row["name"])[:200],
+            new_name,
             lat,
             lon,
             source,
@@ -573,6 +579,7 @@ async def update_camera(
             unit_path(ctx.orgs, code),
             override,
             ctx.clock.now(),
+            named,
         )
         await record_change(ctx, conn, "camera", updated, "edited", actor)
     return camera_json(updated)

@@ -37,6 +37,7 @@ CREATE TABLE cameras (
     id              text PRIMARY KEY CHECK (id ~ '^[0-9]{20}$'),    -- the channel id
     device_id       text NOT NULL REFERENCES gb_devices (id) ON DELETE CASCADE,
     name            text NOT NULL DEFAULT '',
+    name_override   boolean NOT NULL DEFAULT false,                    -- named by hand: catalogues keep it
     manufacturer    text NOT NULL DEFAULT '',
     model           text NOT NULL DEFAULT '',
     address         text NOT NULL DEFAULT '',

@@ -300,3 +300,84 @@ async def test_nearest_cameras_and_a_case(
         headers=officer.headers,
     )
     assert [c["id"] for c in (await resp.json())["items"]] == [first.id]
+
+
+async def test_catalog_notifications_gcj02_and_overrides(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """Catalogue notifications switch a camera off and remove another; a device reporting GCJ-02 has
+    its positions stored in WGS-84; a position and unit set by hand survive the next catalogue."""
+    from dispatchd.domain.geo import gcj02_to_wgs84, wgs84_to_gcj02
+    from tests.channels.gb28181.device import manscdp
+
+    officer = await make_user("duty_officer", COUNTY)
+    admin = await make_user("admin", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers)
+    first, second, third = device.channels
+    notify = (
+        '<SumNum>2</SumNum>\n<DeviceList Num="2">\n'
+        f"<Item>\n<DeviceID>{first.id}</DeviceID>\n<Event>OFF</Event>\n</Item>\n"
+        f"<Item>\n<DeviceID>{second.id}</DeviceID>\n<Event>DEL</Event>\n</Item>\n</DeviceList>\n"
+    )
+    assert await device.message(manscdp("Notify", "Catalog", 77, DEVICE, notify)) == 200
+
+    async def applied() -> bool:
+        found = {c["id"]: c["status"] for c in await cameras(platform, officer.headers)}
+        return found == {first.id: "offline", third.id: "online"}
+
+    await poll(applied)
+    # The camera's own position and unit, set by hand.
+    resp = await platform.patch(
+        f"/api/v1/cameras/{third.id}", json={"name": "莘塍路口", "org": "330381002"}, headers=officer.headers
+    )
+    assert resp.status == 200 and (await resp.json())["org"] == "330381002"
+    # The device says its coordinates are GCJ-02 (as AMap gave them): its catalogue is read again.
+    for channel in device.channels:
+        assert channel.lat is not None and channel.lon is not None
+        channel.lat, channel.lon = wgs84_to_gcj02(channel.lat, channel.lon)
+    resp = await platform.patch(
+        f"/api/v1/gb28181/devices/{DEVICE}", json={"coordinates": "gcj02"}, headers=admin.headers
+    )
+    assert resp.status == 200
+    resp = await platform.post(f"/api/v1/gb28181/devices/{DEVICE}/catalog", headers=officer.headers)
+    assert resp.status == 202
+    expected = gcj02_to_wgs84(third.lat, third.lon)
+
+    async def converted() -> bool:
+        found = {c["id"]: c for c in await cameras(platform, officer.headers)}
+        camera = found.get(third.id)
+        return camera is not None and abs(camera["lat"] - expected[0]) < 1e-7 and len(found) == 3
+
+    await poll(converted)
+    found = {c["id"]: c for c in await cameras(platform, officer.headers)}
+    assert found[third.id]["org"] == "330381002" and found[third.id]["name"] == "莘塍路口"
+    assert abs(found[first.id]["lon"] - gcj02_to_wgs84(first.lat, first.lon)[1]) < 1e-7
+    assert found[first.id]["org"] == GRIDS[0]
+
+
+async def test_jurisdiction_and_metrics_of_streams(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, viewers: Any
+) -> None:
+    """A township officer lists only its township's cameras; /metrics counts the stream and its viewers."""
+    officer = await make_user("duty_officer", COUNTY)
+    township = await make_user("duty_officer", "330381001")
+    device = await registered_device(platform, make_device, officer.headers)
+    mine = {c["id"] for c in await cameras(platform, township.headers)}
+    assert mine == {device.channels[0].id, device.channels[1].id}
+    resp = await platform.post(
+        f"/api/v1/cameras/{device.channels[2].id}/view",
+        json={"offer": {"type": "offer", "sdp": "v=0"}},
+        headers=township.headers,
+    )
+    assert resp.status == 404
+    viewer: Viewer = viewers()
+    assert await viewer.open(platform, device.channels[0].id, township.headers) == 200
+
+    async def decoding() -> bool:
+        return len(viewer.frames) >= 3
+
+    await poll(decoding)
+    metrics = await (await platform.get("/metrics")).text()
+    assert 'dispatchd_gb28181_streams{state="playing",transport="udp"} 1.0' in metrics
+    assert "dispatchd_gb28181_viewers 1.0" in metrics
+    assert 'dispatchd_gb28181_stream_events_total{event="answered"} 1.0' in metrics
