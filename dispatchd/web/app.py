@@ -60,7 +60,8 @@ def _core_setup(app: web.Application) -> None:
 def _feature_setups() -> list[Callable[[web.Application], None]]:
     """Each capability registers itself here: routes, cleanup contexts, background tasks."""
     from dispatchd import incidents, live, units, video
-    from dispatchd.channels import gb28181, hotline, reports
+    from dispatchd.channels import hotline, reports
+    from dispatchd.channels.gb28181 import api as gb28181
 
     return [
         _core_setup,

@@ -4,20 +4,24 @@ nearest cameras, and a camera as a source of a meeting."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from dispatchd.channels.gb28181 import ptz, service
+from dispatchd.channels.gb28181 import meeting, ptz, service
 from dispatchd.channels.gb28181.meeting import source_url
-from dispatchd.channels.gb28181.runtime import GB28181, Gb28181Runtime
+from dispatchd.channels.gb28181.runtime import GB28181, Gb28181Collector, Gb28181Runtime, running
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Throttled, Unavailable
-from dispatchd.web.appkeys import CLOCK, CTX, POOL
+from dispatchd.incidents import service as incidents
+from dispatchd.video import store as meetings
+from dispatchd.video.service import ROOMS
+from dispatchd.video.store import NewInvite
+from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, CTX, METRICS, POOL
 from dispatchd.web.auth import current_user, jurisdiction, require_role
 from dispatchd.web.errors import ApiError
-from dispatchd.web.routing import ApiRoute
+from dispatchd.web.routing import ApiRoute, add_routes
 from dispatchd.web.validate import Field, json_body, query_params
 
 log = structlog.get_logger("dispatchd.gb28181")
@@ -333,8 +337,6 @@ CASE_QUERY = (
 @domain_errors
 async def case_cameras(request: web.Request) -> web.Response:
     """The cameras nearest to a case's place (the case must be visible to the caller)."""
-    from dispatchd.incidents import service as incidents
-
     q = query_params(request, CASE_QUERY)
     case = await incidents.get_incident(request.app, int(request.match_info["id"]), current_user(request))
     if case is None:
@@ -366,10 +368,6 @@ async def add_to_meeting(request: web.Request) -> web.Response:
     Forwarding never transcodes, so the meeting must carry H.264: a VP8 meeting nobody has joined
     yet is switched to H.264; one already under way in VP8 is refused (convene it in H.264).
     """
-    from dispatchd.video import store as meetings
-    from dispatchd.video.service import ROOMS
-    from dispatchd.video.store import NewInvite
-
     user = require_role(request, *CONVENERS)
     body = await json_body(request, MEETING_CAMERA_FIELDS)
     ctx = request.app[CTX]
@@ -527,3 +525,25 @@ ROUTES = [
         responses={201: "added", 409: "the meeting runs in VP8"},
     ),
 ]
+
+
+# ---- putting it together ----------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    """The routes, the board section ``cameras``, the metrics, the meeting source kind ``camera``
+    and one cleanup context running the platform."""
+    runtime = Gb28181Runtime()
+    app[CTX][GB28181] = runtime
+    add_routes(app, ROUTES)
+    app[BOARD_SECTIONS]["cameras"] = board_section
+    app[METRICS].registry.register(Gb28181Collector(runtime))
+    if ROOMS in app:
+        app[ROOMS].source_starters["camera"] = meeting.starter(runtime)
+    app.cleanup_ctx.append(gb28181_ctx)
+
+
+async def gb28181_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The platform: SIP sockets, timers, streams and viewers, for the life of the application."""
+    async with running(app[CTX]):
+        yield

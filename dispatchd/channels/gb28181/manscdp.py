@@ -28,6 +28,7 @@ or not MANSCDP.
 
 from __future__ import annotations
 
+import codecs
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -110,8 +111,6 @@ def decode_body(body: bytes) -> str:
     elif declared in _GB_NAMES:
         order = ["utf-8", "gb18030"] if _has_multibyte_utf8(body) else ["gb18030", "utf-8"]
     else:
-        import codecs
-
         try:
             codecs.lookup(declared)
         except LookupError:

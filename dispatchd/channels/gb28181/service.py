@@ -24,6 +24,8 @@ import structlog
 
 from dispatchd.channels.gb28181 import digest
 from dispatchd.channels.gb28181.manscdp import CatalogItem, DeviceInfo
+from dispatchd.channels.gb28181.registry import is_gb_id
+from dispatchd.config import ConfigError
 from dispatchd.context import Context
 from dispatchd.domain.geo import bbox_around, gcj02_to_wgs84, haversine_m
 from dispatchd.errors import Invalid, NotFound, invalid, not_found
@@ -86,8 +88,6 @@ def default_org(ctx: Context) -> str:
     tree = ctx.orgs
     if code:
         if code not in tree:
-            from dispatchd.config import ConfigError
-
             raise ConfigError("[gb28181] org", code, "must be the code of a unit of the organisation tree")
         return code
     counties = tree.units_at("county")
@@ -618,8 +618,6 @@ async def set_device(
     A device not yet seen is created (to give it a password before it first registers). An empty
     password removes its own one (the shared password applies again).
     """
-    from dispatchd.channels.gb28181.registry import is_gb_id
-
     if not is_gb_id(device_id):
         raise invalid({"id": ("设备编码应为 20 位数字", "a device id is 20 digits")})
     if media_transport is not None and media_transport not in MEDIA_TRANSPORTS:
