@@ -62,11 +62,14 @@ async def record_change(
     actor: str,
     detail: Mapping[str, Any] | None = None,
 ) -> None:
-    """A device or camera changed (inside the caller's transaction).
+    """A device (``gb_device``) or camera (``camera``) changed, inside the caller's transaction.
 
-    The change recorder (one envelope ``{entity, id, version, action, org, time, actor, data,
-    detail}`` to the audit log and the outbox) takes this over; until it does, the change is logged.
+    ``row`` is its new state (with ``id``, ``version``, ``org_path``); ``actor`` a user name, or
+    ``device`` for what a device reported. This is the one place to hand the change to the change
+    recorder (one envelope ``{entity, id, version, action, org, time, actor, data, detail}`` to the
+    audit log and the outbox, in this transaction); until then the change is logged with that shape.
     """
+    data = camera_json(row) if entity == "camera" else device_json(row)
     log.info(
         "gb28181_change",
         entity=entity,
@@ -74,7 +77,9 @@ async def record_change(
         version=row["version"],
         action=action,
         org=row["org_code"],
+        time=ctx.clock.now().isoformat(),
         actor=actor,
+        status=data["status"],
         detail=dict(detail or {}),
     )
 
