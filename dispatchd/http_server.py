@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from dispatchd import __version__
+from dispatchd.channels.gb28181 import api as gb28181
 from dispatchd.channels.gps import api as gps
 from dispatchd.channels.hotline import api as hotline
 from dispatchd.channels.open311 import api as open311
@@ -55,6 +56,7 @@ CAPABILITIES: Final[tuple[Callable[[web.Application], None], ...]] = (
     hotline.setup,
     reports.setup,
     open311.setup,
+    gb28181.setup,
 )
 
 

@@ -154,6 +154,7 @@ def make_settings(urls: StoreUrls, data_dir: Path, **overrides: object) -> Setti
         "osmand_port": 0,
         "jt808_port": 0,
         "sip_port": 0,  # the hotline's SIP edge (UDP and TCP) likewise
+        "gb28181_port": 0,  # and the GB/T 28181 edge for cameras
         "data_dir": str(data_dir),
     }
     values.update(overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ class Rooms:
         self.rooms: dict[int, Room] = {}
         self.totals = ForwardingTotals()
         self._lock = asyncio.Lock()
+        # Pulled sources of other invite kinds than RTSP (``camera``: a GB/T 28181 channel), started
+        # with the room: kind -> starter, registered by the capability that knows them.
+        self.source_starters: dict[str, Callable[[Room, Invite], None]] = {}
 
     async def open(self, meeting: Meeting) -> Room:
         async with self._lock:
@@ -60,6 +64,8 @@ class Rooms:
             for inv in invites:
                 if inv.kind == "rtsp":
                     self.start_puller(room, inv)
+                elif inv.kind in self.source_starters:
+                    self.source_starters[inv.kind](room, inv)
             log.info("room_opened", meeting_id=meeting.id)
             return room
 

@@ -47,6 +47,7 @@ FEATURES: dict[str, str] = {
     "reports": "/api/v1/reports",
     "patrols": "/api/v1/patrols",
     "meetings": "/api/v1/meetings",
+    "cameras": "/api/v1/cameras",
 }
 
 # Directories of webui/ served under /ui/ (pages are served only at their routes, with their headers).

@@ -7,7 +7,7 @@
 // every entity has, `data` being the entity after the change; heartbeat {at, head}.
 //
 // Snapshot sections, each of one shape: incidents {open: [case], counters}, units [unit],
-// calls {live: [call], counters}, meetings [meeting], alerts [alert], orders [order].
+// calls {live: [call], counters}, meetings [meeting], alerts [alert], orders [order], cameras [camera].
 import { noteServerTime, serverNow } from "./clock.js";
 import { isOpen } from "./model.js";
 
@@ -45,6 +45,7 @@ export class BoardState {
     this.meetings = new Map();
     this.alerts = new Map();
     this.orders = new Map();
+    this.cameras = new Map(); // GB/T 28181 channels with a position
     this.counters = { open: 0, overdue: 0, to_accept: 0, received_today: 0, closed_today: 0, received_today_by_channel: {} };
     this.callCounters = {};
     this.org = null;
@@ -79,6 +80,7 @@ export class BoardState {
     this.meetings = byId(s.meetings);
     this.alerts = byId(s.alerts);
     this.orders = byId(s.orders);
+    this.cameras = byId(s.cameras);
   }
 
   /** Apply one change; returns {entity, action, item, previous, kept} for the screen's effects. */
@@ -100,6 +102,8 @@ export class BoardState {
         return this.applyKept(this.alerts, entity, item, action, (a) => !a.resolved_at);
       case "order":
         return this.applyKept(this.orders, entity, item, action, (o) => ["pending", "delivered", "accepted"].includes(o.state));
+      case "camera":
+        return this.applyKept(this.cameras, entity, item, action, (c) => c.lat !== null && c.lat !== undefined);
       case "positions": {
         // Squad positions are changes too: one per org unit and tick, each unit at most once a second.
         const moved = (item.positions || []).map((p) => this.applyPosition(p)).filter(Boolean);

@@ -2,6 +2,7 @@
 // from the board websocket (snapshot, then changes), with no reload and no scrolling.
 import { get } from "../api.js";
 import { BoardState } from "../boardstate.js";
+import { cameraMarker, cameraSignature, openCameraViewer } from "../cameras.js";
 import { fmtDuration, fmtPercent, fmtTime, h } from "../dom.js";
 import { locale, onLanguageChange, t } from "../i18n.js";
 import { LiveSocket } from "../live.js";
@@ -293,6 +294,12 @@ function renderUnitMarkers() {
 }
 
 function renderMap() {
+  // Cameras first: their layer lies under the cases and squads.
+  map.setMarkers("cameras", [...state.cameras.values()], {
+    render: (c) => cameraMarker(c, 0.9 * scale()),
+    signature: (c) => cameraSignature(c, scale()),
+    onClick: openCameraViewer,
+  });
   const cases = [...state.incidents.values()].map((c) => ({ ...c, ...casePoint(c) }));
   // Most urgent drawn last, on top.
   cases.sort((a, b) => byUrgency(b, a));

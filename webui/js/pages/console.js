@@ -6,6 +6,7 @@ import { BoardState, LIVE_CALL_STATES } from "../boardstate.js";
 import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, has, localName, onLanguageChange, t } from "../i18n.js";
 import { serverNow } from "../clock.js";
+import { cameraMarker, cameraSignature, openCameraViewer } from "../cameras.js";
 import { LiveSocket } from "../live.js";
 import { MapView } from "../map.js";
 import {
@@ -293,6 +294,7 @@ function renderDetail() {
     );
   }
   if (S.config.features.meetings) sections.push(meetingsSection(c));
+  if (S.config.features.cameras) sections.push(camerasSection(c));
   sections.push(
     h(
       "section.d-section",
@@ -382,6 +384,10 @@ function conveneDialog(c) {
       ),
     ),
     h("label.field-inline", h("input", { type: "checkbox", name: "below" }), ` ${t("console.invite_below")}`),
+    // Cameras send H.264 and forwarding never transcodes: a consultation that may show them is convened in H.264.
+    S.config.features.cameras
+      ? h("label.field-inline", h("input", { type: "checkbox", name: "h264", checked: caseCameras(c).length > 0 }), ` ${t("console.convene_h264")}`)
+      : null,
   ];
   openDialog({
     title: `${t("console.convene")} · ${c.number}`,
@@ -391,12 +397,74 @@ function conveneDialog(c) {
     onSubmit: async (f) => {
       const invite = [...f.querySelectorAll("input[name=invite]:checked")].map((x) => x.value);
       if (!invite.length) throw new Error(t("console.pick_units"));
-      const m = await post("/api/v1/meetings", { title: f.title.value.trim(), invite, include_descendants: f.below.checked, incident_id: String(c.id) });
+      const codec = f.h264 && f.h264.checked ? "H264" : undefined;
+      const m = await post("/api/v1/meetings", { title: f.title.value.trim(), invite, include_descendants: f.below.checked, incident_id: String(c.id), codec });
       toast(t("console.meeting_created", { n: (m.links || []).length }), "ok", 8000);
       // The chair's own link opens the meeting page in a new tab.
       if (m.chair_link && m.chair_link.url) window.open(m.chair_link.url, "_blank", "noopener");
       renderDetail();
     },
+  });
+}
+
+/** The cameras nearest to the case: view one, or add it to the case's consultation as a source. */
+function camerasSection(c) {
+  const list = h("div.cameras-of-case", h("span.muted", t("console.loading")));
+  Promise.all([
+    get(`/api/v1/incidents/${c.id}/cameras`, { limit: 6 }),
+    S.config.features.meetings ? get("/api/v1/meetings", { incident_id: String(c.id) }) : Promise.resolve({ meetings: [] }),
+  ])
+    .then(([r, m]) => {
+      const cameras = r.items || [];
+      S.caseCameras = { id: c.id, items: cameras };
+      const meeting = (m.meetings || []).find((x) => x.status !== "ended");
+      const canAdd = meeting && (COMMAND.includes(S.user.role) || S.user.role === "leader");
+      list.replaceChildren(
+        ...(cameras.length
+          ? cameras.map((cam) =>
+              h(
+                "div.camera-row",
+                h("span", { class: cam.status === "online" ? "prio prio-P4" : "prio" }, t(cam.status === "online" ? "camera.online" : "camera.offline")),
+                h("span.grow", `${cam.name || cam.id} · ${fmtDistance(cam.distance_m)}`),
+                h("button.btn.btn-small", { type: "button", disabled: cam.status !== "online", onclick: () => openCameraViewer(cam) }, t("camera.view")),
+                canAdd
+                  ? h(
+                      "button.btn.btn-small",
+                      {
+                        type: "button",
+                        onclick: async () => {
+                          try {
+                            await post(`/api/v1/meetings/${meeting.id}/cameras`, { camera: cam.id });
+                            toast(t("camera.added"), "ok");
+                          } catch (err) {
+                            toast(errorText(err), "error", 8000);
+                          }
+                        },
+                      },
+                      t("camera.add_to_meeting"),
+                    )
+                  : null,
+              ),
+            )
+          : [h("span.muted", t("console.no_cameras"))]),
+      );
+      drawCameraMarkers();
+    })
+    .catch(() => list.replaceChildren(h("span.muted", t("console.no_cameras"))));
+  return h("section.d-section", h("h3", t("console.cameras")), list);
+}
+
+function caseCameras(c) {
+  return S.caseCameras && S.caseCameras.id === c.id ? S.caseCameras.items : [];
+}
+
+/** The case's nearest cameras on its map (whichever of the map and the list comes last draws them). */
+function drawCameraMarkers() {
+  if (!detailMap || !S.detail) return;
+  detailMap.setMarkers("cameras", caseCameras(S.detail), {
+    render: (x) => cameraMarker(x, 1.1),
+    signature: (x) => cameraSignature(x),
+    onClick: openCameraViewer,
   });
 }
 
@@ -432,6 +500,7 @@ async function drawDetailMap(box, c) {
   const p = casePoint(c);
   if (p.lat === null) return;
   detailMap.centerOn(p.lon, p.lat, 15);
+  drawCameraMarkers();
   detailMap.setMarkers("case", [{ ...c, ...p }], { render: (x) => caseMarker(x, { size: 1.2 }) });
   if (S.config.features.nearest) {
     try {
