@@ -46,6 +46,7 @@ class CaseQuery:
     text: str | None = None  # in number, description, address or caller
     reporter_id: int | None = None
     grid_or_reporter: tuple[str, int] | None = None  # a grid worker's cases: their grid, or theirs
+    department: str | None = None  # handled by this department (lead or co-handling)
     callers: tuple[str, ...] = ()
     numbers: tuple[str, ...] = ()
     created_from: datetime | None = None  # inclusive
@@ -101,6 +102,9 @@ class CaseQuery:
         if self.grid_or_reporter is not None:
             grid, reporter = self.grid_or_reporter
             clauses.append(f"(i.grid = {param(grid)} OR i.reporter_id = {param(reporter)})")
+        if self.department is not None:
+            n = param(self.department)
+            clauses.append(f"(i.lead_department = {n} OR {n} = ANY(i.co_departments))")
         if self.callers:
             clauses.append(f"i.caller = ANY({param(list(self.callers))}::text[])")
         if self.numbers:

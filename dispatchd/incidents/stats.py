@@ -63,7 +63,12 @@ _FIGURES: Final = f"""
         AS median_close_s,
     count(i.satisfaction) AS evaluated,
     avg(i.satisfaction)::float8 AS satisfaction_mean,
-    count(*) FILTER (WHERE i.satisfaction >= 4) AS satisfied
+    count(*) FILTER (WHERE i.satisfaction >= 4) AS satisfied,
+    count(DISTINCT i.id) FILTER (WHERE i.urged > 0) AS urged,
+    count(DISTINCT i.id) FILTER (WHERE i.supervised) AS supervised,
+    count(DISTINCT i.id) FILTER (WHERE i.returns > 0) AS returned,
+    count(DISTINCT i.id) FILTER (WHERE i.extensions > 0) AS extended,
+    count(DISTINCT i.id) FILTER (WHERE i.callbacks > 0) AS called_back
 """
 
 CSV_COLUMNS: Final[tuple[str, ...]] = (
@@ -86,6 +91,11 @@ CSV_COLUMNS: Final[tuple[str, ...]] = (
     "evaluated",
     "satisfaction_mean",
     "satisfied_share",
+    "urged",
+    "supervised",
+    "returned",
+    "extended",
+    "called_back",
 )
 
 
@@ -117,6 +127,12 @@ def _figures(row: Any) -> dict[str, Any]:
             "mean": round(row["satisfaction_mean"], 2) if row["satisfaction_mean"] is not None else None,
             "satisfied_share": _ratio(row["satisfied"], row["evaluated"]),
         },
+        # The chain's controls (12345-style): cases urged, supervised, returned, given more time.
+        "urged": row["urged"],
+        "supervised": row["supervised"],
+        "returned": row["returned"],
+        "extended": row["extended"],
+        "called_back": row["called_back"],
     }
 
 
@@ -185,6 +201,16 @@ async def statistics(
                 **_figures(row),
             }
         )
+    # A department that returned a case no longer handles it: its returns are in the audit log.
+    returned_by = {
+        r["key"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT a.data->>'department' AS key, count(DISTINCT i.id) AS n FROM incidents i"
+            " JOIN audit_log a ON a.entity = 'incident' AND a.entity_id = i.id::text AND a.action = 'return'"
+            f" WHERE {where} GROUP BY key",
+            *args,
+        )
+    }
     departments = []
     for row in by_department:
         dept = tree.departments.get(row["key"])
@@ -194,7 +220,13 @@ async def statistics(
                 "name": dept.name if dept else row["key"],
                 "name_en": dept.name_en if dept else row["key"],
                 **_figures(row),
+                "returned": returned_by.pop(row["key"], 0),
             }
+        )
+    for code, n in sorted(returned_by.items()):
+        dept = tree.departments.get(code)
+        departments.append(
+            {"code": code, "name": dept.name if dept else code, "name_en": dept.name_en if dept else code, "returned": n}
         )
     categories = []
     for row in by_category:
@@ -241,15 +273,15 @@ def to_csv(stats: dict[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
 
     def row(section: str, code: str | None, name: str, figures: dict[str, Any]) -> list[Any]:
-        satisfaction = figures["satisfaction"]
+        satisfaction = figures.get("satisfaction") or {}
         values: dict[str, Any] = {
             "section": section,
             "code": code or "",
             "name": name,
             **{k: v for k, v in figures.items() if k != "satisfaction"},
-            "evaluated": satisfaction["evaluated"],
-            "satisfaction_mean": satisfaction["mean"],
-            "satisfied_share": satisfaction["satisfied_share"],
+            "evaluated": satisfaction.get("evaluated"),
+            "satisfaction_mean": satisfaction.get("mean"),
+            "satisfied_share": satisfaction.get("satisfied_share"),
         }
         return ["" if values.get(c) is None else values[c] for c in CSV_COLUMNS]
 

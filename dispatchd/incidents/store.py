@@ -354,8 +354,58 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# An order's steps as the case's timeline names them, with the squad unit's name.
+_ORDER_STEPS: Final[Mapping[str, tuple[str, str]]] = {
+    "created": ("派出指令", "order sent"),
+    "resent": ("指令重发", "order sent again"),
+    "delivered": ("指令已送达", "order delivered"),
+    "receipt": ("指令已收到", "order received"),
+    "accepted": ("队伍已接受", "squad accepted"),
+    "declined": ("队伍已拒绝", "squad declined"),
+    "overdue": ("超时未接受", "not accepted in time"),
+    "en_route": ("队伍出发", "squad on its way"),
+    "on_scene": ("队伍到达现场", "squad on the scene"),
+    "handled": ("队伍处置完毕", "squad done on site"),
+    "completed": ("指令完成", "order completed"),
+    "cancelled": ("指令撤销", "order cancelled"),
+    "reassigned": ("指令改派", "order given to another unit"),
+}
+
+
+def order_event_json(row: Mapping[str, Any], unit_name: str | None) -> dict[str, Any]:
+    """One step of an order of the case, in the case's timeline."""
+    zh, en = _ORDER_STEPS.get(row["action"], (row["action"], row["action"]))
+    name = unit_name or f"#{row['entity_id']}"
+    return {
+        "id": f"o{row['id']}",
+        "source": "order",
+        "order_id": int(row["entity_id"]),
+        "unit_name": unit_name,
+        "action": f"order.{row['action']}",
+        "action_name": {"zh-CN": f"{zh}（{name}）", "en": f"{en} ({name})"},
+        "actor": row["actor_name"],
+        "actor_id": row["actor_id"],
+        "actor_role": row["actor_role"],
+        "at": _iso(row["at"]),
+        "from_state": row["from_state"],
+        "to_state": row["to_state"],
+        "note": row["note"],
+        "data": row["data"],
+    }
+
+
 async def timeline(conn: asyncpg.Connection, incident_id: int) -> list[dict[str, Any]]:
-    return [event_json(r) for r in await changes.trail(conn, "incident", incident_id)]
+    """The case's trail in the audit log, with the steps of its orders to squads woven in by time."""
+    events = [event_json(r) for r in await changes.trail(conn, "incident", incident_id)]
+    orders = {
+        r["id"]: r["unit_name"]
+        for r in await conn.fetch("SELECT id, unit_name FROM orders WHERE incident_id = $1", incident_id)
+    }
+    if orders:
+        steps = await changes.trails(conn, "order", list(orders))
+        events += [order_event_json(r, orders[int(r["entity_id"])]) for r in steps if r["action"] != "receipt"]
+        events.sort(key=lambda e: (e["at"] or "", 0 if e.get("source") != "order" else 1))
+    return events
 
 
 async def duplicate_candidates(

@@ -12,7 +12,10 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from dispatchd.channels.hotline.slots import PRESENCE
+from dispatchd.channels.reports.api import read_part_and_photos
+from dispatchd.channels.reports.slots import MEDIA
 from dispatchd.errors import DomainError, invalid, not_found
+from dispatchd.incidents.slots import CASE_ENDED
 from dispatchd.live import orders
 from dispatchd.live.asyncapi import asyncapi_document
 from dispatchd.live.board import BoardHub
@@ -23,7 +26,7 @@ from dispatchd.live.squad import SquadHub
 from dispatchd.store.users import User
 from dispatchd.tasks import start_task, stop_tasks
 from dispatchd.units.slots import STATUS_REACTIONS
-from dispatchd.validate import Field
+from dispatchd.validate import Field, check_fields
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, require_role
 from dispatchd.web.errors import from_domain, request_language
@@ -116,6 +119,24 @@ DECLINE_BODY = (Field("reason", max_length=2000, description="why the squad cann
 async def decline_order(request: web.Request) -> web.Response:
     body = await json_body(request, DECLINE_BODY)
     order = await orders.decline(request.app[CTX], _id(request), current_user(request), body.get("reason"))
+    return web.json_response(order)
+
+
+HANDLED_FIELDS = (Field("note", required=True, max_length=4000, description="what the squad did on site"),)
+
+
+async def handled_order(request: web.Request) -> web.Response:
+    """The squad is done on site: JSON ``{note}``, or multipart with a ``handled`` JSON part and
+    ``photo`` parts (the photos are the case's feedback photos too)."""
+    user = current_user(request)
+    ctx = request.app[CTX]
+    store = ctx[MEDIA]
+    async with store.staging() as stage:
+        submission = await read_part_and_photos(
+            request, stage, "handled", lambda data: check_fields(data, HANDLED_FIELDS)
+        )
+        order = await orders.handled(ctx, _id(request), user, str(submission.parsed["note"]), stage.photos)
+        store.place_all(stage)
     return web.json_response(order)
 
 
@@ -262,6 +283,16 @@ ROUTES = [
              responses={200: "the order", 409: "not acceptable in its state"}),
     ApiRoute("POST", r"/api/v1/orders/{id:\d+}/decline", decline_order, "A member declines the order", "orders",
              body=DECLINE_BODY, responses={200: "the order", 409: "not declinable in its state"}),
+    ApiRoute(
+        "POST",
+        r"/api/v1/orders/{id:\d+}/handled",
+        handled_order,
+        "The squad is done on site (处置完毕): notes and photos; the case's feedback when the squad handles it",
+        "orders",
+        body=HANDLED_FIELDS,
+        content_type="multipart/form-data",
+        responses={200: "the order, completed", 409: "not accepted", 413: "photo too large", 422: "no note"},
+    ),
     ApiRoute("GET", "/api/v1/alerts", list_alerts, "Open alerts of the jurisdiction (orders not accepted)", "orders"),
     ApiRoute("POST", r"/api/v1/alerts/{id:\d+}/resolve", resolve_alert, "Mark an alert dealt with", "orders",
              body=RESOLVE_BODY),
@@ -297,7 +328,10 @@ def setup(app: web.Application) -> None:
     ctx.board_sections["alerts"] = orders.alerts_section
     if STATUS_REACTIONS not in ctx:
         ctx[STATUS_REACTIONS] = []
-    ctx[STATUS_REACTIONS].append(orders.complete_unit_orders)
+    ctx[STATUS_REACTIONS] += [orders.complete_unit_orders, orders.report_progress]
+    if CASE_ENDED not in ctx:
+        ctx[CASE_ENDED] = []
+    ctx[CASE_ENDED].append(orders.cancel_case_orders)
     app.cleanup_ctx.append(_live_ctx)
     app.on_shutdown.append(_close_websockets)
 

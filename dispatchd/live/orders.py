@@ -13,23 +13,27 @@ taken with ``FOR UPDATE SKIP LOCKED``, so two instances never fire one twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
+from dispatchd.channels.reports.media import StagedPhoto
+from dispatchd.channels.reports.service import record_photos
 from dispatchd.context import Context
 from dispatchd.domain import orders as machine
-from dispatchd.domain.incident import OPEN_STATES, State
+from dispatchd.domain.incident import OPEN_STATES, Action, Command, State
+from dispatchd.domain.incident import Actor as DomainActor
 from dispatchd.domain.orders import Order, OrderClock, OrderConflict, Step
 from dispatchd.domain.units import DONE_STATUSES
-from dispatchd.errors import Conflict, conflict, not_found
+from dispatchd.errors import Conflict, conflict, invalid, not_found
+from dispatchd.incidents import service as cases
 from dispatchd.incidents.store import may_view
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, bump, record, trail
-from dispatchd.store.users import User
+from dispatchd.store.users import User, get_user
 from dispatchd.units.service import nearest_units, set_unit_status
 
 log = structlog.get_logger("dispatchd.live.orders")
@@ -55,6 +59,7 @@ def order_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "incident_id": row["incident_id"],
         "unit_id": row["unit_id"],
+        "unit_name": row["unit_name"],
         "org": row["org_path"][-1] if row["org_path"] else None,
         "org_path": list(row["org_path"]),
         "instructions": row["instructions"],
@@ -80,7 +85,22 @@ def order_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "closed_at": _iso(row["closed_at"]),
         "replaces": row["replaces"],
         "replaced_by": row["replaced_by"],
+        "progress": row["progress"],
+        "progress_name": _progress_name(row["progress"]),
+        "handled_at": _iso(row["handled_at"]),
+        "handled_note": row["handled_note"],
+        "handled_photos": list(row["handled_photos"]),
     }
+
+
+_PROGRESS_NAMES = {"en_route": ("在途", "en route"), "on_scene": ("到达现场", "on scene"), "handled": ("已处置", "handled")}
+
+
+def _progress_name(progress: str | None) -> dict[str, str] | None:
+    if progress is None:
+        return None
+    zh, en = _PROGRESS_NAMES[progress]
+    return {"zh-CN": zh, "en": en}
 
 
 def as_machine(row: Mapping[str, Any]) -> Order:
@@ -95,6 +115,7 @@ def as_machine(row: Mapping[str, Any]) -> Order:
         declined_at=row["declined_at"],
         alerted_at=row["alerted_at"],
         closed_at=row["closed_at"],
+        progress=row["progress"],
     )
 
 
@@ -147,6 +168,7 @@ async def _apply(
         "declined_at": o.declined_at,
         "alerted_at": o.alerted_at,
         "closed_at": o.closed_at,
+        "progress": o.progress,
         **dict(extra or {}),
     }
     new = await bump(conn, "order", row["id"], {**values, "updated_at": ctx.clock.now()})
@@ -241,8 +263,9 @@ async def _insert_order(
     org = dispatcher_org or (actor.org if actor is not None else unit["org_code"])
     row = await conn.fetchrow(
         "INSERT INTO orders (incident_id, unit_id, org_path, dispatcher_org, instructions, priority, incident,"
-        " state, created_by, created_at, updated_at, sends, last_sent_at, resend_at, accept_by, replaces)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15) RETURNING *",
+        " state, created_by, created_at, updated_at, sends, last_sent_at, resend_at, accept_by, replaces,"
+        " unit_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16)"
+        " RETURNING *",
         incident_id,
         unit_id,
         list(unit["org_path"]),
@@ -258,6 +281,7 @@ async def _insert_order(
         o.resend_at,
         o.accept_by,
         replaces,
+        unit["name"],
     )
     await _record(conn, ctx, row, "created", actor, None, {"unit_name": unit["name"]})
     if unit["status"] == "available":
@@ -313,12 +337,14 @@ async def list_orders(
     open_only: bool = False,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Orders of units in the viewer's jurisdiction or of units the viewer is a member of."""
-    args: list[Any] = [list(ctx.orgs.descendants(viewer.org)), viewer.id]
-    sql = (
-        "SELECT * FROM orders o WHERE (o.org_path && $1::text[] OR EXISTS"
-        " (SELECT 1 FROM unit_members m WHERE m.unit_id = o.unit_id AND m.user_id = $2))"
-    )
+    """Orders of units in the viewer's jurisdiction or of units the viewer is a member of; a squad
+    member sees only the orders of their own units (whatever lies in their area)."""
+    args: list[Any] = [viewer.id]
+    sql = "SELECT * FROM orders o WHERE (EXISTS (SELECT 1 FROM unit_members m WHERE m.unit_id = o.unit_id AND m.user_id = $1)"
+    if viewer.role != "squad_member":
+        args.append(list(ctx.orgs.descendants(viewer.org)))
+        sql += f" OR o.org_path && ${len(args)}::text[]"
+    sql += ")"
     if unit_id is not None:
         args.append(unit_id)
         sql += f" AND o.unit_id = ${len(args)}"
@@ -437,6 +463,95 @@ async def cancel(ctx: Context, order_id: int, user: User) -> dict[str, Any]:
     return order_json(row)
 
 
+async def cancel_case_orders(
+    ctx: Context, conn: asyncpg.Connection, case: Mapping[str, Any], actor: DomainActor
+) -> None:
+    """A case reaction (incidents.slots.CASE_ENDED): the case was closed, rejected or merged, so its
+    open orders are cancelled (the squads' phones are told and stop ringing), their alerts resolved,
+    and their units are free again."""
+    rows = await conn.fetch(
+        "SELECT * FROM orders WHERE incident_id = $1 AND state IN ('pending', 'delivered', 'accepted')"
+        " ORDER BY id FOR UPDATE",
+        case["id"],
+    )
+    if not rows:
+        return
+    user = await get_user(conn, actor.user_id) if actor.user_id else None
+    for row in rows:
+        step = machine.cancel(as_machine(row), ctx.clock.now())
+        after = await _apply(conn, ctx, row, step, user, data={"reason": "case_ended", "case_state": case["state"]})
+        await _resolve_alerts(ctx, conn, row["id"], user, "case_ended")
+        await _release_unit(ctx, conn, after["unit_id"], user, on_site=True)
+    log.info("case_orders_cancelled", incident_id=case["id"], orders=[r["id"] for r in rows])
+
+
+async def report_progress(
+    ctx: Context, conn: asyncpg.Connection, unit_id: int, status: str, actor: User | str | None
+) -> None:
+    """A unit's status reaction: on its way or on the scene, its accepted orders say so (the case's
+    timeline and the console show the order's progress with the unit's name)."""
+    if status not in ("en_route", "on_scene"):
+        return
+    user = actor if isinstance(actor, User) else None
+    rows = await conn.fetch(
+        "SELECT * FROM orders WHERE unit_id = $1 AND state = 'accepted' ORDER BY id FOR UPDATE", unit_id
+    )
+    for row in rows:
+        step = machine.progress(as_machine(row), status)
+        if step.changed:
+            await _apply(conn, ctx, row, step, user)
+
+
+async def handled(
+    ctx: Context, order_id: int, user: User, note: str, photos: Sequence[StagedPhoto] = ()
+) -> dict[str, Any]:
+    """The squad is done on site (处置完毕): the order is completed with the squad's notes and
+    photos. Where the squad's unit handles the case itself (the case's squad), this is the case's
+    feedback step too (started first if nobody had), in the same transaction."""
+    note = note.strip()
+    if not note:
+        raise invalid({"note": ("请说明处置情况", "say what was done")})
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _member_order(conn, order_id, user)
+        now = ctx.clock.now()
+        try:
+            step = machine.handled(as_machine(row), now)
+        except OrderConflict as exc:
+            raise _conflict(exc, row) from None
+        if not step.changed:
+            return order_json(row)
+        refs = [p.url for p in photos]
+        row = await _apply(
+            conn,
+            ctx,
+            row,
+            step,
+            user,
+            extra={"handled_at": now, "handled_note": note, "handled_photos": refs},
+            data={"note": note, "photos": refs},
+        )
+        await _resolve_alerts(ctx, conn, order_id, user, "handled")
+        await record_photos(conn, photos, incident_id=row["incident_id"], uploaded_by=user.id, purpose="feedback", now=now)
+        case = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", row["incident_id"])
+        if case is not None and case["squad_unit"] == row["unit_id"]:
+            await _feed_back(ctx, conn, case, user, note, refs)
+    log.info("order_handled", order_id=order_id, unit_id=row["unit_id"], photos=len(photos))
+    return order_json(row)
+
+
+async def _feed_back(
+    ctx: Context, conn: asyncpg.Connection, case: asyncpg.Record, user: User, note: str, photos: Sequence[str]
+) -> None:
+    """The squad's report as the case's feedback: start it if it waits, then feed back."""
+    actor = cases.domain_actor(user)
+    if case["state"] == "dispatched":
+        await cases.transition_locked(ctx, conn, case, Command(Action.start, case["version"]), actor, viewer=None)
+        case = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", case["id"])
+    if case["state"] == "in_progress":
+        command = Command(Action.feedback, case["version"], note=note, photos=tuple(photos))
+        await cases.transition_locked(ctx, conn, case, command, actor, viewer=None)
+
+
 async def reassign(
     ctx: Context, order_id: int, user: User, unit_id: int | None
 ) -> dict[str, Any]:
@@ -477,13 +592,17 @@ async def complete_unit_orders(
         await _apply(conn, ctx, row, machine.complete(as_machine(row), ctx.clock.now()), user)
 
 
-async def _release_unit(ctx: Context, conn: asyncpg.Connection, unit_id: int, actor: User | None) -> None:
-    """Back to available when the unit is only ``dispatched`` and has no other open order."""
+async def _release_unit(
+    ctx: Context, conn: asyncpg.Connection, unit_id: int, actor: User | None, *, on_site: bool = False
+) -> None:
+    """Back to available when the unit has no other open order and is only ``dispatched`` (or,
+    ``on_site``: the case it went to ended, also when it is on its way or on the scene)."""
     busy = await conn.fetchval(
         "SELECT 1 FROM orders WHERE unit_id = $1 AND state IN ('pending', 'delivered', 'accepted')", unit_id
     )
     status = await conn.fetchval("SELECT status FROM squad_units WHERE id = $1", unit_id)
-    if busy is None and status == "dispatched":
+    freed = ("dispatched", "en_route", "on_scene") if on_site else ("dispatched",)
+    if busy is None and status in freed:
         await set_unit_status(ctx, unit_id, "available", actor.username if actor else "system", conn=conn)
 
 

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 from dispatchd.context import Context
 from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.orgs import LEVELS
-from dispatchd.errors import not_found
+from dispatchd.errors import conflict, not_found
 from dispatchd.store.changes import Actor
 from dispatchd.store.orgs import unit_path
 from dispatchd.validate import Field
@@ -179,6 +179,43 @@ async def create_meeting(request: web.Request) -> web.Response:
             "links": links,
         },
         status=201,
+    )
+
+
+async def join_meeting(request: web.Request) -> web.Response:
+    """A logged-in user of an invited unit (or of the convening one) gets their own join link; anyone
+    else learns nothing (404). The convener joins as the chair."""
+    user = current_user(request)
+    ctx = request.app[CTX]
+    tree = ctx.orgs
+    meeting_id = _meeting_id(request)
+    async with ctx.pool.acquire() as conn:
+        meeting = await store.get_meeting(conn, meeting_id)
+        if meeting is None:
+            raise not_found("会议", "meeting")
+        units = await store.invited_units(conn, meeting.id)
+        mine = [inv for inv in units if user.org in tree and tree.is_within(user.org, inv.unit_code or "")]
+        if not mine:
+            raise not_found("会议", "meeting")
+        if meeting.status == "ended":
+            raise conflict("会商已结束", "the meeting has ended", code="meeting_ended")
+        # The closest invited unit above (or at) the user's own.
+        unit = max(mine, key=lambda inv: len(tree.ancestors(inv.unit_code or "")))
+        assert unit.unit_code is not None
+        chair = meeting.created_by == user.id
+        label = f"{tree.get(unit.unit_code).name}·{user.display_name or user.username}"
+        invite, token = await store.personal_invite(
+            conn, meeting, user.id, unit.unit_code, label, "chair" if chair else "participant", ctx.clock.now()
+        )
+    log.info("meeting_joined_by_link", meeting_id=meeting.id, unit=unit.unit_code, chair=chair)
+    return web.json_response(
+        {
+            "url": _join_url(request, meeting.id, token),
+            "participant": invite.participant_id,
+            "meeting": meeting.as_json(),
+            "unit": {"code": unit.unit_code, "name": tree.get(unit.unit_code).name},
+            "role": invite.role,
+        }
     )
 
 
@@ -391,19 +428,14 @@ def _file(path: Path) -> web.FileResponse:
 
 
 async def board_section(ctx: Context, codes: frozenset[str]) -> Any:
-    """Running meetings for the board: the viewer's jurisdiction convened them or is invited."""
+    """Running meetings for the board: the viewer's jurisdiction convened them or is invited; each
+    with the meeting's fields as its changes carry them (status, the invited units, who is online)."""
     async with ctx.pool.acquire() as conn:
         meetings = await store.running_meetings(conn, codes)
+        invited = {m.id: [i.unit_code for i in await store.invited_units(conn, m.id) if i.kind == "unit"] for m in meetings}
     rooms = ctx[ROOMS]
     return [
-        {
-            "id": m.id,
-            "title": m.title,
-            "org": m.org_code,
-            "incident_id": m.incident_id,
-            "started_at": m.started_at.isoformat() if m.started_at else None,
-            "participants_online": rooms.participants(m.id),
-        }
+        {**m.as_json(), "invited": invited[m.id], "participants_online": rooms.participants(m.id)}
         for m in meetings
     ]
 
@@ -435,6 +467,14 @@ ROUTES = [
         responses={200: "the meeting", 404: "not found or not yours"},
     ),
     ApiRoute("POST", "/api/v1/meetings/{id:\\d+}/end", end_meeting, "End a meeting for everyone", "meetings"),
+    ApiRoute(
+        "POST",
+        "/api/v1/meetings/{id:\\d+}/join",
+        join_meeting,
+        "Your own join link, as a user of an invited unit (or of the convening one)",
+        "meetings",
+        responses={200: "{url, participant, meeting, unit, role}", 404: "not invited", 409: "ended"},
+    ),
     ApiRoute(
         "POST",
         "/api/v1/meetings/{id:\\d+}/sources",

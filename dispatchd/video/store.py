@@ -45,6 +45,7 @@ class Meeting:
     ended_at: datetime | None
     created_at: datetime
     version: int = 1
+    created_by: int | None = None
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Meeting:
@@ -61,6 +62,7 @@ class Meeting:
             r["ended_at"],
             r["created_at"],
             r["version"],
+            r["created_by"],
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -124,7 +126,7 @@ class NewInvite:
 
 _MEETING_COLS = (
     "id, title, org_code, org_path, status, codec, incident_id, scheduled_at, started_at, ended_at,"
-    " created_at, version"
+    " created_at, version, created_by"
 )
 _INVITE_COLS = "id, meeting_id, unit_code, label, role, kind, source_url"
 
@@ -140,10 +142,27 @@ async def _record(
     from_status: str | None = None,
     publish: bool = True,
 ) -> None:
-    """Record a change of ``meeting`` (as it is after the change)."""
+    """Record a change of ``meeting`` (as it is after the change). Its invited units hear of it too:
+    the change is routed to their paths, and the meeting's data names them (``invited``)."""
+    invited = await conn.fetch(
+        "SELECT DISTINCT i.unit_code, o.path FROM meeting_invites i JOIN org_units o ON o.code = i.unit_code"
+        " WHERE i.meeting_id = $1 AND i.kind = 'unit' AND NOT i.revoked ORDER BY i.unit_code",
+        meeting.id,
+    )
     plain = json.loads(json.dumps(dict(detail or {}), ensure_ascii=False, default=str))  # JSON values only
     row = {"id": meeting.id, "version": meeting.version, "org_path": meeting.org_path, "status": meeting.status}
-    change = Change.of(TOPIC, row, action, meeting.as_json(), actor, now, from_state=from_status, detail=plain)
+    data = {**meeting.as_json(), "invited": [r["unit_code"] for r in invited]}
+    change = Change.of(
+        TOPIC,
+        row,
+        action,
+        data,
+        actor,
+        now,
+        from_state=from_status,
+        detail=plain,
+        also_to=[list(r["path"]) for r in invited],
+    )
     await record(conn, change, publish=publish)
 
 
@@ -221,6 +240,35 @@ async def add_invite(
         meeting = await _bumped(conn, meeting.id)
         await _record(conn, meeting, actor, "invited", now, {"invite": created[0].as_json()})
     return created
+
+
+async def personal_invite(
+    conn: asyncpg.Connection, meeting: Meeting, user_id: int, unit_code: str, label: str, role: str, now: datetime
+) -> tuple[Invite, str]:
+    """A user's own join link for a unit invited to ``meeting`` (their earlier one is revoked)."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE meeting_invites SET revoked = true WHERE meeting_id = $1 AND user_id = $2 AND kind = 'unit'"
+            " AND NOT revoked",
+            meeting.id,
+            user_id,
+        )
+        invite, token = await _insert_invite(
+            conn, meeting.id, NewInvite(unit_code, label, role, "unit", user_id=user_id), now
+        )
+    assert token is not None
+    return invite, token
+
+
+async def invited_units(conn: asyncpg.Connection, meeting_id: int) -> list[Invite]:
+    """The units invited to a meeting (the chair's and the sites'), one invite each."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (unit_code) {_INVITE_COLS} FROM meeting_invites WHERE meeting_id = $1"
+        " AND kind IN ('unit', 'chair') AND unit_code IS NOT NULL AND NOT revoked AND (kind = 'chair' OR user_id IS NULL)"
+        " ORDER BY unit_code, id",
+        meeting_id,
+    )
+    return [Invite.from_row(r) for r in rows]
 
 
 async def get_meeting(conn: asyncpg.Connection, meeting_id: int) -> Meeting | None:

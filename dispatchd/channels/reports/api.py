@@ -19,7 +19,7 @@ from dispatchd.channels.reports.demo import run_demo
 from dispatchd.channels.reports.media import SHA256, MediaStore, Staging
 from dispatchd.channels.reports.slots import MEDIA
 from dispatchd.domain.incident import Action, State
-from dispatchd.errors import invalid, not_found
+from dispatchd.errors import DomainError, invalid, not_found
 from dispatchd.incidents import store as case_store
 from dispatchd.incidents.stats import register_section
 from dispatchd.tasks import start_task, stop_tasks
@@ -208,7 +208,7 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
     )
 
 
-async def _read(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
+async def read_part_and_photos(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
     """Read the body; count refused photos by reason."""
     settings = request.app[CTX].settings.reports
     limit = int(settings.photo_max_mb * 1024 * 1024)
@@ -222,7 +222,7 @@ async def _read(request: web.Request, stage: Staging, json_part: str, check: Any
             max_photos=settings.max_photos,
             photo_limit_bytes=limit,
         )
-    except ApiError as exc:
+    except (ApiError, DomainError) as exc:
         outcome = {"photo_too_large": "too_large", "unsupported_photo_type": "unsupported"}.get(exc.code)
         if outcome is not None:
             request.app[CTX].metrics.photos.labels(outcome).inc()
@@ -239,7 +239,7 @@ async def submit_report(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     store = ctx[MEDIA]
     async with store.staging() as stage:
-        submission = await _read(request, stage, "report", service.report_checker(ctx))
+        submission = await read_part_and_photos(request, stage, "report", service.report_checker(ctx))
         outcome = await service.submit_report(
             ctx,
             user,
@@ -320,7 +320,7 @@ def _answer_handler(action: Action) -> Any:
         ctx = request.app[CTX]
         store = ctx[MEDIA]
         async with store.staging() as stage:
-            submission = await _read(
+            submission = await read_part_and_photos(
                 request, stage, "answer", lambda data: check_fields(data, service.ANSWER_FIELDS)
             )
             case = await service.answer_task(

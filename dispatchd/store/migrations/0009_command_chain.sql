@@ -18,10 +18,18 @@ CREATE INDEX incidents_callback_due ON incidents (closed_at) WHERE state = 'clos
 
 -- An accepted order's progress on site, as the squad reports it, and what it did.
 ALTER TABLE orders
+    ADD COLUMN unit_name      text,                                      -- the squad unit, by name
     ADD COLUMN progress       text CHECK (progress IN ('en_route', 'on_scene', 'handled')),
     ADD COLUMN handled_at     timestamptz,
     ADD COLUMN handled_note   text,
     ADD COLUMN handled_photos text[] NOT NULL DEFAULT '{}';
+
+UPDATE orders o SET unit_name = u.name FROM squad_units u WHERE u.id = o.unit_id;
+
+-- Photos of a squad's or a department's feedback are linked to the case like the others.
+ALTER TABLE photo_links DROP CONSTRAINT photo_links_purpose_check;
+ALTER TABLE photo_links ADD CONSTRAINT photo_links_purpose_check
+    CHECK (purpose IN ('report', 'verify', 'reopen', 'feedback'));
 
 -- A personal join link of a meeting for a user of an invited unit (POST /api/v1/meetings/{id}/join).
 CREATE INDEX meeting_invites_user ON meeting_invites (meeting_id, user_id) WHERE user_id IS NOT NULL;
