@@ -3,10 +3,11 @@ all without an event loop."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from dispatchd.channels.reports.patrols import duty_days
 from dispatchd.domain import calls, meetings
 from dispatchd.domain.incident import (
     Action,
@@ -180,3 +181,14 @@ def test_an_admin_is_not_offered_the_handling_steps(org_tree: OrgTree) -> None:
     """The server's rules, not a screen's copy: an administrator does not feed back or verify."""
     offered = allowed_actions(_case(State.in_progress, lead_department="330381116-PCS"), _actor(Role.admin), org_tree)
     assert Action.feedback not in offered and Action.escalate in offered
+
+
+def test_compliance_counts_the_days_a_worker_was_on_duty() -> None:
+    """A worker is measured from the day they joined; today counts only once its rule is met, so a
+    worker who joined minutes ago is not 0 % compliant over a month they were not there."""
+    first, last, today = date(2026, 5, 1), date(2026, 5, 30), date(2026, 5, 30)
+    assert duty_days(first, last, today, joined=date(2026, 4, 1), met_today=False) == 29
+    assert duty_days(first, last, today, joined=date(2026, 4, 1), met_today=True) == 30
+    assert duty_days(first, last, today, joined=today, met_today=False) == 0
+    assert duty_days(first, last, today, joined=date(2026, 5, 28), met_today=True) == 3
+    assert duty_days(first, date(2026, 5, 10), today, joined=date(2026, 5, 12), met_today=True) == 0
