@@ -149,6 +149,9 @@ class OsmandSettings:
     host: str = field(default="", metadata=_meta("address the OsmAnd HTTP server binds; empty = [http] host"))
     port: int = field(default=5055, metadata=_port("OsmAnd / Traccar Client HTTP port (0 picks a free one)"))
     require_key: bool = field(default=True, metadata=_meta("refuse fixes without the device's key"))
+    reuse_port: bool = field(
+        default=False, metadata=_meta("SO_REUSEPORT: several instances on one host share the port (one per core)")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +160,9 @@ class Jt808Settings:
     port: int = field(default=5015, metadata=_port("JT/T 808 TCP port (0 picks a free one)"))
     idle_timeout: float = field(
         default=600.0, metadata=_meta("seconds without a frame before a terminal is dropped", lo=10, hi=86400)
+    )
+    reuse_port: bool = field(
+        default=False, metadata=_meta("SO_REUSEPORT: several instances on one host share the port (one per core)")
     )
 
 
@@ -275,6 +281,13 @@ class SipSettings:
     t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
     user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
     record: bool = field(default=True, metadata=_meta("record the caller's audio of answered calls under the data dir"))
+    standby: bool = field(
+        default=True,
+        metadata=_meta("one SIP edge per deployment: bind only while holding the PostgreSQL advisory lock of the port"),
+    )
+    standby_interval: float = field(
+        default=2.0, metadata=_meta("seconds between a standby's attempts to take the SIP port's lock", lo=0.05, hi=60)
+    )
 
 
 @dataclass(frozen=True, slots=True)
