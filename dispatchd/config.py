@@ -273,6 +273,9 @@ class SipSettings:
     advertise_host: str = field(
         default="", metadata=_meta("address written in Contact, Via and SDP; empty = the bound or dialled host")
     )
+    advertise_port: int = field(
+        default=0, metadata=_port("port written in Contact and Via; 0 = the bound port (set it behind a stream proxy)")
+    )
     max_calls: int = field(
         default=200, metadata=_meta("calls at once (waiting or connected); more get 486 Busy Here", lo=1, hi=100000)
     )
