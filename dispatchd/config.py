@@ -526,3 +526,24 @@ def mask_url(url: str) -> str:
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":***"
     return f"{scheme}://{creds}@{host}"
+
+
+def summary(settings: Settings) -> dict[str, object]:
+    """The effective configuration in brief, for the start-up log line: where the instance serves and
+    keeps its data, its stores (passwords masked), and every setting that differs from its default
+    (secrets masked as in :func:`describe`)."""
+    full, defaults = describe(settings), describe(Settings())
+    changed = {
+        f"{section}.{key}": value
+        for section, values in full.items()
+        if section not in ("paths", "data")
+        for key, value in values.items()
+        if defaults[section][key] != value
+    }
+    return {
+        "http": f"{settings.http.host}:{settings.http.port}",
+        "database": mask_url(settings.database.url) if settings.database.url else "embedded",
+        "redis": mask_url(settings.redis.url) if settings.redis.url else "embedded",
+        "data_dir": str(settings.data.dir),
+        "changed": changed,
+    }

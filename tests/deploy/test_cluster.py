@@ -19,6 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from dispatchd import __version__
 from tests.conftest import COUNTY, PASSWORD, StoreUrls, password_hash, require_tool, wipe
 from tests.deploy.cluster import STREAM_MODULE, Cluster, start_cluster
 from tests.incidents.helpers import point_in
@@ -379,3 +380,6 @@ async def test_one_instance_stops_under_traffic_and_the_clients_carry_on(
     assert not cluster.instances[victim].running and cluster.instances[survivor].running
     log = await asyncio.to_thread(cluster.instances[victim].log_path.read_text)
     assert '"event": "stopped"' in log
+    # The start-up line: version and the effective configuration, the database password masked.
+    starting = next(json.loads(line) for line in log.splitlines() if '"event": "starting"' in line)
+    assert starting["version"] == __version__ and starting["changed"]["sip.standby_interval"] == 0.2
