@@ -136,3 +136,40 @@ async def test_backup_restores_into_an_empty_database(
             await admin.execute("DROP DATABASE IF EXISTS dispatchd_restore_test")
         finally:
             await admin.close()
+
+
+async def test_metrics_show_queues_stores_and_order_latencies(
+    client: TestClient[Any, Any], make_user: UserFactory, org_tree: Any
+) -> None:
+    """/metrics has the instance, queue depths, pool, SIP, store probes and the latency of a received order."""
+    from dispatchd import observe
+    from tests.live.helpers import make_case, make_squad, order
+
+    ctx = client.server.app[CTX]
+    officer = await make_user("duty_officer", COUNTY)
+    unit, _ = await make_squad(client, officer, make_user)
+    case = await make_case(client, officer, org_tree)
+    made = await order(client, officer, case["id"], unit["id"])
+    async with ctx.pool.acquire() as conn:  # its first receipt 3 s after it was made
+        await conn.execute(
+            "UPDATE orders SET delivered_at = created_at + interval '3 seconds' WHERE id = $1", made["id"]
+        )
+    text = await (await client.get("/metrics")).text()
+    for name in (
+        'dispatchd_instance_info{instance="',
+        'dispatchd_queue_depth{queue="board_frames"}',
+        'dispatchd_queue_depth{queue="gps_track_rows"}',
+        'dispatchd_db_pool_connections{state="busy"}',
+        "dispatchd_sip_active 1.0",
+    ):
+        assert name in text, name
+    probe = asyncio.create_task(observe.probe_stores(ctx, ctx[observe.OPS], interval=0.01))
+    await asyncio.sleep(0.3)
+    probe.cancel()
+    await observe.measure_orders(ctx, ctx[observe.OPS])
+    text = await (await client.get("/metrics")).text()
+    assert (
+        'dispatchd_store_up{store="postgres"} 1.0' in text and 'dispatchd_store_up{store="redis"} 1.0' in text
+    )
+    assert 'dispatchd_order_latency_seconds{stat="p50",step="delivered"} 3.0' in text
+    assert "dispatchd_orders_recent 1.0" in text
