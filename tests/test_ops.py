@@ -173,3 +173,24 @@ async def test_metrics_show_queues_stores_and_order_latencies(
     )
     assert 'dispatchd_order_latency_seconds{stat="p50",step="delivered"} 3.0' in text
     assert "dispatchd_orders_recent 1.0" in text
+
+
+async def test_grafana_dashboard_reads_only_metrics_the_daemon_exports(client: TestClient[Any, Any]) -> None:
+    """Every metric the shipped Grafana dashboard queries is one /metrics describes."""
+    import json
+    import re
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dispatchd.json").read_text())
+    text = await (await client.get("/metrics")).text()
+    exported = set(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    names = {n for n, _ in exported}
+    names |= {f"{n}_total" for n, kind in exported if kind == "counter"}
+    names |= {f"{n}_bucket" for n, kind in exported if kind == "histogram"}
+    wanted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(dispatchd_[a-z0-9_]+)", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 10 and wanted
+    assert wanted <= names, sorted(wanted - names)
