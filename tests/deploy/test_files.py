@@ -196,3 +196,21 @@ def test_dockerfile_uses_the_units_paths() -> None:
     assert "/opt/dispatchd/venv/bin" in unit_env["PATH"] and "/opt/dispatchd/venv/bin" in text
     assert f"DISPATCHD_DATA_DIR={unit_env['DISPATCHD_DATA_DIR']}" in text
     assert 'CMD ["dispatchd", "serve"]' in text and "USER dispatchd" in text
+
+
+def test_site_loads_in_debians_own_nginx_conf_beside_the_default_site(tmp_path: Path) -> None:
+    """Debian's nginx.conf with the site in conf.d (and its default site) passes `nginx -t` without a warning."""
+    nginx = require_tool("nginx")
+    stock = Path("/etc/nginx/nginx.conf")
+    if not stock.exists():
+        pytest.skip("Debian's /etc/nginx/nginx.conf is not there")
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    (confd / "dispatchd.conf").write_text(SITE.read_text())
+    text = stock.read_text().replace("/etc/nginx/conf.d/*.conf", f"{confd}/*.conf")
+    text = re.sub(r"^pid .*$", f"pid {tmp_path / 'nginx.pid'};", text, flags=re.M)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    result = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr, result.stderr
