@@ -21,6 +21,7 @@ from dispatchd.channels.hotline.demo import run_demo
 from dispatchd.channels.hotline.edge import SipEdge
 from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
+from dispatchd.channels.hotline.standby import hold_sip_port
 from dispatchd.channels.hotline.stats import call_statistics
 from dispatchd.clock import LOCAL_TZ
 from dispatchd.context import Context
@@ -451,19 +452,23 @@ async def _hotline_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     settings = ctx.settings
     runtime = ctx[SIP]
-    edge: SipEdge | None = SipEdge(ctx)
-    assert edge is not None
-    try:
-        runtime.ports.update(await edge.start(settings.sip.port))
-        runtime.edge = edge
-    except OSError as exc:
-        # Another instance on this host has the port: this one serves the API without SIP intake.
-        log.warning("sip_port_unavailable", port=settings.sip.port, error=str(exc))
-        edge = None
+    # Active/standby (standby.py): one instance of the deployment binds a fixed SIP port at a time.
+    standby = settings.sip.standby and settings.sip.port != 0
+    edge: SipEdge | None = None if standby else SipEdge(ctx)
+    if edge is not None:
+        try:
+            runtime.ports.update(await edge.start(settings.sip.port))
+            runtime.edge = edge
+        except OSError as exc:
+            # Another instance on this host has the port: this one serves the API without SIP intake.
+            log.warning("sip_port_unavailable", port=settings.sip.port, error=str(exc))
+            edge = None
     tasks = [
         asyncio.create_task(_queue_loop(ctx), name="hotline-queue"),
         asyncio.create_task(ctx[PRESENCE].run(), name="hotline-presence"),
     ]
+    if standby:
+        tasks.append(asyncio.create_task(hold_sip_port(ctx), name="sip-standby"))
     if edge is not None:
         tasks.append(asyncio.create_task(remote.serve_commands(ctx), name="hotline-commands"))
     if settings.demo.enabled and edge is not None:
