@@ -106,7 +106,7 @@ class LocalName(NamedTuple):
 
 STATE_NAMES: Final[Mapping[State, LocalName]] = MappingProxyType(
     {
-        State.reported: LocalName("已上报", "reported"),
+        State.reported: LocalName("待受理", "reported"),
         State.accepted: LocalName("已立案", "accepted"),
         State.rejected: LocalName("不予受理", "rejected"),
         State.merged: LocalName("已合并", "merged"),
@@ -560,7 +560,7 @@ def _check_scope(incident: Incident, command: Command, actor: Actor, org: OrgVie
         ):
             return
         raise _forbidden(
-            "只有案件所在网格的网格员或上报人可以核查本案件",
+            "只有案件所在网格的网格员或报告人可以核查本案件",
             "only the grid worker of the case's grid or its reporter may check this case",
         )
     if role is Role.squad_member and incident.squad_unit is None:

@@ -22,10 +22,10 @@ DEVICE_PROTOCOLS = ("osmand", "jt808")
 STATUS_NAMES = {
     "available": ("待命", "available"),
     "dispatched": ("已派出", "dispatched"),
-    "en_route": ("在途", "en route"),
-    "on_scene": ("到达现场", "on scene"),
+    "en_route": ("赶赴中", "en route"),
+    "on_scene": ("已到场", "on scene"),
     "returning": ("返回中", "returning"),
-    "off_duty": ("下班", "off duty"),
+    "off_duty": ("离岗", "off duty"),
 }
 # The statuses in which a unit's accepted orders are done (it is on its way back, or free again).
 DONE_STATUSES = frozenset({"returning", "available"})

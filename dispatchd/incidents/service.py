@@ -319,7 +319,18 @@ async def _full_json(
     tree, taxonomy, settings = ctx.orgs, ctx.taxonomy, ctx.settings.incidents
     case = store.summary_json(row, tree, taxonomy)
     case["timeline"] = await store.timeline(conn, row["id"])
+    # Each step's time limit for this case (seconds): the dispatch dialog says what clock it starts.
+    try:
+        limits = taxonomy.step_limits(row["category"], row["priority"])
+        case["limits"] = {step: int(limit.total_seconds()) for step, limit in limits.items()}
+    except (KeyError, ValueError):  # a category no longer configured
+        case["limits"] = None
     case["merged"] = await store.merged_cases(conn, row["id"])
+    case["squad_unit_name"] = (
+        await conn.fetchval("SELECT name FROM squad_units WHERE id = $1", row["squad_unit"])
+        if row["squad_unit"] is not None
+        else None
+    )
     duplicates: list[dict[str, Any]] = []
     if State(row["state"]) in store.MERGEABLE:
         duplicates = await store.duplicate_candidates(

@@ -49,7 +49,7 @@ DEADLINE_WARNING: Final = "deadline_warning"
 DEADLINE_OVERDUE: Final = "deadline_overdue"
 
 _EVENT_NAMES: Final[Mapping[str, tuple[str, str]]] = {
-    REPORT: ("上报", "report"),
+    REPORT: ("报告事件", "report"),
     MERGED_IN: ("并入重复案件", "duplicate merged in"),
     ATTACH: ("追加来源", "another report attached"),
     DEADLINE_WARNING: ("临期预警", "deadline warning"),
@@ -343,7 +343,7 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "action": action,
         "action_name": name,
-        "actor": row["actor_name"],
+        "actor": row["actor_display"] or row["actor_name"],
         "actor_id": row["actor_id"],
         "actor_role": row["actor_role"],
         "at": _iso(row["at"]),
@@ -383,7 +383,7 @@ def order_event_json(row: Mapping[str, Any], unit_name: str | None) -> dict[str,
         "unit_name": unit_name,
         "action": f"order.{row['action']}",
         "action_name": {"zh-CN": f"{zh}（{name}）", "en": f"{en} ({name})"},
-        "actor": row["actor_name"],
+        "actor": row["actor_display"] or row["actor_name"],
         "actor_id": row["actor_id"],
         "actor_role": row["actor_role"],
         "at": _iso(row["at"]),

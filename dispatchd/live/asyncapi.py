@@ -126,9 +126,15 @@ BOARD_OUT = {
 SQUAD_OUT = {
     "hello": _typed(
         "hello",
-        {"user": {"type": "object"}, "units": {"type": "array", "items": {"type": "object"}}, "conn_id": _STR},
+        {
+            "at": _TIME,
+            "user": {"type": "object"},
+            "units": {"type": "array", "items": {"type": "object"}},
+            "conn_id": _STR,
+        },
         ["units"],
-        "First message; again when the user's units change.",
+        "First message; again when the user's units change. ``at``: the server's time, by which the "
+        "device dates its position fixes.",
     ),
     "order": _typed(
         "order",

@@ -27,7 +27,7 @@ from dispatchd.domain import orders as machine
 from dispatchd.domain.incident import OPEN_STATES, Action, Command, State
 from dispatchd.domain.incident import Actor as DomainActor
 from dispatchd.domain.orders import Order, OrderClock, OrderConflict, Step
-from dispatchd.domain.units import DONE_STATUSES
+from dispatchd.domain.units import DONE_STATUSES, STATUS_NAMES
 from dispatchd.errors import Conflict, conflict, invalid, not_found
 from dispatchd.incidents import service as cases
 from dispatchd.incidents.store import may_view
@@ -93,7 +93,8 @@ def order_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_PROGRESS_NAMES = {"en_route": ("在途", "en route"), "on_scene": ("到达现场", "on scene"), "handled": ("已处置", "handled")}
+# The words of the squad phone's own buttons (the unit's statuses, and 处置完毕).
+_PROGRESS_NAMES = {**{k: STATUS_NAMES[k] for k in ("en_route", "on_scene")}, "handled": ("处置完毕", "handled")}
 
 
 def _progress_name(progress: str | None) -> dict[str, str] | None:
@@ -194,8 +195,21 @@ def _case_info(ctx: Context, inc: Mapping[str, Any]) -> dict[str, Any]:
         "category_name": ctx.taxonomy.display_name(inc["category"]),
         "priority": inc["priority"],
         "description": inc["description"],
-        "place": {"location": location, "address": inc["address"], "grid": inc["grid"]},
+        "place": {
+            "location": location,
+            "address": inc["address"],
+            "grid": inc["grid"],
+            # The place as people say it: township / community / grid, by name.
+            "area": _area_name(ctx, [inc["township"], inc["community"], inc["grid"]]),
+        },
     }
+
+
+def _area_name(ctx: Context, codes: list[str | None]) -> dict[str, str] | None:
+    units = [ctx.orgs.units[c] for c in codes if c is not None and c in ctx.orgs.units]
+    if not units:
+        return None
+    return {"zh-CN": " / ".join(u.name for u in units), "en": " / ".join(u.name_en or u.name for u in units)}
 
 
 # -- creating -------------------------------------------------------------------------------------
@@ -317,7 +331,7 @@ async def get_order(ctx: Context, order_id: int, viewer: User) -> dict[str, Any]
     out["timeline"] = [
         {
             "action": e["action"],
-            "actor": e["actor_name"],
+            "actor": e["actor_display"] or e["actor_name"],
             "at": _iso(e["at"]),
             "from_state": e["from_state"],
             "to_state": e["to_state"],

@@ -95,9 +95,12 @@ class SquadConn:
                 return
             await self.ws.send_str(text)
 
-    def hello(self) -> dict[str, Any]:
+    def hello(self, at: datetime) -> dict[str, Any]:
+        """The greeting: who is connected, their units, and the server's time (``at``: a phone's
+        clock may be off; the device dates its fixes by the server's)."""
         return {
             "type": "hello",
+            "at": at.isoformat(),
             "user": {"id": self.user.id, "username": self.user.username, "display_name": self.user.display_name},
             "units": list(self.units.values()),
             "conn_id": self.conn_id,
@@ -195,7 +198,7 @@ class SquadHub:
                 else:
                     c.units.pop(unit_id, None)
                     self._index(c, unit_id, False)
-                c.send(c.hello())
+                c.send(c.hello(self.ctx.clock.now()))
                 if action == "member_added":
                     await self._send_unreceived(c)
                 elif not c.units:
@@ -233,7 +236,7 @@ class SquadHub:
         self._add(c)  # first: pushes from the feed reach it from now on
         self.metrics.connections.labels("squad").inc()
         c.writer_task = asyncio.create_task(c.writer(), name=f"squad-writer-{c.conn_id}")
-        c.send(c.hello())
+        c.send(c.hello(self.ctx.clock.now()))
         await self._send_unreceived(c)
         log.info("squad_connected", user=user.username, units=list(c.units), resent=len(c.sent))
         return c

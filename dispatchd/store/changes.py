@@ -298,9 +298,12 @@ async def prune_outbox(conn: asyncpg.Connection, before: datetime) -> int:
 
 # -- reading the audit log ---------------------------------------------------------------------------
 
+# ``actor_display``: the acting user's display name where one is set (the people read names; the
+# audit row keeps the login name it was made under).
 AUDIT_COLUMNS: Final = (
     "id, entity, entity_id, version, action, actor_id, actor_name, actor_role, at, from_state, to_state,"
-    " note, data"
+    " note, data,"
+    " (SELECT nullif(u.display_name, '') FROM users u WHERE u.id = audit_log.actor_id) AS actor_display"
 )
 
 

@@ -141,8 +141,17 @@ async def logout(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     user = current_user(request)
     unit = request.app[CTX].orgs.get(user.org)
+    dept = request.app[CTX].orgs.departments.get(user.department) if user.department else None
     return web.json_response(
-        {**user.as_json(), "org_name": unit.name, "org_name_en": unit.name_en, "org_level": unit.level}
+        {
+            **user.as_json(),
+            "org_name": unit.name,
+            "org_name_en": unit.name_en,
+            "org_level": unit.level,
+            # A department handler works for the department: its name is what the screens show.
+            "department_name": dept.name if dept is not None else None,
+            "department_name_en": dept.name_en if dept is not None else None,
+        }
     )
 
 

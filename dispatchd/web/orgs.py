@@ -52,7 +52,13 @@ async def list_orgs(request: web.Request) -> web.Response:
         for u in tree.subtree(root.code)
         if depth is None or len(tree.ancestors(u.code)) - len(base) <= depth
     ]
-    return web.json_response({"root": root.code, "units": units})
+    # The units above the caller's, by name only: a meeting convened there, a case escalated
+    # there, are named on the screens (departments above are not the caller's to pick).
+    above = [
+        {"code": u.code, "name": u.name, "name_en": u.name_en, "level": u.level, "parent": u.parent}
+        for u in (tree.get(code) for code in tree.ancestors(root.code))
+    ]
+    return web.json_response({"root": root.code, "units": units, "above": above})
 
 
 async def get_org(request: web.Request) -> web.Response:

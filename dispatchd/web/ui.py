@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dispatchd import __version__
 from dispatchd.config import MapSettings
+from dispatchd.domain.incident import SATISFIED_FROM
 from dispatchd.errors import not_found
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.routing import ApiRoute, add_routes
@@ -223,6 +224,12 @@ async def ui_config(request: web.Request) -> web.Response:
             "languages": ["zh-CN", "en"],
             "map": {"tiles": tiles, "min_zoom": m.min_zoom, "max_zoom": m.max_zoom},
             "units_stale_after": _stale_after(request.app),
+            # The case rules a form needs to say up front (the server decides all the same).
+            "incidents": {
+                "max_extension_hours": request.app[CTX].settings.incidents.max_extension_hours,
+                "max_returns": request.app[CTX].settings.incidents.max_returns,
+                "satisfied_from": SATISFIED_FROM,
+            },
             "features": features(request.app),
         }
     )

@@ -68,7 +68,7 @@ async def test_illegal_transition_is_409_with_explanation(
     officer = await make_user("duty_officer", TOWN)
     case = await report(client, officer, org_tree)
     error = (await act(client, officer, case, "close", expect=409))["error"]
-    assert error["code"] == "illegal_transition" and "已上报" in error["message"]
+    assert error["code"] == "illegal_transition" and "待受理" in error["message"]
     assert error["incident"]["state"] == "reported" and error["incident"]["version"] == 1
     resp = await client.post(
         f"/api/v1/incidents/{case['id']}/actions/close",

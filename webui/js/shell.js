@@ -68,9 +68,12 @@ export function topBar(user, { current, titleKey, extra = [] } = {}) {
       h("a", { href, class: href === current ? "active" : "", dataset: { i18n: key } }, t(key)),
     ),
   );
-  const who = h("span.who", `${user.display_name || user.name || user.username} · `, h("span.who-org", localName({ name: user.org_name, name_en: user.org_name_en })));
+  // Where the person works, by name: the department for a department handler, else the unit.
+  const place = () =>
+    user.department_name ? localName({ name: user.department_name, name_en: user.department_name_en }) : localName({ name: user.org_name, name_en: user.org_name_en });
+  const who = h("span.who", `${user.display_name || user.name || user.username} · `, h("span.who-org", place()));
   onLanguageChange(() => {
-    who.lastChild.textContent = localName({ name: user.org_name, name_en: user.org_name_en });
+    who.lastChild.textContent = place();
   });
   const bar = h(
     "header.topbar",

@@ -24,6 +24,7 @@ import structlog
 from dispatchd.channels.reports.media import StagedPhoto
 from dispatchd.context import Context
 from dispatchd.domain.incident import ACTION_NAMES, Action, State
+from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import DomainError, Invalid, conflict, invalid, not_found
 from dispatchd.incidents import service as cases
@@ -402,7 +403,14 @@ async def my_reports(
     return [_item(ctx, r) for r in rows], next_before
 
 
-async def _feedback_of(conn: asyncpg.Connection, incident_id: int) -> list[dict[str, Any]]:
+def _department_name(tree: OrgTree, code: object) -> dict[str, str] | None:
+    if not isinstance(code, str):
+        return None
+    dept = tree.departments.get(code)
+    return {"zh-CN": dept.name, "en": dept.name_en} if dept is not None else {"zh-CN": code, "en": code}
+
+
+async def _feedback_of(conn: asyncpg.Connection, tree: OrgTree, incident_id: int) -> list[dict[str, Any]]:
     """The feedback of the current round (since the last dispatch or reopen): what to check."""
     rows: list[asyncpg.Record] = []
     for event in await trail(conn, "incident", incident_id):
@@ -413,8 +421,9 @@ async def _feedback_of(conn: asyncpg.Connection, incident_id: int) -> list[dict[
     return [
         {
             "at": r["at"].isoformat(),
-            "by": r["actor_name"],
+            "by": r["actor_display"] or r["actor_name"],
             "department": (r["data"] or {}).get("department"),
+            "department_name": _department_name(tree, (r["data"] or {}).get("department")),
             "note": r["note"],
             "photos": (r["data"] or {}).get("photos", []),
         }
@@ -434,7 +443,7 @@ async def verification_tasks(ctx: Context, user: User, *, limit: int = 100) -> l
         tasks = []
         for row in rows:
             item = _item(ctx, row)
-            item["feedback"] = await _feedback_of(conn, row["id"])
+            item["feedback"] = await _feedback_of(conn, ctx.orgs, row["id"])
             tasks.append(item)
     return tasks
 

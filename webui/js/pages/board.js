@@ -477,7 +477,7 @@ async function main() {
   get("/api/v1/orgs/geojson").then((fc) => map.setBoundaries(fc));
   get("/api/v1/orgs", { depth: 1 })
     .then((r) => {
-      for (const u of r.units || []) unitNames.set(u.code, { name: u.name, name_en: u.name_en });
+      for (const u of [...(r.above || []), ...(r.units || [])]) unitNames.set(u.code, { name: u.name, name_en: u.name_en });
       scheduleRender();
     })
     .catch(() => {});

@@ -3,7 +3,7 @@
 // Keyboard first: J/K move, / searches, N registers a case, the action keys are on the buttons.
 import { ApiError, get, post, withToken } from "../api.js";
 import { BoardState, LIVE_CALL_STATES } from "../boardstate.js";
-import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, h, toast } from "../dom.js";
+import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, fmtTime, h, toast } from "../dom.js";
 import { applyI18n, has, localName, onLanguageChange, t } from "../i18n.js";
 import { serverNow } from "../clock.js";
 import { cameraMarker, cameraSignature, openCameraViewer } from "../cameras.js";
@@ -27,6 +27,7 @@ import {
   unitStatusName,
 } from "../model.js";
 import { liveIndicator, startPage, topBar } from "../shell.js";
+import { chime, unlock } from "../alarm.js";
 
 // The loop's actions as the console offers them: key, look, dialog. Which of them a case offers to
 // this user is the server's to say (the case's allowed_actions), never a copy of its rules here.
@@ -43,21 +44,38 @@ const ACTIONS = [
   ["evaluate", "l", "btn-primary", "evaluate"],
   ["assign", "g", "", "assign"],
   ["escalate", "e", "btn-danger", "reason"],
+  // The 12345 controls: a department's own queue, the command centre pressing, the call back.
+  ["sign", "i", "btn-primary", null],
+  ["return", "t", "", "reason"],
+  ["extend_request", "x", "", "extendRequest"],
+  ["extend_decide", "y", "btn-primary", "extendDecide"],
+  ["urge", "u", "", "note"],
+  ["supervise", "p", "btn-danger", "note"],
+  ["callback", "b", "btn-primary", "callback"],
 ].map(([name, key, style, dialog]) => ({ name, key, style, dialog }));
 
+// The list's tabs; a tab whose query is null is not this user's ("本部门" needs a department,
+// "待回访" is the duty desk's).
 const TABS = [
-  ["open", { state: OPEN_STATES.join(",") }],
-  ["reported", { state: "reported" }],
-  ["overdue", { overdue: true }],
-  ["closed", { state: "closed,evaluated" }],
-  ["all", {}],
+  ["department", (u) => (u.department ? { department: u.department, state: OPEN_STATES.join(",") } : null)],
+  ["open", () => ({ state: OPEN_STATES.join(",") })],
+  ["reported", () => ({ state: "reported" })],
+  ["overdue", () => ({ overdue: true })],
+  ["callback", (u) => (["duty_officer", "admin"].includes(u.role) ? { state: "closed" } : null)],
+  ["closed", () => ({ state: "closed,evaluated" })],
+  ["all", () => ({})],
 ];
+
+function tabsOfUser() {
+  return TABS.filter(([, q]) => q(S.user) !== null);
+}
 
 const S = {
   user: null,
   config: null,
   taxonomy: [],
   units: new Map(), // org code -> unit (with departments)
+  above: new Map(), // org code -> the units above this user's, by name
   tab: "open",
   prios: new Set(),
   q: "",
@@ -80,7 +98,7 @@ let listRequest = 0;
 
 function listQuery() {
   const [, q] = TABS.find(([k]) => k === S.tab);
-  return { ...q, priority: [...S.prios].join(","), q: S.q, limit: 50 };
+  return { ...q(S.user), priority: [...S.prios].join(","), q: S.q, limit: 50 };
 }
 
 async function loadList({ keepSelection = true } = {}) {
@@ -119,12 +137,21 @@ function caseListItem(c) {
     { dataset: { id: c.id }, onclick: () => selectCase(c.id), role: "option", "aria-selected": String(String(c.id) === String(S.selected)) },
     prioBadge(c.priority),
     h("span.ci-title", categoryName(c)),
-    h("span.ci-side", c.overdue ? h("span.tag-overdue", t("case.overdue")) : null, stateBadge(c.state)),
+    h("span.ci-side", ...controlTags(c), c.overdue ? h("span.tag-overdue", t("case.overdue")) : null, stateBadge(c.state)),
     h("span.ci-meta", `${c.number} · ${placeOf(c)} · ${fmtDateTime(c.created_at)}`),
   );
   if (String(c.id) === String(S.selected)) li.classList.add("selected");
   if (S.fresh.has(String(c.id))) li.classList.add("fresh");
   return li;
+}
+
+/** The marks of the 12345 controls a case carries: under supervision, urged, a request for more time. */
+function controlTags(c) {
+  return [
+    c.supervised ? h("span.tag-control.tag-supervised", t("console.tag_supervised")) : null,
+    c.urged ? h("span.tag-control.tag-urged", t("console.tag_urged", { n: c.urged })) : null,
+    c.extension ? h("span.tag-control", t("console.tag_extension")) : null,
+  ].filter(Boolean);
 }
 
 function placeOf(c) {
@@ -145,12 +172,13 @@ function renderList() {
 function renderFilters() {
   const tabs = document.getElementById("state-tabs");
   tabs.replaceChildren(
-    ...TABS.map(([key]) =>
+    ...tabsOfUser().map(([key]) =>
       h(
         "button.tab",
         {
           type: "button",
           role: "tab",
+          dataset: { tab: key },
           "aria-selected": String(S.tab === key),
           onclick: () => {
             S.tab = key;
@@ -242,9 +270,17 @@ function renderDetail() {
     ["console.f_channels", (c.channels && c.channels.length ? c.channels : [c.channel]).map(channelName).join("、")],
     ["console.f_caller", c.caller || null],
     ["console.f_owner", pick(c.owner, c.owner_unit)],
-    ["console.f_departments", (c.handling_departments || []).map((d) => pick(d, d.code || d)).join("、") || null],
-    ["console.f_squad", c.squad_unit ? `#${c.squad_unit}` : null],
+    ["console.f_lead", c.lead_department_name ? localName(c.lead_department_name) : null],
+    ["console.f_departments", (c.handling_departments || []).map((d) => localName(d) || d.code).join("、") || null],
+    ["console.f_signed", (c.signed || []).map((d) => localName(d) || d.code).join("、") || null],
+    ["console.f_squad", c.squad_unit ? c.squad_unit_name || t("console.squad_unknown") : null],
     ["console.f_escalations", c.escalations ? String(c.escalations) : null],
+    ["console.f_returns", c.returns ? t("console.times", { n: c.returns }) : null],
+    ["console.f_extension", c.extension ? t("console.extension_waiting", { hours: c.extension.hours, department: localName(c.extension.department) }) : null],
+    ["console.f_extensions", c.extensions ? t("console.times", { n: c.extensions }) : null],
+    ["console.f_urged", c.urged ? t("console.times", { n: c.urged }) : null],
+    ["console.f_supervised", c.supervised ? t("console.yes") : null],
+    ["console.f_callback", callbackText(c)],
     ["console.f_satisfaction", c.satisfaction ? "★".repeat(c.satisfaction) : null],
   ].filter(([, v]) => v);
   const dl = h("dl.d-info", info.flatMap(([k, v]) => [h("dt", t(k)), h("dd", v)]));
@@ -293,6 +329,7 @@ function renderDetail() {
       ),
     );
   }
+  if (S.config.features.orders && c.squad_unit !== null && c.squad_unit !== undefined) sections.push(ordersSection(c));
   if (S.config.features.meetings) sections.push(meetingsSection(c));
   if (S.config.features.cameras) sections.push(camerasSection(c));
   sections.push(
@@ -306,14 +343,15 @@ function renderDetail() {
             `li${e.actor === "system" || e.actor_role === null ? ".sys" : ""}`,
             h(
               "div.tl-head",
-              h("strong", actionName(e.action)),
-              e.from_state && e.to_state && e.from_state !== e.to_state ? h("span.muted", `${stateName(e.from_state)} → ${stateName(e.to_state)}`) : null,
+              h("strong", e.action_name ? pick(e.action_name, e.action) : actionName(e.action)),
+              e.from_state && e.to_state && e.from_state !== e.to_state ? h("span.muted", transitionText(e)) : null,
               h("span", e.actor === "system" ? t("console.system") : e.actor || ""),
               e.actor_role ? h("span.muted", t(`role.${e.actor_role}`)) : null,
               h("span.tl-time", fmtDateTime(e.at)),
             ),
             e.note ? h("div.tl-note", e.note) : null,
             e.data && e.data.reason ? h("div.tl-note", e.data.reason) : null,
+            timelineDetail(e),
           ),
         ),
       ),
@@ -326,6 +364,7 @@ function renderDetail() {
       h("span.d-number", c.number),
       stateBadge(c.state),
       c.overdue ? h("span.tag-overdue", t("case.overdue")) : null,
+      ...controlTags(c),
       deadlineText(c),
     ),
     h("h2.d-title", categoryName(c)),
@@ -335,6 +374,63 @@ function renderDetail() {
     ...sections,
   );
   drawDetailMap(mapBox, c);
+}
+
+function transitionText(e) {
+  // An order's step moves the order (待送达 → 已接受), a case's step the case.
+  const name = e.source === "order" ? (s) => t(`order.${s}`) : stateName;
+  return `${name(e.from_state)} → ${name(e.to_state)}`;
+}
+
+function callbackText(c) {
+  const cb = c.callback;
+  if (!cb) return null;
+  const when = fmtDateTime(cb.at);
+  return cb.reached ? t("console.callback_reached", { when }) : t("console.callback_not_reached", { when, n: cb.attempts });
+}
+
+/** What a timeline step decided, in words: hours asked or granted, a callback's outcome. */
+function timelineDetail(e) {
+  const d = e.data || {};
+  if (e.action === "extend_request") return h("div.tl-note", t("console.tl_extend_request", { hours: d.hours }));
+  if (e.action === "extend_decide") return h("div.tl-note", t(d.granted ? "console.tl_extend_granted" : "console.tl_extend_refused", { hours: d.hours }));
+  if (e.action === "callback") {
+    if (!d.reached) return h("div.tl-note", t("console.tl_callback_not_reached"));
+    return h("div.tl-note", `${"★".repeat(d.satisfaction || 0)} ${t(d.satisfied ? "console.satisfied" : "console.not_satisfied")}${d.reopen ? ` · ${t("console.tl_reopened")}` : ""}`);
+  }
+  if (e.action === "order.handled" && d.photos && d.photos.length) {
+    return h("div.photos", d.photos.map((p) => {
+      const src = photoUrl(p);
+      return src ? h("a", { href: src, target: "_blank", rel: "noopener" }, h("img", { src, alt: "", loading: "lazy" })) : null;
+    }));
+  }
+  return null;
+}
+
+/** The case's orders to squads: which unit, how far it got on site, what it reported. */
+function ordersSection(c) {
+  const list = h("div.orders-of-case", h("span.muted", t("console.loading")));
+  get("/api/v1/orders", { incident_id: String(c.id) })
+    .then((r) => {
+      const orders = (r.orders || []).slice().reverse();
+      list.replaceChildren(
+        ...(orders.length
+          ? orders.map((o) =>
+              h(
+                "div.order-row",
+                { dataset: { id: o.id, state: o.state } },
+                h("strong", o.unit_name || t("console.squad_unknown")),
+                h("span", { class: `order-state os-${o.state}` }, t(`order.${o.state}`)),
+                o.progress ? h("span", { class: `unit-status us-${o.progress}` }, pick(o.progress_name, o.progress)) : null,
+                h("span.muted", fmtDateTime(o.created_at)),
+                o.handled_note ? h("div.tl-note", o.handled_note) : null,
+              ),
+            )
+          : [h("span.muted", t("console.no_orders"))]),
+      );
+    })
+    .catch(() => list.replaceChildren(h("span.muted", t("console.no_orders"))));
+  return h("section.d-section", h("h3", t("console.orders")), list);
 }
 
 /** The case's video consultations (综治视联网), and convening one. */
@@ -418,7 +514,7 @@ function camerasSection(c) {
       const cameras = r.items || [];
       S.caseCameras = { id: c.id, items: cameras };
       const meeting = (m.meetings || []).find((x) => x.status !== "ended");
-      const canAdd = meeting && (COMMAND.includes(S.user.role) || S.user.role === "leader");
+      const canAdd = meeting && S.desk;
       list.replaceChildren(
         ...(cameras.length
           ? cameras.map((cam) =>
@@ -541,9 +637,21 @@ async function doAction(name, fields = {}) {
 function replaceInList(c) {
   const i = S.items.findIndex((x) => String(x.id) === String(c.id));
   if (i >= 0) {
-    S.items[i] = { ...S.items[i], ...c };
+    // A case that left the tab's filter (returned by this department, closed, ...) leaves the list.
+    if (inTab(c)) S.items[i] = { ...S.items[i], ...c };
+    else S.items.splice(i, 1);
     renderList();
   }
+}
+
+/** Whether a case (as changed) still belongs in the list of the current tab. */
+function inTab(c) {
+  const [, q] = TABS.find(([k]) => k === S.tab);
+  const query = q(S.user) || {};
+  if (query.state && !query.state.split(",").includes(c.state)) return false;
+  if (query.overdue && !c.overdue) return false;
+  if (query.department && !(c.handling_departments || []).some((d) => (d.code || d) === query.department)) return false;
+  return true;
 }
 
 async function runAction(a) {
@@ -556,7 +664,18 @@ async function runAction(a) {
     }
     return;
   }
-  const builders = { reason: reasonDialog, note: noteDialog, merge: mergeDialog, dispatch: dispatchDialog, feedback: feedbackDialog, evaluate: evaluateDialog, assign: assignDialog };
+  const builders = {
+    reason: reasonDialog,
+    note: noteDialog,
+    merge: mergeDialog,
+    dispatch: dispatchDialog,
+    feedback: feedbackDialog,
+    evaluate: evaluateDialog,
+    assign: assignDialog,
+    extendRequest: extendRequestDialog,
+    extendDecide: extendDecideDialog,
+    callback: callbackDialog,
+  };
   await builders[a.dialog](a);
 }
 
@@ -636,6 +755,86 @@ function feedbackDialog(a) {
     submit: t("action.feedback"),
     onSubmit: (f) => doAction("feedback", { note: f.note.value.trim(), ...(f.department ? { department: f.department.value } : {}) }),
   });
+}
+
+function extendRequestDialog() {
+  const c = S.detail;
+  const max = (S.config.incidents && S.config.incidents.max_extension_hours) || 720;
+  openDialog({
+    title: `${t("action.extend_request")} · ${c.number}`,
+    body: [
+      deadlineText(c) || h("span"),
+      h("label.field", h("span", t("console.extend_hours", { max })), h("input", { name: "hours", type: "number", min: 1, max, step: 1, required: true, value: 24 })),
+      textField("reason", "console.reason", { required: true }),
+    ],
+    submit: t("action.extend_request"),
+    onSubmit: (f) => doAction("extend_request", { hours: Number(f.hours.value), reason: f.reason.value.trim() }),
+  });
+}
+
+function extendDecideDialog() {
+  const c = S.detail;
+  const ask = c.extension || {};
+  const reason = [...(c.timeline || [])].reverse().find((e) => e.action === "extend_request");
+  openDialog({
+    title: `${t("action.extend_decide")} · ${c.number}`,
+    body: [
+      h("p", t("console.extension_waiting", { hours: ask.hours, department: localName(ask.department || {}) })),
+      reason && reason.data && reason.data.reason ? h("p.muted", reason.data.reason) : null,
+      h(
+        "div.field.radio-row",
+        h("label", h("input", { type: "radio", name: "grant", value: "yes", checked: true }), ` ${t("console.grant")}`),
+        h("label", h("input", { type: "radio", name: "grant", value: "no" }), ` ${t("console.refuse")}`),
+      ),
+      textField("note", "console.note", { rows: 2 }),
+    ],
+    submit: t("action.extend_decide"),
+    onSubmit: (f) => doAction("extend_decide", { grant: f.grant.value === "yes", ...(f.note.value.trim() ? { note: f.note.value.trim() } : {}) }),
+  });
+}
+
+/** 回访: was the reporter reached; if so how satisfied; not satisfied may send it back (发回重办). */
+function callbackDialog() {
+  const c = S.detail;
+  const stars = h(
+    "div.stars",
+    [1, 2, 3, 4, 5].map((n) => h("label", { title: String(n) }, h("input", { type: "radio", name: "satisfaction", value: n, checked: n === 5 }), "★")),
+  );
+  const reopen = h("label.field-inline", h("input", { type: "checkbox", name: "reopen" }), ` ${t("console.callback_reopen")}`);
+  const scored = h("div", stars, reopen);
+  const form = openDialog({
+    title: `${t("action.callback")} · ${c.number}`,
+    body: [
+      c.caller ? h("p", t("console.callback_number", { number: c.caller })) : h("p.muted", t("console.callback_no_number")),
+      h(
+        "div.field.radio-row",
+        h("label", h("input", { type: "radio", name: "reached", value: "yes", checked: true }), ` ${t("console.reached")}`),
+        h("label", h("input", { type: "radio", name: "reached", value: "no" }), ` ${t("console.not_reached")}`),
+      ),
+      scored,
+      textField("note", "console.note", { rows: 2 }),
+    ],
+    submit: t("action.callback"),
+    onSubmit: (f) => {
+      const reached = f.reached.value === "yes";
+      const body = { reached };
+      if (reached) {
+        body.satisfaction = Number(f.satisfaction.value);
+        if (f.reopen.checked) body.reopen = true;
+      }
+      if (f.note.value.trim()) body.note = f.note.value.trim();
+      return doAction("callback", body);
+    },
+  });
+  const sync = () => {
+    const reached = form.reached.value === "yes";
+    scored.hidden = !reached;
+    const low = Number(form.satisfaction.value) < ((S.config.incidents && S.config.incidents.satisfied_from) || 4);
+    reopen.hidden = !low;
+    if (!low) form.reopen.checked = false;
+  };
+  form.addEventListener("change", sync);
+  sync();
 }
 
 function evaluateDialog() {
@@ -739,6 +938,7 @@ async function dispatchDialog() {
       : null,
     h("div.field", h("span", t("console.nearest_squads")), squads),
     textField("instructions", "console.instructions", { rows: 2, value: `${categoryName(c)} · ${placeFull(c)}\n${c.description || ""}`.slice(0, 500) }),
+    dispatchDeadline(c),
   ];
   openDialog({
     title: `${t("action.dispatch")} · ${c.number}`,
@@ -758,7 +958,7 @@ async function dispatchDialog() {
       if (unitId && S.config.features.orders && !after.order_id) {
         try {
           const order = await post("/api/v1/orders", { incident_id: after.id, unit_id: unitId, instructions: f.instructions.value.trim() });
-          toast(t("console.order_sent", { id: order.id }), "ok");
+          toast(t("console.order_sent", { unit: order.unit_name || "" }), "ok");
         } catch (err) {
           toast(`${t("console.order_failed")}: ${errorText(err)}`, "error", 8000);
         }
@@ -791,6 +991,22 @@ async function dispatchDialog() {
   } catch (err) {
     squads.replaceChildren(h("li.field-error", errorText(err)));
   }
+}
+
+/** The clocks a dispatch starts: the department must respond (签收/开始处置) and then feed back. */
+function dispatchDeadline(c) {
+  const limits = c.limits;
+  if (!limits || !limits.start) return null;
+  const due = new Date(serverNow() + limits.start * 1000);
+  return h(
+    "p.dispatch-deadline",
+    { role: "note" },
+    t("console.dispatch_deadline", {
+      start: fmtDuration(limits.start),
+      at: fmtTime(due.toISOString()),
+      feedback: fmtDuration(limits.feedback || 0),
+    }),
+  );
 }
 
 function assignDialog() {
@@ -1047,7 +1263,7 @@ async function loadAlerts() {
 
 function renderAlerts() {
   const panel = document.getElementById("alerts-panel");
-  const alerts = [...S.live.alerts.values()].filter((a) => !a.resolved_at);
+  const alerts = S.desk ? [...S.live.alerts.values()].filter((a) => !a.resolved_at) : [];
   panel.hidden = !alerts.length;
   document.getElementById("alert-count").textContent = alerts.length;
   document.getElementById("alert-list").replaceChildren(
@@ -1082,6 +1298,53 @@ function renderAlerts() {
   );
 }
 
+// -- meetings this unit is in: convened here or invited, joined with one click ----------------
+
+function meetingsForMe() {
+  return [...S.live.meetings.values()]
+    .filter((m) => m.status !== "ended" && ((Array.isArray(m.invited) && m.invited.includes(S.user.org)) || m.org === S.user.org))
+    .sort((a, b) => String(b.started_at || b.created_at).localeCompare(String(a.started_at || a.created_at)));
+}
+
+function renderMeetings() {
+  const panel = document.getElementById("meetings-panel");
+  if (!panel) return;
+  const list = S.config.features.meetings ? meetingsForMe() : [];
+  panel.hidden = !list.length;
+  document.getElementById("meeting-count").textContent = list.length;
+  document.getElementById("meeting-list").replaceChildren(
+    ...list.map((m) =>
+      h(
+        "li",
+        { dataset: { id: m.id } },
+        h("span", { class: m.status === "running" ? "prio prio-P1" : "prio prio-P4" }, t(m.status === "running" ? "meeting.live" : "meeting.soon")),
+        h("strong.grow", m.title || ""),
+        h("span.muted", t("console.convened_by", { org: unitName(m.org) })),
+        h("button.btn.btn-small.btn-primary.join", { type: "button", onclick: () => joinMeeting(m) }, t("console.join")),
+      ),
+    ),
+  );
+}
+
+function unitName(code) {
+  const u = S.units.get(code) || S.above.get(code);
+  return u ? localName(u) : code || "";
+}
+
+/** This user's own link to the meeting (the server makes one per user of an invited unit). */
+async function joinMeeting(m) {
+  // Open the tab inside the click, so no pop-up blocker stops it; the link follows.
+  const tab = window.open("about:blank", "_blank");
+  try {
+    const r = await post(`/api/v1/meetings/${m.id}/join`, {});
+    if (tab) tab.location.href = r.url;
+    else location.href = r.url;
+  } catch (err) {
+    if (tab) tab.close();
+    toast(errorText(err), "error", 8000);
+  }
+}
+
 // -- live --------------------------------------------------------------------------------------
 
 function onLive(msg) {
@@ -1094,6 +1357,7 @@ function onLive(msg) {
     if (old && fresh) old.replaceWith(fresh);
     renderAlerts();
     renderCalls();
+    renderMeetings();
     return;
   }
   if (!r) return;
@@ -1101,8 +1365,12 @@ function onLive(msg) {
     const c = r.item;
     const i = S.items.findIndex((x) => String(x.id) === String(c.id));
     if (i >= 0) {
-      S.items[i] = { ...S.items[i], ...c };
-      S.fresh.add(String(c.id));
+      if (inTab(c)) {
+        S.items[i] = { ...S.items[i], ...c };
+        S.fresh.add(String(c.id));
+      } else {
+        S.items.splice(i, 1);
+      }
       renderList();
     } else if (r.reported) {
       S.newSinceLoad += 1;
@@ -1112,6 +1380,21 @@ function onLive(msg) {
       if (c.priority === "P1") beep();
     }
     if (S.detail && String(S.detail.id) === String(c.id) && c.version !== S.detail.version) selectCase(c.id, { focusList: false });
+    if (r.kept && (r.action === "urge" || r.action === "supervise") && handledByMe(c)) {
+      // 催办/督办 of a case this department handles: said at once, with a sound.
+      toast(t(r.action === "urge" ? "console.urged_here" : "console.supervised_here", { number: c.number }), "error", 15000);
+      chime();
+    }
+  } else if (r.entity === "order") {
+    // An order's step (accepted, on scene, handled) shows in the open case's orders and timeline.
+    if (S.detail && String(r.item.incident_id) === String(S.detail.id)) selectCase(S.detail.id, { focusList: false });
+  } else if (r.entity === "meeting") {
+    const m = r.item;
+    renderMeetings();
+    if (r.kept && (r.action === "created" || r.action === "started") && Array.isArray(m.invited) && m.invited.includes(S.user.org) && m.org !== S.user.org) {
+      toast(t("console.meeting_invited", { title: m.title || "", org: unitName(m.org) }), "ok", 15000);
+      chime();
+    }
   } else if (r.entity === "alert") {
     if (r.kept && !r.previous) beep();
     renderAlerts();
@@ -1122,6 +1405,11 @@ function onLive(msg) {
     if (r.kept && call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
     renderCalls();
   }
+}
+
+function handledByMe(c) {
+  if (!S.user.department) return false;
+  return (c.handling_departments || []).some((d) => (d.code || d) === S.user.department);
 }
 
 let audio = null;
@@ -1189,6 +1477,10 @@ async function main() {
   const { user, config } = await startPage({ roles: ["duty_officer", "leader", "admin", "department_handler"] });
   S.user = user;
   S.config = config;
+  // The duty desk's panels (the call queue, order alerts) are the command centre's, not a department's.
+  S.desk = ["duty_officer", "leader", "admin"].includes(user.role);
+  if (user.department) S.tab = "department";
+  if (!S.desk) document.getElementById("calls-panel").hidden = true;
   const live = liveIndicator();
   document.getElementById("top").replaceWith(topBar(user, { current: "/console", extra: [live.el] }));
   renderFilters();
@@ -1206,11 +1498,16 @@ async function main() {
     if (!audio) audio = new AudioContext();
     if (audio.state === "suspended") audio.resume();
   }, { once: true });
+  document.addEventListener("pointerdown", () => unlock(), { once: true });
   onLanguageChange(() => {
+    // Everything on the screen is drawn again in the new language; nothing waits for a reload.
     renderFilters();
     renderList();
     renderDetail();
     renderCalls();
+    renderAlerts();
+    renderMeetings();
+    renderPresence();
     applyI18n(document);
   });
   const [taxonomy, orgs] = await Promise.all([
@@ -1226,13 +1523,16 @@ async function main() {
   };
   names(S.taxonomy);
   for (const u of orgs.units || []) S.units.set(u.code, u);
+  for (const u of orgs.above || []) S.above.set(u.code, u);
   if (!config.features.incidents) {
     document.getElementById("case-list").replaceChildren(h("li.empty", t("console.incidents_off")));
   } else {
     await loadList({ keepSelection: false });
   }
-  await loadCalls();
-  await loadAlerts();
+  if (S.desk) {
+    await loadCalls();
+    await loadAlerts();
+  }
   setInterval(() => {
     renderCalls();
     loadPresence();

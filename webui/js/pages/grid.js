@@ -300,7 +300,7 @@ function taskCard(c) {
   const feedback = (c.feedback || []).map((f) =>
     h(
       "div.small",
-      h("strong", `${f.by || ""}${f.department ? ` (${f.department})` : ""}：`),
+      h("strong", `${f.by || ""}${f.department ? `（${pick(f.department_name, f.department)}）` : ""}：`),
       f.note || "",
       (f.photos || []).length
         ? h("div.photo-row", f.photos.map((p) => h("div.photo-thumb", h("img", { src: withToken(typeof p === "string" ? p : p.url), alt: "" }))))

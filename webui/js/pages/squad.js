@@ -10,7 +10,7 @@ import { api, get, logout } from "../api.js";
 import { shrink } from "../photos.js";
 import { errorText, fmtDateTime, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, onLanguageChange, t } from "../i18n.js";
-import { serverNow } from "../clock.js";
+import { noteServerTime, serverNow } from "../clock.js";
 import { LiveSocket } from "../live.js";
 import { MapView } from "../map.js";
 import { caseMarker, categoryName, pick, prioBadge, unitStatusName } from "../model.js";
@@ -117,7 +117,7 @@ function renderOrder() {
       "div.order-body",
       h("h2", categoryName(inc) || t("squad.order")),
       o.instructions ? h("p.order-instr", o.instructions) : null,
-      h("div.order-place", h("span.muted", `${t("console.f_place")}：`), place.address || pick(place.grid, "") || t("board.no_place")),
+      h("div.order-place", h("span.muted", `${t("console.f_place")}：`), [place.address, pick(place.area, "")].filter(Boolean).join(" · ") || t("board.no_place")),
       inc.description ? h("p.order-desc", inc.description) : null,
       h("div.order-meta", `${inc.number || ""} · ${t("squad.sent_at", { at: fmtDateTime(o.created_at) })}${S.me && orderPoint(o) ? ` · ${t("squad.distance", { d: distanceText(o) })}` : ""}`),
       orderPoint(o) ? mapBox : null,
@@ -273,6 +273,7 @@ function upsertOrder(o) {
 function onMessage(msg) {
   switch (msg.type) {
     case "hello":
+      if (msg.at) noteServerTime(msg.at);
       S.noUnit = false;
       S.units = new Map((msg.units || []).map((u) => [String(u.id), u]));
       refreshOrders();
@@ -479,7 +480,8 @@ function sendPosition(pos) {
   if (S.lastSent && now - S.lastSent < 5000) return;
   S.lastSent = now;
   const c = pos.coords;
-  const msg = { type: "position", lat: c.latitude, lon: c.longitude, at: pos.timestamp };
+  // Dated by the server's clock: the phone's own may be minutes off.
+  const msg = { type: "position", lat: c.latitude, lon: c.longitude, at: Math.round(pos.timestamp + serverNow() - Date.now()) };
   if (Number.isFinite(c.accuracy)) msg.accuracy = c.accuracy;
   if (Number.isFinite(c.speed) && c.speed !== null) msg.speed = c.speed * 3.6;
   if (Number.isFinite(c.heading) && c.heading !== null) msg.heading = c.heading;
