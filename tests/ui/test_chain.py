@@ -16,7 +16,17 @@ from dispatchd.domain.orgs import OrgTree
 from tests.conftest import COUNTY, Account, UserFactory
 from tests.incidents.helpers import JUSTICE, POLICE, act
 from tests.live.helpers import make_squad
-from tests.ui.conftest import DESK, PHONE, TOWNSHIP, Browsing, create_case, eventually, grid_point, screenshot, wait_js
+from tests.ui.conftest import (
+    DESK,
+    PHONE,
+    TOWNSHIP,
+    Browsing,
+    create_case,
+    eventually,
+    grid_point,
+    screenshot,
+    wait_js,
+)
 from tests.ui.test_flows import JPEG
 
 pytestmark = pytest.mark.browser
