@@ -274,7 +274,7 @@ class SipSettings:
     t2: float = field(default=4.0, metadata=_meta("RFC 3261 T2: longest retransmit interval in seconds", lo=0.5, hi=60))
     t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
     user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
-    record: bool = field(default=True, metadata=_meta("record the caller's audio of answered calls under the data dir"))
+    record: bool = field(default=True, metadata=_meta("record answered calls (both sides) under the data dir"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +298,41 @@ class HotlineSettings:
     )
     queue_interval: float = field(
         default=1.0, metadata=_meta("seconds between rounds of the call queue (ring the next officer)", lo=0.05, hi=60)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    record_legs: bool = field(
+        default=False, metadata=_meta("besides the mixed recording, one file per side (caller, officer)")
+    )
+    recording_days: int = field(
+        default=180, metadata=_meta("days recordings are kept (0 = for ever)", lo=0, hi=36500)
+    )
+    queue_announce_interval: float = field(
+        default=30.0, metadata=_meta("seconds between announcements of a waiting caller's position", lo=5, hi=600)
+    )
+    menu_timeout: float = field(
+        default=6.0, metadata=_meta("seconds the DTMF menu waits for a key before the call queues", lo=1, hi=60)
+    )
+    trunk: str = field(
+        default="", metadata=_meta("host[:port] of the SIP trunk or PBX for calls out; empty = no calls out")
+    )
+    trunk_transport: str = field(default="udp", metadata=_meta("transport to the trunk", choices=("udp", "tcp")))
+    trunk_domain: str = field(default="", metadata=_meta("domain of the Request-URI and From; empty = the trunk's host"))
+    trunk_username: str = field(default="", metadata=_meta("digest user name at the trunk (RFC 7616)"))
+    trunk_password: str = field(default="", metadata=_meta("digest password at the trunk"))
+    caller_id: str = field(default="967999", metadata=_meta("number calls out are made from (From user)"))
+    dial_prefix: str = field(default="", metadata=_meta("prefix the trunk needs before a number (e.g. 0 for an outside line)"))
+    ring_timeout: float = field(
+        default=30.0, metadata=_meta("seconds a call out rings before it is given up", lo=5, hi=300)
+    )
+    escalate_after: float = field(
+        default=0.0,
+        metadata=_meta("叫应: seconds after an order is sent without acceptance before the unit's phones are rung; 0 = off", lo=0, hi=86400),
+    )
+    escalate_key_timeout: float = field(
+        default=10.0, metadata=_meta("叫应: seconds the called person has to press 1 after the prompt", lo=2, hi=120)
     )
 
 
@@ -347,6 +382,7 @@ class Settings:
     units: UnitSettings = field(default_factory=UnitSettings)
     sip: SipSettings = field(default_factory=SipSettings)
     hotline: HotlineSettings = field(default_factory=HotlineSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
 
     @property
     def embedded_database(self) -> bool:
@@ -494,8 +530,8 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
                 v = mask_url(v)
             if f.name.endswith("_key") and isinstance(v, str) and v:
                 v = "***"  # hotline CTI webhook key: never printed
-            elif f.name.endswith("credential") and v:
-                v = "***"  # video TURN password: never printed
+            elif (f.name.endswith("credential") or f.name.endswith("password")) and v:
+                v = "***"  # video TURN password, voice trunk password: never printed
             values[f.name] = str(v) if isinstance(v, Path) else v
         out[section_field.name] = values
     return out

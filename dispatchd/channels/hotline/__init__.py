@@ -33,6 +33,7 @@ def setup(app: web.Application) -> None:
     from dispatchd.channels.hotline import api, calls
     from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
     from dispatchd.channels.hotline.presence import Presence
+    from dispatchd.channels.hotline.voice import api as voice_api
     from dispatchd.domain.hotlines import load_hotlines
     from dispatchd.incidents.stats import register_section
     from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, INSTANCE_ID, REDIS, SETTINGS, TAXONOMY
@@ -44,6 +45,7 @@ def setup(app: web.Application) -> None:
     app[SIP_PORTS] = runtime.ports
     calls.hotline_org(app)  # a wrong [hotline] org stops the start, with its name
     add_routes(app, api.ROUTES)
+    add_routes(app, voice_api.ROUTES)
     app[BOARD_SECTIONS]["calls"] = calls.board_section
     register_section(app, "hotline", _stats_section(app))
     app.cleanup_ctx.append(hotline_ctx)

@@ -128,9 +128,11 @@ class CallAbandoned:
 
 @dataclass(frozen=True, slots=True)
 class CallConfirmed:
-    """The ACK of our 200 came: the call is connected."""
+    """The ACK of our 200 came: the call is connected. ``answer``: the SDP answer the ACK carried,
+    when the INVITE had no offer and ours went in the 200 (RFC 3261 §13.2.1)."""
 
     call: str
+    answer: SdpOffer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,11 @@ class HotlineAgent:
         found = self._calls.get(call)
         return found.local_host if found is not None else None
 
+    def offer_of(self, call: str) -> SdpOffer | None:
+        """The caller's SDP offer (None when the INVITE came without one, or the call is gone)."""
+        found = self._calls.get(call)
+        return found.offer if found is not None else None
+
     # -- input ------------------------------------------------------------------------------
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Effect]:
@@ -311,8 +318,11 @@ class HotlineAgent:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def answer(self, call: str, media_host: str, media_port: int, now: float) -> list[Effect]:
-        """Send 200 OK with our SDP (answer to the caller's offer, or our offer when it sent none)."""
+    def answer(
+        self, call: str, media_host: str, media_port: int, now: float, direction: str = "recvonly"
+    ) -> list[Effect]:
+        """Send 200 OK with our SDP (answer to the caller's offer, or our offer when it sent none):
+        ``sendrecv`` when the caller will hear us, ``recvonly`` when only recorded."""
         found = self._calls.get(call)
         if found is None or found.state != "ringing":
             raise CallStateError(f"call is {found.state if found else 'gone'}")
@@ -320,9 +330,9 @@ class HotlineAgent:
             raise CallStateError("the INVITE is no longer pending")
         session = int(now * 1000) % 2**32 or 1
         body = (
-            build_answer(found.offer, media_host, media_port, session)
+            build_answer(found.offer, media_host, media_port, session, direction=direction)
             if found.offer is not None
-            else build_offer(media_host, media_port, session)
+            else build_offer(media_host, media_port, session, direction=direction)
         )
         ok = response_to(
             found.invite,
@@ -557,7 +567,14 @@ class HotlineAgent:
             return []
         call.state = "confirmed"
         call.retransmit_at = call.give_up_at = None
-        effects: list[Effect] = [CallConfirmed(call.key)]
+        answer: SdpOffer | None = None
+        if call.offer is None and request.body.strip():
+            try:
+                text = sdp_from_body(request.headers.get("Content-Type") or "", request.body)
+                answer = parse_sdp(text) if text is not None else None
+            except SdpError:
+                answer = None
+        effects: list[Effect] = [CallConfirmed(call.key, answer)]
         if call.bye_pending:
             effects += self._send_bye(call, now)
         return effects

@@ -15,6 +15,7 @@ from aiohttp import web
 from dispatchd.channels.hotline import calls, remote
 from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE
 from dispatchd.channels.hotline.stats import call_statistics
+from dispatchd.channels.hotline.voice import api as voice_api
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.web.appkeys import CLOCK, ORGS, POOL, SETTINGS
 from dispatchd.web.auth import current_user, may_see, require_role
@@ -107,7 +108,9 @@ async def get_call(request: web.Request) -> web.Response:
 
 async def answer_call(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
-    return _json(await remote.run(request.app, "answer", _call_id(request), user))
+    offer = await voice_api.offer_in(request)
+    arguments = {"offer": offer} if offer is not None else {}
+    return _json(await remote.run(request.app, "answer", _call_id(request), user, **arguments))
 
 
 async def hangup_call(request: web.Request) -> web.Response:
@@ -320,9 +323,12 @@ ROUTES: Final[list[ApiRoute]] = [
         "POST",
         "/api/v1/hotline/calls/{id}/answer",
         answer_call,
-        "Answer the call: 200 OK to the caller (its audio goes to the recording)",
+        "Answer the call: 200 OK to the caller; with {offer: {type: \"offer\", sdp}} the caller is bridged"
+        " to that WebRTC peer and the call comes with {answer: {type: \"answer\", sdp}}; without, the"
+        " caller is recorded only (a PBX desk)",
         TAG,
-        responses=_CALL_RESPONSES,
+        body=voice_api.ANSWER_FIELDS,
+        responses={**_CALL_RESPONSES, 422: "the offer is malformed or has no usable audio"},
     ),
     ApiRoute(
         "POST",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from dispatchd.channels.hotline.presence import Presence
+from dispatchd.channels.hotline.sdp import SdpOffer
+from dispatchd.channels.hotline.voice.switch import VoiceSwitch
 from dispatchd.domain.hotlines import HotlineDirectory
 
 
@@ -24,7 +27,17 @@ class SipControl(Protocol):
         """End the call from our side (480 while it rings, BYE once answered)."""
 
     def finished(self, call_key: str) -> None:
-        """The call is over: stop its recording."""
+        """The call is over: close its media (both legs, the recording)."""
+
+    @property
+    def voice(self) -> VoiceSwitch:
+        """The media of the calls held here."""
+
+    def caller_offer(self, call_key: str) -> SdpOffer | None:
+        """The caller's SDP offer, while the call lasts."""
+
+    def later(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` in the background, awaited when the edge closes."""
 
 
 @dataclass(slots=True)

@@ -291,6 +291,38 @@ def _state_conflict(row: Mapping[str, Any], app: web.Application) -> ApiError:
     )
 
 
+def state_conflict(row: Mapping[str, Any], app: web.Application) -> ApiError:
+    """409 ``call_state`` with the call as it is (for commands of other modules on a call)."""
+    return _state_conflict(row, app)
+
+
+async def record_event(
+    app: web.Application,
+    call_id: int,
+    user: User | None,
+    event: str,
+    data: Mapping[str, Any],
+    **columns: Any,
+) -> dict[str, Any]:
+    """One change of a call made elsewhere (hold, transfer, a menu choice, a key): the event, the
+    columns given (at least the version moves) and the outbox row, in one transaction."""
+    async with app[POOL].acquire() as conn, conn.transaction():
+        row = await _locked(conn, call_id)
+        if row is None:
+            raise not_found("来电", "call")
+        row = await _change(
+            app,
+            conn,
+            row,
+            event,
+            actor=user,
+            actor_name=None if user else "system",
+            data=data,
+            **(columns or {"state": row["state"]}),
+        )
+    return call_json(app, row)
+
+
 class RemoteCall(Exception):
     """The call's SIP dialog lives on another instance: the command must be carried out there."""
 

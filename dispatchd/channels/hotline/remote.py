@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls
+from dispatchd.channels.hotline.voice import console
 from dispatchd.store.keys import hotline_commands, hotline_reply
 from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling
@@ -29,17 +30,23 @@ log = structlog.get_logger("dispatchd.hotline")
 
 REPLY_TIMEOUT: Final = 5  # seconds to wait for the holder's reply
 
-Operation = Callable[[web.Application, int, User], Awaitable[dict[str, Any]]]
-OPERATIONS: Final[dict[str, Operation]] = {"answer": calls.answer, "hangup": calls.hangup}
+# Each takes (app, call id, user, **arguments); the arguments travel as JSON.
+Operation = Callable[..., Awaitable[dict[str, Any]]]
+OPERATIONS: Final[dict[str, Operation]] = {
+    "answer": console.answer,  # with ``offer``: bridged to the console's WebRTC peer
+    "hangup": calls.hangup,
+    "hold": console.hold,
+    "key": console.key,
+}
 
 
 async def on_holder(
-    app: web.Application, instance_id: str, op: str, call_id: int, user: User
+    app: web.Application, instance_id: str, op: str, call_id: int, user: User, **arguments: Any
 ) -> dict[str, Any]:
     """Run ``op`` on the instance holding the call; its result, or its error raised here."""
     redis = app[REDIS]
     token = secrets.token_hex(12)
-    command = {"op": op, "call_id": call_id, "user_id": user.id, "reply": token}
+    command = {"op": op, "call_id": call_id, "user_id": user.id, "reply": token, "args": arguments}
     receivers = await redis.publish(hotline_commands(instance_id), json.dumps(command))
     if not receivers:
         raise ApiError(
@@ -70,12 +77,12 @@ async def on_holder(
     )
 
 
-async def run(app: web.Application, op: str, call_id: int, user: User) -> dict[str, Any]:
+async def run(app: web.Application, op: str, call_id: int, user: User, **arguments: Any) -> dict[str, Any]:
     """``op`` here when this instance holds the call, else on the holder."""
     try:
-        return await OPERATIONS[op](app, call_id, user)
+        return await OPERATIONS[op](app, call_id, user, **arguments)
     except calls.RemoteCall as remote:
-        return await on_holder(app, remote.instance_id, op, call_id, user)
+        return await on_holder(app, remote.instance_id, op, call_id, user, **arguments)
 
 
 async def _execute(app: web.Application, command: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +91,8 @@ async def _execute(app: web.Application, command: dict[str, Any]) -> dict[str, A
     if user is None:
         return {"status": 404, "error": {"code": "not_found", "zh": "用户不存在", "en": "no such user"}}
     try:
-        call = await OPERATIONS[str(command["op"])](app, int(command["call_id"]), user)
+        arguments = command.get("args") or {}
+        call = await OPERATIONS[str(command["op"])](app, int(command["call_id"]), user, **arguments)
     except ApiError as exc:
         return {
             "status": exc.status,

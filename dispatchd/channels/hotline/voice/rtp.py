@@ -126,3 +126,70 @@ def build_rtp(
         )
         + payload
     )
+
+
+class RtpStream:
+    """One outgoing RTP stream (RFC 3550 §5.1) fed by several sources in turn, sans I/O.
+
+    The bridge sends the caller frames from the officer, then hold music, then the officer again;
+    the caller must see one stream: one SSRC, sequence numbers without gaps, and timestamps that
+    advance with the time that passed. Frames of the same source keep their own spacing; at a
+    change of source, or a frame marked as the start of a talkspurt, the timestamp continues from
+    the wall clock and the packet carries the marker bit (RFC 3551 §4.1).
+    """
+
+    def __init__(self, payload_type: int, ssrc: int, sequence: int, timestamp: int, rate: int = 8000) -> None:
+        self.payload_type = payload_type
+        self.ssrc = ssrc
+        self.rate = rate
+        self._sequence = sequence & 0xFFFF
+        self._next = timestamp & 0xFFFFFFFF  # timestamp just after the last packet sent
+        self._offset = 0
+        self._source: object = None
+        self._sent_at: float | None = None
+        self.packets = 0
+
+    def packet(
+        self,
+        source: object,
+        timestamp: int,
+        payload: bytes,
+        now: float,
+        marker: bool = False,
+        payload_type: int | None = None,
+    ) -> bytes:
+        """The packet carrying ``payload`` that ``source`` stamped ``timestamp``."""
+        if source is not self._source or marker:
+            gap = 0
+            if self._sent_at is not None:
+                gap = max(round((now - self._sent_at) * self.rate) - len(payload), 0)
+            self._offset = (self._next + gap - timestamp) & 0xFFFFFFFF
+            self._source = source
+            marker = True
+        stamp = (timestamp + self._offset) & 0xFFFFFFFF
+        data = build_rtp(
+            self.payload_type if payload_type is None else payload_type,
+            self._sequence,
+            stamp,
+            self.ssrc,
+            payload,
+            marker,
+        )
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self._next = (stamp + len(payload)) & 0xFFFFFFFF
+        self._sent_at = now
+        self.packets += 1
+        return data
+
+    def event_packet(self, start: int, payload: bytes, marker: bool, payload_type: int) -> bytes:
+        """A telephone-event packet (RFC 4733 §2.5.1.2: the timestamp of the event's start)."""
+        data = build_rtp(payload_type, self._sequence, start, self.ssrc, payload, marker)
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self.packets += 1
+        return data
+
+    def now_timestamp(self, now: float) -> int:
+        """The timestamp a packet sent at ``now`` would carry (for a DTMF event's start)."""
+        if self._sent_at is None:
+            return self._next
+        return (self._next + max(round((now - self._sent_at) * self.rate), 0)) & 0xFFFFFFFF

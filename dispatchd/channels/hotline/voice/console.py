@@ -1,0 +1,176 @@
+"""The officer's voice commands, carried out on the instance holding the call's SIP dialog.
+
+The console's WebRTC peer must end where the caller's RTP ends, so each command runs on the
+holding instance (:mod:`dispatchd.channels.hotline.remote` carries it there with its arguments):
+
+* ``answer`` with an offer: a WebRTC leg answers the console's offer in the caller's G.711 law,
+  is staged on the voice switch, and :func:`dispatchd.channels.hotline.calls.answer` then sends the
+  SIP 200 and bridges them. The officer answering again the call they hold (the console reloaded)
+  gets a new leg in place of the old. Without an offer the call is answered as before (a PBX desk,
+  or the recording only).
+* ``hold`` / resume: the caller hears music or a tone, the officer nothing.
+* ``key``: an RFC 4733 key to the caller (the officer keying into a department's menu).
+
+These sit next to ``calls`` and ``remote`` and, like them, take the web application: they reach
+the SIP edge held in it. The audit of each is the call's own event trail (:func:`calls.record_event`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from dispatchd.channels.hotline import calls
+from dispatchd.channels.hotline.appkeys import SIP
+from dispatchd.channels.hotline.voice import dtmf
+from dispatchd.channels.hotline.voice.prompts import hold_music
+from dispatchd.channels.hotline.voice.webrtc import OfferError, OfficerLeg
+from dispatchd.store.users import User
+from dispatchd.video.room import ice_configuration
+from dispatchd.web.appkeys import INSTANCE_ID, SETTINGS
+from dispatchd.web.errors import ApiError, conflict, not_found
+
+log = structlog.get_logger("dispatchd.voice")
+
+__all__ = ["answer", "hold", "key", "parse_offer"]
+
+
+def parse_offer(body: Mapping[str, Any] | None) -> str | None:
+    """The SDP of ``{"offer": {"type": "offer", "sdp": "…"}}``; None without an offer; 422 when malformed."""
+    if not body or body.get("offer") is None:
+        return None
+    offer = body["offer"]
+    if (
+        not isinstance(offer, Mapping)
+        or offer.get("type") != "offer"
+        or not isinstance(offer.get("sdp"), str)
+    ):
+        raise ApiError(
+            422,
+            "invalid",
+            '字段有误：offer（应为 {type: "offer", sdp}）',
+            'invalid fields: offer (must be {type: "offer", sdp})',
+            fields={"offer": ("应为 WebRTC offer", "must be a WebRTC offer")},
+        )
+    sdp = str(offer["sdp"])
+    if not sdp.strip() or len(sdp) > 64_000:
+        raise ApiError(422, "invalid", "offer 的 SDP 为空或过长", "the offer's SDP is empty or too long")
+    return sdp
+
+
+async def _held_here(app: web.Application, call_id: int, user: User) -> Any:
+    row = await calls.get_call(app, call_id, user)
+    if row is None:
+        raise not_found("来电", "call")
+    if row["source"] == "cti":
+        raise conflict(
+            "此来电由中心自有交换机接听", "this call is answered on the centre's own PBX", code="cti_call"
+        )
+    if row["instance_id"] != app[INSTANCE_ID]:
+        raise calls.RemoteCall(row["instance_id"] or "")
+    edge = app[SIP].edge
+    if edge is None:
+        raise conflict("本实例未接入 SIP", "this instance takes no SIP calls", code="sip_unavailable")
+    return row, edge
+
+
+async def answer(app: web.Application, call_id: int, user: User, offer: str | None = None) -> dict[str, Any]:
+    """Answer the call; with ``offer`` (the console's SDP) bridge the caller to that WebRTC peer and
+    return the call with ``answer: {type: "answer", sdp}``."""
+    if offer is None:
+        return await calls.answer(app, call_id, user)
+    row, edge = await _held_here(app, call_id, user)
+    key = row["external_id"]
+    media = edge.voice.get(key)
+    if media is not None:
+        codec = media.codec
+    else:
+        caller_offer = edge.caller_offer(key)
+        chosen = caller_offer.audio_codec() if caller_offer is not None else None
+        codec = chosen[0] if chosen is not None else 0
+    reconnect = row["state"] == "answered" and row["agent_user_id"] == user.id
+    if row["state"] not in calls.WAITING and not reconnect:
+        raise calls.state_conflict(row, app)
+    try:
+        leg = await OfficerLeg.answer(offer, codec, ice_configuration(app[SETTINGS].video))
+    except OfferError as exc:
+        raise ApiError(
+            422, "bad_offer", f"无法应答此 offer：{exc}", f"the offer cannot be answered: {exc}"
+        ) from None
+    leg.on_message = lambda message: _from_console(app, key, message)
+    if reconnect:
+        media = edge.voice.get(key)
+        if media is None:
+            await leg.close()
+            raise conflict("来电已挂断", "the caller has already hung up", code="call_gone")
+        replaced = media.attach(leg)
+        if replaced is not None:
+            await replaced.close()
+        call = calls.call_json(app, row)
+    else:
+        edge.voice.stage(key, leg)
+        try:
+            call = await calls.answer(app, call_id, user)
+        except BaseException:
+            await edge.voice.unstage(key, leg)
+            raise
+    media = edge.voice.get(key)
+    if media is not None:
+        media.on_far_gone = lambda: _officer_gone(app, key)
+    log.info("call_bridged", call_id=call_id, officer=user.username, codec=codec, wire=leg.wire_codec)
+    return {**call, "answer": {"type": "answer", "sdp": leg.answer_sdp}}
+
+
+def _officer_gone(app: web.Application, key: str) -> None:
+    """The console's peer dropped (a reload, a network change): the caller waits on hold for it."""
+    edge = app[SIP].edge
+    media = edge.voice.get(key) if edge is not None else None
+    if edge is not None and media is not None:
+        leg = media.detach(hold_music=hold_music(media.codec))
+        if leg is not None:
+            edge.later(leg.close())
+
+
+def _from_console(app: web.Application, key: str, message: Mapping[str, Any]) -> None:
+    """A message on the console's data channel: ``{"type": "dtmf", "key": "1"}`` keys to the caller."""
+    edge = app[SIP].edge
+    media = edge.voice.get(key) if edge is not None else None
+    if media is None:
+        return
+    pressed = message.get("key")
+    if (
+        message.get("type") == "dtmf"
+        and isinstance(pressed, str)
+        and len(pressed) == 1
+        and pressed.upper() in dtmf.DIGITS
+    ):
+        media.send_key(pressed)
+
+
+async def hold(app: web.Application, call_id: int, user: User, on: bool = True) -> dict[str, Any]:
+    """Put the answered call on hold (the caller hears music, the officer nothing) or take it off."""
+    row, edge = await _held_here(app, call_id, user)
+    if row["state"] != "answered" or row["agent_user_id"] != user.id:
+        raise calls.state_conflict(row, app)
+    media = edge.voice.get(row["external_id"])
+    if media is None or media.far is None:
+        raise conflict("此来电未在控制台接通", "this call is not connected to a console", code="not_bridged")
+    media.hold(on, hold_music(media.codec))
+    call = await calls.record_event(app, call_id, user, "hold" if on else "resume", {})
+    return {**call, "on_hold": media.mode == "hold"}
+
+
+async def key(app: web.Application, call_id: int, user: User, keys: str = "") -> dict[str, Any]:
+    """Send DTMF keys to the caller's side (each an RFC 4733 event train)."""
+    row, edge = await _held_here(app, call_id, user)
+    if row["state"] != "answered":
+        raise calls.state_conflict(row, app)
+    media = edge.voice.get(row["external_id"])
+    if media is None:
+        raise conflict("此来电未在控制台接通", "this call is not connected to a console", code="not_bridged")
+    for pressed in keys:
+        media.send_key(pressed)
+    return calls.call_json(app, row)

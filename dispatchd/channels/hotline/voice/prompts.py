@@ -1,0 +1,112 @@
+"""What the caller hears from the hotline itself: greeting, menu, queue position, hold music.
+
+Prompts are WAV files named in ``config/hotlines.toml`` (any usual format, read by
+:func:`~dispatchd.channels.hotline.voice.wav.read_wav`), encoded once per G.711 law and kept. A
+prompt may also carry its text: when its file does not exist and ``espeak-ng`` is installed, the
+text is spoken into ``<data dir>/prompts/`` once (Mandarin voice) and that file used; without
+either, the prompt is a short pattern of beeps, so a line is never silent by mistake.
+Hold music is a soft chime made here, unless a file is configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from dispatchd.channels.hotline.voice import g711, tones, wav
+
+log = structlog.get_logger("dispatchd.voice")
+
+__all__ = ["Prompt", "PromptLibrary", "hold_music", "synthesise"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt as configured: a WAV ``file`` (relative to the config directory), its ``text``."""
+
+    file: str = ""
+    text: str = ""
+    beeps: int = 1  # the fallback when there is neither file nor synthesis
+
+
+@lru_cache(maxsize=4)
+def hold_music(codec: int) -> bytes:
+    """Six seconds of a soft two-note chime and silence, in the law of ``codec`` (looped)."""
+    chime = np.concatenate(
+        [
+            tones.tone([523.25, 784.0], 0.35, level=0.12),
+            tones.silence(0.15),
+            tones.tone([659.25, 987.8], 0.35, level=0.12),
+            tones.silence(5.15),
+        ]
+    )
+    return g711.encode(chime, codec)
+
+
+def synthesise(text: str, out: Path, voice: str = "cmn") -> bool:
+    """Speak ``text`` into the WAV file ``out`` with espeak-ng; False when it is not installed or fails."""
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            [binary, "-v", voice, "-s", "150", "-w", str(out), text],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.is_file() and out.stat().st_size > 44
+
+
+class PromptLibrary:
+    """Prompts read (or spoken) once and kept encoded per law."""
+
+    def __init__(self, config_dir: Path, cache_dir: Path) -> None:
+        self.config_dir = config_dir
+        self.cache_dir = cache_dir
+        self._samples: dict[Prompt, np.ndarray] = {}
+        self._encoded: dict[tuple[Prompt, int], bytes] = {}
+
+    def samples(self, prompt: Prompt) -> np.ndarray:
+        found = self._samples.get(prompt)
+        if found is None:
+            found = self._load(prompt)
+            self._samples[prompt] = found
+        return found
+
+    def encoded(self, prompt: Prompt, codec: int) -> bytes:
+        key = (prompt, codec)
+        found = self._encoded.get(key)
+        if found is None:
+            found = g711.encode(self.samples(prompt), codec)
+            self._encoded[key] = found
+        return found
+
+    def _load(self, prompt: Prompt) -> np.ndarray:
+        if prompt.file:
+            path = Path(prompt.file)
+            path = path if path.is_absolute() else self.config_dir / path
+            if path.is_file():
+                try:
+                    return wav.read_wav(path.read_bytes())
+                except wav.WavError as exc:
+                    log.warning("prompt_unreadable", file=str(path), error=str(exc))
+        if prompt.text:
+            name = hashlib.sha256(prompt.text.encode()).hexdigest()[:16] + ".wav"
+            spoken = self.cache_dir / name
+            if spoken.is_file() or synthesise(prompt.text, spoken):
+                try:
+                    return wav.read_wav(spoken.read_bytes())
+                except wav.WavError:
+                    pass
+        return tones.beeps(880.0, prompt.beeps)
