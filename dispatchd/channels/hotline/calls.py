@@ -367,7 +367,7 @@ async def answer(app: web.Application, call_id: int, user: User) -> dict[str, An
                 "answer",
                 actor=user,
                 state="answered",
-                answered_at=now,
+                answered_at=row["answered_at"] or now,  # a transferred call keeps its first answer
                 agent_user_id=user.id,
                 agent_name=user.username,
                 ringing_user_id=None,
@@ -438,7 +438,8 @@ async def caller_gone(
         )
         if row is None or row["state"] not in LIVE:
             return None
-        event = "abandon" if row["state"] in WAITING else "end"
+        # Waiting after a transfer is not abandoning: the caller was answered before.
+        event = "abandon" if row["state"] in WAITING and row["answered_at"] is None else "end"
         row = await _change(
             app,
             conn,

@@ -37,6 +37,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "hangup": calls.hangup,
     "hold": console.hold,
     "key": console.key,
+    "transfer": console.transfer,
 }
 
 

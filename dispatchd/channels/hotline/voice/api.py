@@ -28,6 +28,15 @@ ANSWER_FIELDS: Final = (
     ),
 )
 HOLD_FIELDS: Final = (Field("hold", "boolean", required=True, description="true: on hold; false: resume"),)
+TRANSFER_FIELDS: Final = (
+    Field(
+        "user_id",
+        "integer",
+        required=True,
+        minimum=1,
+        description="the duty officer whose console is to ring",
+    ),
+)
 KEY_FIELDS: Final = (
     Field("keys", required=True, max_length=32, description="DTMF keys to send to the caller (0-9 * # A-D)"),
 )
@@ -71,6 +80,14 @@ async def key_call(request: web.Request) -> web.Response:
     return _json(await remote.run(request.app, "key", _call_id(request), user, keys=keys))
 
 
+async def transfer_call(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, TRANSFER_FIELDS)
+    return _json(
+        await remote.run(request.app, "transfer", _call_id(request), user, to_user=int(body["user_id"]))
+    )
+
+
 _CALL_RESPONSES: Final = {
     200: "the call",
     404: "no such call in your jurisdiction",
@@ -78,6 +95,15 @@ _CALL_RESPONSES: Final = {
 }
 
 ROUTES: Final[list[ApiRoute]] = [
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/calls/{id}/transfer",
+        transfer_call,
+        "Transfer the answered call to another duty officer: the caller hears music, their console rings",
+        TAG,
+        body=TRANSFER_FIELDS,
+        responses={**_CALL_RESPONSES, 422: "not a duty officer of the call's jurisdiction"},
+    ),
     ApiRoute(
         "POST",
         "/api/v1/hotline/calls/{id}/hold",

@@ -10,6 +10,8 @@ holding instance (:mod:`dispatchd.channels.hotline.remote` carries it there with
   or the recording only).
 * ``hold`` / resume: the caller hears music or a tone, the officer nothing.
 * ``key``: an RFC 4733 key to the caller (the officer keying into a department's menu).
+* ``transfer`` to another duty officer: the caller hears music while the other console rings; the
+  call keeps its record and history and is answered like any other.
 
 These sit next to ``calls`` and ``remote`` and, like them, take the web application: they reach
 the SIP edge held in it. The audit of each is the call's own event trail (:func:`calls.record_event`).
@@ -18,24 +20,25 @@ the SIP edge held in it. The audit of each is the call's own event trail (:func:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls
-from dispatchd.channels.hotline.appkeys import SIP
+from dispatchd.channels.hotline.appkeys import PRESENCE, SIP
 from dispatchd.channels.hotline.voice import dtmf
 from dispatchd.channels.hotline.voice.prompts import hold_music
 from dispatchd.channels.hotline.voice.webrtc import OfferError, OfficerLeg
-from dispatchd.store.users import User
+from dispatchd.store.users import User, get_user
 from dispatchd.video.room import ice_configuration
-from dispatchd.web.appkeys import INSTANCE_ID, SETTINGS
+from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, ORGS, POOL, SETTINGS
 from dispatchd.web.errors import ApiError, conflict, not_found
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["answer", "hold", "key", "parse_offer"]
+__all__ = ["answer", "hold", "key", "parse_offer", "transfer"]
 
 
 def parse_offer(body: Mapping[str, Any] | None) -> str | None:
@@ -174,3 +177,51 @@ async def key(app: web.Application, call_id: int, user: User, keys: str = "") ->
     for pressed in keys:
         media.send_key(pressed)
     return calls.call_json(app, row)
+
+
+async def transfer(app: web.Application, call_id: int, user: User, to_user: int = 0) -> dict[str, Any]:
+    """Give the answered call to another duty officer: the caller hears music, the other officer's
+    console rings (state ``ringing``), and they answer it as any call, with its history."""
+    row, edge = await _held_here(app, call_id, user)
+    if row["state"] != "answered" or row["agent_user_id"] != user.id:
+        raise calls.state_conflict(row, app)
+    if to_user == user.id:
+        raise ApiError(422, "invalid", "不能转给自己", "cannot transfer a call to yourself")
+    async with app[POOL].acquire() as conn:
+        target = await get_user(conn, to_user)
+    tree = app[ORGS]
+    if (
+        target is None
+        or target.role != "duty_officer"
+        or target.org not in tree
+        or not tree.is_within(row["org_code"], target.org)
+    ):
+        raise ApiError(
+            422,
+            "invalid",
+            "接转人须为本辖区的值班员",
+            "the call can go only to a duty officer whose jurisdiction covers it",
+            fields={"user_id": ("不是本辖区的值班员", "not a duty officer of the jurisdiction")},
+        )
+    media = edge.voice.get(row["external_id"])
+    if media is not None:
+        leg = media.detach(hold_music=hold_music(media.codec))
+        if leg is not None:
+            leg.notify({"type": "transferred", "to": target.username})
+            edge.later(leg.close())
+    deadline = app[CLOCK].now() + timedelta(seconds=app[SETTINGS].hotline.ring_timeout)
+    call = await calls.record_event(
+        app,
+        call_id,
+        user,
+        "transfer",
+        {"to": target.username, "from": user.username},
+        state="ringing",
+        ringing_user_id=target.id,
+        ring_deadline=deadline,
+        agent_user_id=None,
+        agent_name=None,
+    )
+    await app[PRESENCE].idle(user.id)
+    log.info("call_transferred", call_id=call_id, officer=user.username, to=target.username)
+    return call

@@ -117,7 +117,7 @@ class OfficerLeg:
             if wire is not None:
                 seam.tap_audio_receiver(transceiver.receiver, leg._from_browser)
             else:
-                pc.on("track", leg._on_track)
+                leg._on_track(transceiver.receiver.track)  # its "track" event fired in setRemoteDescription
             transceiver.sender.replaceTrack(leg.track)
             transceiver.direction = "sendrecv"
             for other in audio[1:]:

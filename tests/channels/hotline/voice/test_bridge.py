@@ -66,3 +66,168 @@ async def test_officer_and_caller_hear_each_other_and_the_officer_hangs_up(
     finally:
         await peer.close()
         await caller.close()
+
+
+async def _answered(
+    client: TestClient[Any, Any], headers: dict[str, str], caller: ToneCaller, peer: OfficerPeer
+) -> dict[str, Any]:
+    await caller.call()
+    call = await waiting_call(client, headers)
+    response = await client.post(
+        f"/api/v1/hotline/calls/{call['id']}/answer", json={"offer": await peer.offer()}, headers=headers
+    )
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    await peer.accept(body["answer"])
+    await caller.answered.wait()
+    return body
+
+
+def _after(samples: Any, start: int) -> Any:
+    return samples[start:]
+
+
+async def test_caller_hangs_up_and_the_console_is_told(
+    voice_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """The caller's BYE ends the call (caller_hangup) and both legs: the console hears "ended"."""
+    officer = await make_user("duty_officer", COUNTY)
+    caller = ToneCaller("127.0.0.1", sip_port(voice_client))
+    peer = OfficerPeer(1000)
+    try:
+        call = await _answered(voice_client, officer.headers, caller, peer)
+        await until(lambda: len(peer.heard()) > 4000)
+        await caller.hangup()
+
+        async def ended() -> bool:
+            return (await call_state(voice_client, officer.headers, call["id"]))["state"] == "ended"
+
+        await eventually(ended)
+        assert (await call_state(voice_client, officer.headers, call["id"]))["end_reason"] == "caller_hangup"
+        await until(lambda: {"type": "ended"} in peer.messages or peer.state in ("closed", "failed"))
+    finally:
+        await peer.close()
+        await caller.close()
+
+
+async def test_hold_resume_and_keys_to_the_caller(
+    voice_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """On hold neither side hears the other and the caller hears the hold chime; resumed, both again;
+    keys the officer sends (API and data channel) reach the caller as RFC 4733 events."""
+    officer = await make_user("duty_officer", COUNTY)
+    caller = ToneCaller("127.0.0.1", sip_port(voice_client))
+    peer = OfficerPeer(1000)
+    try:
+        call = await _answered(voice_client, officer.headers, caller, peer)
+        await until(lambda: len(caller.heard()) > 8000 and len(peer.heard()) > 8000)
+        held = await voice_client.post(
+            f"/api/v1/hotline/calls/{call['id']}/hold", json={"hold": True}, headers=officer.headers
+        )
+        assert held.status == 200 and (await held.json())["on_hold"] is True
+        await until(lambda: {"type": "hold", "on": True} in peer.messages)
+        mark_caller, mark_peer = len(caller.heard()) + 800, len(peer.heard()) + 2400
+        await until(lambda: len(caller.heard()) > mark_caller + 8000)
+        on_hold = caller.heard()[mark_caller:]
+        assert (
+            share_at(on_hold, 1000, skip=0) < 0.05 and abs(on_hold[:4000].astype(int)).max() > 1000
+        )  # the chime
+        assert share_at(peer.heard()[mark_peer:], 440, skip=0) < 0.05  # nothing, or not the caller
+
+        resumed = await voice_client.post(
+            f"/api/v1/hotline/calls/{call['id']}/hold", json={"hold": False}, headers=officer.headers
+        )
+        assert resumed.status == 200 and (await resumed.json())["on_hold"] is False
+        mark_caller = len(caller.heard()) + 800
+        await until(lambda: len(caller.heard()) > mark_caller + 8000)
+        assert share_at(caller.heard()[mark_caller:], 1000, skip=0) > 0.9
+
+        keys = await voice_client.post(
+            f"/api/v1/hotline/calls/{call['id']}/keys", json={"keys": "12"}, headers=officer.headers
+        )
+        assert keys.status == 200
+        peer.send_key("#")
+        from dispatchd.channels.hotline.voice.dtmf import DtmfReceiver
+
+        def pressed() -> list[str]:
+            receiver = DtmfReceiver()
+            return [
+                press.key
+                for pt, _, payload in caller.received
+                if pt == 101 and (press := receiver.receive(0, int.from_bytes(payload[:1], "big"), payload))
+            ]
+
+        await until(lambda: {"1", "2", "#"} <= set(pressed()))
+        timeline = [
+            e["event"] for e in (await call_state(voice_client, officer.headers, call["id"]))["timeline"]
+        ]
+        assert timeline[-2:] == ["hold", "resume"]
+    finally:
+        await peer.close()
+        await caller.close()
+
+
+async def test_transfer_to_another_officer(
+    voice_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """The first officer transfers: their console hears "transferred", the caller hears music, the
+    second officer's console rings; they answer with their own peer and the two talk; the call keeps
+    its first answer time and shows the transfer in its timeline."""
+    first = await make_user("duty_officer", COUNTY, username="first")
+    second = await make_user("duty_officer", COUNTY, username="second")
+    caller = ToneCaller("127.0.0.1", sip_port(voice_client))
+    peer_one, peer_two = OfficerPeer(1000), OfficerPeer(1500)
+    try:
+        call = await _answered(voice_client, first.headers, caller, peer_one)
+        await until(lambda: len(caller.heard()) > 4000)
+        moved = await voice_client.post(
+            f"/api/v1/hotline/calls/{call['id']}/transfer",
+            json={"user_id": second.user.id},
+            headers=first.headers,
+        )
+        assert moved.status == 200, await moved.text()
+        ringing = await moved.json()
+        assert ringing["state"] == "ringing" and ringing["ringing_user_id"] == second.user.id
+        await until(lambda: any(m.get("type") == "transferred" for m in peer_one.messages))
+        again = await voice_client.post(
+            f"/api/v1/hotline/calls/{call['id']}/answer",
+            json={"offer": await peer_two.offer()},
+            headers=second.headers,
+        )
+        assert again.status == 200, await again.text()
+        body = await again.json()
+        await peer_two.accept(body["answer"])
+        assert body["agent_user_id"] == second.user.id and body["answered_at"] == call["answered_at"]
+        mark = len(caller.heard())
+        await until(lambda: len(peer_two.heard()) > 8000 * 1.5 and len(caller.heard()) > mark + 8000 * 1.5)
+        assert share_at(peer_two.heard(), 440) > 0.9
+        assert tones.tone_share(caller.heard()[-8000:], 1500) > 0.9
+        events = [
+            e["event"] for e in (await call_state(voice_client, second.headers, call["id"]))["timeline"]
+        ]
+        assert events == ["offered", "answer", "transfer", "answer"]
+    finally:
+        await peer_one.close()
+        await peer_two.close()
+        await caller.close()
+
+
+async def test_laws_and_codecs_the_console_may_lack(
+    voice_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """An A-law caller and a console offering only PCMU is converted by table; a console offering only
+    Opus is transcoded; in both the tones cross both ways."""
+    officer = await make_user("duty_officer", COUNTY)
+    for codecs, wire in ((("PCMU",), "PCMU"), (("opus",), "opus")):
+        caller = ToneCaller("127.0.0.1", sip_port(voice_client), codec=g711.PCMA, ptime=30)
+        peer = OfficerPeer(1000, codecs=codecs)
+        try:
+            await _answered(voice_client, officer.headers, caller, peer)
+            assert peer.answered_codec() == wire
+            await until(lambda: len(peer.heard()) > 8000 * 1.5 and len(caller.heard()) > 8000 * 1.5)
+            assert share_at(peer.heard(), 440) > 0.85
+            assert share_at(caller.heard(), 1000) > 0.85
+            assert {len(p) for pt, _, p in caller.received if pt == g711.PCMA} == {240}  # its 30 ms ptime
+        finally:
+            await peer.close()
+            await caller.close()
