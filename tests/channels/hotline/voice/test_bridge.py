@@ -224,7 +224,7 @@ async def test_laws_and_codecs_the_console_may_lack(
         try:
             await _answered(voice_client, officer.headers, caller, peer)
             assert peer.answered_codec() == wire
-            await until(lambda: len(peer.heard()) > 8000 * 1.5 and len(caller.heard()) > 8000 * 1.5)
+            await until(lambda p=peer, c=caller: len(p.heard()) > 8000 * 1.5 and len(c.heard()) > 8000 * 1.5)  # type: ignore[misc]
             assert share_at(peer.heard(), 440) > 0.85
             assert share_at(caller.heard(), 1000) > 0.85
             assert {len(p) for pt, _, p in caller.received if pt == g711.PCMA} == {240}  # its 30 ms ptime
