@@ -43,6 +43,8 @@ from dispatchd.channels.hotline.appkeys import HOTLINES
 from dispatchd.channels.hotline.sdp import SdpOffer
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
+from dispatchd.channels.hotline.voice import announce
+from dispatchd.channels.hotline.voice.prompts import PromptLibrary
 from dispatchd.channels.hotline.voice.switch import VoiceSwitch, recording_paths
 from dispatchd.clock import SystemClock
 from dispatchd.tasks import stop_tasks
@@ -88,6 +90,7 @@ class SipEdge:
         # Media runs on real time whatever the application clock says: packets arrive in it, and
         # jitter, concealment, prompt pacing and the recording's timeline are measured in it.
         self.voice = VoiceSwitch(SystemClock().monotonic)
+        self.prompts = PromptLibrary(directory.config_dir, settings.data.dir / "prompts")
 
     # -- life -------------------------------------------------------------------------------
 
@@ -111,6 +114,10 @@ class SipEdge:
             self._udp = udp
             self.ports = {"udp": bound, "tcp": bound}
             break
+        directory = self.app[HOTLINES]
+        if any(announce.wanted(directory, route) for route in directory.values()):
+            loaded = await asyncio.to_thread(self.prompts.preload, directory)
+            log.info("voice_prompts_loaded", prompts=loaded)
         self._tasks = [
             asyncio.create_task(self._timer_loop(), name="sip-timers"),
             asyncio.create_task(self._event_loop(), name="sip-events"),
@@ -230,6 +237,8 @@ class SipEdge:
             replaced = media.attach(staged)
             if replaced is not None:
                 self.later(replaced.close())
+        else:
+            media.quiet()  # answered without a console: recorded only
         if not settings.sip.record:
             return None
         mix, legs = recording_paths(
@@ -245,6 +254,28 @@ class SipEdge:
 
     def hangup(self, call_key: str) -> None:
         self.transmit(self.agent.hangup(call_key, self.app[CLOCK].monotonic()))
+
+    async def _announce(self, call_key: str, dialled: str, call: dict[str, Any]) -> None:
+        """Answer at once and play the greeting, menu and queue announcements, where configured."""
+        directory = self.app[HOTLINES]
+        route = directory.route(dialled)
+        offer = self.agent.offer_of(call_key)
+        if not announce.wanted(directory, route) or offer is None or call["state"] not in calls.WAITING:
+            return
+        if self.agent.call_state(call_key) != "ringing":
+            return
+        bind = self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0"
+        media = await self.voice.open(call_key, offer, bind)
+        if self.agent.call_state(call_key) != "ringing":  # gone while the port was bound
+            await self.voice.close(call_key)
+            return
+        media.mode = "prompts"
+        self.transmit(
+            self.agent.answer(call_key, self.media_host(call_key), media.port, self.app[CLOCK].monotonic(), "sendrecv")
+        )
+        session = announce.Announcements(self.app, media, call, route, directory, self.prompts, self.later)
+        session.start()
+        log.info("call_announcements", call_id=call["id"], menu=route is not None and route.menu is not None)
 
     def caller_offer(self, call_key: str) -> SdpOffer | None:
         return self.agent.offer_of(call_key)
@@ -284,7 +315,7 @@ class SipEdge:
         app = self.app
         if isinstance(event, CallOffered):
             try:
-                await calls.offer(
+                call = await calls.offer(
                     app,
                     calls.NewCall(
                         source="sip",
@@ -299,6 +330,7 @@ class SipEdge:
                 # Not in the queue, so nobody could answer it: refuse it rather than ring forever.
                 self.hangup(event.call)
                 raise
+            await self._announce(event.call, event.dialled, call)
         elif isinstance(event, CallAbandoned):
             await calls.caller_gone(app, "sip", event.call, event.reason)
         elif isinstance(event, CallEnded):

@@ -141,7 +141,8 @@ class CallMedia:
         self.mode = "idle"  # idle (recording only), prompts, bridged, hold
         self.far: FarLeg | None = None
         self.recorder: CallRecorder | None = None
-        self.on_key: Callable[[str], None] | None = None
+        self.on_key: Callable[[str], None] | None = None  # RFC 4733 keys from the caller
+        self.on_tick: Callable[[float], None] | None = None  # the announcements, while they play
         self.on_far_gone: Callable[[], None] | None = None
         self.player = Player(ptime_samples, silence=g711.silence(1, self.codec))
         self.stats = MediaStats()
@@ -221,6 +222,7 @@ class CallMedia:
         old = self.far
         if old is not None:
             old.on_packet = old.on_gone = None
+        self.on_tick = self.on_key = None  # an officer took over: the announcements are over
         self.far = far
         far.on_packet = self.from_far
         far.on_gone = self._far_gone
@@ -228,6 +230,14 @@ class CallMedia:
         self.mode = "bridged"
         self.player.play([])
         return old
+
+    def quiet(self) -> None:
+        """Answered for the recording only (no console): the announcements stop, nothing is played."""
+        self.on_tick = self.on_key = None
+        if self.far is None:
+            self.mode = "idle"
+            self.player.play([])
+            self.player.loop(b"")
 
     def detach(self, *, hold_music: bytes = b"") -> FarLeg | None:
         """The far leg leaves (a transfer): the caller hears ``hold_music`` until the next attach."""
@@ -352,6 +362,8 @@ class CallMedia:
             self._caller_frame(frame, now)
         for frame in self.from_far_buffer.tick(now):
             self._far_frame(frame, now)
+        if self.on_tick is not None and self.mode == "prompts":
+            self.on_tick(now)
         if self.mode in ("prompts", "hold"):
             for timestamp, payload in self.player.due(now):
                 self._send(self.player, timestamp, payload, now)  # prompts and music: not recorded

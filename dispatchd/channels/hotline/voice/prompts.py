@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,19 +22,13 @@ import numpy as np
 import structlog
 
 from dispatchd.channels.hotline.voice import g711, tones, wav
+from dispatchd.domain.hotlines import HotlineDirectory, Prompt
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["Prompt", "PromptLibrary", "hold_music", "synthesise"]
+__all__ = ["PromptLibrary", "hold_music", "synthesise"]
 
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """A prompt as configured: a WAV ``file`` (relative to the config directory), its ``text``."""
-
-    file: str = ""
-    text: str = ""
-    beeps: int = 1  # the fallback when there is neither file nor synthesis
+MAX_POSITION = 20  # positions announced one by one; further back is announced as this many
 
 
 @lru_cache(maxsize=4)
@@ -69,30 +64,65 @@ def synthesise(text: str, out: Path, voice: str = "cmn") -> bool:
 
 
 class PromptLibrary:
-    """Prompts read (or spoken) once and kept encoded per law."""
+    """Prompts read (or spoken) once and kept encoded per law.
+
+    Reading and speaking take time: :meth:`preload` runs in a thread at start-up for every prompt
+    the directory names (and the position prompt for 1…:data:`MAX_POSITION`); a prompt asked for
+    before it is loaded is loaded then.
+    """
 
     def __init__(self, config_dir: Path, cache_dir: Path) -> None:
         self.config_dir = config_dir
         self.cache_dir = cache_dir
         self._samples: dict[Prompt, np.ndarray] = {}
         self._encoded: dict[tuple[Prompt, int], bytes] = {}
+        self._lock = threading.Lock()
 
-    def samples(self, prompt: Prompt) -> np.ndarray:
-        found = self._samples.get(prompt)
+    def samples(self, prompt: Prompt, beeps: int = 1) -> np.ndarray:
+        with self._lock:
+            found = self._samples.get(prompt)
         if found is None:
-            found = self._load(prompt)
-            self._samples[prompt] = found
+            found = self._load(prompt, beeps)
+            with self._lock:
+                self._samples[prompt] = found
         return found
 
-    def encoded(self, prompt: Prompt, codec: int) -> bytes:
+    def encoded(self, prompt: Prompt, codec: int, beeps: int = 1) -> bytes:
         key = (prompt, codec)
-        found = self._encoded.get(key)
+        with self._lock:
+            found = self._encoded.get(key)
         if found is None:
-            found = g711.encode(self.samples(prompt), codec)
-            self._encoded[key] = found
+            found = g711.encode(self.samples(prompt, beeps), codec)
+            with self._lock:
+                self._encoded[key] = found
         return found
 
-    def _load(self, prompt: Prompt) -> np.ndarray:
+    def position(self, prompt: Prompt, ahead: int, codec: int) -> bytes:
+        """The position prompt for ``ahead`` callers (beeps as many when nothing else is there)."""
+        n = min(ahead, MAX_POSITION)
+        return self.encoded(prompt.numbered(n), codec, beeps=min(n, 9))
+
+    def music(self, prompt: Prompt | None, codec: int) -> bytes:
+        return self.encoded(prompt, codec) if prompt is not None else hold_music(codec)
+
+    def preload(self, directory: HotlineDirectory) -> int:
+        """Load every prompt ``directory`` names, in both laws; returns how many."""
+        prompts = directory.prompts
+        wanted: list[Prompt] = [
+            p for p in (prompts.greeting, prompts.queue, prompts.hold_music) if p is not None
+        ]
+        for route in directory.values():
+            wanted += [
+                p for p in (route.greeting, route.menu.prompt if route.menu else None) if p is not None
+            ]
+        if prompts.position is not None:
+            wanted += [prompts.position.numbered(n) for n in range(1, MAX_POSITION + 1)]
+        for prompt in _unique(wanted):
+            for codec in (g711.PCMU, g711.PCMA):
+                self.encoded(prompt, codec)
+        return len(wanted)
+
+    def _load(self, prompt: Prompt, beeps: int) -> np.ndarray:
         if prompt.file:
             path = Path(prompt.file)
             path = path if path.is_absolute() else self.config_dir / path
@@ -109,4 +139,8 @@ class PromptLibrary:
                     return wav.read_wav(spoken.read_bytes())
                 except wav.WavError:
                     pass
-        return tones.beeps(880.0, prompt.beeps)
+        return tones.beeps(880.0, beeps)
+
+
+def _unique(prompts: Iterable[Prompt]) -> list[Prompt]:
+    return list(dict.fromkeys(prompts))

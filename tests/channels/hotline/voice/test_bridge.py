@@ -35,7 +35,7 @@ async def test_officer_and_caller_hear_each_other_and_the_officer_hangs_up(
         assert body["state"] == "answered" and body["answer"]["type"] == "answer"
         await peer.accept(body["answer"])
         assert peer.answered_codec() == "PCMU"
-        await caller.answered.wait()
+        await until(caller.answered.is_set)
         assert caller.final_status == 200
 
         await until(lambda: len(peer.heard()) > 8000 * 1.5 and len(caller.heard()) > 8000 * 1.5)
@@ -47,7 +47,7 @@ async def test_officer_and_caller_hear_each_other_and_the_officer_hangs_up(
 
         hung = await voice_client.post(f"/api/v1/hotline/calls/{call['id']}/hangup", headers=officer.headers)
         assert hung.status == 200 and (await hung.json())["state"] == "ended"
-        await caller.bye_received.wait()
+        await until(caller.bye_received.is_set)
         await until(lambda: peer.state in ("closed", "failed") or {"type": "ended"} in peer.messages)
         ended = await call_state(voice_client, officer.headers, call["id"])
         assert ended["end_reason"] == "officer_hangup" and ended["recording"] is True
@@ -79,7 +79,7 @@ async def _answered(
     assert response.status == 200, await response.text()
     body: dict[str, Any] = await response.json()
     await peer.accept(body["answer"])
-    await caller.answered.wait()
+    await until(caller.answered.is_set)
     return body
 
 
