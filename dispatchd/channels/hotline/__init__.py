@@ -93,6 +93,7 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
     ]
     if edge is not None:
         tasks.append(asyncio.create_task(remote.serve_commands(app), name="hotline-commands"))
+        tasks.append(asyncio.create_task(_voice_retention(app), name="voice-retention"))
     if settings.demo.enabled and edge is not None:
         from dispatchd.channels.hotline.demo import run_demo
 
@@ -107,6 +108,14 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(Exception):
                 await calls.close_own_calls(app)
         runtime.ports.clear()
+
+
+async def _voice_retention(app: web.Application) -> None:
+    """Recordings older than ``[voice] recording_days`` are deleted (each instance its own files)."""
+    from dispatchd.channels.hotline.voice.recordings import keep_purging
+    from dispatchd.web.appkeys import CTX
+
+    await keep_purging(app[CTX])
 
 
 async def _queue_loop(app: web.Application) -> None:

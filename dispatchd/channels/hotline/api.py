@@ -140,15 +140,7 @@ async def attach_call(request: web.Request) -> web.Response:
 
 
 async def get_recording(request: web.Request) -> web.StreamResponse:
-    user = require_role(request, *_VIEWERS)
-    row = await calls.get_call(request.app, _call_id(request), user)
-    if row is None or row["recording"] is None:
-        raise not_found("录音", "recording")
-    data_dir = request.app[SETTINGS].data.dir
-    path = (data_dir / row["recording"]).resolve()
-    if not path.is_file() or data_dir.resolve() not in path.parents:
-        raise not_found("录音", "recording")
-    return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+    return await voice_api.recording(request)
 
 
 def _parse_time(name: str, text: str | None) -> datetime | None:
@@ -365,9 +357,12 @@ ROUTES: Final[list[ApiRoute]] = [
         "GET",
         "/api/v1/hotline/calls/{id}/recording",
         get_recording,
-        "The recording of the caller's audio (WAV, G.711)",
+        "The recording of both sides mixed (WAV, 16-bit PCM, 8 kHz); ?side=caller|officer for one side"
+        " ([voice] record_legs). Duty officers and leaders of the jurisdiction, and whoever may see the"
+        " call's case",
         TAG,
-        responses={200: "audio/wav", 404: "no recording"},
+        query=(Field("side", choices=("caller", "officer"), description="one side only"),),
+        responses={200: "audio/wav", 404: "no recording, or not yours to hear"},
     ),
     ApiRoute(
         "POST",

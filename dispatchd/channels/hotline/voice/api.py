@@ -1,4 +1,4 @@
-"""HTTP side of the hotline's voice: the answer's WebRTC offer, hold, keys to the caller.
+"""HTTP side of the hotline's voice: the answer's WebRTC offer, hold, transfer, keys, recordings.
 
 Routes under ``/api/v1/hotline``; the commands run on the instance holding the call
 (:mod:`dispatchd.channels.hotline.remote`).
@@ -12,8 +12,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from dispatchd.channels.hotline import remote
-from dispatchd.channels.hotline.voice import console
-from dispatchd.web.auth import require_role
+from dispatchd.channels.hotline.voice import console, recordings
+from dispatchd.errors import NotFound
+from dispatchd.web.appkeys import CTX
+from dispatchd.web.auth import current_user, require_role
 from dispatchd.web.errors import not_found
 from dispatchd.web.routing import ApiRoute
 from dispatchd.web.validate import Field, invalid, json_body
@@ -56,6 +58,22 @@ def _call_id(request: web.Request) -> int:
     if not 0 < value < 2**63:
         raise not_found("来电", "call")
     return value
+
+
+async def recording(request: web.Request) -> web.StreamResponse:
+    """``GET /calls/{id}/recording[?side=caller|officer]``: both sides mixed, or one side."""
+    user = current_user(request)
+    ctx = request.app[CTX]
+    side = request.query.get("side") or None
+    async with ctx.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM hotline_calls WHERE id = $1", _call_id(request))
+    try:
+        if row is None or not await recordings.may_hear(ctx, user, row):
+            raise not_found("录音", "recording")
+        path = recordings.recording_file(ctx.settings.data.dir, row["recording"], side)
+    except NotFound:
+        raise not_found("录音", "recording") from None
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "private, no-store"})
 
 
 async def offer_in(request: web.Request) -> str | None:

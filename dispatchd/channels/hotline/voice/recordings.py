@@ -1,0 +1,101 @@
+"""Who may hear a recording, where its files are, and how long they are kept.
+
+A call's recording is ``recordings/<yyyymmdd>/call-<id>.wav`` under the data dir: both sides mixed
+(16-bit PCM, 8 kHz), with ``-caller`` and ``-officer`` files beside it when ``[voice] record_legs``
+is on. Duty officers and leaders of the hotline's jurisdiction hear every call; anyone who may see
+the case a call is linked to (the case's own rule, :func:`dispatchd.incidents.store.visibility_sql`)
+hears that call — the department handling it, the grid worker who reported it.
+
+Recordings older than ``[voice] recording_days`` are deleted, a day folder at a time, and the calls
+lose their ``recording`` (one UPDATE; no audit of its own: it is the retention rule applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from dispatchd.context import Context
+from dispatchd.errors import NotFound
+from dispatchd.incidents.store import visibility_sql
+from dispatchd.store.users import User
+
+log = structlog.get_logger("dispatchd.voice")
+
+__all__ = ["SIDES", "keep_purging", "may_hear", "purge", "recording_file"]
+
+SIDES: Final = ("caller", "officer")
+HOTLINE_ROLES: Final = ("duty_officer", "leader")
+
+
+async def may_hear(ctx: Context, user: User, row: Mapping[str, Any]) -> bool:
+    """The hotline's desk of the call's jurisdiction, or someone who may see its case."""
+    if user.role in HOTLINE_ROLES and user.org in ctx.orgs and ctx.orgs.is_within(row["org_code"], user.org):
+        return True
+    incident = row["incident_id"]
+    if incident is None:
+        return False
+    args: list[Any] = [incident]
+    clause = visibility_sql(user, args)
+    async with ctx.pool.acquire() as conn:
+        found = await conn.fetchval(f"SELECT 1 FROM incidents i WHERE i.id = $1 AND {clause}", *args)
+    return found is not None
+
+
+def recording_file(data_dir: Path, stored: str | None, side: str | None) -> Path:
+    """The file of a stored recording path (the mix, or one side); NotFound when there is none."""
+    if not stored:
+        raise NotFound("录音不存在", "recording not found")
+    path = (data_dir / stored).resolve()
+    if side is not None:
+        if side not in SIDES:
+            raise NotFound("录音不存在", "recording not found")
+        path = path.with_name(f"{path.stem}-{side}{path.suffix}")
+    root = data_dir.resolve()
+    if root not in path.parents or not path.is_file():
+        raise NotFound("录音不存在", "recording not found")
+    return path
+
+
+async def purge(ctx: Context, now: datetime) -> int:
+    """Delete the day folders older than ``[voice] recording_days``; returns how many."""
+    days = ctx.settings.voice.recording_days
+    if days <= 0:
+        return 0
+    folder = ctx.settings.data.dir / "recordings"
+    if not folder.is_dir():
+        return 0
+    cutoff = (now - timedelta(days=days)).strftime("%Y%m%d")
+    removed = 0
+    for day in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and len(p.name) == 8):
+        if day.name >= cutoff:
+            break
+        await _forget(ctx, f"recordings/{day.name}/")
+        shutil.rmtree(day, ignore_errors=True)
+        removed += 1
+        log.info("recordings_purged", day=day.name, kept_days=days)
+    return removed
+
+
+async def keep_purging(ctx: Context, interval: float = 3600.0) -> None:
+    """:func:`purge` now and every ``interval`` seconds, until cancelled."""
+    while True:
+        try:
+            await purge(ctx, ctx.clock.now())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("recordings_purge_failed")
+        await asyncio.sleep(interval)
+
+
+async def _forget(ctx: Context, prefix: str) -> None:
+    """The calls and calls out whose recording was in the folder no longer have one."""
+    async with ctx.pool.acquire() as conn:
+        await conn.execute("UPDATE hotline_calls SET recording = NULL WHERE recording LIKE $1 || '%'", prefix)
