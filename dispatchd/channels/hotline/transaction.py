@@ -18,7 +18,13 @@ Server transactions (what the hotline mostly is):
 * **non-INVITE** (§17.2.2): BYE, CANCEL, OPTIONS and everything refused; a copy of the request
   gets the last response again; *Completed* lasts Timer J (64·T1 over UDP, 0 over TCP).
 
-Client transactions, for the BYE the hotline sends when the officer hangs up (§17.1.2): Timer E
+The INVITE client transaction, for calls out through a trunk (§17.1.1 with RFC 6026 §7.2): Timer A
+retransmits the INVITE over UDP (T1 doubling) until a provisional response, Timer B (64·T1) gives
+up (:class:`ClientTimeout`); a final 3xx–6xx is acknowledged by the transaction itself (an ACK with
+the INVITE's branch, §17.1.1.3) and its copies again during Timer D (32 s over UDP); a 2xx moves it
+to *Accepted* for Timer M (64·T1), in which every 2xx copy goes up to the TU, whose ACK it is.
+
+Non-INVITE client transactions, for the BYE the hotline sends when the officer hangs up (§17.1.2): Timer E
 retransmits over UDP (T1 doubling, T2 once a provisional came), Timer F (64·T1) gives up
 (:class:`ClientTimeout`), Timer K (T4) absorbs response copies.
 
@@ -32,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from dispatchd.channels.hotline.sip import MAGIC_COOKIE, Request, Response, SipParseError, response_to
+from dispatchd.channels.hotline.sip import MAGIC_COOKIE, Headers, Request, Response, SipParseError, response_to
 
 __all__ = [
     "AckReceived",
@@ -220,6 +226,7 @@ class _Transaction:
 SERVER_INVITE: Final = "server_invite"
 SERVER: Final = "server"
 CLIENT: Final = "client"
+CLIENT_INVITE: Final = "client_invite"
 
 
 class TransactionLayer:
@@ -289,6 +296,8 @@ class TransactionLayer:
             return []
         key: TxKey = ("client", via.branch or "", method)
         tx = self._transactions.get(key)
+        if tx is not None and tx.kind == CLIENT_INVITE:
+            return self._invite_response(tx, response, now)
         if tx is None or tx.kind != CLIENT:
             return []
         if response.status < 200:
@@ -353,6 +362,60 @@ class TransactionLayer:
         self._transactions[key] = tx
         return key, [Send(request, peer)]
 
+    def send_invite(self, request: Request, peer: Peer, now: float) -> tuple[TxKey, list[Effect]]:
+        """Start an INVITE client transaction (§17.1.1.2) for ``request`` (its top Via names our branch)."""
+        via = request.vias[0]
+        key: TxKey = ("client", via.branch or "", "INVITE")
+        tx = _Transaction(key, CLIENT_INVITE, request, peer, "calling")
+        tx.timers = {"B": now + 64 * self.timers.t1}
+        if not peer.reliable:
+            tx.timers["A"] = now + self.timers.t1
+            tx.interval = self.timers.t1
+        self._transactions[key] = tx
+        return key, [Send(request, peer)]
+
+    def _invite_response(self, tx: _Transaction, response: Response, now: float) -> list[Effect]:
+        t1 = self.timers.t1
+        if response.status < 200:
+            if tx.state in ("calling", "proceeding"):
+                tx.state = "proceeding"
+                # §17.1.1.2: no more retransmissions, and no Timer B: the TU decides (CANCEL).
+                tx.timers.pop("A", None)
+                tx.timers.pop("B", None)
+                return [ClientResponse(tx.key, tx.request, response)]
+            return []
+        if response.status < 300:
+            if tx.state in ("calling", "proceeding"):
+                tx.state = "accepted"  # RFC 6026 §7.2
+                tx.timers = {"M": now + 64 * t1}
+                return [ClientResponse(tx.key, tx.request, response)]
+            if tx.state == "accepted":
+                return [ClientResponse(tx.key, tx.request, response)]  # a 2xx copy: the TU ACKs again
+            return []
+        ack = self._ack_for(tx.request, response)
+        if tx.state in ("calling", "proceeding"):
+            tx.state = "completed"
+            tx.last_response = response
+            tx.timers = {"D": now + (0.0 if tx.peer.reliable else 32.0)}
+            return [Send(ack, tx.peer), ClientResponse(tx.key, tx.request, response)]
+        if tx.state == "completed":
+            return [Send(ack, tx.peer)]  # §17.1.1.2: a copy of the final response: the ACK again
+        return []
+
+    @staticmethod
+    def _ack_for(invite: Request, response: Response) -> Request:
+        """§17.1.1.3: the ACK of a non-2xx final response, in the INVITE's transaction."""
+        fields = [
+            ("Via", invite.headers.get("Via") or ""),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("From") or ""),
+            ("To", response.headers.get("To") or invite.headers.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.number} ACK"),
+        ]
+        fields += [("Route", route) for route in invite.headers.get_all("Route")]
+        return Request("ACK", invite.uri, Headers(fields))
+
     def find_invite(self, cancel: Request) -> TxKey | None:
         """The INVITE server transaction a CANCEL is for (§9.2): same key but for the method."""
         key = _with_method(transaction_key(cancel), "INVITE")
@@ -385,6 +448,10 @@ class TransactionLayer:
             tx.interval = min(2 * tx.interval, t2)
             tx.timers["G"] = now + tx.interval
             return [Send(tx.last_response, tx.peer)]
+        if name == "A" and tx.state == "calling":
+            tx.interval = 2 * tx.interval
+            tx.timers["A"] = now + tx.interval
+            return [Send(tx.request, tx.peer)]
         if name == "E" and tx.state in ("trying", "proceeding"):
             tx.interval = min(2 * tx.interval, t2) if tx.state == "trying" else t2
             tx.timers["E"] = now + tx.interval
@@ -393,9 +460,9 @@ class TransactionLayer:
         if name == "H" and tx.state == "completed":
             tx.state = "terminated"
             return [ServerTimeout(tx.key, tx.request)]
-        if name == "F" and tx.state in ("trying", "proceeding"):
+        if (name == "F" and tx.state in ("trying", "proceeding")) or (name == "B" and tx.state == "calling"):
             tx.state = "terminated"
             return [ClientTimeout(tx.key, tx.request)]
-        if name in ("I", "J", "K", "L"):
+        if name in ("I", "J", "K", "L", "D", "M"):
             tx.state = "terminated"
         return []
