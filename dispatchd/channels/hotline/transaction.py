@@ -38,7 +38,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from dispatchd.channels.hotline.sip import MAGIC_COOKIE, Headers, Request, Response, SipParseError, response_to
+from dispatchd.channels.hotline.sip import (
+    MAGIC_COOKIE,
+    Headers,
+    Request,
+    Response,
+    SipParseError,
+    response_to,
+)
 
 __all__ = [
     "AckReceived",
