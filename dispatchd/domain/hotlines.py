@@ -24,6 +24,8 @@ What a caller hears before an officer answers (all optional; see docs/hotline.md
     queue = { text = "坐席正忙，请稍候。" }
     position = { file = "prompts/position-{n}.wav", text = "您前面还有{n}位来电。" }
     hold_music = { file = "prompts/music.wav" }
+    escalation = { text = "……接受指令请按1。" }            # 叫应 (calls out about an order)
+    escalation_accepted = { text = "指令已接受。" }
 
     [[line]]
     dialled = "967999"
@@ -55,7 +57,9 @@ from dispatchd.domain.taxonomy import Taxonomy
 _SEPARATORS: Final = re.compile(r"[\s\-().]")
 _AREA_CODE: Final = re.compile(r"0[1-9]\d{1,2}")
 _LINE_KEYS: Final = frozenset({"dialled", "name", "name_en", "department_kind", "category", "greeting", "menu"})
-_PROMPT_KEYS: Final = frozenset({"announce", "greeting", "queue", "position", "hold_music"})
+_PROMPT_KEYS: Final = frozenset(
+    {"announce", "greeting", "queue", "position", "hold_music", "escalation", "escalation_accepted"}
+)
 _KEYS: Final = "0123456789*#"
 
 
@@ -83,6 +87,10 @@ class Menu:
     keys: Mapping[str, str]
 
 
+ESCALATION: Final = Prompt(text="这里是社会治理综合指挥中心。您的队伍有一条指令尚未接受。接受指令请按1。")
+ESCALATION_ACCEPTED: Final = Prompt(text="指令已接受，谢谢。")
+
+
 @dataclass(frozen=True, slots=True)
 class Prompts:
     """What callers hear before an answer; ``announce`` off: ringback only, as a plain PBX line."""
@@ -92,6 +100,9 @@ class Prompts:
     queue: Prompt | None = None
     position: Prompt | None = None
     hold_music: Prompt | None = None
+    # 叫应: what the person rung about an order not accepted hears, and after pressing 1.
+    escalation: Prompt = ESCALATION
+    escalation_accepted: Prompt = ESCALATION_ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,4 +295,7 @@ def _prompts(value: object, file: str) -> Prompts:
         queue=_prompt(value.get("queue"), f"{where} queue"),
         position=_prompt(value.get("position"), f"{where} position"),
         hold_music=_prompt(value.get("hold_music"), f"{where} hold_music"),
+        escalation=_prompt(value.get("escalation"), f"{where} escalation") or ESCALATION,
+        escalation_accepted=_prompt(value.get("escalation_accepted"), f"{where} escalation_accepted")
+        or ESCALATION_ACCEPTED,
     )

@@ -94,6 +94,7 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
     if edge is not None:
         tasks.append(asyncio.create_task(remote.serve_commands(app), name="hotline-commands"))
         tasks.append(asyncio.create_task(_voice_retention(app), name="voice-retention"))
+        tasks.append(asyncio.create_task(_voice_escalation(app, edge), name="voice-escalation"))
     if settings.demo.enabled and edge is not None:
         from dispatchd.channels.hotline.demo import run_demo
 
@@ -116,6 +117,13 @@ async def _voice_retention(app: web.Application) -> None:
     from dispatchd.web.appkeys import CTX
 
     await keep_purging(app[CTX])
+
+
+async def _voice_escalation(app: web.Application, edge: Any) -> None:
+    """叫应: orders not accepted in time ring the unit's call list (with [voice] escalate_after)."""
+    from dispatchd.channels.hotline.voice.escalation import keep_escalating
+
+    await keep_escalating(app, edge)
 
 
 async def _queue_loop(app: web.Application) -> None:

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.sdp import SdpOffer
+from dispatchd.channels.hotline.voice.dialer import Dialer
+from dispatchd.channels.hotline.voice.prompts import PromptLibrary
 from dispatchd.channels.hotline.voice.switch import VoiceSwitch
 from dispatchd.domain.hotlines import HotlineDirectory
 
@@ -32,6 +34,14 @@ class SipControl(Protocol):
     @property
     def voice(self) -> VoiceSwitch:
         """The media of the calls held here."""
+
+    @property
+    def dialer(self) -> Dialer:
+        """Calls out through the trunk."""
+
+    @property
+    def prompts(self) -> PromptLibrary:
+        """The prompts, read once."""
 
     def caller_offer(self, call_key: str) -> SdpOffer | None:
         """The caller's SDP offer, while the call lasts."""

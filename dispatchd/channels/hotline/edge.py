@@ -44,6 +44,7 @@ from dispatchd.channels.hotline.sdp import SdpOffer
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
 from dispatchd.channels.hotline.voice import announce
+from dispatchd.channels.hotline.voice.dialer import Dialer
 from dispatchd.channels.hotline.voice.prompts import PromptLibrary
 from dispatchd.channels.hotline.voice.switch import VoiceSwitch, recording_paths
 from dispatchd.clock import SystemClock
@@ -91,6 +92,17 @@ class SipEdge:
         # jitter, concealment, prompt pacing and the recording's timeline are measured in it.
         self.voice = VoiceSwitch(SystemClock().monotonic)
         self.prompts = PromptLibrary(directory.config_dir, settings.data.dir / "prompts")
+        self.dialer = Dialer(
+            self.agent,
+            self.voice,
+            settings,
+            local_host=lambda: settings.sip.advertise_host
+            or (self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"),
+            bind=self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0",
+            monotonic=app[CLOCK].monotonic,
+            transmit=self.transmit,
+            later=self.later,
+        )
 
     # -- life -------------------------------------------------------------------------------
 
@@ -115,7 +127,8 @@ class SipEdge:
             self.ports = {"udp": bound, "tcp": bound}
             break
         directory = self.app[HOTLINES]
-        if any(announce.wanted(directory, route) for route in directory.values()):
+        escalating = self.app[SETTINGS].voice.escalate_after > 0 and self.dialer.trunk is not None
+        if escalating or any(announce.wanted(directory, route) for route in directory.values()):
             loaded = await asyncio.to_thread(self.prompts.preload, directory)
             log.info("voice_prompts_loaded", prompts=loaded)
         self._tasks = [
@@ -313,6 +326,8 @@ class SipEdge:
 
     async def _apply(self, event: object) -> None:
         app = self.app
+        if self.dialer.event(event):
+            return  # a call out's
         if isinstance(event, CallOffered):
             try:
                 call = await calls.offer(

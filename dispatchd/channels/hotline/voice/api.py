@@ -12,13 +12,14 @@ from typing import Any, Final
 from aiohttp import web
 
 from dispatchd.channels.hotline import remote
-from dispatchd.channels.hotline.voice import console, recordings
-from dispatchd.errors import NotFound
+from dispatchd.channels.hotline.appkeys import HOTLINES
+from dispatchd.channels.hotline.voice import callouts, console, recordings
+from dispatchd.errors import DomainError, NotFound
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, require_role
-from dispatchd.web.errors import not_found
+from dispatchd.web.errors import ApiError, not_found
 from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, invalid, json_body
+from dispatchd.web.validate import Field, invalid, json_body, query_params
 
 TAG: Final = "hotline"
 
@@ -106,6 +107,118 @@ async def transfer_call(request: web.Request) -> web.Response:
     )
 
 
+CALLOUT_FIELDS: Final = (
+    Field("offer", "object", required=True, description='WebRTC offer {type: "offer", sdp} of the console'),
+    Field("kind", choices=("callback", "department"), description="callback (回访, default) or a department"),
+    Field("incident_id", "integer", minimum=1, description="the case the call is about"),
+    Field("number", max_length=32, description="number to ring; default (callback): the case's reporter"),
+)
+CALL_LIST_FIELDS: Final = (
+    Field(
+        "entries",
+        "array",
+        required=True,
+        items="object",
+        max_length=20,
+        description="[{user_id, phone}] in the order to ring",
+    ),
+)
+CALLOUT_QUERY: Final = (Field("incident_id", "integer", required=True, minimum=1),)
+
+
+def _id(request: web.Request, what: tuple[str, str]) -> int:
+    try:
+        value = int(request.match_info["id"])
+    except ValueError:
+        raise not_found(*what) from None
+    if not 0 < value < 2**63:
+        raise not_found(*what)
+    return value
+
+
+def _domain(exc: DomainError) -> ApiError:
+    return console.as_api_error(exc)
+
+
+async def place_callout(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, CALLOUT_FIELDS)
+    offer = console.parse_offer(body)
+    assert offer is not None
+    result = await console.place_callout(
+        request.app,
+        user,
+        offer=offer,
+        kind=str(body.get("kind") or "callback"),
+        incident_id=body.get("incident_id"),
+        number=body.get("number"),
+    )
+    return _json(result, status=201)
+
+
+async def get_callout(request: web.Request) -> web.Response:
+    user = current_user(request)
+    try:
+        row = await callouts.get(request.app[CTX], _id(request, ("外呼", "call out")), user)
+    except DomainError as exc:
+        raise _domain(exc) from None
+    return _json(callouts.callout_json(row))
+
+
+async def list_callouts(request: web.Request) -> web.Response:
+    user = current_user(request)
+    query = query_params(request, CALLOUT_QUERY)
+    if "incident_id" not in query:
+        raise invalid({"incident_id": ("必填", "is required")})
+    try:
+        items = await callouts.list_for_incident(request.app[CTX], int(query["incident_id"]), user)
+    except DomainError as exc:
+        raise _domain(exc) from None
+    return _json({"callouts": items})
+
+
+async def hangup_callout(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    return _json(await remote.run(request.app, "callout_hangup", _id(request, ("外呼", "call out")), user))
+
+
+async def callout_recording(request: web.Request) -> web.StreamResponse:
+    user = current_user(request)
+    ctx = request.app[CTX]
+    try:
+        row = await callouts.get(ctx, _id(request, ("外呼", "call out")), user)
+        path = recordings.recording_file(
+            ctx.settings.data.dir, row["recording"], request.query.get("side") or None
+        )
+    except DomainError:
+        raise not_found("录音", "recording") from None
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "private, no-store"})
+
+
+async def get_call_list(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer", "leader")
+    try:
+        entries = await callouts.call_list(request.app[CTX], _id(request, ("队伍", "unit")), user)
+    except DomainError as exc:
+        raise _domain(exc) from None
+    return _json({"entries": entries})
+
+
+async def put_call_list(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, CALL_LIST_FIELDS)
+    entries = body["entries"]
+    if not all(isinstance(e, dict) for e in entries):
+        raise invalid({"entries": ("每项应为 {user_id, phone}", "each entry must be {user_id, phone}")})
+    try:
+        saved = await callouts.set_call_list(
+            request.app[CTX], _id(request, ("队伍", "unit")), user, entries, request.app[HOTLINES].area_code
+        )
+    except DomainError as exc:
+        raise _domain(exc) from None
+    return _json({"entries": saved})
+
+
 _CALL_RESPONSES: Final = {
     200: "the call",
     404: "no such call in your jurisdiction",
@@ -113,6 +226,73 @@ _CALL_RESPONSES: Final = {
 }
 
 ROUTES: Final[list[ApiRoute]] = [
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/callouts",
+        place_callout,
+        "Call out through the trunk with the console's audio (回访 to the case's reporter, or a department):"
+        ' 201 with the call out and {answer: {type: "answer", sdp}}; the console\'s data channel hears'
+        " ringing, answered, ended",
+        TAG,
+        body=CALLOUT_FIELDS,
+        responses={
+            201: "{call out…, answer}",
+            404: "no such case",
+            409: "no trunk, or no SIP here (error.code no_trunk, sip_unavailable)",
+            422: "no number, or a bad offer",
+        },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/callouts",
+        list_callouts,
+        "Calls out about a case, newest first",
+        TAG,
+        query=CALLOUT_QUERY,
+        responses={200: "{callouts: [...]}", 404: "no such case"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/callouts/{id}",
+        get_callout,
+        "A call out",
+        TAG,
+        responses={200: "the call out", 404: "none"},
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/callouts/{id}/hangup",
+        hangup_callout,
+        "End a call out (CANCEL while it rings, BYE once answered)",
+        TAG,
+        responses={200: "the call out", 404: "none", 409: "it is over"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/callouts/{id}/recording",
+        callout_recording,
+        "The recording of a call out (both sides mixed; ?side=caller for the far end, officer for ours)",
+        TAG,
+        query=(Field("side", choices=("caller", "officer")),),
+        responses={200: "audio/wav", 404: "no recording"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/units/{id}/call-list",
+        get_call_list,
+        "叫应: whom the unit's phones ring, in order, about an order nobody accepted",
+        TAG,
+        responses={200: "{entries: [{position, user_id, username, phone}]}", 404: "no such unit"},
+    ),
+    ApiRoute(
+        "PUT",
+        "/api/v1/hotline/units/{id}/call-list",
+        put_call_list,
+        "叫应: set the unit's call list (members of the unit, each with a number)",
+        TAG,
+        body=CALL_LIST_FIELDS,
+        responses={200: "{entries}", 404: "no such unit", 422: "not a member, twice, or a bad number"},
+    ),
     ApiRoute(
         "POST",
         "/api/v1/hotline/calls/{id}/transfer",

@@ -10,6 +10,8 @@ holding instance (:mod:`dispatchd.channels.hotline.remote` carries it there with
   or the recording only).
 * ``hold`` / resume: the caller hears music or a tone, the officer nothing.
 * ``key``: an RFC 4733 key to the caller (the officer keying into a department's menu).
+* ``place_callout`` / ``hangup_callout``: a call out through the trunk (回访 a reporter, a department)
+  with the console's audio; the officer hears ringback until the far end answers.
 * ``transfer`` to another duty officer: the caller hears music while the other console rings; the
   call keeps its record and history and is answered like any other.
 
@@ -19,6 +21,8 @@ the SIP edge held in it. The audit of each is the call's own event trail (:func:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -27,18 +31,20 @@ import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls
-from dispatchd.channels.hotline.appkeys import PRESENCE, SIP
-from dispatchd.channels.hotline.voice import dtmf
-from dispatchd.channels.hotline.voice.prompts import hold_music
+from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
+from dispatchd.channels.hotline.voice import callouts, dtmf, g711
+from dispatchd.channels.hotline.voice.prompts import hold_music, ringback
+from dispatchd.channels.hotline.voice.switch import recording_paths
 from dispatchd.channels.hotline.voice.webrtc import OfferError, OfficerLeg
+from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from dispatchd.store.users import User, get_user
 from dispatchd.video.room import ice_configuration
-from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, ORGS, POOL, SETTINGS
+from dispatchd.web.appkeys import CLOCK, CTX, INSTANCE_ID, ORGS, POOL, SETTINGS
 from dispatchd.web.errors import ApiError, conflict, not_found
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["answer", "hold", "key", "parse_offer", "transfer"]
+__all__ = ["answer", "hangup_callout", "hold", "key", "parse_offer", "place_callout", "transfer"]
 
 
 def parse_offer(body: Mapping[str, Any] | None) -> str | None:
@@ -225,3 +231,163 @@ async def transfer(app: web.Application, call_id: int, user: User, to_user: int 
     await app[PRESENCE].idle(user.id)
     log.info("call_transferred", call_id=call_id, officer=user.username, to=target.username)
     return call
+
+
+# ---- calls out from the console (回访, departments) ---------------------------------------------
+
+
+async def place_callout(
+    app: web.Application,
+    user: User,
+    *,
+    offer: str,
+    kind: str = "callback",
+    incident_id: int | None = None,
+    number: str | None = None,
+) -> dict[str, Any]:
+    """Call ``number`` (a callback: the case's reporter by default) with the console's audio: the
+    officer hears ringback, then the far end; returns the call out with the WebRTC answer."""
+    edge = app[SIP].edge
+    if edge is None:
+        raise conflict("本实例未接入 SIP", "this instance takes no SIP calls", code="sip_unavailable")
+    dialer = edge.dialer
+    if dialer.trunk is None:
+        raise conflict("未配置外呼中继", "no SIP trunk is configured for calls out", code="no_trunk")
+    ctx = app[CTX]
+    try:
+        callout = await callouts.create(
+            ctx,
+            kind=kind,
+            org=user.org,
+            area_code=app[HOTLINES].area_code,
+            number=number,
+            incident_id=incident_id,
+            officer=user,
+        )
+    except DomainError as exc:
+        raise as_api_error(exc) from None
+    try:
+        leg = await OfficerLeg.answer(offer, g711.PCMU, ice_configuration(app[SETTINGS].video))
+    except OfferError as exc:
+        await callouts.record(
+            ctx, callout["id"], "failed", state="failed", result="failed", ended_at=ctx.clock.now()
+        )
+        raise ApiError(
+            422, "bad_offer", f"无法应答此 offer：{exc}", f"the offer cannot be answered: {exc}"
+        ) from None
+    outbound = await dialer.dial(callout["number"])
+    outbound.media.attach(leg)
+    outbound.media.ringback(ringback(outbound.media.codec))
+    leg.on_message = lambda message: _from_console(app, outbound.key, message)
+    leg.on_gone = lambda: dialer.hangup(outbound)
+    callout = await callouts.record(ctx, callout["id"], "dialled", external_id=outbound.key)
+    edge.later(_follow(app, edge, callout["id"], outbound, leg))
+    return {**callout, "answer": {"type": "answer", "sdp": leg.answer_sdp}}
+
+
+async def _follow(app: web.Application, edge: Any, callout_id: int, outbound: Any, leg: OfficerLeg) -> None:
+    """The call out's record follows its SIP call; the console hears of each step on its data channel."""
+    ctx = app[CTX]
+    settings = ctx.settings
+    ringing: asyncio.Future[Any] = asyncio.ensure_future(outbound.ringing.wait())
+    answered: asyncio.Future[Any] = asyncio.ensure_future(outbound.answered.wait())
+    over: asyncio.Future[Any] = outbound.over
+    try:
+        await asyncio.wait(
+            {ringing, over}, timeout=settings.voice.ring_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if outbound.ringing.is_set() and not outbound.answered.is_set():
+            await callouts.record(ctx, callout_id, "ringing", state="ringing", ringing_at=ctx.clock.now())
+            leg.notify({"type": "ringing"})
+        await asyncio.wait(
+            {answered, over}, timeout=settings.voice.ring_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if outbound.answered.is_set() and not over.done():
+            outbound.media.stop_ringback()
+            mix, legs = recording_paths(
+                settings.data.dir,
+                ctx.clock.now(),
+                callout_id,
+                legs=settings.voice.record_legs,
+                prefix="callout",
+            )
+            if settings.sip.record:
+                outbound.media.record(mix, legs)
+            await callouts.record(
+                ctx,
+                callout_id,
+                "answered",
+                state="answered",
+                answered_at=ctx.clock.now(),
+                recording=str(mix.relative_to(settings.data.dir)) if settings.sip.record else None,
+            )
+            leg.notify({"type": "answered"})
+            reason, _ = await over
+            await callouts.record(
+                ctx, callout_id, "ended", state="ended", result="answered", ended_at=ctx.clock.now()
+            )
+            leg.notify({"type": "ended", "reason": reason})
+            return
+        if not over.done():
+            edge.dialer.hangup(outbound)  # rang out
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await asyncio.shield(over)
+        reason, status = over.result() if over.done() else ("no_answer", 0)
+        result = (
+            "busy"
+            if reason == "busy"
+            else "cancelled"
+            if reason == "cancelled"
+            else "no_answer"
+            if status in (0, 408, 480, 487)
+            else "failed"
+        )
+        await callouts.record(
+            ctx,
+            callout_id,
+            "failed",
+            state="failed",
+            result=result,
+            sip_status=status or None,
+            ended_at=ctx.clock.now(),
+        )
+        leg.notify({"type": "ended", "reason": result})
+    finally:
+        ringing.cancel()
+        answered.cancel()
+        await leg.close()
+
+
+async def hangup_callout(app: web.Application, callout_id: int, user: User) -> dict[str, Any]:
+    """End a call out from the console (CANCEL while it rings, BYE once answered)."""
+    ctx = app[CTX]
+    try:
+        row = await callouts.get(ctx, callout_id, user)
+    except DomainError as exc:
+        raise as_api_error(exc) from None
+    if row["instance_id"] != app[INSTANCE_ID]:
+        raise calls.RemoteCall(row["instance_id"])
+    edge = app[SIP].edge
+    outbound = edge.dialer.calls.get(row["external_id"] or "") if edge is not None else None
+    if edge is None or outbound is None or row["state"] not in callouts.LIVE:
+        raise conflict(
+            "外呼已结束",
+            "the call out is over",
+            code="callout_over",
+            extra={"callout": callouts.callout_json(row)},
+        )
+    edge.dialer.hangup(outbound)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await asyncio.shield(outbound.over)
+    await asyncio.sleep(0)  # let the follower write the end
+    return callouts.callout_json(await callouts.get(ctx, callout_id, user))
+
+
+def as_api_error(exc: DomainError) -> ApiError:
+    """A domain error as the HTTP layer answers it (until the application maps them itself)."""
+    status = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 422}.get(type(exc), 400)
+    return ApiError(
+        status, exc.code, exc.message_zh, exc.message_en, fields=exc.fields or None, extra=exc.extra or None
+    )

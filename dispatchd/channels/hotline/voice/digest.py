@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["Challenge", "DigestError", "authorization", "parse_challenge"]
+__all__ = ["Challenge", "DigestError", "authorization", "parameters", "parse_challenge", "response"]
 
 _ALGORITHMS: Final = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
@@ -31,7 +31,7 @@ class Challenge:
     stale: bool = False
 
 
-def _params(text: str) -> dict[str, str]:
+def parameters(text: str) -> dict[str, str]:
     """``name=value`` pairs, values quoted (with backslash escapes) or tokens, comma-separated."""
     out: dict[str, str] = {}
     i, n = 0, len(text)
@@ -74,7 +74,7 @@ def parse_challenge(header: str) -> Challenge:
     scheme, _, rest = header.strip().partition(" ")
     if scheme.lower() != "digest":
         raise DigestError(f"authentication scheme {scheme!r} is not Digest")
-    params = _params(rest)
+    params = parameters(rest)
     if "realm" not in params or "nonce" not in params:
         raise DigestError("Digest challenge without realm or nonce")
     algorithm = params.get("algorithm", "MD5").upper()

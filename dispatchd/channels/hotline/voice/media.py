@@ -145,6 +145,7 @@ class CallMedia:
         self.on_tick: Callable[[float], None] | None = None  # the announcements, while they play
         self.on_far_gone: Callable[[], None] | None = None
         self.player = Player(ptime_samples, silence=g711.silence(1, self.codec))
+        self.far_player: Player | None = None  # ringback to the officer while a call out rings
         self.stats = MediaStats()
         self.from_caller_buffer = JitterBuffer(self.codec, 160)
         self.from_far_buffer = JitterBuffer(self.codec, ptime_samples)
@@ -200,6 +201,8 @@ class CallMedia:
             self.dtmf_payload_type = dtmf_pt
         if codec is not None and codec != self.codec:
             self.codec = g711.payload_type(codec)
+            if self.far is not None:
+                self.far.codec = self.codec  # the far leg converts to its own law
             self.from_caller_buffer = JitterBuffer(self.codec, 160)
             self.from_far_buffer = JitterBuffer(self.codec, self.ptime_samples)
             self.stream.payload_type = self.codec
@@ -230,6 +233,16 @@ class CallMedia:
         self.mode = "bridged"
         self.player.play([])
         return old
+
+    def ringback(self, tone: bytes) -> None:
+        """The officer hears ``tone`` (looped) until :meth:`stop_ringback` (a call out ringing)."""
+        player = Player(160, silence=g711.silence(1, self.codec))
+        player.loop(tone)
+        player.restart(self.clock())
+        self.far_player = player
+
+    def stop_ringback(self) -> None:
+        self.far_player = None
 
     def quiet(self) -> None:
         """Answered for the recording only (no console): the announcements stop, nothing is played."""
@@ -364,6 +377,9 @@ class CallMedia:
             self._far_frame(frame, now)
         if self.on_tick is not None and self.mode == "prompts":
             self.on_tick(now)
+        if self.far_player is not None and self.far is not None:
+            for timestamp, payload in self.far_player.due(now):
+                self.far.send(OutFrame(timestamp, payload), now)
         if self.mode in ("prompts", "hold"):
             for timestamp, payload in self.player.due(now):
                 self._send(self.player, timestamp, payload, now)  # prompts and music: not recorded

@@ -26,7 +26,7 @@ from dispatchd.domain.hotlines import HotlineDirectory, Prompt
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["PromptLibrary", "hold_music", "synthesise"]
+__all__ = ["PromptLibrary", "hold_music", "ringback", "synthesise"]
 
 MAX_POSITION = 20  # positions announced one by one; further back is announced as this many
 
@@ -43,6 +43,12 @@ def hold_music(codec: int) -> bytes:
         ]
     )
     return g711.encode(chime, codec)
+
+
+@lru_cache(maxsize=4)
+def ringback(codec: int) -> bytes:
+    """The ringing tone a caller hears in China: 450 Hz, 1 s on, 4 s off (YD/T 1277), in ``codec``'s law."""
+    return g711.encode(np.concatenate([tones.tone(450.0, 1.0, level=0.2), tones.silence(4.0)]), codec)
 
 
 def synthesise(text: str, out: Path, voice: str = "cmn") -> bool:

@@ -72,6 +72,11 @@ class VoiceSwitch:
         self.clock.add(media)
         return media
 
+    def adopt(self, call: str, media: CallMedia) -> None:
+        """Media opened before its call had a key (a call out: the port goes in the offer)."""
+        self.media[call] = media
+        self.clock.add(media)
+
     def stage(self, call: str, leg: FarLeg) -> None:
         self._staged[call] = leg
 

@@ -339,3 +339,215 @@ def share_at(samples: np.ndarray, frequency: float, *, skip: float = 0.3, second
 def unpack_event(payload: bytes) -> tuple[int, bool, int]:
     event, flags, duration = struct.unpack("!BBH", payload[:4])
     return event, bool(flags & 0x80), duration
+
+
+class _PhoneCall:
+    def __init__(self, number: str, invite: Request, source: tuple[str, int]) -> None:
+        self.number = number
+        self.invite = invite
+        self.source = source
+        self.tag = secrets.token_hex(4)
+        self.remote_rtp: tuple[str, int] | None = None
+        self.answered = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.cancelled = False
+        self.received: list[tuple[int, int, bytes]] = []
+        self.rtp: asyncio.DatagramTransport | None = None
+        self.speaking: asyncio.Task[None] | None = None
+        self.seq = secrets.randbelow(60000)
+        self.ts = secrets.randbits(31)
+        self.ssrc = secrets.randbits(32)
+
+    def heard(self) -> np.ndarray:
+        audio = sorted((seq, p) for pt, seq, p in self.received if pt in (g711.PCMU, g711.PCMA))
+        law = next((pt for pt, _, _ in self.received if pt in (g711.PCMU, g711.PCMA)), g711.PCMU)
+        return g711.decode(b"".join(p for _, p in audio), law) if audio else np.zeros(0, dtype=np.int16)
+
+
+class PhoneTrunk:
+    """A trunk with phones behind it, on loopback: what each number does when rung.
+
+    ``behaviour[number]`` is ``"answer"`` (after a ring), ``"busy"`` (486) or ``"ring"`` (rings until
+    cancelled). With ``username``/``password`` every first INVITE is challenged (407, RFC 3261 §22.3)
+    and the retry's credentials are checked. An answered phone speaks ``frequency`` Hz.
+    """
+
+    def __init__(
+        self,
+        behaviour: dict[str, str],
+        *,
+        frequency: float = 440.0,
+        username: str = "",
+        password: str = "",
+        ring_for: float = 0.3,
+    ) -> None:
+        self.behaviour = behaviour
+        self.frequency = frequency
+        self.username = username
+        self.password = password
+        self.ring_for = ring_for
+        self.calls: dict[str, _PhoneCall] = {}  # by Call-ID
+        self.rung: list[str] = []
+        self.challenged = 0
+        self.authenticated = 0
+        self._sip: asyncio.DatagramTransport | None = None
+        self._inbox = _Socket()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._sip, _ = await loop.create_datagram_endpoint(lambda: self._inbox, local_addr=("127.0.0.1", 0))
+        self._task = asyncio.create_task(self._serve())
+        return int(self._sip.get_extra_info("sockname")[1])
+
+    def call_to(self, number: str) -> _PhoneCall | None:
+        return next((c for c in self.calls.values() if c.number == number), None)
+
+    def _send(self, message: Request | Response, to: tuple[str, int]) -> None:
+        assert self._sip is not None
+        self._sip.sendto(message.encode(), to)
+
+    async def _serve(self) -> None:
+        while True:
+            data, source = await self._inbox.queue.get()
+            message = parse_message(data)
+            if isinstance(message, Request):
+                self._request(message, source)
+
+    def _request(self, request: Request, source: tuple[str, int]) -> None:
+        call = self.calls.get(request.call_id)
+        if request.method == "INVITE" and request.to.tag is None:
+            number = request.uri.split(":", 1)[1].split("@", 1)[0]
+            if self.username and "Proxy-Authorization" not in request.headers:
+                self.challenged += 1
+                challenge = (
+                    'Digest realm="trunk.test", nonce="'
+                    + secrets.token_hex(8)
+                    + '", qop="auth", algorithm=MD5'
+                )
+                self._send(
+                    response_to(
+                        request, 407, to_tag=secrets.token_hex(4), extra=[("Proxy-Authenticate", challenge)]
+                    ),
+                    source,
+                )
+                return
+            if self.username:
+                from dispatchd.channels.hotline.voice.digest import parameters, parse_challenge, response
+
+                given = parameters((request.headers.get("Proxy-Authorization") or "").partition(" ")[2])
+                challenge = parse_challenge(
+                    f'Digest realm="{given["realm"]}", nonce="{given["nonce"]}", qop="auth", algorithm=MD5'
+                )
+                expected = response(
+                    challenge,
+                    username=self.username,
+                    password=self.password,
+                    method="INVITE",
+                    uri=given["uri"],
+                    cnonce=given["cnonce"],
+                    nc=int(given["nc"], 16),
+                )
+                if given.get("username") != self.username or given.get("response") != expected:
+                    self._send(response_to(request, 403, to_tag="x"), source)
+                    return
+                self.authenticated += 1
+            if call is not None:
+                return  # a retransmission
+            call = _PhoneCall(number, request, source)
+            self.calls[request.call_id] = call
+            self.rung.append(number)
+            self._send(response_to(request, 100), source)
+            what = self.behaviour.get(number, "ring")
+            if what == "busy":
+                self._send(response_to(request, 486, to_tag=call.tag), source)
+                return
+            self._send(response_to(request, 180, to_tag=call.tag), source)
+            if what == "answer":
+                self._tasks.append(asyncio.create_task(self._answer(call)))
+        elif request.method == "ACK":
+            if call is not None and call.remote_rtp is not None and call.speaking is None:
+                call.speaking = asyncio.create_task(self._speak(call))
+        elif request.method == "CANCEL" and call is not None:
+            call.cancelled = True
+            self._send(response_to(request, 200, to_tag=call.tag), source)
+            self._send(response_to(call.invite, 487, to_tag=call.tag), source)
+            call.ended.set()
+        elif request.method == "BYE" and call is not None:
+            self._send(response_to(request, 200), source)
+            call.ended.set()
+            if call.speaking is not None:
+                call.speaking.cancel()
+
+    async def _answer(self, call: _PhoneCall) -> None:
+        await asyncio.sleep(self.ring_for)
+        if call.cancelled:
+            return
+        loop = asyncio.get_running_loop()
+        received = _Socket()
+        call.rtp, _ = await loop.create_datagram_endpoint(lambda: received, local_addr=("127.0.0.1", 0))
+        port = call.rtp.get_extra_info("sockname")[1]
+        offer = parse_sdp(call.invite.body.decode())
+        call.remote_rtp = offer.remote_rtp()
+        body = (
+            f"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+        ).encode()
+        ok = response_to(
+            call.invite,
+            200,
+            to_tag=call.tag,
+            extra=[
+                (
+                    "Contact",
+                    f"<sip:{call.number}@127.0.0.1:{self._sip.get_extra_info('sockname')[1] if self._sip else 0}>",
+                ),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=body,
+        )
+        self._send(ok, call.source)
+        call.answered.set()
+
+        async def listen() -> None:
+            while True:
+                data, _ = await received.queue.get()
+                with contextlib.suppress(ValueError):
+                    packet = parse_rtp(data)
+                    call.received.append((packet.payload_type, packet.sequence, packet.payload))
+
+        self._tasks.append(asyncio.create_task(listen()))
+
+    async def _speak(self, call: _PhoneCall) -> None:
+        assert call.rtp is not None and call.remote_rtp is not None
+        loop = asyncio.get_running_loop()
+        start, n = loop.time(), 0
+        while not call.ended.is_set():
+            wave = tones.tone(self.frequency, 0.02, start=n * 160)
+            call.rtp.sendto(
+                build_rtp(0, call.seq, call.ts, call.ssrc, g711.encode(wave, 0), n == 0), call.remote_rtp
+            )
+            call.seq, call.ts, n = (call.seq + 1) & 0xFFFF, (call.ts + 160) & 0xFFFFFFFF, n + 1
+            await asyncio.sleep(max(start + n * 0.02 - loop.time(), 0))
+
+    async def press(self, number: str, key: str) -> None:
+        call = self.call_to(number)
+        assert call is not None and call.rtp is not None and call.remote_rtp is not None
+        start = call.ts
+        train = dtmf.event_packets(key)
+        for i, (marker, payload) in enumerate(train):
+            call.rtp.sendto(build_rtp(101, call.seq, start, call.ssrc, payload, marker), call.remote_rtp)
+            call.seq = (call.seq + 1) & 0xFFFF
+            if i < len(train) - dtmf.END_COPIES:
+                await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *(c.speaking for c in self.calls.values() if c.speaking), self._task]:
+            if task is not None:
+                task.cancel()
+        for call in self.calls.values():
+            if call.rtp is not None:
+                call.rtp.close()
+        if self._sip is not None:
+            self._sip.close()
