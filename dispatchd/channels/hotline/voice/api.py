@@ -12,7 +12,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from dispatchd.channels.hotline import remote
-from dispatchd.channels.hotline.appkeys import HOTLINES
+from dispatchd.channels.hotline.appkeys import HOTLINES, SIP
 from dispatchd.channels.hotline.voice import callouts, console, recordings
 from dispatchd.errors import DomainError, NotFound
 from dispatchd.web.appkeys import CTX
@@ -219,6 +219,34 @@ async def put_call_list(request: web.Request) -> web.Response:
     return _json({"entries": saved})
 
 
+async def voice_config(request: web.Request) -> web.Response:
+    """What the console needs before it opens a voice session: ICE servers, whether calls out work."""
+    current_user(request)
+    video = request.app[CTX].settings.video
+    servers = [
+        {"urls": url, "username": video.ice_username, "credential": video.ice_credential}
+        if video.ice_username
+        else {"urls": url}
+        for url in video.ice_servers.split()
+    ]
+    edge = request.app[SIP].edge
+    return _json({"ice_servers": servers, "calls_out": edge is not None and edge.dialer.trunk is not None})
+
+
+async def case_recordings(request: web.Request) -> web.Response:
+    """The recordings of a case's calls in and out, for whoever may see the case."""
+    user = current_user(request)
+    query = query_params(request, CALLOUT_QUERY)
+    if "incident_id" not in query:
+        raise invalid({"incident_id": ("必填", "is required")})
+    ctx = request.app[CTX]
+    try:
+        items = await recordings.of_case(ctx, int(query["incident_id"]), user)
+    except DomainError as exc:
+        raise _domain(exc) from None
+    return _json({"recordings": items})
+
+
 _CALL_RESPONSES: Final = {
     200: "the call",
     404: "no such call in your jurisdiction",
@@ -226,6 +254,23 @@ _CALL_RESPONSES: Final = {
 }
 
 ROUTES: Final[list[ApiRoute]] = [
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/voice",
+        voice_config,
+        "The console's voice settings: ICE servers for its WebRTC session, whether calls out are possible",
+        TAG,
+        responses={200: "{ice_servers, calls_out}"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/recordings",
+        case_recordings,
+        "Recordings of a case's calls in and calls out, newest first, each with its url",
+        TAG,
+        query=CALLOUT_QUERY,
+        responses={200: "{recordings: [{kind, id, number, at, url}]}", 404: "no such case"},
+    ),
     ApiRoute(
         "POST",
         "/api/v1/hotline/callouts",

@@ -28,7 +28,7 @@ from dispatchd.store.users import User
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["SIDES", "keep_purging", "may_hear", "purge", "recording_file"]
+__all__ = ["SIDES", "keep_purging", "may_hear", "of_case", "purge", "recording_file"]
 
 SIDES: Final = ("caller", "officer")
 HOTLINE_ROLES: Final = ("duty_officer", "leader")
@@ -83,6 +83,45 @@ async def purge(ctx: Context, now: datetime) -> int:
     return removed
 
 
+async def of_case(ctx: Context, incident_id: int, user: User) -> list[dict[str, Any]]:
+    """The recorded calls in and out of a case the user may see, newest first, with their urls."""
+    args: list[Any] = [incident_id]
+    clause = visibility_sql(user, args)
+    async with ctx.pool.acquire() as conn:
+        if await conn.fetchval(f"SELECT 1 FROM incidents i WHERE i.id = $1 AND {clause}", *args) is None:
+            raise NotFound("案件不存在", "case not found")
+        calls = await conn.fetch(
+            "SELECT id, caller AS number, answered_at AS at FROM hotline_calls"
+            " WHERE incident_id = $1 AND recording IS NOT NULL",
+            incident_id,
+        )
+        outs = await conn.fetch(
+            "SELECT id, number, answered_at AS at FROM voice_callouts WHERE incident_id = $1 AND recording IS NOT NULL",
+            incident_id,
+        )
+    items = [
+        {
+            "kind": "call",
+            "id": r["id"],
+            "number": r["number"],
+            "at": r["at"],
+            "url": f"/api/v1/hotline/calls/{r['id']}/recording",
+        }
+        for r in calls
+    ] + [
+        {
+            "kind": "callout",
+            "id": r["id"],
+            "number": r["number"],
+            "at": r["at"],
+            "url": f"/api/v1/hotline/callouts/{r['id']}/recording",
+        }
+        for r in outs
+    ]
+    items.sort(key=lambda item: (item["at"] is not None, item["at"]), reverse=True)
+    return [{**item, "at": item["at"].isoformat() if item["at"] else None} for item in items]
+
+
 async def keep_purging(ctx: Context, interval: float = 3600.0) -> None:
     """:func:`purge` now and every ``interval`` seconds, until cancelled."""
     while True:
@@ -99,3 +138,6 @@ async def _forget(ctx: Context, prefix: str) -> None:
     """The calls and calls out whose recording was in the folder no longer have one."""
     async with ctx.pool.acquire() as conn:
         await conn.execute("UPDATE hotline_calls SET recording = NULL WHERE recording LIKE $1 || '%'", prefix)
+        await conn.execute(
+            "UPDATE voice_callouts SET recording = NULL WHERE recording LIKE $1 || '%'", prefix
+        )
