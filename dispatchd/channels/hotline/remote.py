@@ -38,6 +38,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "hold": console.hold,
     "key": console.key,
     "transfer": console.transfer,
+    "transfer_out": console.transfer_out,
     "callout_hangup": console.hangup_callout,  # the id is the call out's
 }
 

@@ -32,13 +32,8 @@ ANSWER_FIELDS: Final = (
 )
 HOLD_FIELDS: Final = (Field("hold", "boolean", required=True, description="true: on hold; false: resume"),)
 TRANSFER_FIELDS: Final = (
-    Field(
-        "user_id",
-        "integer",
-        required=True,
-        minimum=1,
-        description="the duty officer whose console is to ring",
-    ),
+    Field("user_id", "integer", minimum=1, description="the duty officer whose console is to ring"),
+    Field("number", max_length=32, description="or a number to ring through the trunk (a department)"),
 )
 KEY_FIELDS: Final = (
     Field("keys", required=True, max_length=32, description="DTMF keys to send to the caller (0-9 * # A-D)"),
@@ -102,6 +97,12 @@ async def key_call(request: web.Request) -> web.Response:
 async def transfer_call(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
     body = await json_body(request, TRANSFER_FIELDS)
+    if bool(body.get("user_id")) == bool(body.get("number")):
+        raise invalid({"user_id": ("user_id 与 number 二选一", "give either user_id or number")})
+    if body.get("number"):
+        return _json(
+            await remote.run(request.app, "transfer_out", _call_id(request), user, number=str(body["number"]))
+        )
     return _json(
         await remote.run(request.app, "transfer", _call_id(request), user, to_user=int(body["user_id"]))
     )
@@ -342,10 +343,12 @@ ROUTES: Final[list[ApiRoute]] = [
         "POST",
         "/api/v1/hotline/calls/{id}/transfer",
         transfer_call,
-        "Transfer the answered call to another duty officer: the caller hears music, their console rings",
+        "Transfer the answered call to another duty officer (user_id: their console rings) or to a number"
+        " through the trunk (number: a department; bridged once answered, back to the officer if not);"
+        " the caller hears music meanwhile",
         TAG,
         body=TRANSFER_FIELDS,
-        responses={**_CALL_RESPONSES, 422: "not a duty officer of the call's jurisdiction"},
+        responses={**_CALL_RESPONSES, 422: "not a duty officer of the call's jurisdiction, or not a number"},
     ),
     ApiRoute(
         "POST",

@@ -13,7 +13,8 @@ holding instance (:mod:`dispatchd.channels.hotline.remote` carries it there with
 * ``place_callout`` / ``hangup_callout``: a call out through the trunk (回访 a reporter, a department)
   with the console's audio; the officer hears ringback until the far end answers.
 * ``transfer`` to another duty officer: the caller hears music while the other console rings; the
-  call keeps its record and history and is answered like any other.
+  call keeps its record and history and is answered like any other; ``transfer_out`` to a number
+  through the trunk (a department): the two SIP calls are bridged, the officer's console is free.
 
 These sit next to ``calls`` and ``remote`` and, like them, take the web application: they reach
 the SIP edge held in it. The audit of each is the call's own event trail (:func:`calls.record_event`).
@@ -33,9 +34,11 @@ from aiohttp import web
 from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
 from dispatchd.channels.hotline.voice import callouts, dtmf, g711
+from dispatchd.channels.hotline.voice.media import link
 from dispatchd.channels.hotline.voice.prompts import hold_music, ringback
 from dispatchd.channels.hotline.voice.switch import recording_paths
 from dispatchd.channels.hotline.voice.webrtc import OfferError, OfficerLeg
+from dispatchd.domain.hotlines import normalise_number
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from dispatchd.store.users import User, get_user
 from dispatchd.video.room import ice_configuration
@@ -44,7 +47,16 @@ from dispatchd.web.errors import ApiError, conflict, not_found
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["answer", "hangup_callout", "hold", "key", "parse_offer", "place_callout", "transfer"]
+__all__ = [
+    "answer",
+    "hangup_callout",
+    "hold",
+    "key",
+    "parse_offer",
+    "place_callout",
+    "transfer",
+    "transfer_out",
+]
 
 
 def parse_offer(body: Mapping[str, Any] | None) -> str | None:
@@ -391,3 +403,82 @@ def as_api_error(exc: DomainError) -> ApiError:
     return ApiError(
         status, exc.code, exc.message_zh, exc.message_en, fields=exc.fields or None, extra=exc.extra or None
     )
+
+
+async def transfer_out(app: web.Application, call_id: int, user: User, number: str = "") -> dict[str, Any]:
+    """Transfer the answered call to a number through the trunk (a department): the caller hears
+    music while it rings; answered, the two calls are bridged and the officer's console is free; not
+    answered, the caller is back with the officer."""
+    row, edge = await _held_here(app, call_id, user)
+    if row["state"] != "answered" or row["agent_user_id"] != user.id:
+        raise calls.state_conflict(row, app)
+    if edge.dialer.trunk is None:
+        raise conflict("未配置外呼中继", "no SIP trunk is configured for calls out", code="no_trunk")
+    key = row["external_id"]
+    media = edge.voice.get(key)
+    if media is None or media.far is None:
+        raise conflict("此来电未在控制台接通", "this call is not connected to a console", code="not_bridged")
+    dialled = normalise_number(number, app[HOTLINES].area_code)
+    if dialled is None:
+        raise ApiError(
+            422,
+            "invalid",
+            "号码无效",
+            "not a dialable number",
+            fields={"number": ("号码无效", "not a dialable number")},
+        )
+    outbound = await edge.dialer.dial(dialled)
+    leg = media.detach(hold_music=hold_music(media.codec))
+    if leg is not None:
+        leg.notify({"type": "transferring", "number": dialled})
+    edge.later(_transfer_follow(app, edge, call_id, key, user, outbound, leg))
+    call = await calls.record_event(
+        app, call_id, user, "transfer", {"number": dialled, "from": user.username}
+    )
+    log.info("call_transfer_out", call_id=call_id, officer=user.username, phone=dialled)
+    return {**call, "transfer": {"number": dialled, "state": "dialling"}}
+
+
+async def _transfer_follow(
+    app: web.Application, edge: Any, call_id: int, key: str, user: User, outbound: Any, leg: Any
+) -> None:
+    media = edge.voice.get(key)
+    answered: asyncio.Future[Any] = asyncio.ensure_future(outbound.answered.wait())
+    over: asyncio.Future[Any] = outbound.over
+    try:
+        await asyncio.wait(
+            {answered, over}, timeout=app[SETTINGS].voice.ring_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        answered.cancel()
+    if media is None or media.closed:
+        edge.dialer.hangup(outbound)
+        return
+    if outbound.answered.is_set() and not over.done():
+        link(
+            media,
+            outbound.media,
+            on_a_closed=lambda: edge.dialer.hangup(outbound),
+            on_b_closed=lambda: edge.hangup(key),
+        )
+        if leg is not None:
+            leg.notify({"type": "transferred", "to": outbound.number})
+            await leg.close()
+        await app[PRESENCE].idle(user.id)
+        edge.later(_department_gone(app, edge, key, outbound))
+        return
+    if not over.done():
+        edge.dialer.hangup(outbound)
+    reason, _ = over.result() if over.done() else ("no_answer", 0)
+    if leg is not None and not media.closed:
+        media.attach(leg)
+        leg.notify({"type": "transfer_failed", "reason": reason})
+
+
+async def _department_gone(app: web.Application, edge: Any, key: str, outbound: Any) -> None:
+    """The department hung up: the caller's side ends too (BYE), and the call's record."""
+    await asyncio.shield(outbound.over)
+    if key in edge.agent:
+        edge.hangup(key)
+        edge.finished(key)
+        await calls.caller_gone(app, "sip", key, "department_hangup")

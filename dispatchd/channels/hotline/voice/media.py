@@ -39,7 +39,7 @@ from dispatchd.channels.hotline.voice.wav import WavWriter
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["CallMedia", "CallRecorder", "FarLeg", "MediaClock", "MediaStats"]
+__all__ = ["CallMedia", "CallRecorder", "FarLeg", "MediaClock", "MediaLink", "MediaStats", "link"]
 
 TICK: Final = 0.02
 _HEADER: Final = struct.Struct("!BBHII")
@@ -431,3 +431,45 @@ class MediaClock:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class MediaLink:
+    """A far leg that is another call's SIP side: two calls' media bridged to each other (a caller
+    transferred to a department's number). What this call's caller says goes out on the other call
+    as if from its officer; nothing is decoded (a law conversion is one table lookup there)."""
+
+    def __init__(self, other: CallMedia, codec: int, on_close: Callable[[], None] | None = None) -> None:
+        self.other = other
+        self.codec = codec  # the law of the call it is attached to (what it is handed)
+        self.on_packet: Callable[[int, int, int, int, bool, bytes], None] | None = None
+        self.on_gone: Callable[[], None] | None = None
+        self.on_close = on_close
+        self._ssrc = secrets.randbits(32)
+        self._sequence = secrets.randbits(16)
+        self.closed = False
+
+    def send(self, frame: OutFrame, now: float) -> None:
+        if self.closed:
+            return
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self.other.from_far(
+            self.codec, self._sequence, frame.timestamp, self._ssrc, frame.marker, frame.payload
+        )
+
+    def notify(self, message: dict[str, Any]) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.on_close is not None:
+            self.on_close()
+
+
+def link(
+    a: CallMedia, b: CallMedia, *, on_a_closed: Callable[[], None], on_b_closed: Callable[[], None]
+) -> None:
+    """Bridge two calls' media both ways; closing one side's link calls its ``on_…_closed``."""
+    a.attach(MediaLink(b, a.codec, on_close=on_a_closed))
+    b.attach(MediaLink(a, b.codec, on_close=on_b_closed))

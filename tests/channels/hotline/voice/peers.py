@@ -542,6 +542,24 @@ class PhoneTrunk:
             if i < len(train) - dtmf.END_COPIES:
                 await asyncio.sleep(0.05)
 
+    def hangup(self, number: str) -> None:
+        """The phone hangs up: BYE in the dialog (From the phone with its tag, to our Contact)."""
+        call = self.call_to(number)
+        assert call is not None and self._sip is not None
+        host, port = self._sip.get_extra_info("sockname")[:2]
+        invite = call.invite
+        contact = parse_name_addr(invite.headers.get("Contact") or "").uri
+        fields = [
+            ("Via", f"SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(6)}"),
+            ("Max-Forwards", "70"),
+            ("From", f"{invite.headers.get('To')};tag={call.tag}"),
+            ("To", invite.headers.get("From") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", "1 BYE"),
+        ]
+        self._send(Request("BYE", contact, Headers(fields)), call.source)
+        call.ended.set()
+
     async def close(self) -> None:
         for task in [*self._tasks, *(c.speaking for c in self.calls.values() if c.speaking), self._task]:
             if task is not None:

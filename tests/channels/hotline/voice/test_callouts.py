@@ -181,3 +181,62 @@ async def test_an_order_nobody_accepts_rings_the_unit_until_key_1_accepts_it(
         assert len(trunk.rung) == 2  # one run per order, ever
     finally:
         await trunk.close()
+
+
+async def test_transfer_to_a_department_number_bridges_the_two_calls(
+    make_client: AppFactory, make_user: UserFactory
+) -> None:
+    """The officer transfers the caller to a department's number: the caller hears music while it
+    rings, then the department (660 Hz) and the department the caller (440 Hz); the officer's
+    console is told and freed; when the department hangs up, the caller gets a BYE and the call ends."""
+    from dispatchd.channels.hotline.voice import tones
+    from tests.channels.hotline.voice.conftest import call_state, sip_port, waiting_call
+    from tests.channels.hotline.voice.peers import ToneCaller
+
+    department = "057765890300"
+    trunk = PhoneTrunk({department: "answer"}, frequency=660, ring_for=0.5)
+    port = await trunk.start()
+    client: TestClient[Any, Any] = await make_client(
+        video_host_addresses="127.0.0.1", voice_trunk=f"127.0.0.1:{port}"
+    )
+    officer = await make_user("duty_officer", COUNTY)
+    caller = ToneCaller("127.0.0.1", sip_port(client), frequency=440)
+    peer = OfficerPeer(1000)
+    try:
+        await caller.call()
+        call = await waiting_call(client, officer.headers)
+        answered = await client.post(
+            f"/api/v1/hotline/calls/{call['id']}/answer",
+            json={"offer": await peer.offer()},
+            headers=officer.headers,
+        )
+        await peer.accept((await answered.json())["answer"])
+        await until(lambda: len(caller.heard()) > 8000)
+        moved = await client.post(
+            f"/api/v1/hotline/calls/{call['id']}/transfer",
+            json={"number": "0577-6589 0300"},
+            headers=officer.headers,
+        )
+        assert moved.status == 200, await moved.text()
+        assert (await moved.json())["transfer"] == {"number": department, "state": "dialling"}
+        await until(lambda: any(m.get("type") == "transferred" for m in peer.messages))
+        phone = trunk.call_to(department)
+        assert phone is not None
+        mark = len(caller.heard())
+        await until(lambda: len(phone.heard()) > 12000 and len(caller.heard()) > mark + 12000)
+        assert tones.tone_share(caller.heard()[-8000:], 660) > 0.9
+        assert share_at(phone.heard(), 440) > 0.9
+        trunk.hangup(department)
+        await until(caller.bye_received.is_set)
+
+        async def ended() -> dict[str, Any] | None:
+            got = await call_state(client, officer.headers, call["id"])
+            return got if got["state"] == "ended" else None
+
+        final = await eventually(ended)
+        assert final["end_reason"] == "department_hangup"
+        assert [e["event"] for e in final["timeline"]] == ["offered", "answer", "transfer", "end"]
+    finally:
+        await peer.close()
+        await caller.close()
+        await trunk.close()
