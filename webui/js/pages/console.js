@@ -1287,7 +1287,14 @@ function onLive(msg) {
       S.calls.set(String(call.id), { ...(known || {}), ...call });
     } else S.calls.delete(String(call.id));
     // The call is over, or went to another officer: the headset lets it go.
-    if (S.voice && S.voice.kind === "call" && S.voice.id === String(call.id) && (!LIVE_CALLS.includes(call.state) || (call.state === "answered" && call.agent_user_id !== S.user.id) || call.state === "ringing")) endVoice();
+    // (A ring that was on its way while this console answered is not a transfer: only once talking.)
+    const v = S.voice;
+    if (v && v.kind === "call" && v.id === String(call.id)) {
+      const gone = !LIVE_CALLS.includes(call.state);
+      const elsewhere = call.state === "answered" && call.agent_user_id !== S.user.id;
+      const transferred = call.state === "ringing" && v.status === "talking" && call.ringing_user_id !== S.user.id;
+      if (gone || elsewhere || transferred) endVoice();
+    }
     renderCalls();
   }
 }

@@ -61,8 +61,14 @@ async def test_console_answers_in_chromium_and_hangs_up(
             "/console", token=officer.token, user=officer.user.as_json(), permissions=("microphone",)
         )
         await page.wait_for_selector(f'.call[data-id="{call["id"]}"] button.answer')
+        toasts: list[str] = []
+        page.on("console", lambda message: toasts.append(message.text))
         await page.click(f'.call[data-id="{call["id"]}"] button.answer')
-        await page.wait_for_selector('#voice-bar[data-status="talking"]', timeout=20000)
+        try:
+            await page.wait_for_selector('#voice-bar[data-status="talking"]', timeout=30000)
+        except Exception as exc:
+            shown = await page.evaluate("[...document.querySelectorAll('.toast')].map(t => t.textContent)")
+            raise AssertionError(f"not talking: toasts {shown}, console {toasts}") from exc
         await until(caller.answered.is_set)
         await until(lambda: len(caller.heard()) > 8000 * 2.5, limit=30)
         assert share_at(caller.heard(), 1000, skip=1.0) > 0.8
