@@ -87,7 +87,7 @@ class SipEdge:
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # Media runs on real time whatever the application clock says: packets arrive in it, and
         # jitter, concealment, prompt pacing and the recording's timeline are measured in it.
         self.voice = VoiceSwitch(SystemClock().monotonic)
@@ -142,9 +142,9 @@ class SipEdge:
         for call in self.agent.calls():
             self.transmit(self.agent.hangup(call, self.app[CLOCK].monotonic()))
         await stop_tasks(self._tasks)
+        self.dialer.close_all()  # calls out end: whoever waits on them goes on
         await self.voice.close_all()
-        for task in list(self._background):
-            await task
+        await stop_tasks(list(self._background))
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
@@ -261,9 +261,16 @@ class SipEdge:
         return str(mix.relative_to(settings.data.dir))
 
     def later(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` in the background (media closing, call-out followers, 叫应 runs); stopped
+        with the edge, its failure logged."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("voice_task_failed", error=repr(task.exception()))
 
     def hangup(self, call_key: str) -> None:
         self.transmit(self.agent.hangup(call_key, self.app[CLOCK].monotonic()))

@@ -120,6 +120,11 @@ class Dialer:
         elif outbound.key not in self.agent:
             self._over(outbound, "cancelled", 0)
 
+    def close_all(self) -> None:
+        """This instance stops: every call out is over for whoever waits on it."""
+        for outbound in list(self.calls.values()):
+            self._over(outbound, "shutdown", 0)
+
     def event(self, event: object) -> bool:
         """An agent event for a call out (True when it was one of ours)."""
         call = getattr(event, "call", None)

@@ -231,3 +231,21 @@ async def test_laws_and_codecs_the_console_may_lack(
         finally:
             await peer.close()
             await caller.close()
+
+
+async def test_invite_without_offer_answers_in_the_ack(
+    voice_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A caller whose INVITE carries no SDP gets our offer in the 200 and answers PCMA in its ACK
+    (RFC 3261 §13.2.1): the bridge follows the ACK's address and law, and the tones cross."""
+    officer = await make_user("duty_officer", COUNTY)
+    caller = ToneCaller("127.0.0.1", sip_port(voice_client), codec=g711.PCMA, offer=False)
+    peer = OfficerPeer(1000)
+    try:
+        await _answered(voice_client, officer.headers, caller, peer)
+        await until(lambda: len(peer.heard()) > 12000 and len(caller.heard()) > 12000)
+        assert share_at(peer.heard(), 440) > 0.9 and share_at(caller.heard(), 1000) > 0.9
+        assert {pt for pt, _, _ in caller.received} == {g711.PCMA}
+    finally:
+        await peer.close()
+        await caller.close()
