@@ -249,3 +249,64 @@ async def test_invite_without_offer_answers_in_the_ack(
     finally:
         await peer.close()
         await caller.close()
+
+
+async def test_sipp_caller_echoes_the_officer_through_the_bridge(
+    voice_client: TestClient[Any, Any], make_user: UserFactory, tmp_path: Any
+) -> None:
+    """A third-party caller: sipp dials 967999 and echoes the RTP it receives (-rtp_echo); the officer's
+    1,000 Hz goes to sipp and comes back through the bridge, so both directions work with another RTP
+    stack; the officer's hang-up ends sipp's call cleanly."""
+    import asyncio
+    from pathlib import Path
+
+    from tests.conftest import require_tool
+
+    sipp = require_tool("sipp")
+    scenario = Path(__file__).parents[1] / "scenarios" / "officer_hangs_up.xml"
+    officer = await make_user("duty_officer", COUNTY)
+    process = await asyncio.create_subprocess_exec(
+        sipp,
+        "-sf",
+        str(scenario),
+        "-s",
+        "967999",
+        "-key",
+        "caller",
+        "13900005555",
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-rtp_echo",
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "60s",
+        "-timeout_error",
+        f"127.0.0.1:{sip_port(voice_client)}",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    peer = OfficerPeer(1000)
+    try:
+        call = await waiting_call(voice_client, officer.headers)
+        response = await voice_client.post(
+            f"/api/v1/hotline/calls/{call['id']}/answer",
+            json={"offer": await peer.offer()},
+            headers=officer.headers,
+        )
+        assert response.status == 200
+        await peer.accept((await response.json())["answer"])
+        await until(lambda: len(peer.heard()) > 8000 * 2)
+        assert share_at(peer.heard(), 1000, skip=0.5) > 0.9  # its own voice, back from sipp
+        hung = await voice_client.post(f"/api/v1/hotline/calls/{call['id']}/hangup", headers=officer.headers)
+        assert hung.status == 200
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await peer.close()

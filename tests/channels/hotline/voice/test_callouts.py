@@ -240,3 +240,78 @@ async def test_transfer_to_a_department_number_bridges_the_two_calls(
         await peer.close()
         await caller.close()
         await trunk.close()
+
+
+async def test_sipp_squad_phone_accepts_with_a_captured_key_1(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock, tmp_path: Any
+) -> None:
+    """叫应 with a third-party SIP peer: sipp as the squad leader's phone (the trunk) answers and plays a
+    real captured RFC 4733 train of 1; the order is accepted by that member and sipp gets the BYE."""
+    from pathlib import Path
+
+    from tests.channels.hotline.voice.captures import capture
+    from tests.conftest import require_tool
+
+    sipp = require_tool("sipp")
+    pcap = capture("dtmf_2833_1.pcap")
+    port = ng_free_port()
+    scenario = Path(__file__).parents[1] / "scenarios" / "squad_phone_presses_1.xml"
+    process = await asyncio.create_subprocess_exec(
+        sipp,
+        "-sf",
+        str(scenario),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-mi",
+        "127.0.0.1",
+        "-m",
+        "1",
+        "-key",
+        "key_pcap",
+        str(pcap),
+        "-nostdin",
+        "-timeout",
+        "60s",
+        "-timeout_error",
+        "-trace_err",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        client: TestClient[Any, Any] = await make_client(
+            video_host_addresses="127.0.0.1", voice_trunk=f"127.0.0.1:{port}", voice_escalate_after=30
+        )
+        officer = await make_user("duty_officer", COUNTY)
+        unit, (leader,) = await make_squad(client, officer, make_user, members=1)
+        listed = await client.put(
+            f"/api/v1/hotline/units/{unit['id']}/call-list",
+            json={"entries": [{"user_id": leader.user.id, "phone": "13900000007"}]},
+            headers=officer.headers,
+        )
+        assert listed.status == 200
+        case = await make_case(client, officer, org_tree)
+        sent = await order(client, officer, case["id"], unit["id"])
+        clock.advance(timedelta(seconds=31))
+
+        async def accepted() -> dict[str, Any] | None:
+            got = await (await client.get(f"/api/v1/orders/{sent['id']}", headers=officer.headers)).json()
+            return got if got["state"] == "accepted" else None
+
+        done = await eventually(accepted, limit=40)
+        assert done["accepted_by"] == leader.user.id
+        assert await asyncio.wait_for(process.wait(), 40) == 0  # sipp saw its BYE: the call ended cleanly
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def ng_free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
