@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from dispatchd.channels.hotline.voice import g711, tones, wav
 from tests.channels.hotline.voice.conftest import call_state, eventually, sip_port, until, waiting_call
 from tests.channels.hotline.voice.peers import OfficerPeer, ToneCaller, share_at
-from tests.conftest import COUNTY, UserFactory
+from tests.conftest import COUNTY, AppFactory, UserFactory
 
 
 async def test_officer_and_caller_hear_each_other_and_the_officer_hangs_up(
@@ -251,6 +252,7 @@ async def test_invite_without_offer_answers_in_the_ack(
         await caller.close()
 
 
+@pytest.mark.sipp
 async def test_sipp_caller_echoes_the_officer_through_the_bridge(
     voice_client: TestClient[Any, Any], make_user: UserFactory, tmp_path: Any
 ) -> None:
@@ -310,3 +312,33 @@ async def test_sipp_caller_echoes_the_officer_through_the_bridge(
             process.kill()
             await process.wait()
         await peer.close()
+
+
+async def test_answer_with_an_offer_on_another_instance(
+    make_client: AppFactory, make_user: UserFactory
+) -> None:
+    """The officer's request reaches an instance that does not hold the call: the offer travels to the
+    holder with the command, its WebRTC answer comes back, and the two still hear each other."""
+    holder = await make_client(video_host_addresses="127.0.0.1")
+    other = await make_client(video_host_addresses="127.0.0.1")
+    officer = await make_user("duty_officer", COUNTY)
+    caller = ToneCaller("127.0.0.1", sip_port(holder), frequency=440)
+    peer = OfficerPeer(1000)
+    try:
+        await caller.call()
+        call = await waiting_call(other, officer.headers)
+        response = await other.post(
+            f"/api/v1/hotline/calls/{call['id']}/answer",
+            json={"offer": await peer.offer()},
+            headers=officer.headers,
+        )
+        assert response.status == 200, await response.text()
+        await peer.accept((await response.json())["answer"])
+        await until(lambda: len(peer.heard()) > 12000 and len(caller.heard()) > 12000)
+        assert share_at(peer.heard(), 440) > 0.9 and share_at(caller.heard(), 1000) > 0.9
+        hung = await other.post(f"/api/v1/hotline/calls/{call['id']}/hangup", headers=officer.headers)
+        assert hung.status == 200
+        await until(caller.bye_received.is_set)
+    finally:
+        await peer.close()
+        await caller.close()

@@ -7,6 +7,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from dispatchd.clock import FakeClock
@@ -242,6 +243,7 @@ async def test_transfer_to_a_department_number_bridges_the_two_calls(
         await trunk.close()
 
 
+@pytest.mark.sipp
 async def test_sipp_squad_phone_accepts_with_a_captured_key_1(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock, tmp_path: Any
 ) -> None:
