@@ -49,7 +49,7 @@ async def test_console_answers_in_chromium_and_hangs_up(
 ) -> None:
     """Clicking 接听 answers with a WebRTC offer from the page: the caller hears the fake microphone's
     1,000 Hz, the page receives the caller's audio, the key 7 the caller presses shows in the voice
-    bar, and 挂断 sends the caller a BYE and ends the call."""
+    bar, and 挂断 sends the caller a BYE and ends the call; made a case, the call's recording plays in it."""
     client: TestClient[Any, Any] = await make_client(video_host_addresses="127.0.0.1")
     browsing = Browsing(client, chromium_with_microphone)
     officer = await make_user("duty_officer", COUNTY)
@@ -87,6 +87,24 @@ async def test_console_answers_in_chromium_and_hangs_up(
 
         await eventually(ended)
         await page.wait_for_selector("#voice-bar", state="hidden")
+
+        # Made a case, the call's recording plays in the case's "calls and recordings".
+        made = await client.post(
+            f"/api/v1/hotline/calls/{call['id']}/incident",
+            json={"category": "incident.dispute", "description": "来电反映纠纷"},
+            headers=officer.headers,
+        )
+        assert made.status == 201
+        case = (await made.json())["incident"]
+        await page.goto(browsing.url(f"/console?case={case['id']}"))
+        source = await (await page.wait_for_selector(".recording audio")).get_attribute("src")
+        assert source is not None and f"/api/v1/hotline/calls/{call['id']}/recording" in source
+        duration = await wait_js(
+            page,
+            "(() => { const a = document.querySelector('.recording audio'); a.preload = 'auto'; a.load();"
+            " return new Promise(r => a.addEventListener('loadedmetadata', () => r(a.duration), {once: true})); })()",
+        )
+        assert duration > 1.0  # a real WAV the browser reads, seconds long
         watch.check()
     finally:
         await caller.close()
