@@ -131,7 +131,7 @@ class PeerEnd:
     async def accept(self, sdp: str) -> None:
         from aiortc import RTCSessionDescription
 
-        from dispatchd.video import seam
+        from dispatchd.channels.hotline.voice import seam
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         transceiver = self.pc.getTransceivers()[0]

@@ -3,7 +3,7 @@
 ``python -m bench.voice.servers bridge``: dispatchd's voice bridge — for each call a
 :class:`~dispatchd.channels.hotline.voice.media.CallMedia` on the caller's side and, on the other,
 either another ``CallMedia`` linked to it (``{"op": "sip"}``: a caller bridged to a department, RTP
-both sides, what :func:`dispatchd.channels.hotline.voice.console.transfer_out` builds) or the
+both sides, what :func:`dispatchd.channels.hotline.console.transfer_out` builds) or the
 officer's WebRTC leg answering an offer (``{"op": "webrtc"}``: the console's path, SRTP on that
 side). Both run on one :class:`~dispatchd.channels.hotline.voice.media.MediaClock`, as in dispatchd.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -26,10 +27,24 @@ def setup(app: web.Application) -> None:
     from dispatchd.web.routing import add_routes
 
     add_routes(app, api.ROUTES)
+    register_order_acceptance(app)
     app[BOARD_SECTIONS]["orders"] = orders.orders_section
     app[BOARD_SECTIONS]["alerts"] = orders.alerts_section
     app.cleanup_ctx.append(live_ctx)
     app.on_shutdown.append(close_websockets)
+
+
+def register_order_acceptance(app: web.Application) -> None:
+    """The hotline's 叫应 accepts an order, on the phone, through the squad app's own accept."""
+    from dispatchd.channels.hotline.appkeys import ORDER_ACCEPTANCE  # like the others: set up late
+    from dispatchd.live import orders  # like the others: set up late
+    from dispatchd.store.users import User  # like the others: set up late
+    from dispatchd.web.appkeys import CTX  # like the others: set up late
+
+    async def accept(order_id: int, user: User) -> dict[str, Any]:
+        return await orders.accept(app, order_id, user)
+
+    app[CTX][ORDER_ACCEPTANCE] = accept
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:

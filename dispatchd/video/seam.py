@@ -18,11 +18,6 @@ aiortc's classes or modules, so peers that do decode, such as test clients, are 
 Senders need no change: given ``av.Packet`` s by their track, they packetise them (``encoder.pack``)
 and keep their own RTP history for NACK retransmission.
 
-The hotline's voice bridge uses the same two receiver replacements for audio: its tap
-(:func:`tap_audio_receiver`) hands on every RTP packet as it comes — sequence number, timestamp,
-payload type, payload — after aiortc removed SRTP, so G.711 from the browser reaches the caller's
-leg without being decoded.
-
 The names used here are private to aiortc and may change in any release, hence the pinned version
 (``pyproject.toml``) and :func:`check_version`; ``tests/video/test_seam.py`` exercises each of them.
 """
@@ -114,41 +109,6 @@ class ReceiverTap:
         future = asyncio.ensure_future(send(self.ssrc))
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
-
-
-class AudioReceiverTap:
-    """Stands in for an audio receiver's jitter buffer: each RTP packet goes to ``on_packet``."""
-
-    capacity = 16
-
-    def __init__(self, on_packet: Callable[[Any], None]) -> None:
-        self.on_packet = on_packet
-        self.packets = 0
-
-    def add(self, packet: Any) -> tuple[bool, None]:
-        """Called by the receiver for each packet (``payload_type``, ``sequence_number``,
-        ``timestamp``, ``ssrc``, ``marker``, ``payload``), SRTP already removed."""
-        self.packets += 1
-        self.on_packet(packet)
-        return False, None
-
-
-def tap_audio_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[Any], None]) -> AudioReceiverTap:
-    """Make an audio ``receiver`` hand its RTP packets to ``on_packet`` instead of decoding them.
-
-    Call after ``setRemoteDescription`` and before the connection starts the receiver.
-    """
-    for name in (_JITTER_BUFFER, _DECODER_QUEUE):
-        if not hasattr(receiver, name):
-            raise SeamError(f"RTCRtpReceiver has no {name}: aiortc changed")
-    existing = getattr(receiver, _JITTER_BUFFER)
-    if isinstance(existing, AudioReceiverTap):
-        existing.on_packet = on_packet
-        return existing
-    tap = AudioReceiverTap(on_packet)
-    setattr(receiver, _JITTER_BUFFER, tap)
-    setattr(receiver, _DECODER_QUEUE, _NoDecoder())
-    return tap
 
 
 def limit_host_addresses(addresses: list[str]) -> None:

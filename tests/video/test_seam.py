@@ -43,22 +43,6 @@ async def test_private_names_exist() -> None:
         await pc.close()
 
 
-async def test_audio_tap_replaces_the_audio_receivers_buffer() -> None:
-    """The hotline's voice tap takes the place of an audio receiver's jitter buffer and decoder queue,
-    hands every packet on and tells the receiver no frame is complete (so nothing is decoded)."""
-    pc = RTCPeerConnection()
-    try:
-        t = pc.addTransceiver("audio")
-        seen: list[Any] = []
-        tap = seam.tap_audio_receiver(t.receiver, seen.append)
-        assert getattr(t.receiver, seam._JITTER_BUFFER) is tap
-        assert getattr(t.receiver, seam._DECODER_QUEUE).get() is None
-        assert tap.add("packet") == (False, None) and seen == ["packet"]
-        assert seam.tap_audio_receiver(t.receiver, lambda p: None) is tap  # tapped once
-    finally:
-        await pc.close()
-
-
 def encoded_clip(frames: int = 30) -> list[bytes]:
     """A few VP8 frames of 160×120, encoded once up front (the test's publisher never encodes live)."""
     enc = av.CodecContext.create("libvpx", "w")

@@ -31,10 +31,9 @@ log = structlog.get_logger("dispatchd.hotline")
 
 
 def setup(app: web.Application) -> None:
-    from dispatchd.channels.hotline import api, calls
+    from dispatchd.channels.hotline import api, calls, voice_api
     from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
     from dispatchd.channels.hotline.presence import Presence
-    from dispatchd.channels.hotline.voice import api as voice_api
     from dispatchd.domain.hotlines import load_hotlines
     from dispatchd.incidents.stats import register_section
     from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, INSTANCE_ID, REDIS, SETTINGS, TAXONOMY
@@ -114,15 +113,15 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _voice_retention(app: web.Application) -> None:
     """Recordings older than ``[voice] recording_days`` are deleted (each instance its own files)."""
-    from dispatchd.channels.hotline.voice.recordings import keep_purging
-    from dispatchd.web.appkeys import CTX
+    from dispatchd.channels.hotline.voice.recordings import keep_purging  # set up late, as above
+    from dispatchd.web.appkeys import CTX  # set up late, as above
 
     await keep_purging(app[CTX])
 
 
 async def _voice_escalation(app: web.Application, edge: Any) -> None:
     """叫应: orders not accepted in time ring the unit's call list (with [voice] escalate_after)."""
-    from dispatchd.channels.hotline.voice.escalation import keep_escalating
+    from dispatchd.channels.hotline.escalation import keep_escalating  # set up late, as above
 
     await keep_escalating(app, edge)
 

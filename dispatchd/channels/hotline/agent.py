@@ -739,7 +739,9 @@ class HotlineAgent:
 
     # -- calls out (UAC) --------------------------------------------------------------------
 
-    def dial(self, number: str, sdp: bytes, trunk: Trunk, local_host: str, now: float) -> tuple[str, list[Effect]]:
+    def dial(
+        self, number: str, sdp: bytes, trunk: Trunk, local_host: str, now: float
+    ) -> tuple[str, list[Effect]]:
         """Call ``number`` through ``trunk`` with our SDP offer; returns the call's key and effects."""
         call_id = f"{self._token()}{self._token()}@{local_host or 'dispatchd'}"
         tag = self._token()
@@ -800,7 +802,12 @@ class HotlineAgent:
         if status < 300:
             return self._out_answered(dialling, response, now)
         self._by_tx.pop(dialling.tx_key, None)
-        if status in (401, 407) and dialling.trunk.username and dialling.auth_tries < 2 and dialling.state != "cancelling":
+        if (
+            status in (401, 407)
+            and dialling.trunk.username
+            and dialling.auth_tries < 2
+            and dialling.state != "cancelling"
+        ):
             retried = self._authenticate(dialling, response, now)
             if retried is not None:
                 return retried
@@ -880,7 +887,10 @@ class HotlineAgent:
         self._calls[call.key] = call
         self._aliases[f"{dialling.call_id};{remote_tag}"] = call.key
         fields: list[tuple[str, str]] = [
-            ("Via", f"SIP/2.0/{call.peer.transport} {self._via_host(call)};branch={MAGIC_COOKIE}{self._token()};rport"),
+            (
+                "Via",
+                f"SIP/2.0/{call.peer.transport} {self._via_host(call)};branch={MAGIC_COOKIE}{self._token()};rport",
+            ),
             ("Max-Forwards", "70"),
             ("From", call.local_party),
             ("To", call.remote_party),

@@ -12,10 +12,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from dispatchd.channels.hotline import calls, remote
+from dispatchd.channels.hotline import calls, remote, voice_api
 from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE
 from dispatchd.channels.hotline.stats import call_statistics
-from dispatchd.channels.hotline.voice import api as voice_api
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.web.appkeys import CLOCK, ORGS, POOL, SETTINGS
 from dispatchd.web.auth import current_user, may_see, require_role
@@ -315,8 +314,8 @@ ROUTES: Final[list[ApiRoute]] = [
         "POST",
         "/api/v1/hotline/calls/{id}/answer",
         answer_call,
-        "Answer the call: 200 OK to the caller; with {offer: {type: \"offer\", sdp}} the caller is bridged"
-        " to that WebRTC peer and the call comes with {answer: {type: \"answer\", sdp}}; without, the"
+        'Answer the call: 200 OK to the caller; with {offer: {type: "offer", sdp}} the caller is bridged'
+        ' to that WebRTC peer and the call comes with {answer: {type: "answer", sdp}}; without, the'
         " caller is recorded only (a PBX desk)",
         TAG,
         body=voice_api.ANSWER_FIELDS,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from dispatchd.channels.hotline.dialer import Dialer
 from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.sdp import SdpOffer
-from dispatchd.channels.hotline.voice.dialer import Dialer
 from dispatchd.channels.hotline.voice.prompts import PromptLibrary
 from dispatchd.channels.hotline.voice.switch import VoiceSwitch
+from dispatchd.context import Slot
 from dispatchd.domain.hotlines import HotlineDirectory
+from dispatchd.store.users import User
 
 
 class SipControl(Protocol):
@@ -67,3 +69,8 @@ SIP = web.AppKey("sip", SipRuntime)
 # The ports the SIP edge really bound: {"udp": 5060, "tcp": 5060} (tests bind port 0); empty
 # until it started, or when this instance runs without SIP intake. The same dict as SIP's ports.
 SIP_PORTS = web.AppKey("sip_ports", dict[str, int])
+
+# 叫应: how a squad member's acceptance of an order is recorded — the squad app's own accept
+# (dispatchd.live.orders.accept), registered by the live capability, so the hotline does not import it.
+OrderAcceptance = Callable[[int, User], Awaitable[dict[str, Any]]]
+ORDER_ACCEPTANCE: Final = Slot[OrderAcceptance]("order_acceptance")

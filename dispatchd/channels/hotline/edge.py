@@ -28,25 +28,25 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from dispatchd.channels.hotline import calls
+from dispatchd.channels.hotline import announce, calls
 from dispatchd.channels.hotline.agent import (
     AgentConfig,
     CallAbandoned,
     CallConfirmed,
     CallEnded,
     CallOffered,
+    CallStateError,
     Dropped,
     HotlineAgent,
     Rejected,
 )
 from dispatchd.channels.hotline.appkeys import HOTLINES
+from dispatchd.channels.hotline.dialer import Dialer
 from dispatchd.channels.hotline.sdp import SdpOffer
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
-from dispatchd.channels.hotline.voice import announce
-from dispatchd.channels.hotline.voice.dialer import Dialer
 from dispatchd.channels.hotline.voice.prompts import PromptLibrary
-from dispatchd.channels.hotline.voice.switch import VoiceSwitch, recording_paths
+from dispatchd.channels.hotline.voice.switch import MediaOffer, VoiceSwitch, recording_paths
 from dispatchd.clock import SystemClock
 from dispatchd.tasks import stop_tasks
 from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, SETTINGS
@@ -96,8 +96,10 @@ class SipEdge:
             self.agent,
             self.voice,
             settings,
-            local_host=lambda: settings.sip.advertise_host
-            or (self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"),
+            local_host=lambda: (
+                settings.sip.advertise_host
+                or (self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1")
+            ),
             bind=self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0",
             monotonic=app[CLOCK].monotonic,
             transmit=self.transmit,
@@ -226,12 +228,10 @@ class SipEdge:
         staged leg attached, the recording started; returns the recording's path under the data dir."""
         settings = self.app[SETTINGS]
         if call_key not in self.agent:
-            from dispatchd.channels.hotline.agent import CallStateError
-
             raise CallStateError("call is gone")
         created = self.voice.get(call_key) is None
         bind = self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0"
-        media = await self.voice.open(call_key, self.agent.offer_of(call_key), bind)
+        media = await self.voice.open(call_key, bind, media_offer(self.agent.offer_of(call_key)))
         staged = self.voice.take_staged(call_key)
         if self.agent.call_state(call_key) == "ringing":
             direction = "sendrecv" if staged is not None or media.mode != "idle" else "recvonly"
@@ -285,13 +285,15 @@ class SipEdge:
         if self.agent.call_state(call_key) != "ringing":
             return
         bind = self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0"
-        media = await self.voice.open(call_key, offer, bind)
+        media = await self.voice.open(call_key, bind, media_offer(offer))
         if self.agent.call_state(call_key) != "ringing":  # gone while the port was bound
             await self.voice.close(call_key)
             return
         media.mode = "prompts"
         self.transmit(
-            self.agent.answer(call_key, self.media_host(call_key), media.port, self.app[CLOCK].monotonic(), "sendrecv")
+            self.agent.answer(
+                call_key, self.media_host(call_key), media.port, self.app[CLOCK].monotonic(), "sendrecv"
+            )
         )
         session = announce.Announcements(self.app, media, call, route, directory, self.prompts, self.later)
         session.start()
@@ -366,6 +368,19 @@ class SipEdge:
                 media.set_remote(
                     event.answer.remote_rtp(), codec[0] if codec else None, event.answer.telephone_event()
                 )
+
+
+def media_offer(offer: SdpOffer | None) -> MediaOffer | None:
+    """What the media needs of the caller's SDP offer (None: there was none)."""
+    if offer is None:
+        return None
+    chosen = offer.audio_codec()
+    return MediaOffer(
+        codec=chosen[0] if chosen is not None else 0,
+        dtmf_payload_type=offer.telephone_event(),
+        remote=offer.remote_rtp(),
+        ptime=offer.packet_time(),
+    )
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -18,8 +18,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from dispatchd.channels.hotline import calls
-from dispatchd.channels.hotline.voice import console
+from dispatchd.channels.hotline import calls, console
 from dispatchd.store.keys import hotline_commands, hotline_reply
 from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling

@@ -1,7 +1,7 @@
 """Calls out as records: callbacks, calls to departments and 叫应, and the units' call lists.
 
 A service on the :class:`~dispatchd.context.Context`: it reads and writes PostgreSQL and raises
-:mod:`dispatchd.errors`; the SIP and media side lives in :mod:`dispatchd.channels.hotline.voice.dialer`.
+:mod:`dispatchd.errors`; the SIP and media side lives in :mod:`dispatchd.channels.hotline.dialer`.
 Every change of a call out goes through :func:`_record` (one place to hand over to the change
 recorder); 叫应 runs are claimed once per order in ``voice_escalations``.
 """

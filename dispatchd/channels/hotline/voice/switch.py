@@ -10,18 +10,30 @@ the SIP answer and attached by the edge once the caller is answered, so the call
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import structlog
 
-from dispatchd.channels.hotline.sdp import SdpOffer
 from dispatchd.channels.hotline.voice import g711
 from dispatchd.channels.hotline.voice.media import CallMedia, FarLeg, MediaClock
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["VoiceSwitch", "recording_paths"]
+__all__ = ["MediaOffer", "VoiceSwitch", "recording_paths"]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaOffer:
+    """What the caller's SDP says of its audio: G.711 law, telephone-event type, address, packet time.
+
+    The defaults are ours when the INVITE came without an offer (the answer comes in the ACK)."""
+
+    codec: int = g711.PCMU
+    dtmf_payload_type: int | None = 101
+    remote: tuple[str, int] | None = None
+    ptime: int = 20
 
 
 def recording_paths(
@@ -46,19 +58,13 @@ class VoiceSwitch:
     def get(self, call: str) -> CallMedia | None:
         return self.media.get(call)
 
-    async def open(self, call: str, offer: SdpOffer | None, bind: str) -> CallMedia:
-        """The call's media, made and bound on first use (codec, packet time and DTMF from the offer)."""
+    async def open(self, call: str, bind: str, offer: MediaOffer | None = None) -> CallMedia:
+        """The call's media, made and bound on first use (law, packet time and DTMF from the offer)."""
         existing = self.media.get(call)
         if existing is not None:
             return existing
-        codec, remote, ptime = g711.PCMU, None, 20
-        dtmf_pt: int | None = 101  # ours, when the INVITE had no offer (sdp.build_offer)
-        if offer is not None:
-            chosen = offer.audio_codec()
-            codec = chosen[0] if chosen is not None else g711.PCMU
-            dtmf_pt = offer.telephone_event()
-            remote = offer.remote_rtp()
-            ptime = offer.packet_time()
+        offer = offer or MediaOffer()
+        codec, dtmf_pt, remote, ptime = offer.codec, offer.dtmf_payload_type, offer.remote, offer.ptime
         media = CallMedia(
             call,
             codec=codec,

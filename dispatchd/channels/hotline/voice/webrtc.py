@@ -2,7 +2,7 @@
 
 Where the browser offers the caller's G.711 law (every browser offers PCMU and PCMA), the
 answer keeps only that codec and nothing is decoded: the receiver's RTP packets are tapped after
-SRTP (:func:`dispatchd.video.seam.tap_audio_receiver`) and the caller's payloads go out through
+SRTP (:func:`dispatchd.channels.hotline.voice.seam.tap_audio_receiver`) and the caller's payloads go out through
 aiortc's sender as encoded packets (its G.711 ``pack`` only stamps them). With the other law only,
 a table converts (:func:`~dispatchd.channels.hotline.voice.g711.transcode`). Only a browser with no
 G.711 at all gets Opus: then aiortc decodes and encodes, and this leg resamples to 8 kHz.
@@ -27,9 +27,8 @@ import structlog
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from dispatchd.channels.hotline.voice import g711
+from dispatchd.channels.hotline.voice import g711, seam
 from dispatchd.channels.hotline.voice.jitter import OutFrame
-from dispatchd.video import seam
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -105,11 +104,11 @@ class OfficerLeg:
                 raise OfferError("the offer has no audio")
             transceiver = audio[0]
             wire: int | None
-            if seam.restrict_codecs(transceiver, _NAMES[codec]):
+            if seam.keep_codec(transceiver, _NAMES[codec]):
                 wire = codec
-            elif seam.restrict_codecs(transceiver, _NAMES[_OTHER[codec]]):
+            elif seam.keep_codec(transceiver, _NAMES[_OTHER[codec]]):
                 wire = _OTHER[codec]
-            elif seam.restrict_codecs(transceiver, "opus"):
+            elif seam.keep_codec(transceiver, "opus"):
                 wire = None
             else:
                 raise OfferError("the offer has neither G.711 nor Opus audio")

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
-from dispatchd.channels.hotline.voice import callouts, dtmf, g711
+from dispatchd.channels.hotline.voice import callouts, dtmf, g711, seam
 from dispatchd.channels.hotline.voice.media import link
 from dispatchd.channels.hotline.voice.prompts import hold_music, ringback
 from dispatchd.channels.hotline.voice.switch import recording_paths
@@ -41,7 +41,6 @@ from dispatchd.channels.hotline.voice.webrtc import OfferError, OfficerLeg
 from dispatchd.domain.hotlines import normalise_number
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from dispatchd.store.users import User, get_user
-from dispatchd.video.room import ice_configuration
 from dispatchd.web.appkeys import CLOCK, CTX, INSTANCE_ID, ORGS, POOL, SETTINGS
 from dispatchd.web.errors import ApiError, conflict, not_found
 
@@ -116,7 +115,7 @@ async def answer(app: web.Application, call_id: int, user: User, offer: str | No
     if row["state"] not in calls.WAITING and not reconnect:
         raise calls.state_conflict(row, app)
     try:
-        leg = await OfficerLeg.answer(offer, codec, ice_configuration(app[SETTINGS].video))
+        leg = await OfficerLeg.answer(offer, codec, seam.configuration(app[SETTINGS].video))
     except OfferError as exc:
         raise ApiError(
             422, "bad_offer", f"无法应答此 offer：{exc}", f"the offer cannot be answered: {exc}"
@@ -279,7 +278,7 @@ async def place_callout(
     except DomainError as exc:
         raise as_api_error(exc) from None
     try:
-        leg = await OfficerLeg.answer(offer, g711.PCMU, ice_configuration(app[SETTINGS].video))
+        leg = await OfficerLeg.answer(offer, g711.PCMU, seam.configuration(app[SETTINGS].video))
     except OfferError as exc:
         await callouts.record(
             ctx, callout["id"], "failed", state="failed", result="failed", ended_at=ctx.clock.now()

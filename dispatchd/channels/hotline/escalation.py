@@ -4,7 +4,7 @@ An order still ``pending`` or ``delivered`` ``[voice] escalate_after`` seconds a
 whose unit has a call list, is claimed by one instance (``voice_escalations``, once per order). That
 instance rings the people on the list in order through the trunk. Whoever answers hears the
 escalation prompt; pressing 1 accepts the order — through :func:`dispatchd.live.orders.accept`, the
-very path of the squad app's accept, as that member — and they hear the confirmation; another key,
+very path of the squad app's accept, as that member (registered as ``ORDER_ACCEPTANCE`` by live) — and they hear the confirmation; another key,
 no key after the prompt was played twice, no answer within ``[voice] ring_timeout``, busy: the next
 person. The run ends accepted, exhausted (nobody accepted) or stopped (the order was accepted or
 cancelled meanwhile). Each call is a call out of kind ``escalation``, recorded like any other.
@@ -19,11 +19,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from dispatchd.channels.hotline.appkeys import HOTLINES
+from dispatchd.channels.hotline.appkeys import HOTLINES, ORDER_ACCEPTANCE
+from dispatchd.channels.hotline.dialer import Outbound
 from dispatchd.channels.hotline.voice import callouts
-from dispatchd.channels.hotline.voice.dialer import Outbound
 from dispatchd.channels.hotline.voice.switch import recording_paths
-from dispatchd.live import orders
 from dispatchd.store.users import get_user
 from dispatchd.tasks import raise_if_cancelling
 from dispatchd.web.appkeys import CTX
@@ -200,8 +199,12 @@ async def _accept(app: web.Application, order_id: int, user_id: int) -> bool:
         user = await get_user(conn, user_id)
     if user is None:
         return False
+    accept = ctx.get(ORDER_ACCEPTANCE)
+    if accept is None:
+        log.error("escalation_cannot_accept", order_id=order_id, reason="orders are not set up here")
+        return False
     try:
-        order = await orders.accept(app, order_id, user)
+        order = await accept(order_id, user)
     except ApiError as exc:
         log.info("escalation_accept_refused", order_id=order_id, code=exc.code)
         return False

@@ -11,9 +11,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from dispatchd.channels.hotline import remote
+from dispatchd.channels.hotline import console, remote
 from dispatchd.channels.hotline.appkeys import HOTLINES, SIP
-from dispatchd.channels.hotline.voice import callouts, console, recordings
+from dispatchd.channels.hotline.voice import callouts, recordings
 from dispatchd.errors import DomainError, NotFound
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, require_role
