@@ -1050,6 +1050,11 @@ function onVoiceMessage(m) {
   else if (m.type === "hold") S.voice.hold = Boolean(m.on);
   else if (m.type === "ringing") S.voice.status = "ringing";
   else if (m.type === "answered") S.voice.status = "talking";
+  else if (m.type === "transferring") S.voice.status = "transferring";
+  else if (m.type === "transfer_failed") {
+    S.voice.status = "talking";
+    toast(t("voice.transfer_failed"), "error");
+  }
   else if (m.type === "ended" || m.type === "transferred") {
     const wasCallout = S.voice.kind === "callout";
     endVoice();
@@ -1099,12 +1104,25 @@ async function transferDialog() {
     toast(errorText(err), "error");
     return;
   }
-  const select = h("select", { name: "user_id", required: true }, officers.map((o) => h("option", { value: o.user_id }, `${o.display_name || o.username}${o.available ? "" : ` (${t("call.away")})`}`)));
+  const select = h("select", { name: "user_id" }, [h("option", { value: "" }, "—"), ...officers.map((o) => h("option", { value: o.user_id }, `${o.display_name || o.username}${o.available ? "" : ` (${t("call.away")})`}`))]);
+  const number = h("input", { name: "number", inputmode: "tel", placeholder: "0577-6589 0101" });
+  const cfg = await voiceConfig();
   openDialog({
     title: t("voice.transfer"),
-    body: officers.length ? h("label.field", h("span", t("voice.transfer_to")), select) : h("p.muted", t("voice.nobody")),
+    body: [
+      officers.length ? h("label.field", h("span", t("voice.transfer_to")), select) : h("p.muted", t("voice.nobody")),
+      cfg.calls_out ? h("label.field", h("span", t("voice.transfer_number")), number) : null,
+    ],
     submit: t("voice.transfer"),
     onSubmit: async () => {
+      if (number.value.trim()) {
+        // A department's number: the caller waits with music; answered, the officer's console is free.
+        await post(`/api/v1/hotline/calls/${v.id}/transfer`, { number: number.value.trim() });
+        v.status = "transferring";
+        renderVoice();
+        return;
+      }
+      if (!select.value) return;
       await post(`/api/v1/hotline/calls/${v.id}/transfer`, { user_id: Number(select.value) });
       endVoice();
       loadCalls();
