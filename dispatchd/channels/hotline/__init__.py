@@ -108,6 +108,8 @@ async def hotline_ctx(app: web.Application) -> AsyncIterator[None]:
             await edge.close()
             with contextlib.suppress(Exception):
                 await calls.close_own_calls(app)
+            with contextlib.suppress(Exception):
+                await _close_own_callouts(app)
         runtime.ports.clear()
 
 
@@ -117,6 +119,13 @@ async def _voice_retention(app: web.Application) -> None:
     from dispatchd.web.appkeys import CTX  # set up late, as above
 
     await keep_purging(app[CTX])
+
+
+async def _close_own_callouts(app: web.Application) -> None:
+    from dispatchd.channels.hotline.voice.callouts import close_own  # set up late, as above
+    from dispatchd.web.appkeys import CTX  # set up late, as above
+
+    await close_own(app[CTX])
 
 
 async def _voice_escalation(app: web.Application, edge: Any) -> None:

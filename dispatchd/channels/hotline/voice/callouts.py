@@ -2,8 +2,9 @@
 
 A service on the :class:`~dispatchd.context.Context`: it reads and writes PostgreSQL and raises
 :mod:`dispatchd.errors`; the SIP and media side lives in :mod:`dispatchd.channels.hotline.dialer`.
-Every change of a call out goes through :func:`_record` (one place to hand over to the change
-recorder); 叫应 runs are claimed once per order in ``voice_escalations``.
+Every change of a call out goes through :func:`record` (one place to hand over to the change
+recorder; :func:`close_own` ends them in bulk when the instance stops); 叫应 runs are claimed once
+per order in ``voice_escalations``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "call_list",
     "callout_json",
     "claim_escalations",
+    "close_own",
     "create",
     "finish_escalation",
     "get",
@@ -299,3 +301,25 @@ async def finish_escalation(ctx: Context, order_id: int, state: str, accepted_by
 def refuse_when_busy(state: str) -> None:
     if state not in LIVE:
         raise Conflict("外呼已结束", "the call out is over", code="callout_over")
+
+
+async def close_own(ctx: Context, reason: str = "shutdown") -> int:
+    """This instance stops: its calls out still live end (answered ones ``ended``, the others
+    ``failed``) and its 叫应 runs stop. Returns how many calls out were closed."""
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE voice_callouts SET state = CASE WHEN state = 'answered' THEN 'ended' ELSE 'failed' END,"
+            " result = COALESCE(result, $3), ended_at = $2, version = version + 1"
+            " WHERE instance_id = $1 AND state = ANY($4) RETURNING id",
+            ctx.instance_id,
+            now,
+            reason,
+            list(LIVE),
+        )
+        await conn.execute(
+            "UPDATE voice_escalations SET state = 'stopped', finished_at = $2 WHERE instance_id = $1 AND state = 'calling'",
+            ctx.instance_id,
+            now,
+        )
+    return len(rows)

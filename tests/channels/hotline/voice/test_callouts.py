@@ -317,3 +317,41 @@ def ng_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_a_stopping_instance_ends_its_calls_out(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clean_stores: Any
+) -> None:
+    """A call out still ringing when its instance stops is recorded failed (shutdown), not left live,
+    and the phone is sent a CANCEL."""
+    import asyncpg
+
+    trunk = PhoneTrunk({REPORTER: "ring"})
+    port = await trunk.start()
+    client: TestClient[Any, Any] = await make_client(
+        video_host_addresses="127.0.0.1", voice_trunk=f"127.0.0.1:{port}"
+    )
+    officer = await make_user("duty_officer", COUNTY)
+    case = await make_case(client, officer, org_tree, caller=REPORTER)
+    peer = OfficerPeer(1000)
+    try:
+        response = await client.post(
+            "/api/v1/hotline/callouts",
+            json={"incident_id": case["id"], "offer": await peer.offer()},
+            headers=officer.headers,
+        )
+        body = await response.json()
+        await until(lambda: {"type": "ringing"} in peer.messages or trunk.call_to(REPORTER) is not None)
+        await client.close()
+        phone = trunk.call_to(REPORTER)
+        assert phone is not None
+        await until(lambda: phone.cancelled)
+        conn = await asyncpg.connect(clean_stores.database)
+        try:
+            row = await conn.fetchrow("SELECT state, result FROM voice_callouts WHERE id = $1", body["id"])
+        finally:
+            await conn.close()
+        assert (row["state"], row["result"]) == ("failed", "shutdown")
+    finally:
+        await peer.close()
+        await trunk.close()

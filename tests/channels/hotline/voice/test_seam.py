@@ -37,7 +37,9 @@ async def test_keep_codec_narrows_the_answer() -> None:
         assert not seam.keep_codec(transceiver, "G729")
         assert seam.keep_codec(transceiver, "PCMA")
         await answerer.setLocalDescription(await answerer.createAnswer())
-        audio = next(line for line in answerer.localDescription.sdp.splitlines() if line.startswith("m=audio"))
+        audio = next(
+            line for line in answerer.localDescription.sdp.splitlines() if line.startswith("m=audio")
+        )
         assert audio.split()[3:] == ["8"]
     finally:
         await offerer.close()
