@@ -9,7 +9,6 @@ import gc
 import json
 import os
 import secrets
-import signal
 import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,11 +16,18 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from aiohttp import web
 
-from dispatchd import __version__
+from dispatchd import __version__, http_server
 from dispatchd.config import ConfigError, Settings, describe, load_settings
+from dispatchd.domain.hotlines import load_hotlines
+from dispatchd.domain.orgs import load_org_tree
+from dispatchd.domain.taxonomy import load_taxonomy
+from dispatchd.embedded import EmbeddedStores
 from dispatchd.logs import configure_logging
+from dispatchd.store import apikeys, users
+from dispatchd.store.db import init_connection
+from dispatchd.store.migrate import migrate
+from dispatchd.store.orgs import sync_org_tree
 
 log = structlog.get_logger("dispatchd")
 EXIT_CONFIG = 2
@@ -42,10 +48,6 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 def _validate_config_files(settings: Settings) -> None:
     """Load what the daemon loads at start, so bad files fail here with the file named."""
-    from dispatchd.domain.hotlines import load_hotlines
-    from dispatchd.domain.orgs import load_org_tree
-    from dispatchd.domain.taxonomy import load_taxonomy
-
     for name, path in (
         ("paths.orgs", settings.paths.orgs),
         ("paths.taxonomy", settings.paths.taxonomy),
@@ -65,12 +67,6 @@ def _validate_config_files(settings: Settings) -> None:
 async def store_connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A migrated database with the organisation tree loaded; embedded servers started if needed
     and stopped again afterwards when this command started them."""
-    from dispatchd.domain.orgs import load_org_tree
-    from dispatchd.embedded import EmbeddedStores
-    from dispatchd.store.db import init_connection
-    from dispatchd.store.migrate import migrate
-    from dispatchd.store.orgs import sync_org_tree
-
     stores = None
     url = settings.database.url
     if settings.embedded_database:
@@ -111,38 +107,9 @@ def tune_gc() -> None:
     log.debug("gc_tuned", frozen=gc.get_freeze_count(), threshold=GC_THRESHOLD)
 
 
-async def _serve(app: web.Application, settings: Settings) -> None:
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.http.host, settings.http.port)
-        await site.start()
-        for addr in runner.addresses:
-            log.info("listening", address=f"http://{addr[0]}:{addr[1]}", version=__version__)
-        tune_gc()
-        await stop.wait()
-        log.info("stopping", reason="signal")
-    finally:
-        await runner.cleanup()
-        log.info("stopped")
-
-
 def _run_daemon(settings: Settings, dev: bool) -> int:
-    from dispatchd.web.app import build_app
-
-    app = build_app(settings)
-    if dev:
-        from dispatchd.demo import setup_demo
-
-        setup_demo(app)
     try:
-        asyncio.run(_serve(app, settings))
+        asyncio.run(http_server.serve(settings, demo_accounts=dev, after_start=tune_gc))
     except OSError as exc:
         log.error("cannot_serve", error=str(exc))
         return 1
@@ -190,7 +157,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from dispatchd.store import users
 
     settings = _settings(args)
     password = args.password or secrets.token_urlsafe(12)
@@ -219,7 +185,6 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey_add(args: argparse.Namespace) -> int:
-    from dispatchd.store import apikeys
 
     settings = _settings(args)
 

@@ -7,8 +7,11 @@ pacing. :class:`FakeClock` is moved by tests with :meth:`FakeClock.advance` inst
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Final, Protocol
+
+# The local time of the counties served (China Standard Time, UTC+8): case numbers and local days.
+LOCAL_TZ: Final = timezone(timedelta(hours=8), "CST")
 
 
 class Clock(Protocol):

@@ -142,6 +142,13 @@ class IncidentSettings:
     timer_interval: float = field(
         default=1.0, metadata=_meta("seconds between deadline checks", lo=0.05, hi=60)
     )
+    max_returns: int = field(
+        default=2,
+        metadata=_meta("times a department may return a case (退单) before the dispatch stands", lo=0, hi=20),
+    )
+    max_extension_hours: int = field(
+        default=720, metadata=_meta("most hours one extension (延期) may add", lo=1, hi=8760)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +285,55 @@ class SipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Gb28181Settings:
+    host: str = field(default="", metadata=_meta("address the GB/T 28181 SIP server binds (UDP and TCP); empty = [http] host"))
+    port: int = field(default=15060, metadata=_port("GB/T 28181 SIP port for cameras and NVRs, UDP and TCP (0 picks a free one)"))
+    advertise_host: str = field(
+        default="", metadata=_meta("address written in Via, Contact and the SDP of INVITEs; empty = the bound address")
+    )
+    platform_id: str = field(
+        default="33038100002000000001", metadata=_meta("this platform's 20-digit SIP id (GB/T 28181 Annex D)")
+    )
+    domain: str = field(default="3303810000", metadata=_meta("10-digit SIP domain, the digest realm"))
+    password: str = field(default="", metadata=_meta("shared device password; empty = only devices with their own"))
+    keepalive_interval: float = field(
+        default=60.0, metadata=_meta("seconds between a device's keep-alives (its configured interval)", lo=1, hi=3600)
+    )
+    missed_keepalives: int = field(
+        default=3, metadata=_meta("keep-alives missed before a device is marked offline", lo=1, hi=100)
+    )
+    register_expires: int = field(
+        default=3600, metadata=_meta("longest registration granted, in seconds", lo=60, hi=86400)
+    )
+    media_transport: str = field(
+        default="udp",
+        metadata=_meta("how devices send media by default", choices=("udp", "tcp-passive", "tcp-active")),
+    )
+    media_host: str = field(
+        default="", metadata=_meta("address media is received on and written in the SDP; empty = advertise_host")
+    )
+    invite_timeout: float = field(
+        default=10.0, metadata=_meta("seconds a device has to answer an INVITE", lo=1, hi=120)
+    )
+    stall_timeout: float = field(
+        default=8.0, metadata=_meta("seconds without video before a stream is requested again", lo=1, hi=600)
+    )
+    linger: float = field(
+        default=5.0, metadata=_meta("seconds a stream stays up after its last viewer left", lo=0, hi=600)
+    )
+    device_rate: float = field(
+        default=20.0, metadata=_meta("SIP messages per second a device or address may send, sustained", lo=0.1, hi=10000)
+    )
+    device_burst: int = field(
+        default=200, metadata=_meta("SIP messages a device or address may send at once above the rate", lo=1, hi=100000)
+    )
+    max_devices: int = field(default=5000, metadata=_meta("registered devices at once", lo=1, hi=1000000))
+    org: str = field(default="", metadata=_meta("unit owning devices and unplaced cameras; empty = the first county"))
+    t1: float = field(default=0.5, metadata=_meta("RFC 3261 T1: round-trip estimate in seconds", lo=0.05, hi=10))
+    user_agent: str = field(default="dispatchd", metadata=_meta("User-Agent header value"))
+
+
+@dataclass(frozen=True, slots=True)
 class HotlineSettings:
     org: str = field(default="", metadata=_meta("unit whose duty desk takes the hotline; empty = the first county"))
     ring_timeout: float = field(
@@ -383,6 +439,7 @@ class Settings:
     sip: SipSettings = field(default_factory=SipSettings)
     hotline: HotlineSettings = field(default_factory=HotlineSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
+    gb28181: Gb28181Settings = field(default_factory=Gb28181Settings)
 
     @property
     def embedded_database(self) -> bool:
@@ -498,7 +555,16 @@ def load_settings(
             values[f.name] = _coerce(key, raw, sub_hints[f.name], f.metadata)
         sections[name] = cls(**values)
     settings = Settings(**sections)  # type: ignore[arg-type]
+    _check_gb28181(settings.gb28181)
     return _resolve_paths(settings, root)
+
+
+def _check_gb28181(gb: Gb28181Settings) -> None:
+    """GB/T 28181-2016 Annex D: a 20-digit id; the SIP domain is the first 10 digits of a centre's id."""
+    if not (len(gb.platform_id) == 20 and gb.platform_id.isascii() and gb.platform_id.isdigit()):
+        raise ConfigError(env_name("gb28181", "platform_id"), gb.platform_id, "must be 20 digits")
+    if not (len(gb.domain) == 10 and gb.domain.isascii() and gb.domain.isdigit()):
+        raise ConfigError(env_name("gb28181", "domain"), gb.domain, "must be 10 digits")
 
 
 def _resolve_paths(settings: Settings, root: Path) -> Settings:
@@ -530,8 +596,10 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
                 v = mask_url(v)
             if f.name.endswith("_key") and isinstance(v, str) and v:
                 v = "***"  # hotline CTI webhook key: never printed
-            elif (f.name.endswith("credential") or f.name.endswith("password")) and v:
-                v = "***"  # video TURN password, voice trunk password: never printed
+            elif f.name.endswith("credential") and v:
+                v = "***"  # video TURN password: never printed
+            elif f.name.endswith("password") and v:
+                v = "***"  # voice trunk password, GB/T 28181 shared device password: never printed
             values[f.name] = str(v) if isinstance(v, Path) else v
         out[section_field.name] = values
     return out

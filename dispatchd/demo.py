@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import secrets
 import sys
-from collections.abc import AsyncIterator
 
 import structlog
-from aiohttp import web
 
+from dispatchd.context import Context
 from dispatchd.store import users
-from dispatchd.web.appkeys import ORGS, POOL, SETTINGS
 
 log = structlog.get_logger("dispatchd.demo")
 
@@ -31,21 +29,21 @@ DEMO_ACCOUNTS = (
 )
 
 
-def _home_units(app: web.Application) -> dict[str, str]:
+def _home_units(ctx: Context) -> dict[str, str]:
     """The first county, its first township and that township's first grid."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     county = next(u for u in tree.units.values() if u.level == "county")
     township = tree.children(county.code)[0]
     grid = next(u for u in tree.subtree(township.code) if u.level == "grid")
     return {"county": county.code, "township": township.code, "grid": grid.code}
 
 
-async def seed_accounts(app: web.Application) -> list[tuple[str, str, str]]:
+async def seed_accounts(ctx: Context) -> list[tuple[str, str, str]]:
     """Create the demo accounts that do not exist yet; return (username, password, role) of new ones."""
-    homes = _home_units(app)
-    tree = app[ORGS]
+    homes = _home_units(ctx)
+    tree = ctx.orgs
     created: list[tuple[str, str, str]] = []
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         for username, role, level, dept_kind, name in DEMO_ACCOUNTS:
             if await conn.fetchval("SELECT 1 FROM users WHERE username = $1", username):
                 continue
@@ -59,23 +57,21 @@ async def seed_accounts(app: web.Application) -> list[tuple[str, str, str]]:
     return created
 
 
-def setup_demo(app: web.Application) -> None:
-    async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
-        created = await seed_accounts(app)
-        if created:
-            path = app[SETTINGS].data.dir / "demo-accounts.txt"
-            lines = [f"{u}\t{p}\t{r}" for u, p, r in created]
-            with path.open("a", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            path.chmod(0o600)
-            print(
-                "\n演示账号 demo accounts (shown once; also in " + str(path.name) + " under the data dir):",
-                file=sys.stderr,
-            )
-            for u, p, r in created:
-                print(f"  {u:<10} {p:<14} {r}", file=sys.stderr)
-            print(file=sys.stderr, flush=True)
-            log.info("demo_accounts_created", usernames=[u for u, _, _ in created])
-        yield
-
-    app.cleanup_ctx.append(demo_ctx)
+async def announce_accounts(ctx: Context) -> None:
+    """Create the demo accounts missing, print them once and keep them in the data dir."""
+    created = await seed_accounts(ctx)
+    if not created:
+        return
+    path = ctx.settings.data.dir / "demo-accounts.txt"
+    lines = [f"{u}\t{p}\t{r}" for u, p, r in created]
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    print(
+        "\n演示账号 demo accounts (shown once; also in " + str(path.name) + " under the data dir):",
+        file=sys.stderr,
+    )
+    for u, p, r in created:
+        print(f"  {u:<10} {p:<14} {r}", file=sys.stderr)
+    print(file=sys.stderr, flush=True)
+    log.info("demo_accounts_created", usernames=[u for u, _, _ in created])

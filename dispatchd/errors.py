@@ -60,6 +60,24 @@ class Invalid(DomainError):
     default_code = "invalid"
 
 
+class TooLarge(DomainError):
+    """The input is larger than allowed (a photo, a body)."""
+
+    default_code = "payload_too_large"
+
+
+class UnsupportedMedia(DomainError):
+    """The input is of a type that is not taken (a photo that is no JPEG, PNG or WebP)."""
+
+    default_code = "unsupported_media_type"
+
+
+class InsufficientStorage(DomainError):
+    """The disk is too full to keep this: text is still taken, files are not."""
+
+    default_code = "insufficient_storage"
+
+
 class Throttled(DomainError):
     """Too much, too fast: try again after ``retry_after`` seconds."""
 

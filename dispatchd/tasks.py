@@ -10,10 +10,12 @@ cancels again until the task ends or the budget (seconds) is spent, and retry lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import structlog
+
+from dispatchd.context import Context
 
 log = structlog.get_logger("dispatchd.tasks")
 
@@ -40,3 +42,20 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], budget: float = 8.0) ->
     if pending:
         log.error("tasks_did_not_stop", tasks=sorted(t.get_name() for t in pending))
     return list(pending)
+
+
+def start_task(ctx: Context, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    """Run background work for the life of the instance; a crash is logged, not silent."""
+
+    async def guarded() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise_if_cancelling()
+            log.exception("background_task_failed", task=name)
+
+    task = asyncio.create_task(guarded(), name=name)
+    ctx.tasks.append(task)
+    return task

@@ -23,19 +23,20 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from dispatchd.clock import FakeClock
 from dispatchd.config import Settings, load_settings
+from dispatchd.context import Context
 from dispatchd.domain.orgs import GridLocator, OrgTree, load_org_tree
 from dispatchd.domain.taxonomy import Taxonomy, load_taxonomy
 from dispatchd.embedded import EmbeddedStores
+from dispatchd.http_server import build_app
 from dispatchd.store import users
 from dispatchd.store.db import init_connection
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
-from dispatchd.web.app import build_app
+from dispatchd.web.appkeys import CTX
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -153,6 +154,7 @@ def make_settings(urls: StoreUrls, data_dir: Path, **overrides: object) -> Setti
         "osmand_port": 0,
         "jt808_port": 0,
         "sip_port": 0,  # the hotline's SIP edge (UDP and TCP) likewise
+        "gb28181_port": 0,  # and the GB/T 28181 edge for cameras
         "data_dir": str(data_dir),
     }
     values.update(overrides)
@@ -245,8 +247,10 @@ async def make_user(clean_stores: StoreUrls, clock: FakeClock) -> AsyncIterator[
 
 
 @pytest.fixture
-def app_of() -> Callable[[TestClient[Any, Any]], web.Application]:
-    def get(c: TestClient[Any, Any]) -> web.Application:
-        return c.server.app  # type: ignore[no-any-return]
+def app_of() -> Callable[[TestClient[Any, Any]], Context]:
+    """The service context of a running application (its stores, clock, slots)."""
+
+    def get(c: TestClient[Any, Any]) -> Context:
+        return c.server.app[CTX]
 
     return get

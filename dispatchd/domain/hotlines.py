@@ -54,6 +54,9 @@ from typing import Final
 from dispatchd.domain.orgs import DEPARTMENT_KINDS
 from dispatchd.domain.taxonomy import Taxonomy
 
+# Who may place calls out (回访, a department) from the console with their headset.
+CALLERS_OUT: Final = frozenset({"duty_officer"})
+
 _SEPARATORS: Final = re.compile(r"[\s\-().]")
 _AREA_CODE: Final = re.compile(r"0[1-9]\d{1,2}")
 _LINE_KEYS: Final = frozenset({"dialled", "name", "name_en", "department_kind", "category", "greeting", "menu"})

@@ -15,6 +15,17 @@ The loop, after the steps named in the domain notes:
     reported|accepted ─merge(合并)─> merged
     any open case: escalate(上报, one level up) and assign(指派, down to a descendant unit)
 
+and the controls that make a county's chain work (as a 12345 hotline runs them):
+
+    dispatched ─sign(签收, a handling department; starts its handling clock)─> dispatched
+    dispatched|in_progress ─return(退单, the lead department, with a reason)─> accepted
+        (the dispatching unit dispatches again; after [incidents] max_returns returns its
+        dispatch stands: 审定)
+    dispatched|in_progress ─extend_request(延期, a handling department)─> (a pending request)
+        ─extend_decide(the dispatching unit grants or refuses)─> the deadline moves, or not
+    dispatched|in_progress ─urge(催办, an officer)─>   any open case ─supervise(督办, a leader)─>
+    closed ─callback(回访: reached? satisfied?)─> evaluated, or dispatched again (发回重办)
+
 Checks run in a fixed order, so the answer to a request never depends on more than it must:
 1. the actor's role may take the action at all (403 ``forbidden``);
 2. the actor may act on this case — jurisdiction, handling department, grid (403 ``forbidden``);
@@ -65,6 +76,13 @@ class Action(StrEnum):
     evaluate = "evaluate"
     escalate = "escalate"
     assign = "assign"
+    sign = "sign"
+    return_ = "return"
+    extend_request = "extend_request"
+    extend_decide = "extend_decide"
+    urge = "urge"
+    supervise = "supervise"
+    callback = "callback"
 
 
 class Role(StrEnum):
@@ -115,6 +133,13 @@ ACTION_NAMES: Final[Mapping[Action, LocalName]] = MappingProxyType(
         Action.evaluate: LocalName("评价", "evaluate"),
         Action.escalate: LocalName("上报", "escalate"),
         Action.assign: LocalName("指派", "assign"),
+        Action.sign: LocalName("签收", "sign"),
+        Action.return_: LocalName("退单", "return"),
+        Action.extend_request: LocalName("申请延期", "ask for more time"),
+        Action.extend_decide: LocalName("审批延期", "decide on more time"),
+        Action.urge: LocalName("催办", "urge"),
+        Action.supervise: LocalName("督办", "supervise"),
+        Action.callback: LocalName("回访", "call back"),
     }
 )
 
@@ -149,6 +174,13 @@ ALLOWED_ROLES: Final[Mapping[Action, frozenset[Role]]] = MappingProxyType(
         Action.verify: _CHECKING,
         Action.reopen: _CHECKING,
         Action.evaluate: frozenset({Role.duty_officer, Role.admin}),
+        Action.sign: frozenset({Role.department_handler}),
+        Action.return_: frozenset({Role.department_handler}),
+        Action.extend_request: frozenset({Role.department_handler}),
+        Action.extend_decide: _COMMAND,
+        Action.urge: _COMMAND,
+        Action.supervise: frozenset({Role.leader, Role.admin}),
+        Action.callback: frozenset({Role.duty_officer, Role.admin}),
     }
 )
 
@@ -171,11 +203,30 @@ _LEGAL_FROM: Final[Mapping[Action, frozenset[State]]] = MappingProxyType(
         Action.evaluate: frozenset({State.closed}),
         Action.escalate: OPEN_STATES,
         Action.assign: OPEN_STATES,
+        Action.sign: frozenset({State.dispatched, State.in_progress}),
+        Action.return_: frozenset({State.dispatched, State.in_progress}),
+        Action.extend_request: frozenset({State.dispatched, State.in_progress}),
+        Action.extend_decide: frozenset({State.dispatched, State.in_progress}),
+        Action.urge: frozenset({State.dispatched, State.in_progress}),
+        Action.supervise: OPEN_STATES,
+        Action.callback: frozenset({State.closed}),
     }
 )
 
 SATISFACTION_MIN: Final = 1
 SATISFACTION_MAX: Final = 5
+SATISFIED_FROM: Final = 4  # a callback scored this or better counts as satisfied (群众满意)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The county's settings the machine needs (``[incidents]``)."""
+
+    max_returns: int = 2  # a department may return a case this often; then the dispatch stands (审定)
+    max_extension_hours: int = 720  # the most time one extension may add
+
+
+DEFAULT_RULES: Final = Rules()
 
 
 def legal_actions(state: State) -> frozenset[Action]:
@@ -229,6 +280,13 @@ class Incident:
     merged_into: int | None = None
     satisfaction: int | None = None
     escalations: int = 0
+    signed: tuple[str, ...] = ()  # departments that signed for it (签收) in this round
+    returns: int = 0  # times a department returned it (退单)
+    extension_hours: int | None = None  # a pending request for more time (延期) …
+    extension_department: str | None = None  # … and who asked
+    extensions: int = 0  # extensions granted
+    urged: int = 0  # times an officer urged its handler (催办)
+    supervised: bool = False  # under a leader's supervision (督办)
 
     @property
     def handling_departments(self) -> tuple[str, ...]:
@@ -258,6 +316,10 @@ class Command:
     merge_into: int | None = None
     satisfaction: int | None = None
     photos: tuple[str, ...] = ()
+    hours: int | None = None  # extend_request: how much more time
+    grant: bool | None = None  # extend_decide
+    reached: bool | None = None  # callback: was the reporter reached?
+    reopen: bool | None = None  # callback: not satisfied, handle it again (发回重办)
 
 
 # -- effects: what the caller must do after persisting the new case ------------------------------
@@ -293,6 +355,13 @@ class DeadlineCancel:
 
 
 @dataclass(frozen=True)
+class DeadlineExtend:
+    """The running step's deadline moves later by ``hours`` (an extension granted)."""
+
+    hours: int
+
+
+@dataclass(frozen=True)
 class OwnerChanged:
     """The case moved to another owning unit (层层上报 up, 指派 down)."""
 
@@ -300,7 +369,7 @@ class OwnerChanged:
     to_unit: str
 
 
-Effect = AuditEvent | DeadlineStart | DeadlineCancel | OwnerChanged
+Effect = AuditEvent | DeadlineStart | DeadlineCancel | DeadlineExtend | OwnerChanged
 
 
 @dataclass(frozen=True)
@@ -337,13 +406,89 @@ class TransitionError(Exception):
         return f"TransitionError({self.code!r}, {self.message_zh!r}, {self.message_en!r})"
 
 
+# What else a viewer may do with a case, beside the steps of the loop (named in allowed_actions too).
+CONVENE: Final = "convene"  # convene a consultation about the case (视频会商)
+CALL_OUT: Final = "call_out"  # phone about the case from the console: the reporter back (回访), a department
+
+
+def case_operations(
+    incident: Incident,
+    actor: Actor,
+    org: OrgView,
+    conveners: frozenset[str],
+    callers_out: frozenset[str] = frozenset(),
+) -> tuple[str, ...]:
+    """Operations on a case that are not steps of the loop: a consultation about an open case in
+    the actor's jurisdiction, for those who may convene one; a call out about a case (open or
+    closed: the satisfaction callback comes after closing) in the actor's jurisdiction, for those
+    who may place calls out."""
+    found: list[str] = []
+    within = _within_jurisdiction(incident, actor, org)
+    if incident.state in OPEN_STATES and str(actor.role) in conveners and within:
+        found.append(CONVENE)
+    if str(actor.role) in callers_out and within:
+        found.append(CALL_OUT)
+    return tuple(found)
+
+
+def allowed_actions(
+    incident: Incident, actor: Actor, org: OrgView, rules: Rules = DEFAULT_RULES
+) -> tuple[Action, ...]:
+    """The actions ``actor`` may take on ``incident`` now, in the order of :class:`Action`: the
+    checks of :func:`decide` that need no input (role, scope, state), plus what the case alone
+    decides (a department that has fed back this round has nothing more to feed back; a case at the
+    top cannot go up). Screens draw their buttons from this, never from a copy of the rules."""
+    found: list[Action] = []
+    for action in Action:
+        if actor.role not in ALLOWED_ROLES[action] or incident.state not in _LEGAL_FROM[action]:
+            continue
+        try:
+            _check_scope(incident, Command(action, incident.version), actor, org)
+        except TransitionError:
+            continue
+        if action is Action.escalate and org.parent_of(incident.owner_unit) is None:
+            continue
+        if (
+            action is Action.feedback
+            and actor.role is Role.department_handler
+            and actor.department not in incident.pending_feedback
+        ):
+            continue
+        if not _possible_now(action, incident, actor, rules):
+            continue
+        found.append(action)
+    return tuple(found)
+
+
+def _possible_now(action: Action, case: Incident, actor: Actor, rules: Rules) -> bool:
+    """What the case itself decides, beyond role, scope and state (no input needed)."""
+    if action is Action.sign:
+        return actor.department not in case.signed
+    if action is Action.return_:
+        return actor.department == case.lead_department and case.returns < rules.max_returns
+    if action is Action.extend_request:
+        return case.extension_hours is None
+    if action is Action.extend_decide:
+        return case.extension_hours is not None
+    if action is Action.supervise:
+        return not case.supervised
+    return True
+
+
 def on_created(now: datetime) -> tuple[Effect, ...]:
     """Effects of a new report: the clock for accepting it (受理) starts."""
     _require_aware(now)
     return (DeadlineStart("accept", now),)
 
 
-def decide(incident: Incident, command: Command, actor: Actor, now: datetime, org: OrgView) -> Decision:
+def decide(
+    incident: Incident,
+    command: Command,
+    actor: Actor,
+    now: datetime,
+    org: OrgView,
+    rules: Rules = DEFAULT_RULES,
+) -> Decision:
     """Apply ``command`` by ``actor`` to ``incident`` at ``now``, or raise TransitionError."""
     _require_aware(now)
     action = command.action
@@ -357,7 +502,7 @@ def decide(incident: Incident, command: Command, actor: Actor, now: datetime, or
             f"{command.version}; reload and retry",
         )
     _check_legal(incident.state, action)
-    step = _STEPS[action](incident, command, actor, org)
+    step = _STEPS[action](incident, command, actor, org, rules)
     new = dataclasses.replace(step.incident, version=incident.version + 1)
     audit = AuditEvent(
         action=action,
@@ -371,7 +516,7 @@ def decide(incident: Incident, command: Command, actor: Actor, now: datetime, or
     )
     stops = tuple(DeadlineCancel(name) for name in step.stops)
     starts = tuple(DeadlineStart(name, now) for name in step.starts)
-    return Decision(new, (audit, *step.moves, *stops, *starts))
+    return Decision(new, (audit, *step.moves, *stops, *starts, *step.extends))
 
 
 # -- checks --------------------------------------------------------------------------------------
@@ -482,9 +627,10 @@ class _Step:
     stops: tuple[str | None, ...] = ()  # clocks to cancel (None: all of them) …
     starts: tuple[str, ...] = ()  # … then clocks to start, now
     moves: tuple[OwnerChanged, ...] = ()
+    extends: tuple[DeadlineExtend, ...] = ()
 
 
-def _accept(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _accept(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 受理/立案: the accept clock stops, the dispatch clock starts.
     return _Step(
         dataclasses.replace(case, state=State.accepted),
@@ -493,7 +639,7 @@ def _accept(case: Incident, command: Command, actor: Actor, org: OrgView) -> _St
     )
 
 
-def _reject(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _reject(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 不予受理 (invalid or duplicate report): the case ends, every clock stops.
     reason = _require_reason(command)
     return _Step(
@@ -503,7 +649,7 @@ def _reject(case: Incident, command: Command, actor: Actor, org: OrgView) -> _St
     )
 
 
-def _merge(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _merge(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 合并: a duplicate joins an existing case; whether that case exists is the caller's check.
     target = command.merge_into
     if target is None or target <= 0:
@@ -517,7 +663,7 @@ def _merge(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Ste
     )
 
 
-def _dispatch(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _dispatch(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 派遣: a lead department, optional co-handlers (联合处置) and an optional squad.
     lead = _text(command.department)
     if lead is None:
@@ -538,6 +684,7 @@ def _dispatch(case: Incident, command: Command, actor: Actor, org: OrgView) -> _
         co_departments=co,
         squad_unit=command.squad_unit,
         feedback_from=(),
+        signed=(),
     )
     return _Step(
         new,
@@ -547,17 +694,17 @@ def _dispatch(case: Incident, command: Command, actor: Actor, org: OrgView) -> _
     )
 
 
-def _start_handling(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
-    # 处置: someone is on it; the clock for feeding back starts.
+def _start_handling(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 处置: someone is on it; the clock for feeding back starts (unless signing started it).
     return _Step(
         dataclasses.replace(case, state=State.in_progress),
         data={"department": actor.department} if actor.role is Role.department_handler else {},
-        stops=("start",),
-        starts=("feedback",),
+        stops=() if case.signed else ("start",),
+        starts=() if case.signed else ("feedback",),
     )
 
 
-def _feedback(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _feedback(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 反馈: every handling department reports what it did; the case is fed back only when the lead
     # and all co-handlers have (联合处置 — one door in, one service through).
     if actor.role is Role.department_handler:
@@ -594,7 +741,7 @@ def _feedback(case: Incident, command: Command, actor: Actor, org: OrgView) -> _
     )
 
 
-def _verify(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _verify(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 核查: the result on site matches the feedback (photos of the check go on record).
     return _Step(
         dataclasses.replace(case, state=State.verified),
@@ -604,23 +751,23 @@ def _verify(case: Incident, command: Command, actor: Actor, org: OrgView) -> _St
     )
 
 
-def _reopen(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _reopen(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 退回重办: the handling departments go again; this round's feedback is void, a new clock runs.
     reason = _require_reason(command)
     return _Step(
-        dataclasses.replace(case, state=State.dispatched, feedback_from=()),
+        dataclasses.replace(case, state=State.dispatched, feedback_from=(), signed=()),
         data={"reason": reason, **({"photos": list(command.photos)} if command.photos else {})},
         stops=("verify",),
         starts=("start",),
     )
 
 
-def _close(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _close(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 结案.
     return _Step(dataclasses.replace(case, state=State.closed), stops=("close",))
 
 
-def _evaluate(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _evaluate(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 评价: the satisfaction callback (群众满意率), 1 (unsatisfied) … 5 (very satisfied).
     score = command.satisfaction
     if (
@@ -639,7 +786,7 @@ def _evaluate(case: Incident, command: Command, actor: Actor, org: OrgView) -> _
     )
 
 
-def _escalate(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _escalate(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 层层上报: what a level cannot solve goes one level up; the state and its clock stay.
     reason = _require_reason(command)
     parent = org.parent_of(case.owner_unit)
@@ -662,7 +809,7 @@ def _escalate(case: Incident, command: Command, actor: Actor, org: OrgView) -> _
     )
 
 
-def _assign(case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step:
+def _assign(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
     # 任务指派: orders come down, to a unit strictly below the owning unit.
     target = _text(command.target_unit)
     if target is None:
@@ -679,6 +826,139 @@ def _assign(case: Incident, command: Command, actor: Actor, org: OrgView) -> _St
     )
 
 
+def _handling_department(case: Incident, actor: Actor) -> str:
+    """The department a handler acts for (the scope check made sure it handles the case)."""
+    assert actor.department is not None
+    return actor.department
+
+
+def _sign(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 签收: the department has the case; the first signature starts the handling clock.
+    department = _handling_department(case, actor)
+    if department in case.signed:
+        raise TransitionError(
+            "illegal_transition", f"部门“{department}”已签收本案件", f"department {department} has signed already"
+        )
+    first = not case.signed and case.state is State.dispatched
+    return _Step(
+        dataclasses.replace(case, signed=(*case.signed, department)),
+        data={"department": department},
+        stops=("start",) if first else (),
+        starts=("feedback",) if first else (),
+    )
+
+
+def _return(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 退单: the lead department says the case is not its own; it goes back to whoever dispatched it.
+    department = _handling_department(case, actor)
+    if department != case.lead_department:
+        raise _forbidden("只有主办部门可以退单", "only the lead department may return a case")
+    if case.returns >= rules.max_returns:
+        raise TransitionError(
+            "illegal_transition",
+            f"本案件已退单 {case.returns} 次，派遣单位的派遣为最终决定（审定），不能再退",
+            f"the case was returned {case.returns} times; the dispatching unit's decision stands",
+        )
+    reason = _require_reason(command)
+    return _Step(
+        dataclasses.replace(
+            case,
+            state=State.accepted,
+            lead_department=None,
+            co_departments=(),
+            squad_unit=None,
+            feedback_from=(),
+            signed=(),
+            returns=case.returns + 1,
+            extension_hours=None,
+            extension_department=None,
+        ),
+        data={"reason": reason, "department": department, "returns": case.returns + 1},
+        stops=(None,),
+        starts=("dispatch",),
+    )
+
+
+def _extend_request(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 延期: a handling department asks for more time; the dispatching unit decides.
+    department = _handling_department(case, actor)
+    if case.extension_hours is not None:
+        raise TransitionError(
+            "illegal_transition", "已有一份延期申请待审批", "a request for more time is already waiting"
+        )
+    reason = _require_reason(command)
+    hours = command.hours
+    if hours is None or isinstance(hours, bool) or not 1 <= hours <= rules.max_extension_hours:
+        raise _invalid(
+            f"延期时长应为 1 至 {rules.max_extension_hours} 小时",
+            f"hours must be from 1 to {rules.max_extension_hours}",
+        )
+    return _Step(
+        dataclasses.replace(case, extension_hours=hours, extension_department=department),
+        data={"reason": reason, "hours": hours, "department": department},
+    )
+
+
+def _extend_decide(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 审批延期: granted, the running step's deadline moves; refused, it stays.
+    if case.extension_hours is None:
+        raise TransitionError("illegal_transition", "没有待审批的延期申请", "no request for more time is waiting")
+    if not isinstance(command.grant, bool):
+        raise _invalid("须说明是否同意延期（grant）", "grant must be true or false")
+    hours = case.extension_hours
+    new = dataclasses.replace(
+        case,
+        extension_hours=None,
+        extension_department=None,
+        extensions=case.extensions + (1 if command.grant else 0),
+    )
+    return _Step(
+        new,
+        data={"granted": command.grant, "hours": hours, "department": case.extension_department},
+        extends=(DeadlineExtend(hours),) if command.grant else (),
+    )
+
+
+def _urge(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 催办: the command centre presses the handler; it shows on the handler's console at once.
+    return _Step(
+        dataclasses.replace(case, urged=case.urged + 1),
+        data={"departments": list(case.handling_departments), "urged": case.urged + 1},
+    )
+
+
+def _supervise(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 督办: a leader takes the case under supervision.
+    if case.supervised:
+        raise TransitionError("illegal_transition", "本案件已在督办中", "the case is already under supervision")
+    return _Step(dataclasses.replace(case, supervised=True), data={"departments": list(case.handling_departments)})
+
+
+def _callback(case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step:
+    # 回访: the duty desk calls the reporter back. Not reached: tried again later. Reached: the
+    # satisfaction is the evaluation (群众满意率); not satisfied, the case may be handled again.
+    if not isinstance(command.reached, bool):
+        raise _invalid("须说明是否联系上报告人（reached）", "reached must be true or false")
+    if not command.reached:
+        return _Step(case, data={"reached": False})
+    score = command.satisfaction
+    if score is None or isinstance(score, bool) or not SATISFACTION_MIN <= score <= SATISFACTION_MAX:
+        raise _invalid(
+            f"满意度必须为 {SATISFACTION_MIN} 至 {SATISFACTION_MAX} 的整数",
+            f"satisfaction must be an integer from {SATISFACTION_MIN} to {SATISFACTION_MAX}",
+        )
+    satisfied = score >= SATISFIED_FROM
+    data: dict[str, object] = {"reached": True, "satisfaction": score, "satisfied": satisfied}
+    if command.reopen and not satisfied:
+        # 发回重办: the handling departments go again.
+        return _Step(
+            dataclasses.replace(case, state=State.dispatched, feedback_from=(), signed=(), satisfaction=score),
+            data={**data, "reopen": True},
+            starts=("start",),
+        )
+    return _Step(dataclasses.replace(case, state=State.evaluated, satisfaction=score), data=data)
+
+
 _LEVEL_ZH: Final[Mapping[str, str]] = MappingProxyType(
     {
         "province": "省",
@@ -692,7 +972,7 @@ _LEVEL_ZH: Final[Mapping[str, str]] = MappingProxyType(
 
 
 class _Handler(Protocol):
-    def __call__(self, case: Incident, command: Command, actor: Actor, org: OrgView) -> _Step: ...
+    def __call__(self, case: Incident, command: Command, actor: Actor, org: OrgView, rules: Rules) -> _Step: ...
 
 
 _STEPS: Final[Mapping[Action, _Handler]] = MappingProxyType(
@@ -709,5 +989,12 @@ _STEPS: Final[Mapping[Action, _Handler]] = MappingProxyType(
         Action.evaluate: _evaluate,
         Action.escalate: _escalate,
         Action.assign: _assign,
+        Action.sign: _sign,
+        Action.return_: _return,
+        Action.extend_request: _extend_request,
+        Action.extend_decide: _extend_decide,
+        Action.urge: _urge,
+        Action.supervise: _supervise,
+        Action.callback: _callback,
     }
 )

@@ -6,8 +6,12 @@ of the unit's members. It moves::
     pending ──ack──> delivered ──accept──> accepted ──complete──> completed
        │                 │  └──decline──> declined
        └──accept/decline─┘        (an accept or decline implies the receipt)
-    pending | delivered | accepted ──cancel──> cancelled
+    pending | delivered | accepted ──cancel──> cancelled   (by the officer, or the case ended)
     pending | delivered ──reassign──> reassigned   (the case goes to another unit)
+    accepted ──handled (the squad is done on site, with notes and photos)──> completed
+
+While an order is accepted the squad reports its progress on site (``en_route`` → ``on_scene``);
+``handled`` ends it. Progress only moves forward.
 
 Two timers run on an order, both set at creation:
 
@@ -73,6 +77,7 @@ class Order:
     declined_at: datetime | None = None
     alerted_at: datetime | None = None
     closed_at: datetime | None = None
+    progress: str | None = None  # en_route, on_scene, handled
 
     @property
     def open(self) -> bool:
@@ -177,6 +182,30 @@ def complete(o: Order, now: datetime) -> Step:
     if o.state != "accepted":
         raise OrderConflict("complete", o.state)
     return Step(replace(o, state="completed", closed_at=now), "completed")
+
+
+PROGRESS = ("en_route", "on_scene", "handled")
+
+
+def progress(o: Order, kind: str) -> Step:
+    """The squad of an accepted order reports where it is (en_route, on_scene); only forward, and a
+    report of where it already is changes nothing."""
+    if kind not in PROGRESS[:2]:
+        raise ValueError(f"unknown progress {kind!r}")
+    if o.state != "accepted":
+        return Step(o, None)
+    if o.progress is not None and PROGRESS.index(o.progress) >= PROGRESS.index(kind):
+        return Step(o, None)
+    return Step(replace(o, progress=kind), kind)
+
+
+def handled(o: Order, now: datetime) -> Step:
+    """The squad is done on site: the order is completed, its progress ``handled``."""
+    if o.state == "completed" and o.progress == "handled":
+        return Step(o, None)
+    if o.state != "accepted":
+        raise OrderConflict("handled", o.state)
+    return Step(replace(o, state="completed", progress="handled", closed_at=now), "handled")
 
 
 def resend_due(o: Order, now: datetime) -> bool:

@@ -16,6 +16,45 @@ UNIT_KINDS = ("team", "vehicle", "person", "motorbike", "ebike")
 UNIT_STATUSES = ("available", "dispatched", "en_route", "on_scene", "returning", "off_duty")
 DEVICE_PROTOCOLS = ("osmand", "jt808")
 
+# A unit's status (its lifecycle on duty). An order puts an available unit on ``dispatched``; the
+# squad reports ``en_route``, ``on_scene``, ``returning``, ``available``; a unit going ``off_duty``
+# must come back ``available`` before anything else, so that no order reaches a squad that is off.
+STATUS_NAMES = {
+    "available": ("待命", "available"),
+    "dispatched": ("已派出", "dispatched"),
+    "en_route": ("在途", "en route"),
+    "on_scene": ("到达现场", "on scene"),
+    "returning": ("返回中", "returning"),
+    "off_duty": ("下班", "off duty"),
+}
+# The statuses in which a unit's accepted orders are done (it is on its way back, or free again).
+DONE_STATUSES = frozenset({"returning", "available"})
+
+
+class StatusConflict(Exception):
+    """The unit cannot go from its status to the one asked."""
+
+    def __init__(self, current: str, target: str) -> None:
+        self.current = current
+        self.target = target
+        zh_now, en_now = STATUS_NAMES.get(current, (current, current))
+        zh_to, en_to = STATUS_NAMES.get(target, (target, target))
+        self.message_zh = f"队伍当前为“{zh_now}”，不能直接改为“{zh_to}”（请先改为“待命”）"
+        self.message_en = f"the unit is {en_now}; it cannot become {en_to} before it is available again"
+        super().__init__(self.message_en)
+
+
+def next_status(current: str, target: str) -> str | None:
+    """The status after asking for ``target``: None when it already is; :class:`StatusConflict`
+    when an off-duty unit is asked for anything but available; ValueError for an unknown status."""
+    if target not in UNIT_STATUSES:
+        raise ValueError(f"unknown unit status {target!r}")
+    if target == current:
+        return None
+    if current == "off_duty" and target != "available":
+        raise StatusConflict(current, target)
+    return target
+
 
 @dataclass(frozen=True, slots=True)
 class Position:

@@ -3,25 +3,32 @@ taxonomy.  Everything is limited to the caller's jurisdiction; a case outside it
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any, Final
 
 from aiohttp import web
 
+from dispatchd.clock import LOCAL_TZ
 from dispatchd.domain.incident import Action, State
 from dispatchd.domain.taxonomy import PRIORITIES
-from dispatchd.incidents import service, stats
-from dispatchd.incidents.service import ACTION_FIELDS, LOCAL_TZ, ListFilter
+from dispatchd.errors import invalid, not_found
+from dispatchd.incidents import board, service, stats, timers
+from dispatchd.incidents.query import CaseQuery
+from dispatchd.incidents.service import ACTION_FIELDS
 from dispatchd.incidents.store import CHANNELS
-from dispatchd.web.appkeys import CLOCK, ORGS, POOL, TAXONOMY
+from dispatchd.tasks import start_task, stop_tasks
+from dispatchd.validate import Field
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, may_see, require_role
-from dispatchd.web.errors import bad_request, not_found
-from dispatchd.web.routing import ApiRoute, Handler
-from dispatchd.web.validate import Field, invalid, json_body, query_params
+from dispatchd.web.errors import bad_request
+from dispatchd.web.routing import ApiRoute, Handler, add_routes
+from dispatchd.web.validate import json_body, query_params
 
 TAG: Final = "incidents"
 _CREATORS: Final = ("duty_officer", "leader", "grid_worker", "squad_member", "department_handler")
@@ -45,6 +52,7 @@ LIST_FIELDS: Final = (
     Field("priority", max_length=20, description="comma-separated P1–P4"),
     Field("channel", max_length=200, description="comma-separated channels"),
     Field("unit", max_length=64, description="org code: cases owned or placed in its subtree"),
+    Field("department", max_length=64, description="department code: cases it handles (lead or co-handling)"),
     Field("overdue", "boolean"),
     Field("bbox", max_length=100, description="min_lon,min_lat,max_lon,max_lat (WGS-84)"),
     Field("q", max_length=200, description="free text in number, description, address, caller"),
@@ -138,10 +146,10 @@ async def create_incident(request: web.Request) -> web.Response:
     address = body.get("address")
     if location is None and not (address and address.strip()):
         raise invalid({"location": ("须提供位置或地址", "location or address is required")})
-    if body["category"] not in request.app[TAXONOMY]:
+    if body["category"] not in request.app[CTX].taxonomy:
         raise invalid({"category": ("未知的事件类别", "unknown category")})
     owner = body.get("owner_unit")
-    if owner is not None and (owner not in request.app[ORGS] or not may_see(request, owner)):
+    if owner is not None and (owner not in request.app[CTX].orgs or not may_see(request, owner)):
         raise invalid(
             {"owner_unit": ("单位不存在或不在管辖范围内", "unknown unit or outside your jurisdiction")}
         )
@@ -150,7 +158,7 @@ async def create_incident(request: web.Request) -> web.Response:
         observed = _parse_time(body["observed_at"], "observed_at", end=False)
     channel = body.get("channel") or ("grid_report" if user.role == "grid_worker" else "officer")
     case = await service.create_incident(
-        request.app,
+        request.app[CTX],
         category=body["category"],
         description=body["description"],
         channel=channel,
@@ -205,27 +213,28 @@ async def list_incidents(request: web.Request) -> web.Response:
     user = current_user(request)
     query = query_params(request, LIST_FIELDS)
     unit = query.get("unit")
-    if unit is not None and (unit not in request.app[ORGS] or not may_see(request, unit)):
+    if unit is not None and (unit not in request.app[CTX].orgs or not may_see(request, unit)):
         raise not_found("单位", "unit")
-    where = ListFilter(
+    where = CaseQuery(
+        viewer=user,
         states=_csv_list(query.get("state"), "state", tuple(State)),
         categories=_csv_list(query.get("category"), "category"),
         priorities=_csv_list(query.get("priority"), "priority", PRIORITIES),
         channels=_csv_list(query.get("channel"), "channel", CHANNELS),
         unit=unit,
+        department=query.get("department"),
         overdue=query.get("overdue"),
         bbox=_bbox(query.get("bbox")),
         text=(query.get("q") or "").strip() or None,
     )
     before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
-    items, next_before = await service.list_incidents(
-        request.app, user, where, limit=query.get("limit", 50), before=before
-    )
+    page = dataclasses.replace(where, limit=query.get("limit", 50), before=before)
+    items, next_before = await service.list_incidents(request.app[CTX], page)
     return _json({"items": items, "next_cursor": _encode_cursor(next_before) if next_before else None})
 
 
 async def get_incident(request: web.Request) -> web.Response:
-    case = await service.get_incident(request.app, _incident_id(request), current_user(request))
+    case = await service.get_incident(request.app[CTX], _incident_id(request), current_user(request))
     if case is None:
         raise not_found("案件", "case")
     return _json(case)
@@ -236,7 +245,7 @@ def _action_handler(action: Action) -> Handler:
         user = current_user(request)
         incident_id = _incident_id(request)
         body = await json_body(request)
-        case = await service.apply_action(request.app, incident_id, str(action), body, user)
+        case = await service.apply_action(request.app[CTX], incident_id, str(action), body, user)
         return _json(case)
 
     handler.__name__ = f"incident_{action}"
@@ -251,20 +260,20 @@ async def _statistics(request: web.Request) -> dict[str, Any]:
     user = current_user(request)
     query = query_params(request, STATS_FIELDS)
     org = query.get("org") or user.org
-    if org not in request.app[ORGS] or not may_see(request, org):
+    if org not in request.app[CTX].orgs or not may_see(request, org):
         raise not_found("单位", "unit")
     # Default period: the 30 local days up to and including today.
-    today = request.app[CLOCK].now().astimezone(LOCAL_TZ).date()
+    today = request.app[CTX].clock.now().astimezone(LOCAL_TZ).date()
     tomorrow = datetime.combine(today, time(0), LOCAL_TZ) + timedelta(days=1)
     end = _parse_time(query["to"], "to", end=True) if query.get("to") else tomorrow
     start = _parse_time(query["from"], "from", end=False) if query.get("from") else end - timedelta(days=30)
     if start >= end:
         raise invalid({"from": ("起始时间须早于结束时间", "must be before to")})
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         figures = await stats.statistics(
-            conn, tree=request.app[ORGS], taxonomy=request.app[TAXONOMY], org=org, start=start, end=end
+            conn, tree=request.app[CTX].orgs, taxonomy=request.app[CTX].taxonomy, org=org, start=start, end=end
         )
-        for name, section in request.app.get(stats.STATS_SECTIONS, {}).items():
+        for name, section in (request.app[CTX].get(stats.STATS_SECTIONS) or {}).items():
             figures[name] = await section(conn, org, start, end)
     return figures
 
@@ -291,7 +300,7 @@ async def get_stats_csv(request: web.Request) -> web.Response:
 
 
 async def get_taxonomy(request: web.Request) -> web.Response:
-    return _json(request.app[TAXONOMY].as_json())
+    return _json(request.app[CTX].taxonomy.as_json())
 
 
 # -- routes ----------------------------------------------------------------------------------------
@@ -309,6 +318,13 @@ _ACTION_SUMMARIES: Final[Mapping[Action, str]] = {
     Action.evaluate: "Evaluate (评价): satisfaction 1–5 from the callback",
     Action.escalate: "Escalate (上报) one level up, with a reason",
     Action.assign: "Assign (指派) down to a unit below the owner",
+    Action.sign: "Sign for a dispatched case (签收, a handling department): its handling clock starts",
+    Action.return_: "Return a case that is not the department's own (退单), with a reason",
+    Action.extend_request: "Ask for more time (延期申请), with the hours and a reason",
+    Action.extend_decide: "Grant or refuse a request for more time (延期审批)",
+    Action.urge: "Urge the case's handler (催办)",
+    Action.supervise: "Put the case under a leader's supervision (督办)",
+    Action.callback: "Record the callback to the reporter (回访): reached, satisfaction, reopen",
 }
 
 _ACTION_RESPONSES: Final = {
@@ -385,3 +401,25 @@ ROUTES: Final[list[ApiRoute]] = [
         responses={200: "list of categories with code, name, children"},
     ),
 ]
+
+
+# -- assembly ----------------------------------------------------------------------------------------
+
+
+async def _timers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The deadline-timer loop runs while the application does."""
+    ctx = app[CTX]
+    task = start_task(ctx, timers.run_timers(ctx), "incident-timers")
+    yield
+    await stop_tasks([task])
+
+
+def setup(app: web.Application) -> None:
+    """Register the closed loop on ``app``."""
+    ctx = app[CTX]
+    add_routes(app, ROUTES)
+    ctx[timers.FIRING_LOCK] = asyncio.Lock()
+    app.cleanup_ctx.append(_timers_ctx)
+    ctx.board_sections["incidents"] = board.incidents_section
+    if stats.STATS_SECTIONS not in ctx:
+        ctx[stats.STATS_SECTIONS] = {}

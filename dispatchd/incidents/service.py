@@ -11,8 +11,10 @@ timers) go through three functions:
   ``FOR UPDATE``; the loser of a race gets 409 with the current case.
 * :func:`get_incident` — the case with its timeline, as ``GET /api/v1/incidents/{id}``.
 
-Refusals are :class:`dispatchd.web.errors.ApiError` (404 unknown or outside the caller's
-jurisdiction, 403, 409 with ``error.incident`` holding the current case, 422).
+Refusals are the domain errors of :mod:`dispatchd.errors` (NotFound: unknown or outside the
+caller's jurisdiction; Forbidden; Conflict with ``incident`` holding the current case; Invalid).
+Every change is recorded by :func:`dispatchd.store.changes.record`: the audit row and the outbox row
+in the transaction that writes the case.
 """
 
 from __future__ import annotations
@@ -20,44 +22,54 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
 import structlog
-from aiohttp import web
 
+from dispatchd.clock import LOCAL_TZ
+from dispatchd.context import Context
+from dispatchd.domain.hotlines import CALLERS_OUT
 from dispatchd.domain.incident import (
     Action,
     Actor,
     AuditEvent,
     Command,
     DeadlineCancel,
+    DeadlineExtend,
     DeadlineStart,
     Incident,
     OwnerChanged,
     Role,
+    Rules,
     State,
     TransitionError,
+    allowed_actions,
+    case_operations,
     decide,
     on_created,
 )
+from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.taxonomy import PRIORITIES
+from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, conflict, invalid, not_found
 from dispatchd.incidents import store
+from dispatchd.incidents.query import CaseQuery, find
+from dispatchd.incidents.slots import CASE_ENDED
 from dispatchd.incidents.store import CHANNELS
+from dispatchd.store.changes import Actor as ChangeActor
+from dispatchd.store.changes import Change, record
 from dispatchd.store.orgs import unit_path
-from dispatchd.store.outbox import emit
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, LOCATOR, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
-from dispatchd.web.errors import ApiError, not_found
-from dispatchd.web.validate import Field, check_fields, invalid
+from dispatchd.validate import Field, check_fields
 
 log = structlog.get_logger("dispatchd.incidents")
 
-# Case numbers carry the local date of the county (China Standard Time, UTC+8).
-LOCAL_TZ: Final = timezone(timedelta(hours=8), "CST")
+
+
 TOPIC: Final = "incident"
+# A case in these states has ended: what belongs to it ends too.
+ENDED: Final = frozenset({State.rejected, State.merged, State.closed, State.evaluated})
 # Levels at which a case may be owned by default ("handled at township level or below").
 _ROUTING_LEVELS: Final = ("township", "community", "grid")
 
@@ -71,24 +83,54 @@ __all__ = [
 ]
 
 
-def _not_found() -> ApiError:
+def _not_found() -> NotFound:
     return not_found("案件", "case")
 
 
-def _field_error(name: str, zh: str, en: str) -> ApiError:
+def _field_error(name: str, zh: str, en: str) -> Invalid:
     return invalid({name: (zh, en)})
+
+
+def rules_of(ctx: Context) -> Rules:
+    """The county's settings the closed loop's machine needs."""
+    settings = ctx.settings.incidents
+    return Rules(max_returns=settings.max_returns, max_extension_hours=settings.max_extension_hours)
+
+
+def change_actor(user: User | None, channel: str = "system") -> ChangeActor:
+    """Who made a change of a case: the user, or the channel it came in by."""
+    return ChangeActor.of(user, channel)
+
+
+async def record_case(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    after: Mapping[str, Any],
+    action: str,
+    actor: ChangeActor,
+    *,
+    from_state: str | None,
+    note: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+    also_to: Sequence[Sequence[str]] = (),
+) -> None:
+    """Record a change of a case (its row ``after`` the change is already written)."""
+    data = store.summary_json(after, ctx.orgs, ctx.taxonomy)
+    change = Change.of(TOPIC, after, action, data, actor, ctx.clock.now(), from_state=from_state, note=note)
+    await record(conn, dataclasses.replace(change, detail=detail or {}, also_to=also_to))
+    ctx.metrics.transitions.labels(action).inc()
 
 
 @contextlib.asynccontextmanager
 async def _transaction(
-    app: web.Application, conn: asyncpg.Connection | None
+    ctx: Context, conn: asyncpg.Connection | None
 ) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on a pooled connection, or a savepoint inside the caller's transaction."""
     if conn is not None:
         async with conn.transaction():
             yield conn
         return
-    async with app[POOL].acquire() as own, own.transaction():
+    async with ctx.pool.acquire() as own, own.transaction():
         yield own
 
 
@@ -103,10 +145,10 @@ def domain_actor(user: User) -> Actor:
     )
 
 
-def _default_owner(app: web.Application, grid: str | None, actor: User | None) -> str:
+def _default_owner(ctx: Context, grid: str | None, actor: User | None) -> str:
     """The township of the grid; without a grid the township of the actor's unit (or the actor's
     unit when it sits above township level); with neither, the county."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     if grid is not None:
         return tree.ancestor_at(grid, "township") or tree.parent_of(grid) or grid
     if actor is not None and actor.org in tree:
@@ -123,7 +165,7 @@ def _default_owner(app: web.Application, grid: str | None, actor: User | None) -
 
 
 async def create_incident(
-    app: web.Application,
+    ctx: Context,
     *,
     category: str,
     description: str,
@@ -147,8 +189,8 @@ async def create_incident(
     ``report`` audit event, the accept-deadline timers and an outbox row.  422 on an unknown
     category, priority, channel or owning unit, a blank description or a bad point.
     """
-    tree, taxonomy, settings = app[ORGS], app[TAXONOMY], app[SETTINGS].incidents
-    now = app[CLOCK].now()
+    tree, taxonomy, settings = ctx.orgs, ctx.taxonomy, ctx.settings.incidents
+    now = ctx.clock.now()
     if category not in taxonomy:
         raise _field_error("category", "未知的事件类别", "unknown category")
     if priority is None:
@@ -169,8 +211,8 @@ async def create_incident(
     if observed_at is not None and (observed_at.tzinfo is None or observed_at.utcoffset() is None):
         raise _field_error("observed_at", "时间须带时区", "time must carry a time zone")
 
-    grid = app_locate(app, lat, lon)
-    owner = owner_unit or _default_owner(app, grid, actor)
+    grid = app_locate(ctx, lat, lon)
+    owner = owner_unit or _default_owner(ctx, grid, actor)
     address = address.strip() if address and address.strip() else None
     row_values = {
         "category": category,
@@ -193,7 +235,7 @@ async def create_incident(
         "observed_at": observed_at,
         "extra": dict(extra or {}),
     }
-    async with _transaction(app, conn) as c:
+    async with _transaction(ctx, conn) as c:
         number = await store.next_number(c, settings.county_prefix, now.astimezone(LOCAL_TZ))
         row = await c.fetchrow(
             "INSERT INTO incidents (number, state, version, category, priority, description, channel,"
@@ -225,32 +267,23 @@ async def create_incident(
         )
         incident_id: int = row["id"]
         with structlog.contextvars.bound_contextvars(incident_id=incident_id, incident_number=number):
-            await store.add_event(
-                c,
-                incident_id,
-                action=store.REPORT,
-                actor_id=actor.id if actor is not None else reporter_id,
-                actor_name=actor.username if actor is not None else channel,
-                actor_role=actor.role if actor is not None else None,
-                at=now,
-                from_state=None,
-                to_state=str(State.reported),
-                note=None,
-                data={"channel": channel, "grid": grid, "owner_unit": owner},
-            )
             for effect in on_created(now):
                 if isinstance(effect, DeadlineStart):
-                    await _start(app, c, incident_id, category, priority, effect)
+                    await _start(ctx, c, incident_id, category, priority, effect)
             case_row = await _row(c, incident_id)
-            await emit(
-                c,
-                TOPIC,
-                incident_id,
-                case_row["org_path"],
-                {"event": "created", "incident": store.summary_json(case_row, tree, taxonomy)},
+            reporter = (
+                change_actor(actor) if actor is not None else ChangeActor(reporter_id, channel)
             )
-            case = await _full_json(app, c, case_row, actor)
-            app[METRICS].transitions.labels("report").inc()
+            await record_case(
+                ctx,
+                c,
+                case_row,
+                store.REPORT,
+                reporter,
+                from_state=None,
+                detail={"channel": channel, "grid": grid, "owner_unit": owner},
+            )
+            case = await _full_json(ctx, c, case_row, actor)
             log.info(
                 "incident_created",
                 channel=channel,
@@ -263,11 +296,11 @@ async def create_incident(
     return case
 
 
-def app_locate(app: web.Application, lat: float | None, lon: float | None) -> str | None:
+def app_locate(ctx: Context, lat: float | None, lon: float | None) -> str | None:
     """The grid of a WGS-84 point (point in polygon), or None."""
     if lat is None or lon is None:
         return None
-    return app[LOCATOR].locate(lat, lon)
+    return ctx.locator.locate(lat, lon)
 
 
 # -- read ------------------------------------------------------------------------------------------
@@ -282,9 +315,9 @@ async def _row(conn: asyncpg.Connection, incident_id: int, *, lock: bool = False
 
 
 async def _full_json(
-    app: web.Application, conn: asyncpg.Connection, row: Mapping[str, Any], viewer: User | None
+    ctx: Context, conn: asyncpg.Connection, row: Mapping[str, Any], viewer: User | None
 ) -> dict[str, Any]:
-    tree, taxonomy, settings = app[ORGS], app[TAXONOMY], app[SETTINGS].incidents
+    tree, taxonomy, settings = ctx.orgs, ctx.taxonomy, ctx.settings.incidents
     case = store.summary_json(row, tree, taxonomy)
     case["timeline"] = await store.timeline(conn, row["id"])
     case["merged"] = await store.merged_cases(conn, row["id"])
@@ -300,11 +333,18 @@ async def _full_json(
             caller_window=timedelta(seconds=settings.duplicate_caller_window_s),
         )
     case["duplicates"] = duplicates
+    case["allowed_actions"] = []
+    if viewer is not None:
+        current, actor = store.to_domain(row), domain_actor(viewer)
+        case["allowed_actions"] = [
+            *(str(a) for a in allowed_actions(current, actor, tree, rules_of(ctx))),
+            *case_operations(current, actor, tree, CONVENERS, CALLERS_OUT),
+        ]
     return case
 
 
 async def get_incident(
-    app: web.Application,
+    ctx: Context,
     incident_id: int,
     viewer: User | None,
     *,
@@ -315,13 +355,13 @@ async def get_incident(
 
     async def read(c: asyncpg.Connection) -> dict[str, Any] | None:
         row = await c.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
-        if row is None or (viewer is not None and not store.may_view(app[ORGS], viewer, row)):
+        if row is None or (viewer is not None and not store.may_view(ctx.orgs, viewer, row)):
             return None
-        return await _full_json(app, c, row, viewer)
+        return await _full_json(ctx, c, row, viewer)
 
     if conn is not None:
         return await read(conn)
-    async with app[POOL].acquire() as own:
+    async with ctx.pool.acquire() as own:
         return await read(own)
 
 
@@ -329,7 +369,7 @@ async def get_incident(
 
 
 async def attach_report(
-    app: web.Application,
+    ctx: Context,
     incident_id: int,
     *,
     channel: str,
@@ -345,10 +385,10 @@ async def attach_report(
     row are written, the version grows.  404 when the case is unknown or ``actor`` may not see it."""
     if channel not in CHANNELS:
         raise _field_error("channel", "未知的来源渠道", "unknown channel; one of " + ", ".join(CHANNELS))
-    now = app[CLOCK].now()
-    async with _transaction(app, conn) as c:
+    now = ctx.clock.now()
+    async with _transaction(ctx, conn) as c:
         row = await c.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
-        if row is None or (actor is not None and not store.may_view(app[ORGS], actor, row)):
+        if row is None or (actor is not None and not store.may_view(ctx.orgs, actor, row)):
             raise _not_found()
         with structlog.contextvars.bound_contextvars(incident_id=incident_id, incident_number=row["number"]):
             await c.execute(
@@ -359,34 +399,23 @@ async def attach_report(
                 store.union(row["attachments"], list(attachments)),
                 now,
             )
-            await store.add_event(
+            after = await _row(c, incident_id)
+            await record_case(
+                ctx,
                 c,
-                incident_id,
-                action=store.ATTACH,
-                actor_id=actor.id if actor is not None else None,
-                actor_name=actor.username if actor is not None else channel,
-                actor_role=actor.role if actor is not None else None,
-                at=now,
+                after,
+                store.ATTACH,
+                change_actor(actor, channel),
                 from_state=row["state"],
-                to_state=row["state"],
                 note=note,
-                data={
+                detail={
                     "channel": channel,
                     "caller": store.normalise_caller(caller),
                     "attachments": list(attachments),
                     **dict(data or {}),
                 },
             )
-            after = await _row(c, incident_id)
-            await emit(
-                c,
-                TOPIC,
-                incident_id,
-                after["org_path"],
-                {"event": store.ATTACH, "incident": store.summary_json(after, app[ORGS], app[TAXONOMY])},
-            )
-            case = await _full_json(app, c, after, actor)
-            app[METRICS].transitions.labels(store.ATTACH).inc()
+            case = await _full_json(ctx, c, after, actor)
             log.info("incident_report_attached", channel=channel)
     return case
 
@@ -448,6 +477,27 @@ ACTION_FIELDS: Final[Mapping[Action, tuple[Field, ...]]] = {
         _NOTE,
     ),
     Action.escalate: (_VERSION, _REASON, _NOTE),
+    Action.sign: (_VERSION, _NOTE),
+    Action.return_: (_VERSION, _REASON, _NOTE),
+    Action.extend_request: (
+        _VERSION,
+        Field("hours", "integer", minimum=1, maximum=8760, description="how many more hours (required)"),
+        _REASON,
+    ),
+    Action.extend_decide: (
+        _VERSION,
+        Field("grant", "boolean", description="true: the deadline moves by the hours asked (required)"),
+        _NOTE,
+    ),
+    Action.urge: (_VERSION, _NOTE),
+    Action.supervise: (_VERSION, _NOTE),
+    Action.callback: (
+        _VERSION,
+        Field("reached", "boolean", description="whether the reporter was reached (required)"),
+        Field("satisfaction", "integer", minimum=1, maximum=5, description="1–5 when reached"),
+        Field("reopen", "boolean", description="not satisfied: hand the case back to its departments (发回重办)"),
+        _NOTE,
+    ),
     Action.assign: (
         _VERSION,
         Field(
@@ -487,11 +537,15 @@ def build_command(action: Action, body: Mapping[str, Any]) -> Command:
         merge_into=data.get("merge_into"),
         satisfaction=data.get("satisfaction"),
         photos=tuple(data.get("photos") or ()),
+        hours=data.get("hours"),
+        grant=data.get("grant"),
+        reached=data.get("reached"),
+        reopen=data.get("reopen"),
     )
 
 
 async def apply_action(
-    app: web.Application, incident_id: int, action: str, body: Mapping[str, Any], actor: User
+    ctx: Context, incident_id: int, action: str, body: Mapping[str, Any], actor: User
 ) -> dict[str, Any]:
     """Take one step of the closed loop on behalf of ``actor``; return the case after it.
 
@@ -506,40 +560,39 @@ async def apply_action(
         raise not_found("操作", "action") from None
     command = build_command(what, body)
     try:
-        async with app[POOL].acquire() as conn, conn.transaction():
+        async with ctx.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
-            if row is None or not store.may_view(app[ORGS], actor, row):
+            if row is None or not store.may_view(ctx.orgs, actor, row):
                 raise _not_found()
             with structlog.contextvars.bound_contextvars(
                 incident_id=incident_id, incident_number=row["number"]
             ):
-                case = await transition_locked(app, conn, row, command, domain_actor(actor), viewer=actor)
+                case = await transition_locked(ctx, conn, row, command, domain_actor(actor), viewer=actor)
     except asyncpg.DeadlockDetectedError:
-        raise ApiError(
-            409,
-            "conflict",
-            "案件正被同时修改，请刷新后重试",
-            "the case was changed at the same time; reload and retry",
+        raise conflict(
+            "案件正被同时修改，请刷新后重试", "the case was changed at the same time; reload and retry"
         ) from None
     return case
 
 
 async def _refuse(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     row: Mapping[str, Any],
     exc: TransitionError,
     viewer: User | None,
-) -> ApiError:
+) -> DomainError:
     log.info("incident_action_refused", code=exc.code, state=row["state"], version=row["version"])
-    extra: dict[str, Any] = {}
-    if exc.status == 409:
-        extra["incident"] = await _full_json(app, conn, row, viewer)
-    return ApiError(exc.status, exc.code, exc.message_zh, exc.message_en, extra=extra)
+    if exc.code == "forbidden":
+        return Forbidden(exc.message_zh, exc.message_en)
+    if exc.code == "invalid":
+        return Invalid(exc.message_zh, exc.message_en)
+    current = await _full_json(ctx, conn, row, viewer)
+    return Conflict(exc.message_zh, exc.message_en, code=exc.code, extra={"incident": current})
 
 
 async def transition_locked(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     row: asyncpg.Record,
     command: Command,
@@ -549,21 +602,21 @@ async def transition_locked(
 ) -> dict[str, Any]:
     """Decide and persist one command on a case row the caller locked ``FOR UPDATE`` inside its
     transaction; returns the case after it (full JSON for ``viewer``)."""
-    tree, taxonomy = app[ORGS], app[TAXONOMY]
-    now = app[CLOCK].now()
+    tree = ctx.orgs
+    now = ctx.clock.now()
     current = store.to_domain(row)
     if command.action is Action.dispatch and command.department is None:
-        command = dataclasses.replace(command, department=_default_department(app, current))
+        command = dataclasses.replace(command, department=_default_department(ctx, current))
     try:
-        decision = decide(current, command, actor, now, tree)
+        decision = decide(current, command, actor, now, tree, rules_of(ctx))
     except TransitionError as exc:
-        raise await _refuse(app, conn, row, exc, viewer) from None
+        raise await _refuse(ctx, conn, row, exc, viewer) from None
     new = decision.incident
     action = command.action
 
     primary: asyncpg.Record | None = None
     if action is Action.merge:
-        primary = await _merge_target(app, conn, row, command, viewer)
+        primary = await _merge_target(ctx, conn, row, command, viewer)
         new = dataclasses.replace(new, merged_into=primary["id"])
     if action is Action.dispatch:
         unknown = [d for d in new.handling_departments if d not in tree.departments]
@@ -578,6 +631,7 @@ async def transition_locked(
 
     org_path = unit_path(tree, new.owner_unit)
     closing = action is Action.close
+    called_back = action is Action.callback
     await conn.execute(
         "UPDATE incidents SET state = $2, version = $3, owner_unit = $4, org_path = $5,"
         " lead_department = $6, co_departments = $7, squad_unit = $8, feedback_from = $9,"
@@ -587,7 +641,12 @@ async def transition_locked(
         " closed_at = CASE WHEN $16 THEN $13 ELSE closed_at END,"
         " closed_unit = CASE WHEN $16 THEN $4 ELSE closed_unit END,"
         " closed_level = CASE WHEN $16 THEN $17 ELSE closed_level END,"
-        " evaluated_at = CASE WHEN $18 THEN $13 ELSE evaluated_at END"
+        " evaluated_at = CASE WHEN $18 THEN $13 ELSE evaluated_at END,"
+        " signed = $19, returns = $20, extension_hours = $21, extension_department = $22,"
+        " extensions = $23, urged = $24, supervised = $25,"
+        " callbacks = callbacks + CASE WHEN $26 THEN 1 ELSE 0 END,"
+        " callback_at = CASE WHEN $26 THEN $13 ELSE callback_at END,"
+        " callback_reached = CASE WHEN $26 THEN $27 ELSE callback_reached END"
         " WHERE id = $1",
         new.id,
         str(new.state),
@@ -606,32 +665,58 @@ async def transition_locked(
         action is Action.dispatch,
         closing,
         tree.level_of(new.owner_unit) if closing else None,
-        action is Action.evaluate,
+        action is Action.evaluate or (called_back and new.state is State.evaluated),
+        list(new.signed),
+        new.returns,
+        new.extension_hours,
+        new.extension_department,
+        new.extensions,
+        new.urged,
+        new.supervised,
+        called_back,
+        command.reached if called_back else None,
     )
     moved: OwnerChanged | None = None
+    audit: AuditEvent | None = None
     for effect in decision.effects:
         if isinstance(effect, AuditEvent):
-            await store.add_audit(conn, new.id, effect, str(actor.role))
+            audit = effect
         elif isinstance(effect, DeadlineCancel):
             await store.stop_clock(conn, new.id, effect.step)
         elif isinstance(effect, DeadlineStart):
-            await _start(app, conn, new.id, new.category, new.priority, effect)
+            await _start(ctx, conn, new.id, new.category, new.priority, effect)
+        elif isinstance(effect, DeadlineExtend):
+            await store.extend_clock(conn, new.id, timedelta(hours=effect.hours), now)
         elif isinstance(effect, OwnerChanged):
             moved = effect
     if primary is not None:
-        await _absorb(app, conn, primary, row, actor, now)
+        await _absorb(ctx, conn, primary, row, actor, now)
 
     after = await _row(conn, new.id)
-    summary = store.summary_json(after, tree, taxonomy)
-    payload = {"event": str(action), "incident": summary}
-    await emit(conn, TOPIC, new.id, after["org_path"], payload)
-    if moved is not None:
-        # The unit that gave the case away learns it left its board (its path no longer covers it).
-        if moved.from_unit not in after["org_path"]:
-            old_path = unit_path(tree, moved.from_unit)
-            await emit(conn, TOPIC, new.id, old_path, {"event": "moved_out", "incident": summary})
-    case = await _full_json(app, conn, after, viewer)
-    app[METRICS].transitions.labels(str(action)).inc()
+    # The unit that gave the case away hears of it too: the case leaves its board (its path no
+    # longer covers the case).
+    also_to = (
+        [unit_path(tree, moved.from_unit)]
+        if moved is not None and moved.from_unit not in after["org_path"]
+        else []
+    )
+    assert audit is not None  # decide() always returns the audit event of the action
+    await record_case(
+        ctx,
+        conn,
+        after,
+        str(action),
+        ChangeActor(actor.user_id or None, actor.username, str(actor.role)),
+        from_state=str(current.state),
+        note=audit.note,
+        detail=audit.data,
+        also_to=also_to,
+    )
+    if new.state in ENDED and current.state not in ENDED:
+        # What belongs to the case ends with it (its orders to squads, among others).
+        for react in ctx.get(CASE_ENDED) or ():
+            await react(ctx, conn, after, actor)
+    case = await _full_json(ctx, conn, after, viewer)
     log.info(
         "incident_transition",
         action=str(action),
@@ -644,27 +729,27 @@ async def transition_locked(
     return case
 
 
-def _default_department(app: web.Application, case: Incident) -> str | None:
+def _default_department(ctx: Context, case: Incident) -> str | None:
     """The category's default handling department kind, nearest to the owning unit (upwards)."""
-    category = app[TAXONOMY].categories.get(case.category)
+    category = ctx.taxonomy.categories.get(case.category)
     if category is None:
         return None
-    found = app[ORGS].find_department(case.owner_unit, category.default_department)
+    found = ctx.orgs.find_department(case.owner_unit, category.default_department)
     return found.code if found is not None else None
 
 
 async def _start(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     incident_id: int,
     category: str,
     priority: str,
     effect: DeadlineStart,
 ) -> None:
-    settings = app[SETTINGS].incidents
+    settings = ctx.settings.incidents
     due = await store.start_clock(
         conn,
-        app[TAXONOMY],
+        ctx.taxonomy,
         incident_id=incident_id,
         category=category,
         priority=priority,
@@ -677,7 +762,7 @@ async def _start(
 
 
 async def _merge_target(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     row: Mapping[str, Any],
     command: Command,
@@ -689,7 +774,7 @@ async def _merge_target(
     seen = {row["id"]}
     while True:
         target = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", target_id)
-        if target is None or (viewer is not None and not store.may_view(app[ORGS], viewer, target)):
+        if target is None or (viewer is not None and not store.may_view(ctx.orgs, viewer, target)):
             raise _field_error("merge_into", "目标案件不存在", "no such case to merge into")
         if target["state"] != State.merged or target["merged_into"] is None:
             break
@@ -705,7 +790,7 @@ async def _merge_target(
 
 
 async def _absorb(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     primary: Mapping[str, Any],
     duplicate: Mapping[str, Any],
@@ -723,104 +808,23 @@ async def _absorb(
         attachments,
         now,
     )
-    await store.add_event(
-        conn,
-        primary["id"],
-        action=store.MERGED_IN,
-        actor_id=actor.user_id,
-        actor_name=actor.username,
-        actor_role=str(actor.role),
-        at=now,
-        from_state=primary["state"],
-        to_state=primary["state"],
-        note=None,
-        data={"merged_id": duplicate["id"], "merged_number": duplicate["number"], "channels": channels},
-    )
     after = await _row(conn, primary["id"])
-    await emit(
+    await record_case(
+        ctx,
         conn,
-        TOPIC,
-        primary["id"],
-        after["org_path"],
-        {"event": store.MERGED_IN, "incident": store.summary_json(after, app[ORGS], app[TAXONOMY])},
+        after,
+        store.MERGED_IN,
+        ChangeActor(actor.user_id or None, actor.username, str(actor.role)),
+        from_state=primary["state"],
+        detail={"merged_id": duplicate["id"], "merged_number": duplicate["number"], "channels": channels},
     )
 
 
 # -- list ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ListFilter:
-    """What ``GET /api/v1/incidents`` filters on; every part is optional."""
-
-    states: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()  # a code matches itself and its sub-categories
-    priorities: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
-    unit: str | None = None  # owned or placed within this unit's subtree
-    overdue: bool | None = None
-    bbox: tuple[float, float, float, float] | None = None  # min_lon, min_lat, max_lon, max_lat
-    text: str | None = None  # in number, description, address or caller
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-async def list_incidents(
-    app: web.Application,
-    viewer: User,
-    where: ListFilter,
-    *,
-    limit: int = 50,
-    before: int | None = None,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Cases the viewer may see, newest first; returns the page and the id to continue before
-    (None on the last page)."""
-    args: list[Any] = []
-    clauses = [store.visibility_sql(viewer, args)]
-    if where.states:
-        args.append(list(where.states))
-        clauses.append(f"i.state = ANY(${len(args)}::text[])")
-    if where.categories:
-        args.append(list(where.categories))
-        n = len(args)
-        clauses.append(
-            f"(i.category = ANY(${n}::text[]) OR EXISTS (SELECT 1 FROM unnest(${n}::text[]) AS c(code)"
-            " WHERE i.category LIKE c.code || '.%'))"
-        )
-    if where.priorities:
-        args.append(list(where.priorities))
-        clauses.append(f"i.priority = ANY(${len(args)}::text[])")
-    if where.channels:
-        args.append(list(where.channels))
-        clauses.append(f"i.channels && ${len(args)}::text[]")
-    if where.unit is not None:
-        clauses.append(store.unit_in_scope_sql(where.unit, args))
-    if where.overdue is not None:
-        args.append(where.overdue)
-        clauses.append(f"i.overdue = ${len(args)}")
-    if where.bbox is not None:
-        min_lon, min_lat, max_lon, max_lat = where.bbox
-        args += [min_lat, max_lat, min_lon, max_lon]
-        n = len(args)
-        clauses.append(f"i.lat BETWEEN ${n - 3} AND ${n - 2} AND i.lon BETWEEN ${n - 1} AND ${n}")
-    if where.text:
-        args.append(_like(where.text))
-        n = len(args)
-        clauses.append(
-            f"(i.number ILIKE ${n} OR i.description ILIKE ${n} OR coalesce(i.address, '') ILIKE ${n}"
-            f" OR coalesce(i.caller, '') ILIKE ${n})"
-        )
-    if before is not None:
-        args.append(before)
-        clauses.append(f"i.id < ${len(args)}")
-    args.append(limit + 1)
-    sql = f"SELECT i.* FROM incidents i WHERE {' AND '.join(clauses)} ORDER BY i.id DESC LIMIT ${len(args)}"
-    async with app[POOL].acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-    page = rows[:limit]
-    items = [store.summary_json(r, app[ORGS], app[TAXONOMY]) for r in page]
-    more = len(rows) > limit
-    return items, (page[-1]["id"] if more and page else None)
+async def list_incidents(ctx: Context, query: CaseQuery) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of cases (newest first with the default order) and the id to continue before."""
+    async with ctx.pool.acquire() as conn:
+        rows, next_before = await find(conn, query)
+    return [store.summary_json(r, ctx.orgs, ctx.taxonomy) for r in rows], next_before

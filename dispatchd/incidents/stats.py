@@ -24,28 +24,28 @@ from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
-from aiohttp import web
 
+from dispatchd.context import Context, Slot
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
-from dispatchd.incidents.store import unit_in_scope_sql
+from dispatchd.incidents.query import CaseQuery
+from dispatchd.incidents.store import OPEN_SQL
 
 # Figures other capabilities add to ``GET /api/v1/stats`` under their own key (patrol compliance,
 # call answering …): ``async fn(conn, org, start, end) -> JSON``, registered with
-# :func:`register_section` from their ``setup(app)``.
+# :func:`register_section` when the capability is set up.
 StatsSection = Callable[[asyncpg.Connection, str, datetime, datetime], Awaitable[Any]]
-STATS_SECTIONS: Final = web.AppKey("stats_sections", dict[str, StatsSection])
+STATS_SECTIONS: Final = Slot[dict[str, StatsSection]]("stats_sections")
 
 
-def register_section(app: web.Application, name: str, section: StatsSection) -> None:
+def register_section(ctx: Context, name: str, section: StatsSection) -> None:
     """Add ``name`` to the statistics of every unit and period (whatever the setup order)."""
-    if STATS_SECTIONS not in app:
-        app[STATS_SECTIONS] = {}
-    app[STATS_SECTIONS][name] = section
+    if STATS_SECTIONS not in ctx:
+        ctx[STATS_SECTIONS] = {}
+    ctx[STATS_SECTIONS][name] = section
 
 
 _LOW_LEVELS: Final = "('township', 'community', 'grid')"
-_OPEN: Final = "i.state NOT IN ('rejected', 'merged', 'closed', 'evaluated')"
 
 _FIGURES: Final = f"""
     count(DISTINCT i.id) AS received,
@@ -54,16 +54,21 @@ _FIGURES: Final = f"""
     count(DISTINCT i.id) FILTER (WHERE i.state = 'merged') AS merged,
     count(DISTINCT i.id) FILTER (WHERE i.closed_at IS NOT NULL) AS closed,
     count(DISTINCT i.id) FILTER (WHERE i.closed_level IN {_LOW_LEVELS}) AS closed_low,
-    count(DISTINCT i.id) FILTER (WHERE {_OPEN}) AS open,
+    count(DISTINCT i.id) FILTER (WHERE {OPEN_SQL}) AS open,
     count(DISTINCT i.id) FILTER (WHERE i.ever_overdue) AS overdue,
-    count(DISTINCT i.id) FILTER (WHERE i.overdue AND {_OPEN}) AS overdue_now,
+    count(DISTINCT i.id) FILTER (WHERE i.overdue AND {OPEN_SQL}) AS overdue_now,
     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.dispatched_at - i.created_at)::float8)
         AS median_dispatch_s,
     percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.closed_at - i.created_at)::float8)
         AS median_close_s,
     count(i.satisfaction) AS evaluated,
     avg(i.satisfaction)::float8 AS satisfaction_mean,
-    count(*) FILTER (WHERE i.satisfaction >= 4) AS satisfied
+    count(*) FILTER (WHERE i.satisfaction >= 4) AS satisfied,
+    count(DISTINCT i.id) FILTER (WHERE i.urged > 0) AS urged,
+    count(DISTINCT i.id) FILTER (WHERE i.supervised) AS supervised,
+    count(DISTINCT i.id) FILTER (WHERE i.returns > 0) AS returned,
+    count(DISTINCT i.id) FILTER (WHERE i.extensions > 0) AS extended,
+    count(DISTINCT i.id) FILTER (WHERE i.callbacks > 0) AS called_back
 """
 
 CSV_COLUMNS: Final[tuple[str, ...]] = (
@@ -86,6 +91,11 @@ CSV_COLUMNS: Final[tuple[str, ...]] = (
     "evaluated",
     "satisfaction_mean",
     "satisfied_share",
+    "urged",
+    "supervised",
+    "returned",
+    "extended",
+    "called_back",
 )
 
 
@@ -117,6 +127,12 @@ def _figures(row: Any) -> dict[str, Any]:
             "mean": round(row["satisfaction_mean"], 2) if row["satisfaction_mean"] is not None else None,
             "satisfied_share": _ratio(row["satisfied"], row["evaluated"]),
         },
+        # The chain's controls (12345-style): cases urged, supervised, returned, given more time.
+        "urged": row["urged"],
+        "supervised": row["supervised"],
+        "returned": row["returned"],
+        "extended": row["extended"],
+        "called_back": row["called_back"],
     }
 
 
@@ -131,9 +147,7 @@ async def statistics(
 ) -> dict[str, Any]:
     """Every figure for the cases of ``org``'s subtree received in ``[start, end)``."""
     args: list[Any] = []
-    scope = unit_in_scope_sql(org, args)
-    args += [start, end]
-    where = f"{scope} AND i.created_at >= ${len(args) - 1} AND i.created_at < ${len(args)}"
+    where = CaseQuery(unit=org, created_from=start, created_to=end).where(args)
 
     total = await conn.fetchrow(f"SELECT {_FIGURES} FROM incidents i WHERE {where}", *args)
     # The child unit under ``org`` on the way to the case's place (or owner when it has no place).
@@ -167,11 +181,10 @@ async def statistics(
         " GROUP BY key ORDER BY key",
         *args,
     )
-    year_args = [org, _year_before(start), _year_before(end)]
+    year_args: list[Any] = []
+    year_ago = CaseQuery(unit=org, created_from=_year_before(start), created_to=_year_before(end))
     previous: int = await conn.fetchval(
-        f"SELECT count(*) FROM incidents i WHERE {unit_in_scope_sql(org, [])}"
-        " AND i.created_at >= $2 AND i.created_at < $3",
-        *year_args,
+        f"SELECT count(*) FROM incidents i WHERE {year_ago.where(year_args)}", *year_args
     )
 
     unit = tree.get(org)
@@ -188,6 +201,16 @@ async def statistics(
                 **_figures(row),
             }
         )
+    # A department that returned a case no longer handles it: its returns are in the audit log.
+    returned_by = {
+        r["key"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT a.data->>'department' AS key, count(DISTINCT i.id) AS n FROM incidents i"
+            " JOIN audit_log a ON a.entity = 'incident' AND a.entity_id = i.id::text AND a.action = 'return'"
+            f" WHERE {where} GROUP BY key",
+            *args,
+        )
+    }
     departments = []
     for row in by_department:
         dept = tree.departments.get(row["key"])
@@ -197,7 +220,13 @@ async def statistics(
                 "name": dept.name if dept else row["key"],
                 "name_en": dept.name_en if dept else row["key"],
                 **_figures(row),
+                "returned": returned_by.pop(row["key"], 0),
             }
+        )
+    for code, n in sorted(returned_by.items()):
+        dept = tree.departments.get(code)
+        departments.append(
+            {"code": code, "name": dept.name if dept else code, "name_en": dept.name_en if dept else code, "returned": n}
         )
     categories = []
     for row in by_category:
@@ -244,15 +273,15 @@ def to_csv(stats: dict[str, Any]) -> str:
     writer.writerow(CSV_COLUMNS)
 
     def row(section: str, code: str | None, name: str, figures: dict[str, Any]) -> list[Any]:
-        satisfaction = figures["satisfaction"]
+        satisfaction = figures.get("satisfaction") or {}
         values: dict[str, Any] = {
             "section": section,
             "code": code or "",
             "name": name,
             **{k: v for k, v in figures.items() if k != "satisfaction"},
-            "evaluated": satisfaction["evaluated"],
-            "satisfaction_mean": satisfaction["mean"],
-            "satisfied_share": satisfaction["satisfied_share"],
+            "evaluated": satisfaction.get("evaluated"),
+            "satisfaction_mean": satisfaction.get("mean"),
+            "satisfied_share": satisfaction.get("satisfied_share"),
         }
         return ["" if values.get(c) is None else values[c] for c in CSV_COLUMNS]
 

@@ -1,8 +1,9 @@
-"""Rows of ``incidents``, ``incident_events`` and ``incident_timers``: reading, writing, JSON.
+"""Rows of ``incidents`` and ``incident_timers``: reading, writing, JSON, and a case's trail in the
+audit log.
 
 Every function here runs on a connection the caller holds inside its transaction; nothing here
-opens a transaction or reads the clock.  ``case_json`` is the one shape of a case that the API,
-the service and the change feed all give out.
+opens a transaction or reads the clock.  :func:`summary_json` is the one shape of a case that lists,
+the board and the change feed give out.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from dispatchd.domain.geo import bbox_around, haversine_m
 from dispatchd.domain.hotlines import normalise_number
 from dispatchd.domain.incident import (
     ACTION_NAMES,
+    OPEN_STATES,
     STATE_NAMES,
     Action,
-    AuditEvent,
     Incident,
     State,
 )
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.taxonomy import Taxonomy
+from dispatchd.store import changes
 from dispatchd.store.users import User
 
 # The channels a case can come in by.
@@ -54,10 +56,14 @@ _EVENT_NAMES: Final[Mapping[str, tuple[str, str]]] = {
     DEADLINE_OVERDUE: ("超期", "overdue"),
 }
 
+# The open states as SQL on table alias ``i``: the one spelling of "open" in every query.
+OPEN_SQL: Final = "i.state IN (" + ", ".join(f"'{s}'" for s in sorted(OPEN_STATES)) + ")"
+
 # States in which a case can still take a duplicate (merge is legal from them).
 MERGEABLE: Final = frozenset({State.reported, State.accepted})
 # States a merge target may not be in.
 DEAD: Final = frozenset({State.rejected, State.merged})
+_DEAD_SQL: Final = "i.state IN (" + ", ".join(f"'{s}'" for s in sorted(DEAD)) + ")"
 
 
 def normalise_caller(caller: str | None) -> str | None:
@@ -88,6 +94,13 @@ def to_domain(row: Mapping[str, Any]) -> Incident:
         merged_into=row["merged_into"],
         satisfaction=row["satisfaction"],
         escalations=row["escalations"],
+        signed=tuple(row["signed"]),
+        returns=row["returns"],
+        extension_hours=row["extension_hours"],
+        extension_department=row["extension_department"],
+        extensions=row["extensions"],
+        urged=row["urged"],
+        supervised=row["supervised"],
     )
 
 
@@ -142,56 +155,6 @@ async def next_number(conn: asyncpg.Connection, prefix: str, day: datetime) -> s
     return f"{prefix}{day:%Y%m%d}-{n:04d}"
 
 
-async def add_event(
-    conn: asyncpg.Connection,
-    incident_id: int,
-    *,
-    action: str,
-    actor_id: int | None,
-    actor_name: str,
-    actor_role: str | None,
-    at: datetime,
-    from_state: str | None,
-    to_state: str,
-    note: str | None = None,
-    data: Mapping[str, Any] | None = None,
-) -> None:
-    """Append one audit event."""
-    await conn.execute(
-        "INSERT INTO incident_events (incident_id, action, actor_id, actor_name, actor_role, at,"
-        " from_state, to_state, note, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        incident_id,
-        action,
-        actor_id,
-        actor_name,
-        actor_role,
-        at,
-        from_state,
-        to_state,
-        note,
-        dict(data or {}),
-    )
-
-
-async def add_audit(
-    conn: asyncpg.Connection, incident_id: int, event: AuditEvent, actor_role: str | None
-) -> None:
-    """Append the audit event the state machine produced."""
-    await add_event(
-        conn,
-        incident_id,
-        action=str(event.action),
-        actor_id=event.actor_id,
-        actor_name=event.actor_name,
-        actor_role=actor_role,
-        at=event.at,
-        from_state=str(event.from_state),
-        to_state=str(event.to_state),
-        note=event.note,
-        data=dict(event.data),
-    )
-
-
 async def start_clock(
     conn: asyncpg.Connection,
     taxonomy: Taxonomy,
@@ -220,6 +183,30 @@ async def start_clock(
         due,
     )
     return due
+
+
+async def extend_clock(conn: asyncpg.Connection, incident_id: int, by: timedelta, now: datetime) -> None:
+    """An extension granted (延期): the running step's pending timers and its deadline move later by
+    ``by``. A case already overdue is no longer, and is due again at the new deadline."""
+    await conn.execute(
+        "UPDATE incident_timers SET fire_at = fire_at + $2 WHERE incident_id = $1 AND fired_at IS NULL",
+        incident_id,
+        by,
+    )
+    row = await conn.fetchrow(
+        "UPDATE incidents SET deadline_at = deadline_at + $2 WHERE id = $1 AND deadline_at IS NOT NULL"
+        " RETURNING deadline_at, deadline_step, overdue",
+        incident_id,
+        by,
+    )
+    if row is not None and row["overdue"] and row["deadline_at"] > now:
+        await conn.execute(
+            "INSERT INTO incident_timers (incident_id, step, kind, fire_at) VALUES ($1, $2, 'overdue', $3)",
+            incident_id,
+            row["deadline_step"],
+            row["deadline_at"],
+        )
+        await conn.execute("UPDATE incidents SET overdue = false WHERE id = $1", incident_id)
 
 
 async def stop_clock(conn: asyncpg.Connection, incident_id: int, step: str | None) -> None:
@@ -312,6 +299,22 @@ def summary_json(row: Mapping[str, Any], tree: OrgTree, taxonomy: Taxonomy) -> d
         "merged_into": row["merged_into"],
         "satisfaction": row["satisfaction"],
         "escalations": row["escalations"],
+        "signed": [_department_json(tree, d) for d in row["signed"]],
+        "returns": row["returns"],
+        "extension": (
+            {"hours": row["extension_hours"], "department": _department_json(tree, row["extension_department"])}
+            if row["extension_hours"] is not None
+            else None
+        ),
+        "extensions": row["extensions"],
+        "urged": row["urged"],
+        "supervised": row["supervised"],
+        "callback": (
+            {"at": _iso(row["callback_at"]), "reached": row["callback_reached"], "attempts": row["callbacks"]}
+            if row["callbacks"]
+            else None
+        ),
+        "lead_department_name": _department_json(tree, row["lead_department"]) if row["lead_department"] else None,
         "overdue": row["overdue"],
         "ever_overdue": row["ever_overdue"],
         "deadline": deadline,
@@ -328,7 +331,7 @@ def summary_json(row: Mapping[str, Any], tree: OrgTree, taxonomy: Taxonomy) -> d
 
 
 def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One audit event of the timeline."""
+    """One audit event of the timeline (a row of the audit log)."""
     action = row["action"]
     try:
         local = ACTION_NAMES[Action(action)]
@@ -351,9 +354,58 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# An order's steps as the case's timeline names them, with the squad unit's name.
+_ORDER_STEPS: Final[Mapping[str, tuple[str, str]]] = {
+    "created": ("派出指令", "order sent"),
+    "resent": ("指令重发", "order sent again"),
+    "delivered": ("指令已送达", "order delivered"),
+    "receipt": ("指令已收到", "order received"),
+    "accepted": ("队伍已接受", "squad accepted"),
+    "declined": ("队伍已拒绝", "squad declined"),
+    "overdue": ("超时未接受", "not accepted in time"),
+    "en_route": ("队伍出发", "squad on its way"),
+    "on_scene": ("队伍到达现场", "squad on the scene"),
+    "handled": ("队伍处置完毕", "squad done on site"),
+    "completed": ("指令完成", "order completed"),
+    "cancelled": ("指令撤销", "order cancelled"),
+    "reassigned": ("指令改派", "order given to another unit"),
+}
+
+
+def order_event_json(row: Mapping[str, Any], unit_name: str | None) -> dict[str, Any]:
+    """One step of an order of the case, in the case's timeline."""
+    zh, en = _ORDER_STEPS.get(row["action"], (row["action"], row["action"]))
+    name = unit_name or f"#{row['entity_id']}"
+    return {
+        "id": f"o{row['id']}",
+        "source": "order",
+        "order_id": int(row["entity_id"]),
+        "unit_name": unit_name,
+        "action": f"order.{row['action']}",
+        "action_name": {"zh-CN": f"{zh}（{name}）", "en": f"{en} ({name})"},
+        "actor": row["actor_name"],
+        "actor_id": row["actor_id"],
+        "actor_role": row["actor_role"],
+        "at": _iso(row["at"]),
+        "from_state": row["from_state"],
+        "to_state": row["to_state"],
+        "note": row["note"],
+        "data": row["data"],
+    }
+
+
 async def timeline(conn: asyncpg.Connection, incident_id: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch("SELECT * FROM incident_events WHERE incident_id = $1 ORDER BY id", incident_id)
-    return [event_json(r) for r in rows]
+    """The case's trail in the audit log, with the steps of its orders to squads woven in by time."""
+    events = [event_json(r) for r in await changes.trail(conn, "incident", incident_id)]
+    orders = {
+        r["id"]: r["unit_name"]
+        for r in await conn.fetch("SELECT id, unit_name FROM orders WHERE incident_id = $1", incident_id)
+    }
+    if orders:
+        steps = await changes.trails(conn, "order", list(orders))
+        events += [order_event_json(r, orders[int(r["entity_id"])]) for r in steps if r["action"] != "receipt"]
+        events.sort(key=lambda e: (e["at"] or "", 0 if e.get("source") != "order" else 1))
+    return events
 
 
 async def duplicate_candidates(
@@ -387,7 +439,7 @@ async def duplicate_candidates(
     if not clauses:
         return []
     rows = await conn.fetch(
-        "SELECT i.* FROM incidents i WHERE i.id <> $1 AND i.state NOT IN ('rejected', 'merged')"
+        f"SELECT i.* FROM incidents i WHERE i.id <> $1 AND NOT ({_DEAD_SQL})"
         f" AND ({' OR '.join(clauses)}) ORDER BY i.created_at DESC, i.id DESC LIMIT 50",
         *args,
     )

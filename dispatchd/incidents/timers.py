@@ -19,37 +19,34 @@ and the lock order (case, then timer) is the same as a transition's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Final
 
 import asyncpg
 import structlog
-from aiohttp import web
 
+from dispatchd.context import Context, Slot
 from dispatchd.domain.deadlines import system_actor
 from dispatchd.domain.incident import Action, Command
+from dispatchd.errors import DomainError
 from dispatchd.incidents import store
-from dispatchd.incidents.service import TOPIC, transition_locked
-from dispatchd.store.outbox import emit
-from dispatchd.tasks import raise_if_cancelling, stop_tasks
-from dispatchd.web.app import start_task
-from dispatchd.web.appkeys import CLOCK, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
-from dispatchd.web.errors import ApiError
+from dispatchd.incidents.service import record_case, transition_locked
+from dispatchd.store.changes import SYSTEM
+from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.incidents.timers")
 
 # One round at a time per instance, so a caller of fire_due sees every due timer fired on return.
-FIRING_LOCK: Final = web.AppKey("incident_timer_lock", asyncio.Lock)
+FIRING_LOCK: Final = Slot[asyncio.Lock]("incident_timer_lock")
 _BATCH: Final = 200
 _ESCALATION_REASON: Final = "超过办理时限，系统自动上报 (deadline passed: escalated automatically)"
 
 
-async def fire_due(app: web.Application, now: datetime | None = None) -> int:
+async def fire_due(ctx: Context, now: datetime | None = None) -> int:
     """Fire every timer due at ``now`` (default: the clock's now); return how many fired."""
-    when = now or app[CLOCK].now()
+    when = now or ctx.clock.now()
     fired = 0
-    async with app[FIRING_LOCK], app[POOL].acquire() as conn:
+    async with ctx[FIRING_LOCK], ctx.pool.acquire() as conn:
         while True:
             due = await conn.fetch(
                 "SELECT id, incident_id FROM incident_timers WHERE fired_at IS NULL AND fire_at <= $1"
@@ -59,7 +56,7 @@ async def fire_due(app: web.Application, now: datetime | None = None) -> int:
             )
             progressed = 0
             for timer in due:
-                if await _fire_one(app, conn, timer["id"], timer["incident_id"], when):
+                if await _fire_one(ctx, conn, timer["id"], timer["incident_id"], when):
                     progressed += 1
             fired += progressed
             if len(due) < _BATCH or progressed == 0:
@@ -67,7 +64,7 @@ async def fire_due(app: web.Application, now: datetime | None = None) -> int:
 
 
 async def _fire_one(
-    app: web.Application, conn: asyncpg.Connection, timer_id: int, incident_id: int, now: datetime
+    ctx: Context, conn: asyncpg.Connection, timer_id: int, incident_id: int, now: datetime
 ) -> bool:
     async with conn.transaction():
         case = await conn.fetchrow(
@@ -85,14 +82,14 @@ async def _fire_one(
         with structlog.contextvars.bound_contextvars(incident_id=incident_id, incident_number=case["number"]):
             kind, step = timer["kind"], timer["step"]
             if kind == "escalate":
-                await _escalate(app, conn, case, step)
+                await _escalate(ctx, conn, case, step)
             else:
-                await _mark(app, conn, case, kind, step, timer["fire_at"], now)
+                await _mark(ctx, conn, case, kind, step, timer["fire_at"], now)
     return True
 
 
 async def _mark(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     case: asyncpg.Record,
     kind: str,
@@ -108,57 +105,39 @@ async def _mark(
             "UPDATE incidents SET warned = true, overdue = true, ever_overdue = true WHERE id = $1",
             case["id"],
         )
-    await store.add_event(
-        conn,
-        case["id"],
-        action=action,
-        actor_id=0,
-        actor_name="system",
-        actor_role=None,
-        at=now,
-        from_state=case["state"],
-        to_state=case["state"],
-        data={"step": step, "due_at": (case["deadline_at"] or fire_at).isoformat()},
-    )
     after = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1", case["id"])
-    await emit(
+    await record_case(
+        ctx,
         conn,
-        TOPIC,
-        case["id"],
-        after["org_path"],
-        {"event": action, "incident": store.summary_json(after, app[ORGS], app[TAXONOMY])},
+        after,
+        action,
+        SYSTEM,
+        from_state=case["state"],
+        detail={"step": step, "due_at": (case["deadline_at"] or fire_at).isoformat()},
     )
-    app[METRICS].transitions.labels(action).inc()
     log.info(action, step=step, state=case["state"], owner_unit=case["owner_unit"])
 
 
-async def _escalate(app: web.Application, conn: asyncpg.Connection, case: asyncpg.Record, step: str) -> None:
+async def _escalate(ctx: Context, conn: asyncpg.Connection, case: asyncpg.Record, step: str) -> None:
     command = Command(Action.escalate, version=case["version"], reason=_ESCALATION_REASON)
     try:
         async with conn.transaction():  # a refusal leaves the fired timer recorded, nothing else
-            await transition_locked(app, conn, case, command, system_actor(case["owner_unit"]), viewer=None)
-    except ApiError as exc:
+            await transition_locked(ctx, conn, case, command, system_actor(case["owner_unit"]), viewer=None)
+    except DomainError as exc:
         log.warning("auto_escalation_refused", step=step, code=exc.code, reason=exc.message_en)
         return
     log.info("auto_escalated", step=step, from_unit=case["owner_unit"])
 
 
-async def run_timers(app: web.Application) -> None:
+async def run_timers(ctx: Context) -> None:
     """Fire due timers every ``incidents.timer_interval`` seconds for the life of the app."""
-    interval = app[SETTINGS].incidents.timer_interval
+    interval = ctx.settings.incidents.timer_interval
     while True:
         try:
-            await fire_due(app)
+            await fire_due(ctx)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bad round is logged; the next one tries again
             raise_if_cancelling()
             log.exception("deadline_timers_failed")
         await asyncio.sleep(interval)
-
-
-async def timers_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: the firing loop runs while the application does."""
-    task = start_task(app, run_timers(app), "incident-timers")
-    yield
-    await stop_tasks([task])

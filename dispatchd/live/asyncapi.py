@@ -61,6 +61,32 @@ ORDER_SCHEMA = _obj(
     "an order as GET /api/v1/orders/{id} returns it (without receipts and timeline)",
 )
 
+# The one envelope of every change of every entity (dispatchd.store.changes.Change.envelope): on the
+# board websocket, in the outbox and in the Redis feed.
+ENVELOPE = _obj(
+    {
+        "entity": {
+            "type": "string",
+            "description": "incident, order, unit, call, meeting, patrol, alert, positions, ...",
+        },
+        "id": {"type": "string", "description": "the entity's id"},
+        "version": {"type": "integer", "description": "the entity's version after the change (0: unversioned)"},
+        "action": {"type": "string", "description": "what happened: report, dispatch, accepted, status, ring, ..."},
+        "org": {"type": ["string", "null"], "description": "the owning org unit"},
+        "time": _TIME,
+        "actor": {
+            "type": ["object", "null"],
+            "properties": {"id": {"type": ["integer", "null"]}, "name": _STR, "role": {"type": ["string", "null"]}},
+        },
+        "data": {"type": "object", "description": "the entity as the API shows it, after the change"},
+        "detail": {"type": "object", "description": "what the action carried (a reason, a department, ...)"},
+        "topic": {"type": "string", "description": "the same as entity, for clients written before the envelope"},
+        "at": {"type": "string", "format": "date-time", "description": "the same as time, likewise"},
+    },
+    ["entity", "id", "version", "action", "org", "time", "data", "detail"],
+    "One change of one entity.",
+)
+
 BOARD_OUT = {
     "snapshot": _typed(
         "snapshot",
@@ -75,20 +101,20 @@ BOARD_OUT = {
         ["since"],
         "First message when since= was accepted: every change after since follows, then live changes.",
     ),
-    "change": _typed(
-        "change",
-        {
-            "seq": _INT,
-            "topic": {"type": "string", "description": "incident, unit, positions, order, alert, call, meeting, ..."},
-            "id": {"type": "string", "description": "the entity id within the topic"},
-            "org": {"type": "string", "description": "owning org unit"},
-            "at": _TIME,
-            "data": {"type": "object", "description": "the topic's payload, e.g. {event, order}"},
+    "change": {
+        "name": "change",
+        "title": "change",
+        "summary": "One change of one entity, in the one envelope every change has.",
+        "contentType": "application/json",
+        "payload": {
+            "allOf": [
+                _obj({"type": {"const": "change"}, "seq": _INT}, ["type", "seq"]),
+                {"$ref": "#/components/schemas/envelope"},
+            ],
+            "description": "One outbox row. Seqs increase; each arrives once; a hole means a change outside "
+            "the jurisdiction or a rolled-back transaction.",
         },
-        ["seq", "topic", "id", "data"],
-        "One outbox row. Seqs increase; each arrives once; a hole means a change outside the jurisdiction "
-        "or a rolled-back transaction.",
-    ),
+    },
     "heartbeat": _typed(
         "heartbeat",
         {"at": _TIME, "head": {"type": "integer", "description": "every change up to head was sent before"}},
@@ -174,6 +200,7 @@ def asyncapi_document() -> dict[str, Any]:
             ),
         },
         "servers": {"dispatchd": {"host": "localhost:8080", "protocol": "ws", "description": "any instance"}},
+        "components": {"schemas": {"envelope": ENVELOPE}},
         "channels": {
             "board": {
                 "address": "/ws/board",

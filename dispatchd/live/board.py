@@ -32,13 +32,14 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 
+from dispatchd.context import Context
 from dispatchd.live.feed import feed_head, fetch_rows, pruned_through
 from dispatchd.live.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_RESUME,
     ChangeRow,
+    Socket,
     change_message,
     dumps,
     heartbeat_message,
@@ -47,7 +48,6 @@ from dispatchd.live.protocol import (
     text_frame,
 )
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, METRICS, ORGS, POOL, SETTINGS
 
 log = structlog.get_logger("dispatchd.live.board")
 
@@ -82,7 +82,7 @@ class Frame:
 class BoardClient:
     __slots__ = ("backlog", "closing", "conn_id", "cursor", "live", "org", "registered_at", "transport", "user", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, user: User, seq: int) -> None:
+    def __init__(self, ws: Socket, transport: asyncio.Transport, user: User, seq: int) -> None:
         self.ws = ws
         self.transport = transport
         self.user = user
@@ -96,11 +96,11 @@ class BoardClient:
 
 
 class BoardHub:
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.settings = app[SETTINGS].live
-        self.metrics = app[METRICS]
-        self.clock = app[CLOCK]
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings.live
+        self.metrics = ctx.metrics
+        self.clock = ctx.clock
         self.groups: dict[str, set[BoardClient]] = {}
         self.received = 0  # the last seq received from the feed
         self._pending: list[ChangeRow] = []
@@ -290,13 +290,13 @@ class BoardHub:
         return await asyncio.shield(pending)
 
     async def _compute_snapshot(self, org: str) -> tuple[int, str]:
-        app = self.app
-        async with app[POOL].acquire() as conn:
+        ctx = self.ctx
+        async with ctx.pool.acquire() as conn:
             seq = await feed_head(conn)  # read first: the sections are at least this current
-        codes: frozenset[str] = app[ORGS].descendants(org)
-        registered = app[BOARD_SECTIONS]
+        codes: frozenset[str] = ctx.orgs.descendants(org)
+        registered = ctx.board_sections
         names = list(registered.keys())
-        results = await asyncio.gather(*(registered[n](app, codes) for n in names), return_exceptions=True)
+        results = await asyncio.gather(*(registered[n](ctx, codes) for n in names), return_exceptions=True)
         sections: dict[str, Any] = {}
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
@@ -306,33 +306,28 @@ class BoardHub:
                 sections[name] = result
         return seq, dumps(snapshot_message(seq, self.clock.now(), org, sections))
 
-    async def serve(self, request: web.Request, ws: web.WebSocketResponse, user: User, since: int | None) -> None:
-        transport = request.transport
-        assert isinstance(transport, asyncio.Transport)
+    def register(self, ws: Socket, transport: asyncio.Transport, user: User) -> BoardClient:
+        """A new board: frames for it are queued from now on (its start is :meth:`start`)."""
         c = BoardClient(ws, transport, user, self.received)
         self._add(c)
-        structlog.contextvars.bind_contextvars(conn_id=c.conn_id)
-        try:
-            mode = await self._start(c, since)
-            self.metrics.live_board_starts.labels(mode).inc()
-            log.info("board_connected", user=user.username, org=user.org, mode=mode, since=since, cursor=c.cursor)
-            async for _msg in ws:
-                pass  # boards only listen; pings are answered by aiohttp
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:
-            log.exception("board_failed", user=user.username)
-            if not ws.closed:
-                await ws.close(code=1011, message=b"internal error: reconnect")
-        finally:
-            self._remove(c)
-            log.info("board_disconnected", user=user.username, close_code=ws.close_code)
+        return c
+
+    async def start(self, c: BoardClient, since: int | None) -> str:
+        """Send the snapshot (or resume after ``since``), then what was queued; return the mode."""
+        mode = await self._start(c, since)
+        self.metrics.live_board_starts.labels(mode).inc()
+        log.info("board_connected", user=c.user.username, org=c.org, mode=mode, since=since, cursor=c.cursor)
+        return mode
+
+    def unregister(self, c: BoardClient) -> None:
+        self._remove(c)
+        log.info("board_disconnected", user=c.user.username, close_code=c.ws.close_code)
 
     async def _start(self, c: BoardClient, since: int | None) -> str:
         registered = c.registered_at
         rows: list[ChangeRow] = []
         mode = "snapshot"
-        async with self.app[POOL].acquire() as conn:
+        async with self.ctx.pool.acquire() as conn:
             if since is not None:
                 resumable = await self._resumable(conn, since)
                 if resumable:
@@ -350,7 +345,7 @@ class BoardHub:
             c.cursor = seq
             await c.ws.send_str(text)
             if seq < registered:  # a shared snapshot older than this client's start: fill the gap
-                async with self.app[POOL].acquire() as conn:
+                async with self.ctx.pool.acquire() as conn:
                     rows = await self._rows_between(conn, seq, registered, c.org)
         if rows:
             c.transport.write(b"".join(encode_change(r) for r in rows))
@@ -386,36 +381,3 @@ class BoardHub:
         if c.backlog:
             self._backlogged.add(c)
             self._drain(c)
-
-
-async def board_ws(request: web.Request) -> web.StreamResponse:
-    """``GET /ws/board?token=…&since=SEQ``: snapshot or resume, then changes (docs/live.md)."""
-    from dispatchd.channels.hotline.appkeys import PRESENCE
-    from dispatchd.live.appkeys import BOARD_HUB
-    from dispatchd.web.auth import current_user
-    from dispatchd.web.validate import invalid
-
-    user = current_user(request)
-    since: int | None = None
-    raw = request.query.get("since")
-    if raw not in (None, ""):
-        try:
-            since = int(str(raw))
-        except ValueError:
-            since = -1
-        if since < 0:
-            raise invalid({"since": ("应为非负整数", "must be a non-negative integer")})
-    settings = request.app[SETTINGS].live
-    ws = web.WebSocketResponse(compress=settings.compression, max_msg_size=65536)
-    await ws.prepare(request)
-    # A duty console (``console=1``) makes its officer present for the hotline queue while it is
-    # connected: calls ring the logged-in officers (docs/hotline.md). A wall display does not.
-    presence = request.app.get(PRESENCE) if request.query.get("console") == "1" else None
-    if presence is not None:
-        await presence.connected(user)
-    try:
-        await request.app[BOARD_HUB].serve(request, ws, user, since)
-    finally:
-        if presence is not None:
-            await asyncio.shield(presence.disconnected(user))
-    return ws

@@ -4,7 +4,7 @@ One **relay** per deployment (whoever holds a PostgreSQL session advisory lock; 
 dies PostgreSQL releases the lock and another instance takes over within
 ``[live] relay_election_interval``) tails the outbox: ``SELECT … WHERE seq > last ORDER BY seq``,
 woken by the ``NOTIFY`` the outbox trigger sends at commit, with a poll as fallback. Writers take one
-advisory transaction lock before inserting (:mod:`dispatchd.store.outbox`), so rows become visible
+advisory transaction lock before inserting (:mod:`dispatchd.store.changes`), so rows become visible
 in seq order and the tail never skips one. It publishes each batch to Redis as
 ``{"prev": <seq published before>, "rows": [...]}`` and, when idle, a heartbeat (``rows: []``) every
 second.
@@ -28,9 +28,9 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 from redis.asyncio import Redis
 
+from dispatchd.context import Context
 from dispatchd.live.protocol import (
     ChangeRow,
     feed_envelope,
@@ -39,8 +39,8 @@ from dispatchd.live.protocol import (
 )
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
+from dispatchd.store.changes import prune_outbox
 from dispatchd.tasks import raise_if_cancelling
-from dispatchd.web.appkeys import CLOCK, METRICS, POOL, REDIS, SETTINGS
 
 log = structlog.get_logger("dispatchd.live.feed")
 
@@ -97,28 +97,18 @@ async def pruned_through(conn: asyncpg.Connection) -> int:
 
 async def prune(conn: asyncpg.Connection, before: Any) -> int:
     """Delete rows older than ``before`` (a contiguous run from the start); return the new mark."""
-    async with conn.transaction():
-        upto = await conn.fetchval("SELECT max(seq) FROM outbox WHERE created_at < $1", before)
-        if upto is not None:
-            await conn.execute("DELETE FROM outbox WHERE seq <= $1", upto)
-            await conn.execute(
-                "INSERT INTO feed_state (singleton, pruned_through) VALUES (true, $1)"
-                " ON CONFLICT (singleton) DO UPDATE"
-                " SET pruned_through = GREATEST(feed_state.pruned_through, EXCLUDED.pruned_through)",
-                upto,
-            )
-        return await pruned_through(conn)
+    return await prune_outbox(conn, before)
 
 
 class Feed:
     """This instance's end of the change feed: the relay loop (if elected) and the subscriber."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.settings = app[SETTINGS].live
-        self.pool: asyncpg.Pool = app[POOL]
-        self.redis: Redis = app[REDIS]
-        self.metrics: Metrics = app[METRICS]
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings.live
+        self.pool: asyncpg.Pool = ctx.pool
+        self.redis: Redis = ctx.redis
+        self.metrics: Metrics = ctx.metrics
         self.cursor = 0  # last seq handed to the listeners
         self.row_listeners: list[RowListener] = []
         self.is_relay = False
@@ -313,7 +303,7 @@ class Feed:
     async def prune_once(self, conn: asyncpg.Connection | None = None) -> int:
         """Delete rows past retention (by the application clock); return the highest pruned seq."""
         self._last_prune = asyncio.get_running_loop().time()
-        before = self.app[CLOCK].now() - timedelta(hours=self.settings.retention_hours)
+        before = self.ctx.clock.now() - timedelta(hours=self.settings.retention_hours)
         if conn is not None:
             return await prune(conn, before)
         async with self.pool.acquire() as own:

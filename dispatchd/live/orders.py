@@ -1,10 +1,10 @@
 """Orders to squads: stored first, then pushed; receipts, accept and decline, resend and alerts.
 
-Every change of an order is one transaction: the order row, an ``order_events`` audit row and an
-outbox row on topic ``order`` (payload ``{"event", "order"}``). The squad hub of every instance
+Every change of an order is one transaction: the order row, and the audit row and outbox row the
+recorder writes (:mod:`dispatchd.store.changes`, entity ``order``). The squad hub of every instance
 reads those rows from the change feed and pushes the order to the connections of the unit's
 members there (:mod:`dispatchd.live.squad`), so an order made on one instance reaches a squad
-connected to another. Alerts for the duty officer are outbox rows on topic ``alert``.
+connected to another. Alerts for the duty officer are entities too (``alert``).
 
 Timers (:class:`OrderTimers`) run on every instance against the application clock; a due order is
 taken with ``FOR UPDATE SKIP LOCKED``, so two instances never fire one twice.
@@ -13,30 +13,38 @@ taken with ``FOR UPDATE SKIP LOCKED``, so two instances never fire one twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 
+from dispatchd.channels.reports.media import StagedPhoto
+from dispatchd.channels.reports.service import record_photos
+from dispatchd.context import Context
 from dispatchd.domain import orders as machine
+from dispatchd.domain.incident import OPEN_STATES, Action, Command, State
+from dispatchd.domain.incident import Actor as DomainActor
 from dispatchd.domain.orders import Order, OrderClock, OrderConflict, Step
-from dispatchd.store.outbox import emit
-from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
-from dispatchd.web.errors import ApiError, conflict, not_found
+from dispatchd.domain.units import DONE_STATUSES
+from dispatchd.errors import Conflict, conflict, invalid, not_found
+from dispatchd.incidents import service as cases
+from dispatchd.incidents.store import may_view
+from dispatchd.store.changes import Actor as ChangeActor
+from dispatchd.store.changes import Change, bump, record, trail
+from dispatchd.store.users import User, get_user
+from dispatchd.units.service import nearest_units, set_unit_status
 
 log = structlog.get_logger("dispatchd.live.orders")
 
 # Cases in these states take no more orders.
-CLOSED_CASE_STATES = frozenset({"rejected", "merged", "closed", "evaluated"})
+CLOSED_CASE_STATES = frozenset(str(s) for s in State) - {str(s) for s in OPEN_STATES}
 DISPATCH_ROLES = ("duty_officer", "leader")
 
 
-def order_clock(app: web.Application) -> OrderClock:
-    s = app[SETTINGS].live
+def order_clock(ctx: Context) -> OrderClock:
+    s = ctx.settings.live
     return OrderClock(timedelta(seconds=s.resend_after), timedelta(seconds=s.accept_timeout))
 
 
@@ -51,6 +59,7 @@ def order_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "incident_id": row["incident_id"],
         "unit_id": row["unit_id"],
+        "unit_name": row["unit_name"],
         "org": row["org_path"][-1] if row["org_path"] else None,
         "org_path": list(row["org_path"]),
         "instructions": row["instructions"],
@@ -76,7 +85,22 @@ def order_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "closed_at": _iso(row["closed_at"]),
         "replaces": row["replaces"],
         "replaced_by": row["replaced_by"],
+        "progress": row["progress"],
+        "progress_name": _progress_name(row["progress"]),
+        "handled_at": _iso(row["handled_at"]),
+        "handled_note": row["handled_note"],
+        "handled_photos": list(row["handled_photos"]),
     }
+
+
+_PROGRESS_NAMES = {"en_route": ("在途", "en route"), "on_scene": ("到达现场", "on scene"), "handled": ("已处置", "handled")}
+
+
+def _progress_name(progress: str | None) -> dict[str, str] | None:
+    if progress is None:
+        return None
+    zh, en = _PROGRESS_NAMES[progress]
+    return {"zh-CN": zh, "en": en}
 
 
 def as_machine(row: Mapping[str, Any]) -> Order:
@@ -91,15 +115,12 @@ def as_machine(row: Mapping[str, Any]) -> Order:
         declined_at=row["declined_at"],
         alerted_at=row["alerted_at"],
         closed_at=row["closed_at"],
+        progress=row["progress"],
     )
 
 
-def _conflict(exc: OrderConflict, row: Mapping[str, Any]) -> ApiError:
+def _conflict(exc: OrderConflict, row: Mapping[str, Any]) -> Conflict:
     return conflict(exc.message_zh, exc.message_en, code="illegal_order_move", extra={"order": order_json(row)})
-
-
-def _actor(user: User | None) -> tuple[int | None, str]:
-    return (user.id, user.username) if user is not None else (None, "system")
 
 
 async def _lock(conn: asyncpg.Connection, order_id: int) -> asyncpg.Record | None:
@@ -108,34 +129,26 @@ async def _lock(conn: asyncpg.Connection, order_id: int) -> asyncpg.Record | Non
 
 async def _record(
     conn: asyncpg.Connection,
-    app: web.Application,
+    ctx: Context,
     row: Mapping[str, Any],
     event: str,
     actor: User | None,
     from_state: str | None,
     data: Mapping[str, Any] | None = None,
+    *,
+    publish: bool = True,
 ) -> None:
-    """Audit row and outbox row of an order change, inside the caller's transaction."""
-    actor_id, actor_name = _actor(actor)
-    await conn.execute(
-        "INSERT INTO order_events (order_id, at, action, actor_id, actor_name, from_state, to_state, data)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        row["id"],
-        app[CLOCK].now(),
-        event,
-        actor_id,
-        actor_name,
-        from_state,
-        row["state"],
-        dict(data or {}),
-    )
-    await emit(conn, "order", row["id"], list(row["org_path"]), {"event": event, "order": order_json(row)})
-    app[METRICS].live_orders.labels(event).inc()
+    """Record a change of an order (its row is written), inside the caller's transaction; a
+    receipt from another member's device is audited, not news for the boards (``publish``)."""
+    who, now = ChangeActor.of(actor), ctx.clock.now()
+    change = Change.of("order", row, event, order_json(row), who, now, from_state=from_state, detail=data)
+    await record(conn, change, publish=publish)
+    ctx.metrics.live_orders.labels(event).inc()
 
 
 async def _apply(
     conn: asyncpg.Connection,
-    app: web.Application,
+    ctx: Context,
     row: Mapping[str, Any],
     step: Step,
     actor: User | None,
@@ -155,19 +168,12 @@ async def _apply(
         "declined_at": o.declined_at,
         "alerted_at": o.alerted_at,
         "closed_at": o.closed_at,
+        "progress": o.progress,
         **dict(extra or {}),
     }
-    names = list(values)
-    sets = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
-    new: asyncpg.Record = await conn.fetchrow(
-        f"UPDATE orders SET {sets}, version = version + 1, updated_at = ${len(names) + 2}"
-        " WHERE id = $1 RETURNING *",
-        row["id"],
-        *values.values(),
-        app[CLOCK].now(),
-    )
+    new = await bump(conn, "order", row["id"], {**values, "updated_at": ctx.clock.now()})
     assert step.event is not None
-    await _record(conn, app, new, step.event, actor, row["state"], data)
+    await _record(conn, ctx, new, step.event, actor, row["state"], data)
     return new
 
 
@@ -178,14 +184,14 @@ async def is_member(conn: asyncpg.Connection, unit_id: int, user_id: int) -> boo
     return found is not None
 
 
-def _case_info(app: web.Application, inc: Mapping[str, Any]) -> dict[str, Any]:
+def _case_info(ctx: Context, inc: Mapping[str, Any]) -> dict[str, Any]:
     """What the squad needs of the case, frozen into the order."""
     location = {"lat": inc["lat"], "lon": inc["lon"]} if inc["lat"] is not None and inc["lon"] is not None else None
     return {
         "id": inc["id"],
         "number": inc["number"],
         "category": inc["category"],
-        "category_name": app[TAXONOMY].display_name(inc["category"]),
+        "category_name": ctx.taxonomy.display_name(inc["category"]),
         "priority": inc["priority"],
         "description": inc["description"],
         "place": {"location": location, "address": inc["address"], "grid": inc["grid"]},
@@ -196,7 +202,7 @@ def _case_info(app: web.Application, inc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def create_order(
-    app: web.Application,
+    ctx: Context,
     *,
     incident_id: int,
     unit_id: int,
@@ -212,9 +218,9 @@ async def create_order(
     Refusals: 404 for a case or unit the actor may not see, 409 for a closed case or a unit off duty.
     """
     if conn is None:
-        async with app[POOL].acquire() as own, own.transaction():
+        async with ctx.pool.acquire() as own, own.transaction():
             return await create_order(
-                app,
+                ctx,
                 incident_id=incident_id,
                 unit_id=unit_id,
                 instructions=instructions,
@@ -223,12 +229,12 @@ async def create_order(
                 replaces=replaces,
                 conn=own,
             )
-    row = await _insert_order(app, conn, incident_id, unit_id, instructions, actor, dispatcher_org, replaces)
+    row = await _insert_order(ctx, conn, incident_id, unit_id, instructions, actor, dispatcher_org, replaces)
     return order_json(row)
 
 
 async def _insert_order(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     incident_id: int,
     unit_id: int,
@@ -237,10 +243,7 @@ async def _insert_order(
     dispatcher_org: str | None,
     replaces: int | None,
 ) -> asyncpg.Record:
-    from dispatchd.incidents.store import may_view
-    from dispatchd.units.service import set_unit_status
-
-    tree = app[ORGS]
+    tree = ctx.orgs
     inc = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
     if inc is None or (actor is not None and not may_view(tree, actor, inc)):
         raise not_found("事件", "case")
@@ -255,20 +258,21 @@ async def _insert_order(
         raise not_found("队伍", "unit")
     if unit["status"] == "off_duty":
         raise conflict("队伍不在岗，不能派遣", "the unit is off duty", code="unit_off_duty")
-    now = app[CLOCK].now()
-    o = machine.new_order(now, order_clock(app))
+    now = ctx.clock.now()
+    o = machine.new_order(now, order_clock(ctx))
     org = dispatcher_org or (actor.org if actor is not None else unit["org_code"])
     row = await conn.fetchrow(
         "INSERT INTO orders (incident_id, unit_id, org_path, dispatcher_org, instructions, priority, incident,"
-        " state, created_by, created_at, updated_at, sends, last_sent_at, resend_at, accept_by, replaces)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15) RETURNING *",
+        " state, created_by, created_at, updated_at, sends, last_sent_at, resend_at, accept_by, replaces,"
+        " unit_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16)"
+        " RETURNING *",
         incident_id,
         unit_id,
         list(unit["org_path"]),
         org,
         instructions,
         inc["priority"],
-        _case_info(app, inc),
+        _case_info(ctx, inc),
         o.state,
         actor.id if actor is not None else None,
         now,
@@ -277,10 +281,11 @@ async def _insert_order(
         o.resend_at,
         o.accept_by,
         replaces,
+        unit["name"],
     )
-    await _record(conn, app, row, "created", actor, None, {"unit_name": unit["name"]})
+    await _record(conn, ctx, row, "created", actor, None, {"unit_name": unit["name"]})
     if unit["status"] == "available":
-        await set_unit_status(app, unit_id, "dispatched", actor.username if actor else "system", conn=conn)
+        await set_unit_status(ctx, unit_id, "dispatched", actor.username if actor else "system", conn=conn)
     log.info("order_created", order_id=row["id"], incident_id=incident_id, unit_id=unit_id, replaces=replaces)
     return row
 
@@ -288,13 +293,13 @@ async def _insert_order(
 # -- reading ----------------------------------------------------------------------------------
 
 
-async def get_order(app: web.Application, order_id: int, viewer: User) -> dict[str, Any] | None:
+async def get_order(ctx: Context, order_id: int, viewer: User) -> dict[str, Any] | None:
     """The order with its receipts and audit trail, if ``viewer`` sees its unit or is a member."""
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
         if row is None:
             return None
-        if not app[ORGS].is_within(row["org_path"][-1], viewer.org) and not await is_member(
+        if not ctx.orgs.is_within(row["org_path"][-1], viewer.org) and not await is_member(
             conn, row["unit_id"], viewer.id
         ):
             return None
@@ -303,11 +308,7 @@ async def get_order(app: web.Application, order_id: int, viewer: User) -> dict[s
             " JOIN users u ON u.id = d.user_id WHERE d.order_id = $1 ORDER BY d.delivered_at, d.user_id",
             order_id,
         )
-        events = await conn.fetch(
-            "SELECT action, actor_name, at, from_state, to_state, data FROM order_events"
-            " WHERE order_id = $1 ORDER BY id",
-            order_id,
-        )
+        events = await trail(conn, "order", order_id)
     out = order_json(row)
     out["receipts"] = [
         {"user_id": r["user_id"], "username": r["username"], "at": _iso(r["delivered_at"]), "instance": r["instance"]}
@@ -328,7 +329,7 @@ async def get_order(app: web.Application, order_id: int, viewer: User) -> dict[s
 
 
 async def list_orders(
-    app: web.Application,
+    ctx: Context,
     viewer: User,
     *,
     unit_id: int | None = None,
@@ -336,12 +337,14 @@ async def list_orders(
     open_only: bool = False,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Orders of units in the viewer's jurisdiction or of units the viewer is a member of."""
-    args: list[Any] = [list(app[ORGS].descendants(viewer.org)), viewer.id]
-    sql = (
-        "SELECT * FROM orders o WHERE (o.org_path && $1::text[] OR EXISTS"
-        " (SELECT 1 FROM unit_members m WHERE m.unit_id = o.unit_id AND m.user_id = $2))"
-    )
+    """Orders of units in the viewer's jurisdiction or of units the viewer is a member of; a squad
+    member sees only the orders of their own units (whatever lies in their area)."""
+    args: list[Any] = [viewer.id]
+    sql = "SELECT * FROM orders o WHERE (EXISTS (SELECT 1 FROM unit_members m WHERE m.unit_id = o.unit_id AND m.user_id = $1)"
+    if viewer.role != "squad_member":
+        args.append(list(ctx.orgs.descendants(viewer.org)))
+        sql += f" OR o.org_path && ${len(args)}::text[]"
+    sql += ")"
     if unit_id is not None:
         args.append(unit_id)
         sql += f" AND o.unit_id = ${len(args)}"
@@ -352,7 +355,7 @@ async def list_orders(
         sql += " AND o.state IN ('pending', 'delivered', 'accepted')"
     args.append(limit)
     sql += f" ORDER BY o.id DESC LIMIT ${len(args)}"
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
     return [order_json(r) for r in rows]
 
@@ -379,148 +382,235 @@ async def _member_order(conn: asyncpg.Connection, order_id: int, user: User) -> 
     return row
 
 
-async def _receipt(app: web.Application, conn: asyncpg.Connection, order_id: int, user: User) -> bool:
+async def _receipt(ctx: Context, conn: asyncpg.Connection, order_id: int, user: User) -> bool:
     inserted = await conn.fetchval(
         "INSERT INTO order_deliveries (order_id, user_id, delivered_at, instance) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT DO NOTHING RETURNING user_id",
         order_id,
         user.id,
-        app[CLOCK].now(),
-        app[INSTANCE_ID],
+        ctx.clock.now(),
+        ctx.instance_id,
     )
     return inserted is not None
 
 
-async def acknowledge(app: web.Application, order_id: int, user: User) -> dict[str, Any]:
+async def acknowledge(ctx: Context, order_id: int, user: User) -> dict[str, Any]:
     """A member's device received the order: record the receipt; the first one delivers it."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _member_order(conn, order_id, user)
-        fresh = await _receipt(app, conn, order_id, user)
-        step = machine.acknowledge(as_machine(row), app[CLOCK].now())
+        fresh = await _receipt(ctx, conn, order_id, user)
+        step = machine.acknowledge(as_machine(row), ctx.clock.now())
         if step.changed:
-            row = await _apply(conn, app, row, step, user)
+            row = await _apply(conn, ctx, row, step, user)
         elif fresh:
-            await conn.execute(
-                "INSERT INTO order_events (order_id, at, action, actor_id, actor_name, from_state, to_state)"
-                " VALUES ($1, $2, 'receipt', $3, $4, $5, $5)",
-                order_id,
-                app[CLOCK].now(),
-                user.id,
-                user.username,
-                row["state"],
-            )
+            # Another member's device has it too: audited, not news for the boards.
+            await _record(conn, ctx, row, "receipt", user, row["state"], publish=False)
     return order_json(row)
 
 
-async def accept(app: web.Application, order_id: int, user: User) -> dict[str, Any]:
+async def accept(ctx: Context, order_id: int, user: User) -> dict[str, Any]:
     """The squad takes the order (a receipt is implied); an alert about it is resolved."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _member_order(conn, order_id, user)
-        await _receipt(app, conn, order_id, user)
+        await _receipt(ctx, conn, order_id, user)
         try:
-            step = machine.accept(as_machine(row), app[CLOCK].now())
+            step = machine.accept(as_machine(row), ctx.clock.now())
         except OrderConflict as exc:
             raise _conflict(exc, row) from None
         if step.changed:
-            row = await _apply(conn, app, row, step, user, extra={"accepted_by": user.id})
-            await _resolve_alerts(app, conn, order_id, user, "accepted")
+            row = await _apply(conn, ctx, row, step, user, extra={"accepted_by": user.id})
+            await _resolve_alerts(ctx, conn, order_id, user, "accepted")
     return order_json(row)
 
 
-async def decline(app: web.Application, order_id: int, user: User, reason: str | None) -> dict[str, Any]:
+async def decline(ctx: Context, order_id: int, user: User, reason: str | None) -> dict[str, Any]:
     """The squad refuses: the unit is free again and the duty officer is alerted with a suggestion."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _member_order(conn, order_id, user)
-        await _receipt(app, conn, order_id, user)
+        await _receipt(ctx, conn, order_id, user)
         try:
-            step = machine.decline(as_machine(row), app[CLOCK].now())
+            step = machine.decline(as_machine(row), ctx.clock.now())
         except OrderConflict as exc:
             raise _conflict(exc, row) from None
         if step.changed:
-            row = await _apply(conn, app, row, step, user, extra={"decline_reason": reason})
-            await _release_unit(app, conn, row["unit_id"], user)
-            row = await _raise_alert(app, conn, row, "order_declined")
+            row = await _apply(conn, ctx, row, step, user, extra={"decline_reason": reason})
+            await _release_unit(ctx, conn, row["unit_id"], user)
+            row = await _raise_alert(ctx, conn, row, "order_declined")
     return order_json(row)
 
 
 # -- the officer's moves ------------------------------------------------------------------------------
 
 
-async def _officer_order(app: web.Application, conn: asyncpg.Connection, order_id: int, user: User) -> asyncpg.Record:
+async def _officer_order(ctx: Context, conn: asyncpg.Connection, order_id: int, user: User) -> asyncpg.Record:
     row = await _lock(conn, order_id)
-    if row is None or not app[ORGS].is_within(row["org_path"][-1], user.org):
+    if row is None or not ctx.orgs.is_within(row["org_path"][-1], user.org):
         raise not_found("指令", "order")
     return row
 
 
-async def cancel(app: web.Application, order_id: int, user: User) -> dict[str, Any]:
-    async with app[POOL].acquire() as conn, conn.transaction():
-        row = await _officer_order(app, conn, order_id, user)
+async def cancel(ctx: Context, order_id: int, user: User) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _officer_order(ctx, conn, order_id, user)
         try:
-            step = machine.cancel(as_machine(row), app[CLOCK].now())
+            step = machine.cancel(as_machine(row), ctx.clock.now())
         except OrderConflict as exc:
             raise _conflict(exc, row) from None
         if step.changed:
-            row = await _apply(conn, app, row, step, user)
-            await _release_unit(app, conn, row["unit_id"], user)
-            await _resolve_alerts(app, conn, order_id, user, "cancelled")
+            row = await _apply(conn, ctx, row, step, user)
+            await _release_unit(ctx, conn, row["unit_id"], user)
+            await _resolve_alerts(ctx, conn, order_id, user, "cancelled")
     return order_json(row)
 
 
+async def cancel_case_orders(
+    ctx: Context, conn: asyncpg.Connection, case: Mapping[str, Any], actor: DomainActor
+) -> None:
+    """A case reaction (incidents.slots.CASE_ENDED): the case was closed, rejected or merged, so its
+    open orders are cancelled (the squads' phones are told and stop ringing), their alerts resolved,
+    and their units are free again."""
+    rows = await conn.fetch(
+        "SELECT * FROM orders WHERE incident_id = $1 AND state IN ('pending', 'delivered', 'accepted')"
+        " ORDER BY id FOR UPDATE",
+        case["id"],
+    )
+    if not rows:
+        return
+    user = await get_user(conn, actor.user_id) if actor.user_id else None
+    for row in rows:
+        step = machine.cancel(as_machine(row), ctx.clock.now())
+        after = await _apply(conn, ctx, row, step, user, data={"reason": "case_ended", "case_state": case["state"]})
+        await _resolve_alerts(ctx, conn, row["id"], user, "case_ended")
+        await _release_unit(ctx, conn, after["unit_id"], user, on_site=True)
+    log.info("case_orders_cancelled", incident_id=case["id"], orders=[r["id"] for r in rows])
+
+
+async def report_progress(
+    ctx: Context, conn: asyncpg.Connection, unit_id: int, status: str, actor: User | str | None
+) -> None:
+    """A unit's status reaction: on its way or on the scene, its accepted orders say so (the case's
+    timeline and the console show the order's progress with the unit's name)."""
+    if status not in ("en_route", "on_scene"):
+        return
+    user = actor if isinstance(actor, User) else None
+    rows = await conn.fetch(
+        "SELECT * FROM orders WHERE unit_id = $1 AND state = 'accepted' ORDER BY id FOR UPDATE", unit_id
+    )
+    for row in rows:
+        step = machine.progress(as_machine(row), status)
+        if step.changed:
+            await _apply(conn, ctx, row, step, user)
+
+
+async def handled(
+    ctx: Context, order_id: int, user: User, note: str, photos: Sequence[StagedPhoto] = ()
+) -> dict[str, Any]:
+    """The squad is done on site (处置完毕): the order is completed with the squad's notes and
+    photos. Where the squad's unit handles the case itself (the case's squad), this is the case's
+    feedback step too (started first if nobody had), in the same transaction."""
+    note = note.strip()
+    if not note:
+        raise invalid({"note": ("请说明处置情况", "say what was done")})
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _member_order(conn, order_id, user)
+        now = ctx.clock.now()
+        try:
+            step = machine.handled(as_machine(row), now)
+        except OrderConflict as exc:
+            raise _conflict(exc, row) from None
+        if not step.changed:
+            return order_json(row)
+        refs = [p.url for p in photos]
+        row = await _apply(
+            conn,
+            ctx,
+            row,
+            step,
+            user,
+            extra={"handled_at": now, "handled_note": note, "handled_photos": refs},
+            data={"note": note, "photos": refs},
+        )
+        await _resolve_alerts(ctx, conn, order_id, user, "handled")
+        await record_photos(conn, photos, incident_id=row["incident_id"], uploaded_by=user.id, purpose="feedback", now=now)
+        case = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", row["incident_id"])
+        if case is not None and case["squad_unit"] == row["unit_id"]:
+            await _feed_back(ctx, conn, case, user, note, refs)
+    log.info("order_handled", order_id=order_id, unit_id=row["unit_id"], photos=len(photos))
+    return order_json(row)
+
+
+async def _feed_back(
+    ctx: Context, conn: asyncpg.Connection, case: asyncpg.Record, user: User, note: str, photos: Sequence[str]
+) -> None:
+    """The squad's report as the case's feedback: start it if it waits, then feed back."""
+    actor = cases.domain_actor(user)
+    if case["state"] == "dispatched":
+        await cases.transition_locked(ctx, conn, case, Command(Action.start, case["version"]), actor, viewer=None)
+        case = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", case["id"])
+    if case["state"] == "in_progress":
+        command = Command(Action.feedback, case["version"], note=note, photos=tuple(photos))
+        await cases.transition_locked(ctx, conn, case, command, actor, viewer=None)
+
+
 async def reassign(
-    app: web.Application, order_id: int, user: User, unit_id: int | None
+    ctx: Context, order_id: int, user: User, unit_id: int | None
 ) -> dict[str, Any]:
     """Give the case to ``unit_id`` (or the next nearest available unit): returns the new order."""
-    async with app[POOL].acquire() as conn, conn.transaction():
-        row = await _officer_order(app, conn, order_id, user)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _officer_order(ctx, conn, order_id, user)
         if unit_id is None:
-            suggestion = await suggest_unit(app, conn, row)
+            suggestion = await suggest_unit(ctx, conn, row)
             if suggestion is None:
                 raise conflict(
                     "附近没有可用的队伍", "no available unit with a live position nearby", code="no_unit_available"
                 )
             unit_id = int(suggestion["unit_id"])
         try:
-            step = machine.reassign(as_machine(row), app[CLOCK].now())
+            step = machine.reassign(as_machine(row), ctx.clock.now())
         except OrderConflict as exc:
             raise _conflict(exc, row) from None
         new = await _insert_order(
-            app, conn, row["incident_id"], unit_id, row["instructions"], user, row["dispatcher_org"], row["id"]
+            ctx, conn, row["incident_id"], unit_id, row["instructions"], user, row["dispatcher_org"], row["id"]
         )
-        await _apply(conn, app, row, step, user, extra={"replaced_by": new["id"]}, data={"to_order": new["id"]})
-        await _release_unit(app, conn, row["unit_id"], user)
-        await _resolve_alerts(app, conn, order_id, user, "reassigned")
+        await _apply(conn, ctx, row, step, user, extra={"replaced_by": new["id"]}, data={"to_order": new["id"]})
+        await _release_unit(ctx, conn, row["unit_id"], user)
+        await _resolve_alerts(ctx, conn, order_id, user, "reassigned")
     return order_json(new)
 
 
-async def complete_unit_orders(app: web.Application, conn: asyncpg.Connection, unit_id: int, user: User | None) -> None:
-    """The unit reported returning or available: its accepted orders are done."""
+async def complete_unit_orders(
+    ctx: Context, conn: asyncpg.Connection, unit_id: int, status: str, actor: User | str | None
+) -> None:
+    """A unit's status reaction: returning or available, its accepted orders are done."""
+    if status not in DONE_STATUSES:
+        return
+    user = actor if isinstance(actor, User) else None
     rows = await conn.fetch(
         "SELECT * FROM orders WHERE unit_id = $1 AND state = 'accepted' ORDER BY id FOR UPDATE", unit_id
     )
     for row in rows:
-        await _apply(conn, app, row, machine.complete(as_machine(row), app[CLOCK].now()), user)
+        await _apply(conn, ctx, row, machine.complete(as_machine(row), ctx.clock.now()), user)
 
 
-async def _release_unit(app: web.Application, conn: asyncpg.Connection, unit_id: int, actor: User | None) -> None:
-    """Back to available when the unit is only ``dispatched`` and has no other open order."""
-    from dispatchd.units.service import set_unit_status
-
+async def _release_unit(
+    ctx: Context, conn: asyncpg.Connection, unit_id: int, actor: User | None, *, on_site: bool = False
+) -> None:
+    """Back to available when the unit has no other open order and is only ``dispatched`` (or,
+    ``on_site``: the case it went to ended, also when it is on its way or on the scene)."""
     busy = await conn.fetchval(
         "SELECT 1 FROM orders WHERE unit_id = $1 AND state IN ('pending', 'delivered', 'accepted')", unit_id
     )
     status = await conn.fetchval("SELECT status FROM squad_units WHERE id = $1", unit_id)
-    if busy is None and status == "dispatched":
-        await set_unit_status(app, unit_id, "available", actor.username if actor else "system", conn=conn)
+    freed = ("dispatched", "en_route", "on_scene") if on_site else ("dispatched",)
+    if busy is None and status in freed:
+        await set_unit_status(ctx, unit_id, "available", actor.username if actor else "system", conn=conn)
 
 
 # -- alerts -----------------------------------------------------------------------------------------
 
 
-async def suggest_unit(app: web.Application, conn: asyncpg.Connection, row: Mapping[str, Any]) -> dict[str, Any] | None:
+async def suggest_unit(ctx: Context, conn: asyncpg.Connection, row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The nearest available unit to the case, in the dispatcher's jurisdiction, not tried yet."""
-    from dispatchd.units.service import nearest_units
-
     location = ((row["incident"] or {}).get("place") or {}).get("location")
     if not location:
         return None
@@ -528,11 +618,11 @@ async def suggest_unit(app: web.Application, conn: asyncpg.Connection, row: Mapp
         r["unit_id"]
         for r in await conn.fetch("SELECT DISTINCT unit_id FROM orders WHERE incident_id = $1", row["incident_id"])
     }
-    codes = app[ORGS].descendants(row["dispatcher_org"]) if row["dispatcher_org"] in app[ORGS].units else frozenset()
+    codes = ctx.orgs.descendants(row["dispatcher_org"]) if row["dispatcher_org"] in ctx.orgs.units else frozenset()
     if not codes:
         return None
     candidates = await nearest_units(
-        app, float(location["lat"]), float(location["lon"]), codes, status="available", limit=len(tried) + 5
+        ctx, float(location["lat"]), float(location["lon"]), codes, status="available", limit=len(tried) + 5
     )
     for unit in candidates:
         if unit["id"] not in tried and not unit.get("stale"):
@@ -570,30 +660,30 @@ def _alert_json(alert: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, A
 
 
 async def _raise_alert(
-    app: web.Application, conn: asyncpg.Connection, row: asyncpg.Record, kind: str
+    ctx: Context, conn: asyncpg.Connection, row: asyncpg.Record, kind: str
 ) -> asyncpg.Record:
     """Alert the duty officer, with the next nearest available unit, or reassign if configured.
 
     Returns the order as it is afterwards (reassigned when an overdue order was given away).
     """
-    suggestion = await suggest_unit(app, conn, row)
+    suggestion = await suggest_unit(ctx, conn, row)
     reassigned_to: int | None = None
-    if suggestion is not None and app[SETTINGS].live.auto_reassign:
+    if suggestion is not None and ctx.settings.live.auto_reassign:
         new = await _insert_order(
-            app, conn, row["incident_id"], int(suggestion["unit_id"]), row["instructions"], None,
+            ctx, conn, row["incident_id"], int(suggestion["unit_id"]), row["instructions"], None,
             row["dispatcher_org"], row["id"],
         )
         reassigned_to = new["id"]
         if row["state"] in machine.AWAITING_ACCEPT:
-            step = machine.reassign(as_machine(row), app[CLOCK].now())
-            row = await _apply(conn, app, row, step, None, extra={"replaced_by": reassigned_to},
+            step = machine.reassign(as_machine(row), ctx.clock.now())
+            row = await _apply(conn, ctx, row, step, None, extra={"replaced_by": reassigned_to},
                                data={"to_order": reassigned_to})
-            await _release_unit(app, conn, row["unit_id"], None)
+            await _release_unit(ctx, conn, row["unit_id"], None)
         else:
             row = await conn.fetchrow(
                 "UPDATE orders SET replaced_by = $2 WHERE id = $1 RETURNING *", row["id"], reassigned_to
             )
-    now = app[CLOCK].now()
+    now = ctx.clock.now()
     alert = await conn.fetchrow(
         "INSERT INTO live_alerts (kind, order_id, incident_id, unit_id, org_path, suggestion, reassigned_to,"
         " created_at, resolved_at, resolution) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
@@ -608,20 +698,32 @@ async def _raise_alert(
         now if reassigned_to is not None else None,
         "reassigned automatically" if reassigned_to is not None else None,
     )
-    body = _alert_json(alert, row)
-    await emit(conn, "alert", alert["id"], list(row["org_path"]), {"event": "raised", "alert": body})
+    await _record_alert(ctx, conn, alert, row, "raised", None)
     log.info("order_alert", order_id=row["id"], kind=kind, suggestion=suggestion, reassigned_to=reassigned_to)
     return row
 
 
+async def _record_alert(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    alert: Mapping[str, Any],
+    order: Mapping[str, Any],
+    action: str,
+    actor: User | None,
+) -> None:
+    state = "resolved" if alert["resolved_at"] is not None else "open"
+    data, who, now = _alert_json(alert, order), ChangeActor.of(actor), ctx.clock.now()
+    await record(conn, Change.of("alert", alert, action, data, who, now, state=state, note=alert["resolution"]))
+
+
 async def _resolve_alerts(
-    app: web.Application, conn: asyncpg.Connection, order_id: int, user: User | None, resolution: str
+    ctx: Context, conn: asyncpg.Connection, order_id: int, user: User | None, resolution: str
 ) -> None:
     rows = await conn.fetch(
-        "UPDATE live_alerts SET resolved_at = $2, resolved_by = $3, resolution = $4"
+        "UPDATE live_alerts SET resolved_at = $2, resolved_by = $3, resolution = $4, version = version + 1"
         " WHERE order_id = $1 AND resolved_at IS NULL RETURNING *",
         order_id,
-        app[CLOCK].now(),
+        ctx.clock.now(),
         user.id if user is not None else None,
         resolution,
     )
@@ -629,33 +731,31 @@ async def _resolve_alerts(
         return
     order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
     for alert in rows:
-        body = _alert_json(alert, order)
-        await emit(conn, "alert", alert["id"], list(alert["org_path"]), {"event": "resolved", "alert": body})
+        await _record_alert(ctx, conn, alert, order, "resolved", user)
 
 
-async def resolve_alert(app: web.Application, alert_id: int, user: User, note: str | None) -> dict[str, Any]:
+async def resolve_alert(ctx: Context, alert_id: int, user: User, note: str | None) -> dict[str, Any]:
     """The officer dealt with the alert (for example by reassigning by hand)."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         alert = await conn.fetchrow("SELECT * FROM live_alerts WHERE id = $1 FOR UPDATE", alert_id)
-        if alert is None or not app[ORGS].is_within(alert["org_path"][-1], user.org):
+        if alert is None or not ctx.orgs.is_within(alert["org_path"][-1], user.org):
             raise not_found("告警", "alert")
         order = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", alert["order_id"])
         if alert["resolved_at"] is None:
             alert = await conn.fetchrow(
-                "UPDATE live_alerts SET resolved_at = $2, resolved_by = $3, resolution = $4 WHERE id = $1"
-                " RETURNING *",
+                "UPDATE live_alerts SET resolved_at = $2, resolved_by = $3, resolution = $4,"
+                " version = version + 1 WHERE id = $1 RETURNING *",
                 alert_id,
-                app[CLOCK].now(),
+                ctx.clock.now(),
                 user.id,
                 note or "resolved",
             )
-            body = _alert_json(alert, order)
-            await emit(conn, "alert", alert_id, list(alert["org_path"]), {"event": "resolved", "alert": body})
+            await _record_alert(ctx, conn, alert, order, "resolved", user)
         return _alert_json(alert, order)
 
 
-async def open_alerts(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
-    async with app[POOL].acquire() as conn:
+async def open_alerts(ctx: Context, codes: frozenset[str]) -> list[dict[str, Any]]:
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT a.*, o.incident AS order_incident, o.id AS oid FROM live_alerts a JOIN orders o ON o.id = a.order_id"
             " WHERE a.resolved_at IS NULL AND a.org_path && $1::text[] ORDER BY a.id DESC LIMIT 200",
@@ -667,9 +767,9 @@ async def open_alerts(app: web.Application, codes: frozenset[str]) -> list[dict[
 # -- board sections -----------------------------------------------------------------------------
 
 
-async def orders_section(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
+async def orders_section(ctx: Context, codes: frozenset[str]) -> list[dict[str, Any]]:
     """Open orders of the jurisdiction's units."""
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT * FROM orders WHERE state IN ('pending', 'delivered', 'accepted') AND org_path && $1::text[]"
             " ORDER BY id DESC LIMIT 500",
@@ -678,8 +778,8 @@ async def orders_section(app: web.Application, codes: frozenset[str]) -> list[di
     return [order_json(r) for r in rows]
 
 
-async def alerts_section(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
-    return await open_alerts(app, codes)
+async def alerts_section(ctx: Context, codes: frozenset[str]) -> list[dict[str, Any]]:
+    return await open_alerts(ctx, codes)
 
 
 # -- timers -------------------------------------------------------------------------------------
@@ -688,11 +788,11 @@ async def alerts_section(app: web.Application, codes: frozenset[str]) -> list[di
 class OrderTimers:
     """Resend without receipt, alert without acceptance; driven by the application clock."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     async def run(self) -> None:
-        interval = self.app[SETTINGS].live.timer_interval
+        interval = self.ctx.settings.live.timer_interval
         while True:
             try:
                 await self.fire_due()
@@ -704,9 +804,9 @@ class OrderTimers:
 
     async def fire_due(self) -> int:
         """Fire every due timer; return how many orders were touched."""
-        app = self.app
-        now = app[CLOCK].now()
-        async with app[POOL].acquire() as conn:
+        ctx = self.ctx
+        now = ctx.clock.now()
+        async with ctx.pool.acquire() as conn:
             ids = [
                 r["id"]
                 for r in await conn.fetch(
@@ -715,7 +815,7 @@ class OrderTimers:
             ]
         fired = 0
         for order_id in ids:
-            async with app[POOL].acquire() as conn, conn.transaction():
+            async with ctx.pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
                     "SELECT * FROM orders WHERE id = $1 AND (resend_at <= $2 OR accept_by <= $2)"
                     " FOR UPDATE SKIP LOCKED",
@@ -725,14 +825,14 @@ class OrderTimers:
                 if row is None:
                     continue
                 fired += 1
-                step = machine.resend(as_machine(row), now, order_clock(app))
+                step = machine.resend(as_machine(row), now, order_clock(ctx))
                 if step.changed:
-                    row = await _apply(conn, app, row, step, None)
+                    row = await _apply(conn, ctx, row, step, None)
                     log.info("order_resent", order_id=order_id, sends=row["sends"])
                 step = machine.expire_accept(as_machine(row), now)
                 if step.changed:
-                    row = await _apply(conn, app, row, step, None)
-                    await _raise_alert(app, conn, row, "order_not_accepted")
+                    row = await _apply(conn, ctx, row, step, None)
+                    await _raise_alert(ctx, conn, row, "order_not_accepted")
                 elif row["resend_at"] is None and row["accept_by"] is not None and row["accept_by"] <= now:
                     # A timer of an order that can no longer fire (a final state): clear it.
                     await conn.execute("UPDATE orders SET accept_by = NULL WHERE id = $1", order_id)

@@ -9,7 +9,10 @@ Board messages (server → client), each a JSON text message with ``type``:
 
 - ``snapshot``: ``{"type": "snapshot", "seq": S, "at", "org", "sections": {...}}``, current to ``S``;
 - ``resumed``: ``{"type": "resumed", "since": N}``, the changes after ``N`` follow;
-- ``change``: ``{"type": "change", "seq", "topic", "id", "org", "at", "data"}``, one outbox row;
+- ``change``: one outbox row: ``{"type": "change", "seq"}`` and the one envelope every change of
+  every entity has (:meth:`dispatchd.store.changes.Change.envelope`): ``entity, id, version, action,
+  org, time, actor, data, detail`` (``topic`` and ``at`` repeat ``entity`` and ``time`` for clients
+  written before the envelope);
 - ``heartbeat``: ``{"type": "heartbeat", "at", "head"}``: every change up to ``head`` was sent.
 
 Squad messages are described in :data:`SQUAD_IN` and :data:`SQUAD_OUT`; ``docs/live.md`` has both.
@@ -22,7 +25,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 # Close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).
 CLOSE_GOING_AWAY = 1001  # the instance stops: reconnect (to any instance) with since=
@@ -93,19 +96,55 @@ def parse_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return out, data[pos:]
 
 
+# -- a websocket, as the hubs need it ----------------------------------------------------------
+
+
+class Socket(Protocol):
+    """The server end of a websocket, whichever framework serves it (aiohttp's fits)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool: ...
+
+
 # -- the change feed ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class ChangeRow:
-    """One outbox row as the feed carries it."""
+    """One outbox row as the feed carries it: its routing columns and its envelope (``data``)."""
 
     seq: int
-    topic: str
+    topic: str  # the entity kind
     entity_id: str
     org_path: tuple[str, ...]
     at: str  # ISO 8601 commit-side time of the row (outbox.created_at)
-    data: Any
+    data: Any  # the envelope: entity, id, version, action, org, time, actor, data, detail
+
+    @property
+    def action(self) -> str | None:
+        env = self.data if isinstance(self.data, dict) else {}
+        action = env.get("action")
+        return action if isinstance(action, str) else None
+
+    @property
+    def entity(self) -> dict[str, Any]:
+        """The entity as clients see it after the change (the envelope's ``data``)."""
+        env = self.data if isinstance(self.data, dict) else {}
+        body = env.get("data")
+        return body if isinstance(body, dict) else {}
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        env = self.data if isinstance(self.data, dict) else {}
+        detail = env.get("detail")
+        return detail if isinstance(detail, dict) else {}
 
     @property
     def org(self) -> str:
@@ -179,14 +218,22 @@ def parse_envelope(text: str | bytes) -> tuple[int, list[ChangeRow]]:
 
 
 def change_message(row: ChangeRow) -> dict[str, Any]:
+    """The board message of a change: its seq and its envelope."""
+    envelope = row.data if isinstance(row.data, dict) else {}
     return {
         "type": "change",
         "seq": row.seq,
-        "topic": row.topic,
+        "entity": envelope.get("entity", row.topic),
         "id": row.entity_id,
-        "org": row.org,
-        "at": row.at,
-        "data": row.data,
+        "version": envelope.get("version", 0),
+        "action": envelope.get("action"),
+        "org": envelope.get("org") or row.org,
+        "time": envelope.get("time", row.at),
+        "actor": envelope.get("actor"),
+        "data": envelope.get("data"),
+        "detail": envelope.get("detail") or {},
+        "topic": row.topic,
+        "at": envelope.get("time", row.at),
     }
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
 
+from dispatchd.context import Context
+from dispatchd.domain.units import Position
+from dispatchd.errors import DomainError
 from dispatchd.live import orders
 from dispatchd.live.protocol import (
     CLOSE_GOING_AWAY,
@@ -33,6 +35,7 @@ from dispatchd.live.protocol import (
     DEVICE_STATUSES,
     BadMessage,
     ChangeRow,
+    Socket,
     SquadCommand,
     dumps,
     order_message,
@@ -40,8 +43,8 @@ from dispatchd.live.protocol import (
     parse_squad_message,
 )
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, METRICS, POOL, SETTINGS
-from dispatchd.web.errors import ApiError, request_language
+from dispatchd.units.service import set_unit_status
+from dispatchd.units.slots import POSITIONS
 
 log = structlog.get_logger("dispatchd.live.squad")
 
@@ -53,7 +56,7 @@ class SquadConn:
     """One device connection: its user, the units it serves, the orders sent on it, its writer."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, user: User, units: Mapping[int, Mapping[str, Any]], lang: str
+        self, ws: Socket, user: User, units: Mapping[int, Mapping[str, Any]], lang: str
     ) -> None:
         self.ws = ws
         self.user = user
@@ -62,6 +65,7 @@ class SquadConn:
         self.conn_id = f"s{next(_conn_ids)}"
         self.sent: set[int] = set()  # order ids pushed on this connection
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
+        self.writer_task: asyncio.Task[None] | None = None
         self.closed = False
         self.closer: asyncio.Task[bool] | None = None
 
@@ -100,10 +104,15 @@ class SquadConn:
         }
 
 
+# How a refusal reads on the device: {"status", "code", "message", ...} in the connection's language.
+ErrorDescriber = Callable[[DomainError, str], dict[str, Any]]
+
+
 class SquadHub:
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.metrics = app[METRICS]
+    def __init__(self, ctx: Context, describe_error: ErrorDescriber) -> None:
+        self.ctx = ctx
+        self.describe_error = describe_error
+        self.metrics = ctx.metrics
         self.conns: set[SquadConn] = set()
         self._by_unit: dict[int, set[SquadConn]] = {}  # unit id -> connections serving it
         self._by_user: dict[int, set[SquadConn]] = {}
@@ -157,10 +166,9 @@ class SquadHub:
             self._index(c, unit_id, False)
 
     async def route(self, row: ChangeRow) -> None:
-        data = row.data if isinstance(row.data, dict) else {}
         if row.topic == "order":
-            order = data.get("order") or {}
-            event = data.get("event")
+            order = row.entity
+            event = row.action
             unit_id = order.get("unit_id")
             if not isinstance(unit_id, int):
                 return
@@ -170,16 +178,16 @@ class SquadHub:
                 else:
                     c.send(order_update_message(order))
         elif row.topic == "unit":
-            await self._unit_changed(data)
+            await self._unit_changed(row)
 
-    async def _unit_changed(self, data: Mapping[str, Any]) -> None:
-        unit = data.get("unit") or {}
+    async def _unit_changed(self, row: ChangeRow) -> None:
+        unit = row.entity
         unit_id = unit.get("id")
         if not isinstance(unit_id, int):
             return
-        action = data.get("action")
+        action = row.action
         if action in ("member_added", "member_removed"):
-            user_id = data.get("user_id")
+            user_id = row.detail.get("user_id")
             for c in list(self._by_user.get(user_id, ()) if isinstance(user_id, int) else ()):
                 if action == "member_added":
                     c.units[unit_id] = _unit_brief(unit)
@@ -199,49 +207,45 @@ class SquadHub:
                 c.send({"type": "unit_status", "unit_id": unit_id, "status": unit.get("status")})
 
     async def _send_unreceived(self, c: SquadConn) -> None:
-        async with self.app[POOL].acquire() as conn:
+        async with self.ctx.pool.acquire() as conn:
             rows = await orders.unreceived_orders(conn, c.user.id)
         for row in rows:
             c.push_order(orders.order_json(row), again=False)
 
     # -- connections -----------------------------------------------------------------------------
 
-    async def serve(self, request: web.Request, ws: web.WebSocketResponse, user: User) -> None:
-        async with self.app[POOL].acquire() as conn:
+    async def open(self, ws: Socket, user: User, lang: str) -> SquadConn | None:
+        """A device connects: hello and the unreceived orders of its units, or None (and a close
+        with 4403) when the user belongs to no unit. The caller feeds its messages to
+        :meth:`handle` and calls :meth:`close` when it goes."""
+        async with self.ctx.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT s.id, s.name, s.kind, s.org_code, s.status FROM unit_members m"
                 " JOIN squad_units s ON s.id = m.unit_id WHERE m.user_id = $1 ORDER BY s.id",
                 user.id,
             )
         if not rows:
-            await ws.send_str(
-                dumps({"type": "error", "code": "no_unit", "message": _msg(request_language(request), "no_unit")})
-            )
+            await ws.send_str(dumps({"type": "error", "code": "no_unit", "message": _msg(lang, "no_unit")}))
             await ws.close(code=CLOSE_NO_UNIT, message=b"not a member of any squad unit")
-            return
-        c = SquadConn(ws, user, {r["id"]: _unit_brief(r) for r in rows}, request_language(request))
+            return None
+        c = SquadConn(ws, user, {r["id"]: _unit_brief(r) for r in rows}, lang)
         structlog.contextvars.bind_contextvars(conn_id=c.conn_id)
         self._add(c)  # first: pushes from the feed reach it from now on
         self.metrics.connections.labels("squad").inc()
-        writer = asyncio.create_task(c.writer(), name=f"squad-writer-{c.conn_id}")
-        try:
-            c.send(c.hello())
-            await self._send_unreceived(c)
-            log.info("squad_connected", user=user.username, units=list(c.units), resent=len(c.sent))
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self.handle(c, msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    c.send({"type": "error", "code": "invalid_json", "message": "binary messages are not used"})
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            c.closed = True
-            self._remove(c)
-            self.metrics.connections.labels("squad").dec()
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-            log.info("squad_disconnected", user=user.username, close_code=ws.close_code)
+        c.writer_task = asyncio.create_task(c.writer(), name=f"squad-writer-{c.conn_id}")
+        c.send(c.hello())
+        await self._send_unreceived(c)
+        log.info("squad_connected", user=user.username, units=list(c.units), resent=len(c.sent))
+        return c
+
+    async def close(self, c: SquadConn) -> None:
+        c.closed = True
+        self._remove(c)
+        self.metrics.connections.labels("squad").dec()
+        if c.writer_task is not None:
+            c.writer_task.cancel()
+            await asyncio.gather(c.writer_task, return_exceptions=True)
+        log.info("squad_disconnected", user=c.user.username, close_code=c.ws.close_code)
 
     async def close_all(self) -> None:
         """The instance stops: every device is told to reconnect (1001), for at most two seconds."""
@@ -270,13 +274,13 @@ class SquadHub:
                 order_id = cmd.int_field("order_id")
                 reply["order_id"] = order_id
                 if cmd.type == "ack":
-                    order = await orders.acknowledge(self.app, order_id, c.user)
+                    order = await orders.acknowledge(self.ctx, order_id, c.user)
                 elif cmd.type == "accept":
-                    order = await orders.accept(self.app, order_id, c.user)
+                    order = await orders.accept(self.ctx, order_id, c.user)
                 else:
                     reason = cmd.fields.get("reason")
                     order = await orders.decline(
-                        self.app, order_id, c.user, str(reason)[:2000] if reason is not None else None
+                        self.ctx, order_id, c.user, str(reason)[:2000] if reason is not None else None
                     )
                 c.sent.add(order_id)
                 reply["state"] = order["state"]
@@ -288,9 +292,9 @@ class SquadHub:
             c.send(reply)
         except BadMessage as exc:
             c.send({"type": "error", "for": cmd.type, "code": exc.code, "message": str(exc), **_ref(reply)})
-        except ApiError as exc:
-            body = exc.body("en" if c.lang == "en" else "zh-CN")["error"]
-            c.send({"type": "error", "for": cmd.type, "status": exc.status, **body, **_ref(reply)})
+        except DomainError as exc:
+            body = self.describe_error(exc, c.lang)
+            c.send({"type": "error", "for": cmd.type, **body, **_ref(reply)})
 
     def _unit_of(self, c: SquadConn, cmd: SquadCommand) -> int:
         if cmd.fields.get("unit_id") is not None:
@@ -304,23 +308,18 @@ class SquadHub:
         return only
 
     async def _status(self, c: SquadConn, cmd: SquadCommand) -> dict[str, Any]:
-        from dispatchd.units.service import set_unit_status
-
         status = cmd.fields.get("status")
         if status not in DEVICE_STATUSES:
             raise BadMessage("invalid", "status must be one of " + ", ".join(DEVICE_STATUSES))
         unit_id = self._unit_of(c, cmd)
-        async with self.app[POOL].acquire() as conn, conn.transaction():
-            unit = await set_unit_status(self.app, unit_id, str(status), c.user, conn=conn)
-            if status in ("returning", "available"):
-                await orders.complete_unit_orders(self.app, conn, unit_id, c.user)
+        unit = await set_unit_status(self.ctx, unit_id, str(status), c.user)
         return {"unit_id": unit_id, "status": unit["status"]}
 
     def _position(self, c: SquadConn, cmd: SquadCommand) -> dict[str, Any]:
         lat = cmd.float_field("lat", -90, 90)
         lon = cmd.float_field("lon", -180, 180)
         assert lat is not None and lon is not None
-        at = self.app[CLOCK].now()
+        at = self.ctx.clock.now()
         raw_at = cmd.fields.get("at")
         if isinstance(raw_at, int | float) and not isinstance(raw_at, bool):
             # Browser geolocation timestamps are milliseconds since the epoch.
@@ -329,7 +328,7 @@ class SquadHub:
         unit_ids = [self._unit_of(c, cmd)] if cmd.fields.get("unit_id") is not None or len(c.units) == 1 else list(c.units)
         verdicts = {
             uid: submit_position(
-                self.app,
+                self.ctx,
                 uid,
                 lat,
                 lon,
@@ -345,7 +344,7 @@ class SquadHub:
 
 
 def submit_position(
-    app: web.Application,
+    ctx: Context,
     unit_id: int,
     lat: float,
     lon: float,
@@ -357,12 +356,7 @@ def submit_position(
     altitude_m: float | None,
 ) -> str:
     """Hand a browser geolocation fix to the position sink (source ``squad``); return its verdict."""
-    try:
-        from dispatchd.domain.units import Position
-        from dispatchd.units.appkeys import SINK
-    except ImportError:  # the position pipeline is not part of this build
-        return "no_sink"
-    sink = app.get(SINK)
+    sink = ctx.get(POSITIONS)
     if sink is None:
         return "no_sink"
     fix = Position(
@@ -377,7 +371,7 @@ def submit_position(
         altitude_m=altitude_m,
         accuracy_m=accuracy_m,
     )
-    return str(sink.submit(fix, app[CLOCK].now()))
+    return str(sink.submit(fix, ctx.clock.now()))
 
 
 def _unit_brief(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -402,18 +396,3 @@ _MESSAGES = {
 def _msg(lang: str, key: str) -> str:
     zh, en = _MESSAGES[key]
     return en if lang == "en" else zh
-
-
-async def squad_ws(request: web.Request) -> web.StreamResponse:
-    """``GET /ws/squad?token=…``: orders for the user's units, receipts, status, positions."""
-    from dispatchd.live.appkeys import SQUAD_HUB
-    from dispatchd.web.auth import current_user
-
-    user = current_user(request)
-    settings = request.app[SETTINGS].live
-    ws = web.WebSocketResponse(
-        compress=settings.compression, heartbeat=settings.heartbeat_interval, max_msg_size=65536
-    )
-    await ws.prepare(request)
-    await request.app[SQUAD_HUB].serve(request, ws, user)
-    return ws

@@ -1,19 +1,23 @@
-"""HTTP API of squad units: ``/api/v1/units``."""
+"""HTTP API of squad units (``/api/v1/units``) and the assembly of the position pipeline."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import structlog
 from aiohttp import web
 
 from dispatchd.domain.units import DEVICE_PROTOCOLS, UNIT_KINDS, UNIT_STATUSES
+from dispatchd.errors import invalid, not_found
 from dispatchd.units import service
-from dispatchd.units.appkeys import GPS_PORTS, SINK
-from dispatchd.web.appkeys import CLOCK, ORGS, POOL
+from dispatchd.units.slots import GPS_PORTS, POSITIONS, STATUS_REACTIONS
+from dispatchd.validate import Field
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, may_see, require_role
-from dispatchd.web.errors import not_found
-from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, invalid, json_body, query_params
+from dispatchd.web.routing import ApiRoute, add_routes
+from dispatchd.web.validate import json_body, query_params
+
+log = structlog.get_logger("dispatchd.gps")
 
 MANAGERS = ("duty_officer", "leader")
 
@@ -24,7 +28,7 @@ def _unit_id(request: web.Request) -> int:
 
 async def _visible(request: web.Request) -> dict[str, object]:
     """The unit of the path if the caller may see it (404 otherwise: do not reveal it exists)."""
-    unit = await service.get_unit(request.app, _unit_id(request), details=False)
+    unit = await service.get_unit(request.app[CTX], _unit_id(request), details=False)
     if unit is None or not may_see(request, str(unit["org"])):
         raise not_found("队伍", "unit")
     return unit
@@ -32,7 +36,9 @@ async def _visible(request: web.Request) -> dict[str, object]:
 
 async def _fresh(request: web.Request) -> None:
     """Read your writes: what this instance accepted is in the stores before it is read back."""
-    await request.app[SINK].flush_pending()
+    positions = request.app[CTX].get(POSITIONS)
+    if positions is not None:
+        await positions.flush_pending()
 
 
 UNIT_BODY = (
@@ -45,12 +51,12 @@ UNIT_BODY = (
 async def create_unit(request: web.Request) -> web.Response:
     user = require_role(request, *MANAGERS)
     body = await json_body(request, UNIT_BODY)
-    if body["org"] not in request.app[ORGS].units or not may_see(request, body["org"]):
+    if body["org"] not in request.app[CTX].orgs.units or not may_see(request, body["org"]):
         raise invalid(
             {"org": ("组织单位不存在或不在辖区内", "unknown organisation unit or outside your jurisdiction")}
         )
     unit = await service.create_unit(
-        request.app, name=body["name"], kind=body["kind"], org=body["org"], actor=user
+        request.app[CTX], name=body["name"], kind=body["kind"], org=body["org"], actor=user
     )
     return web.json_response(unit, status=201)
 
@@ -66,14 +72,14 @@ async def list_units(request: web.Request) -> web.Response:
     q = query_params(request, LIST_QUERY)
     await _fresh(request)
     units = await service.list_units(
-        request.app, jurisdiction(request), status=q.get("status"), kind=q.get("kind"), org=q.get("org")
+        request.app[CTX], jurisdiction(request), status=q.get("status"), kind=q.get("kind"), org=q.get("org")
     )
     return web.json_response({"units": units})
 
 
 async def get_unit(request: web.Request) -> web.Response:
     await _fresh(request)
-    unit = await service.get_unit(request.app, _unit_id(request))
+    unit = await service.get_unit(request.app[CTX], _unit_id(request))
     if unit is None or not may_see(request, str(unit["org"])):
         raise not_found("队伍", "unit")
     return web.json_response(unit)
@@ -88,18 +94,12 @@ async def set_status(request: web.Request) -> web.Response:
     body = await json_body(request, STATUS_BODY)
     if user.role not in (*MANAGERS, "admin"):
         # A squad member may set the status of a unit they belong to.
-        async with request.app[POOL].acquire() as conn:
+        async with request.app[CTX].pool.acquire() as conn:
             mine = await service.units_of_user(conn, user.id)
         if user.role != "squad_member" or unit["id"] not in mine:
             require_role(request, *MANAGERS)
-    from dispatchd.live.orders import complete_unit_orders  # live builds on units, not the reverse
-
     unit_id = int(str(unit["id"]))
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        result = await service.set_unit_status(request.app, unit_id, body["status"], user, conn=conn)
-        if body["status"] in ("returning", "available"):
-            # Set by the officer or by the device: either way the unit's accepted orders are done.
-            await complete_unit_orders(request.app, conn, unit_id, user)
+    result = await service.set_unit_status(request.app[CTX], unit_id, body["status"], user)
     return web.json_response(result)
 
 
@@ -111,7 +111,7 @@ async def add_member(request: web.Request) -> web.Response:
     unit = await _visible(request)
     body = await json_body(request, MEMBER_BODY)
     result = await service.add_member(
-        request.app, int(str(unit["id"])), body["username"], user, visible=jurisdiction(request)
+        request.app[CTX], int(str(unit["id"])), body["username"], user, visible=jurisdiction(request)
     )
     return web.json_response(result, status=201 if result["added"] else 200)
 
@@ -120,7 +120,7 @@ async def remove_member(request: web.Request) -> web.Response:
     user = require_role(request, *MANAGERS)
     unit = await _visible(request)
     if not await service.remove_member(
-        request.app, int(str(unit["id"])), request.match_info["username"], user
+        request.app[CTX], int(str(unit["id"])), request.match_info["username"], user
     ):
         raise not_found("队员", "member")
     return web.json_response({"ok": True})
@@ -152,12 +152,12 @@ async def add_device(request: web.Request) -> web.Response:
             {"key": ("应为至少 4 个 ASCII 字符，不含空格", "at least 4 ASCII characters without spaces")}
         )
     device = await service.register_device(
-        request.app, int(str(unit["id"])), body["protocol"], body["identifier"], user, secret=key
+        request.app[CTX], int(str(unit["id"])), body["protocol"], body["identifier"], user, secret=key
     )
     if device["protocol"] == "osmand":
         # What to type into Traccar Client / OsmAnd as the server URL (the key travels in its query).
         host = (request.url.host or "127.0.0.1").strip("[]")
-        port = request.app[GPS_PORTS]["osmand"]
+        port = request.app[CTX][GPS_PORTS]["osmand"]
         device["server_url"] = f"http://{host}:{port}/?key={device['key']}"
     return web.json_response(device, status=201)
 
@@ -166,7 +166,7 @@ async def remove_device(request: web.Request) -> web.Response:
     user = require_role(request, *MANAGERS)
     unit = await _visible(request)
     if not await service.remove_device(
-        request.app, int(str(unit["id"])), int(request.match_info["device_id"]), user
+        request.app[CTX], int(str(unit["id"])), int(request.match_info["device_id"]), user
     ):
         raise not_found("设备", "device")
     return web.json_response({"ok": True})
@@ -192,7 +192,7 @@ async def nearest(request: web.Request) -> web.Response:
     await _fresh(request)
     status = None if q.get("all") else q.get("status", "available")
     units = await service.nearest_units(
-        request.app,
+        request.app[CTX],
         q["lat"],
         q["lon"],
         jurisdiction(request),
@@ -226,12 +226,12 @@ def _time(name: str, text: str) -> datetime:
 async def unit_track(request: web.Request) -> web.Response:
     q = query_params(request, TRACK_QUERY)
     unit = await _visible(request)
-    end = _time("to", q["to"]) if "to" in q else request.app[CLOCK].now() + timedelta(seconds=1)
+    end = _time("to", q["to"]) if "to" in q else request.app[CTX].clock.now() + timedelta(seconds=1)
     start = _time("from", q["from"]) if "from" in q else end - timedelta(hours=24)
     if start > end:
         raise invalid({"from": ("不能晚于 to", "must not be after to")})
     await _fresh(request)
-    rows = await service.track(request.app, int(str(unit["id"])), start, end, q.get("limit", 10000))
+    rows = await service.track(request.app[CTX], int(str(unit["id"])), start, end, q.get("limit", 10000))
     doc = service.track_geojson(int(str(unit["id"])), rows)
     return web.json_response(doc, content_type="application/geo+json")
 
@@ -315,3 +315,14 @@ ROUTES = [
         query=TRACK_QUERY,
     ),
 ]
+
+
+# -- assembly ------------------------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    ctx = app[CTX]
+    add_routes(app, ROUTES)
+    ctx.board_sections["units"] = service.board_units
+    if STATUS_REACTIONS not in ctx:
+        ctx[STATUS_REACTIONS] = []

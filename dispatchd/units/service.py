@@ -1,7 +1,8 @@
 """Squad units: create, members, devices, status, and views with the live position.
 
-Every change writes the unit's state, a ``unit_events`` audit row and an outbox row (topic
-``unit``) in one transaction. Live positions come from Redis (:mod:`dispatchd.units.positions`).
+Every change writes the unit's state and is recorded (entity ``unit``: the audit row and the outbox
+row, :mod:`dispatchd.store.changes`) in one transaction. Live positions come from Redis
+(:mod:`dispatchd.units.positions`).
 """
 
 from __future__ import annotations
@@ -10,35 +11,37 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
+from dispatchd.context import Context
 from dispatchd.domain.geo import haversine_m
 from dispatchd.domain.units import (
     DEVICE_PROTOCOLS,
     UNIT_KINDS,
     UNIT_STATUSES,
     Position,
+    StatusConflict,
     eta_seconds,
     is_stale,
+    next_status,
 )
+from dispatchd.errors import conflict, invalid, not_found
 from dispatchd.store import keys
+from dispatchd.store.changes import Actor as ChangeActor
+from dispatchd.store.changes import Change, bump, record
 from dispatchd.store.orgs import unit_path
-from dispatchd.store.outbox import emit
 from dispatchd.store.users import User
-from dispatchd.units.appkeys import DEVICES
 from dispatchd.units.devices import digest, new_secret, normalise_identifier
 from dispatchd.units.positions import read_positions
-from dispatchd.web.appkeys import CLOCK, ORGS, POOL, REDIS, SETTINGS
-from dispatchd.web.errors import conflict, not_found
-from dispatchd.web.validate import invalid
+from dispatchd.units.slots import DEVICES, STATUS_REACTIONS
 
 UNIT_COLUMNS = "id, name, kind, org_code, org_path, status, version, created_at, updated_at"
 
 
-def actor_name(actor: User | str | None) -> str:
+def change_actor(actor: User | str | None) -> ChangeActor:
+    """A user, or the system or a named channel (``"system"`` when None)."""
     if isinstance(actor, User):
-        return actor.username
-    return actor or "system"
+        return ChangeActor.of(actor)
+    return ChangeActor(None, actor or "system")
 
 
 def unit_record(row: asyncpg.Record) -> dict[str, Any]:
@@ -56,61 +59,66 @@ def unit_record(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def _stale_after(app: web.Application) -> timedelta:
-    return timedelta(seconds=app[SETTINGS].units.stale_after)
+def _stale_after(ctx: Context) -> timedelta:
+    return timedelta(seconds=ctx.settings.units.stale_after)
 
 
-def attach_position(app: web.Application, unit: dict[str, Any], pos: Position | None) -> dict[str, Any]:
+def attach_position(ctx: Context, unit: dict[str, Any], pos: Position | None) -> dict[str, Any]:
     """Add ``position`` ({lat, lon, at, speed, heading, battery, source} or None) and ``stale``."""
     unit["position"] = pos.as_json() if pos else None
-    unit["stale"] = is_stale(pos.at if pos else None, app[CLOCK].now(), _stale_after(app))
+    unit["stale"] = is_stale(pos.at if pos else None, ctx.clock.now(), _stale_after(ctx))
     return unit
-
-
-async def _audit(
-    conn: asyncpg.Connection, unit_id: int, at: datetime, actor: str, action: str, details: dict[str, Any]
-) -> None:
-    await conn.execute(
-        "INSERT INTO unit_events (unit_id, at, actor, action, details) VALUES ($1, $2, $3, $4, $5)",
-        unit_id,
-        at,
-        actor,
-        action,
-        details,
-    )
 
 
 async def _changed(
     conn: asyncpg.Connection,
     row: asyncpg.Record,
     action: str,
-    actor: str,
+    actor: ChangeActor,
     at: datetime,
     details: dict[str, Any],
+    *,
+    from_state: str | None = None,
 ) -> dict[str, Any]:
-    """Audit and outbox for a change of ``row`` (the unit's new state), inside the caller's transaction."""
+    """Record a change of the unit ``row`` (its new state), inside the caller's transaction."""
     unit = unit_record(row)
-    await _audit(conn, row["id"], at, actor, action, details)
-    await emit(conn, "unit", row["id"], list(row["org_path"]), {"action": action, "unit": unit, **details})
+    await record(conn, Change.of("unit", row, action, unit, actor, at, from_state=from_state, detail=details))
     return unit
+
+
+async def record_change(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    unit_id: int,
+    action: str,
+    actor: User | str | None,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """A change of the unit that another capability keeps (the hotline's 叫应 call list), recorded as
+    the unit's, in the caller's transaction (the unit's row is locked; its columns do not change, as
+    for a member added). NotFound when there is no such unit."""
+    row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+    if row is None:
+        raise not_found("队伍", "unit")
+    return await _changed(conn, row, action, change_actor(actor), ctx.clock.now(), details)
 
 
 # -- units -----------------------------------------------------------------------------------------
 
 
 async def create_unit(
-    app: web.Application, *, name: str, kind: str, org: str, actor: User | str | None
+    ctx: Context, *, name: str, kind: str, org: str, actor: User | str | None
 ) -> dict[str, Any]:
     """Create a squad unit (status available) owned by org unit ``org``."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     if kind not in UNIT_KINDS:
         raise invalid(
             {"kind": ("取值无效，可选：" + "、".join(UNIT_KINDS), "must be one of " + ", ".join(UNIT_KINDS))}
         )
     if org not in tree.units:
         raise invalid({"org": ("组织单位不存在", "unknown organisation unit")})
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO squad_units (name, kind, org_code, org_path, created_at, updated_at)"
             f" VALUES ($1, $2, $3, $4, $5, $5) RETURNING {UNIT_COLUMNS}",
@@ -120,17 +128,17 @@ async def create_unit(
             unit_path(tree, org),
             now,
         )
-        unit = await _changed(conn, row, "created", actor_name(actor), now, {})
-    return attach_position(app, unit, None)
+        unit = await _changed(conn, row, "created", change_actor(actor), now, {})
+    return attach_position(ctx, unit, None)
 
 
 async def fetch_unit(conn: asyncpg.Connection, unit_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1", unit_id)
 
 
-async def get_unit(app: web.Application, unit_id: int, *, details: bool = True) -> dict[str, Any] | None:
+async def get_unit(ctx: Context, unit_id: int, *, details: bool = True) -> dict[str, Any] | None:
     """The unit with position and stale flag, and (``details``) its members and devices; None if unknown."""
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         row = await fetch_unit(conn, unit_id)
         if row is None:
             return None
@@ -148,12 +156,12 @@ async def get_unit(app: web.Application, unit_id: int, *, details: bool = True) 
             )
             unit["members"] = [dict(m) for m in members]
             unit["devices"] = [_device_json(d) for d in devices]
-    positions = await read_positions(app[REDIS], [unit_id])
-    return attach_position(app, unit, positions.get(unit_id))
+    positions = await read_positions(ctx.redis, [unit_id])
+    return attach_position(ctx, unit, positions.get(unit_id))
 
 
 async def list_units(
-    app: web.Application,
+    ctx: Context,
     codes: frozenset[str],
     *,
     status: str | None = None,
@@ -173,10 +181,10 @@ async def list_units(
         args.append(org)
         sql += f" AND ${len(args)} = ANY(org_path)"
     sql += " ORDER BY id"
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
-    positions = await read_positions(app[REDIS], [r["id"] for r in rows])
-    return [attach_position(app, unit_record(r), positions.get(r["id"])) for r in rows]
+    positions = await read_positions(ctx.redis, [r["id"] for r in rows])
+    return [attach_position(ctx, unit_record(r), positions.get(r["id"])) for r in rows]
 
 
 async def units_of_user(conn: asyncpg.Connection, user_id: int) -> list[int]:
@@ -186,7 +194,7 @@ async def units_of_user(conn: asyncpg.Connection, user_id: int) -> list[int]:
 
 
 async def set_unit_status(
-    app: web.Application,
+    ctx: Context,
     unit_id: int,
     status: str,
     actor: User | str | None,
@@ -196,7 +204,9 @@ async def set_unit_status(
 
     With ``conn`` the change joins the caller's transaction (an order and the unit's status commit
     together); otherwise it runs in its own. Setting the status it already has writes nothing.
-    Raises :class:`ApiError` 422 for an unknown status and 404 for an unknown unit.
+    The reactions registered in :data:`~dispatchd.units.slots.STATUS_REACTIONS` run in the same
+    transaction. Invalid for an unknown status, NotFound for an unknown unit, Conflict for a move the
+    lifecycle refuses (:func:`dispatchd.domain.units.next_status`).
     """
     if status not in UNIT_STATUSES:
         raise invalid(
@@ -207,45 +217,50 @@ async def set_unit_status(
                 )
             }
         )
-    now = app[CLOCK].now()
-    who = actor_name(actor)
+    now = ctx.clock.now()
+    who = change_actor(actor)
 
     async def run(c: asyncpg.Connection) -> dict[str, Any]:
         row = await c.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
         if row is None:
             raise not_found("队伍", "unit")
-        if row["status"] == status:
-            return unit_record(row)
-        new = await c.fetchrow(
-            "UPDATE squad_units SET status = $2, version = version + 1, updated_at = $3 WHERE id = $1"
-            f" RETURNING {UNIT_COLUMNS}",
-            unit_id,
-            status,
-            now,
-        )
-        return await _changed(c, new, "status", who, now, {"from": row["status"], "to": status})
+        try:
+            after = next_status(row["status"], status)
+        except StatusConflict as exc:
+            raise conflict(exc.message_zh, exc.message_en, code="unit_status") from None
+        if after is None:
+            unit = unit_record(row)
+        else:
+            new = await bump(c, "unit", unit_id, {"status": after, "updated_at": now})
+            unit = await _changed(
+                c, new, "status", who, now, {"from": row["status"], "to": after}, from_state=row["status"]
+            )
+        # Whoever set it, what reacts to a unit's status does so in the same transaction.
+        for react in ctx.get(STATUS_REACTIONS) or ():
+            await react(ctx, c, unit_id, status, actor)
+        return unit
 
     if conn is None:
-        async with app[POOL].acquire() as own, own.transaction():
+        async with ctx.pool.acquire() as own, own.transaction():
             unit = await run(own)
     elif conn.is_in_transaction():
         unit = await run(conn)
     else:
         async with conn.transaction():
             unit = await run(conn)
-    positions = await read_positions(app[REDIS], [unit_id])
-    return attach_position(app, unit, positions.get(unit_id))
+    positions = await read_positions(ctx.redis, [unit_id])
+    return attach_position(ctx, unit, positions.get(unit_id))
 
 
 # -- members ---------------------------------------------------------------------------------------
 
 
 async def add_member(
-    app: web.Application, unit_id: int, username: str, actor: User | str | None, *, visible: frozenset[str]
+    ctx: Context, unit_id: int, username: str, actor: User | str | None, *, visible: frozenset[str]
 ) -> dict[str, Any]:
     """Put the user ``username`` (whose home unit is in ``visible``) in the unit; idempotent."""
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         user = await conn.fetchrow(
             "SELECT id, username, display_name, role, org_code FROM users WHERE username = $1 AND NOT disabled",
             username,
@@ -267,7 +282,7 @@ async def add_member(
                 conn,
                 row,
                 "member_added",
-                actor_name(actor),
+                change_actor(actor),
                 now,
                 {"user_id": user["id"], "username": username},
             )
@@ -278,9 +293,9 @@ async def add_member(
     }
 
 
-async def remove_member(app: web.Application, unit_id: int, username: str, actor: User | str | None) -> bool:
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+async def remove_member(ctx: Context, unit_id: int, username: str, actor: User | str | None) -> bool:
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
         if row is None:
             raise not_found("队伍", "unit")
@@ -293,7 +308,7 @@ async def remove_member(app: web.Application, unit_id: int, username: str, actor
         if user_id is None:
             return False
         await _changed(
-            conn, row, "member_removed", actor_name(actor), now, {"user_id": user_id, "username": username}
+            conn, row, "member_removed", change_actor(actor), now, {"user_id": user_id, "username": username}
         )
     return True
 
@@ -313,7 +328,7 @@ def _device_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def register_device(
-    app: web.Application,
+    ctx: Context,
     unit_id: int,
     protocol: str,
     identifier: str,
@@ -339,8 +354,8 @@ async def register_device(
         raise invalid({"identifier": msg})
     if protocol == "osmand" and not secret:
         secret = new_secret("osmand")
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
         if row is None:
             raise not_found("队伍", "unit")
@@ -362,11 +377,11 @@ async def register_device(
             conn,
             row,
             "device_added",
-            actor_name(actor),
+            change_actor(actor),
             now,
             {"device_id": device["id"], "protocol": protocol, "identifier": ident},
         )
-    app[DEVICES].forget(protocol, ident)
+    ctx[DEVICES].forget(protocol, ident)
     out = _device_json(device)
     out["unit_id"] = unit_id
     if protocol == "osmand":
@@ -376,9 +391,9 @@ async def register_device(
     return out
 
 
-async def remove_device(app: web.Application, unit_id: int, device_id: int, actor: User | str | None) -> bool:
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+async def remove_device(ctx: Context, unit_id: int, device_id: int, actor: User | str | None) -> bool:
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
         if row is None:
             raise not_found("队伍", "unit")
@@ -393,24 +408,24 @@ async def remove_device(app: web.Application, unit_id: int, device_id: int, acto
             conn,
             row,
             "device_removed",
-            actor_name(actor),
+            change_actor(actor),
             now,
             {"device_id": device_id, "protocol": device["protocol"], "identifier": device["identifier"]},
         )
-    app[DEVICES].forget(device["protocol"], device["identifier"])
+    ctx[DEVICES].forget(device["protocol"], device["identifier"])
     return True
 
 
 # -- positions: nearest squad, track, board --------------------------------------------------------
 
 
-def kind_speed_kmh(app: web.Application, kind: str) -> float:
-    speed: float = getattr(app[SETTINGS].units, f"speed_{kind}_kmh")
+def kind_speed_kmh(ctx: Context, kind: str) -> float:
+    speed: float = getattr(ctx.settings.units, f"speed_{kind}_kmh")
     return speed
 
 
 async def nearest_units(
-    app: web.Application,
+    ctx: Context,
     lat: float,
     lon: float,
     codes: frozenset[str],
@@ -426,8 +441,8 @@ async def nearest_units(
     configured speed of the unit's kind. A stale position is included and flagged (``stale``) unless
     ``fresh_only``.
     """
-    settings = app[SETTINGS].units
-    found = await app[REDIS].geosearch(
+    settings = ctx.settings.units
+    found = await ctx.redis.geosearch(
         keys.UNITS_GEO,
         longitude=lon,
         latitude=lat,
@@ -448,21 +463,21 @@ async def nearest_units(
     if kind:
         args.append(kind)
         sql += f" AND kind = ${len(args)}"
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
-    positions = await read_positions(app[REDIS], [r["id"] for r in rows])
-    now = app[CLOCK].now()
+    positions = await read_positions(ctx.redis, [r["id"] for r in rows])
+    now = ctx.clock.now()
     ranked: list[tuple[float, dict[str, Any]]] = []
     for r in rows:
         pos = positions.get(r["id"])
         if pos is None:
             continue
-        unit = attach_position(app, unit_record(r), pos)
+        unit = attach_position(ctx, unit_record(r), pos)
         if fresh_only and unit["stale"]:
             continue
         distance = haversine_m(lat, lon, pos.lat, pos.lon)
         unit["distance_m"] = round(distance, 1)
-        unit["eta_s"] = eta_seconds(distance, kind_speed_kmh(app, r["kind"]), settings.route_factor)
+        unit["eta_s"] = eta_seconds(distance, kind_speed_kmh(ctx, r["kind"]), settings.route_factor)
         unit["position_age_s"] = max(0, round((now - pos.at).total_seconds()))
         ranked.append((distance, unit))
     ranked.sort(key=lambda item: (item[0], item[1]["id"]))
@@ -470,10 +485,10 @@ async def nearest_units(
 
 
 async def track(
-    app: web.Application, unit_id: int, start: datetime, end: datetime, limit: int
+    ctx: Context, unit_id: int, start: datetime, end: datetime, limit: int
 ) -> list[asyncpg.Record]:
     """Track points of the unit with ``start <= at < end``, in time order (at most ``limit``)."""
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         rows: list[asyncpg.Record] = await conn.fetch(
             "SELECT at, lat, lon, speed_kmh, heading, altitude_m, accuracy_m, battery, source, received_at"
             " FROM track_points WHERE unit_id = $1 AND at >= $2 AND at < $3"
@@ -510,6 +525,6 @@ def track_geojson(unit_id: int, rows: list[asyncpg.Record]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "unit_id": unit_id, "features": features}
 
 
-async def board_units(app: web.Application, codes: frozenset[str]) -> list[dict[str, Any]]:
+async def board_units(ctx: Context, codes: frozenset[str]) -> list[dict[str, Any]]:
     """The board section ``units``: every unit of the jurisdiction with status, position and stale flag."""
-    return await list_units(app, codes)
+    return await list_units(ctx, codes)

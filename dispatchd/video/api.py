@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -9,27 +10,32 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from dispatchd.context import Context
+from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.orgs import LEVELS
+from dispatchd.errors import conflict, not_found
+from dispatchd.store.changes import Actor
 from dispatchd.store.orgs import unit_path
-from dispatchd.video import store
-from dispatchd.video.service import ROOMS
+from dispatchd.validate import Field
+from dispatchd.video import seam, store
+from dispatchd.video.service import ROOMS, Rooms, VideoCollector, close_rooms
 from dispatchd.video.signalling import MAX_MESSAGE, ProtocolError, dumps, parse
 from dispatchd.video.store import Meeting, NewInvite
-from dispatchd.web.appkeys import CLOCK, METRICS, ORGS, POOL, SETTINGS
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, require_role
-from dispatchd.web.errors import ApiError, not_found
-from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, json_body, query_params
+from dispatchd.web.errors import ApiError
+from dispatchd.web.routing import ApiRoute, add_routes
+from dispatchd.web.validate import json_body, query_params
 
 log = structlog.get_logger("dispatchd.video")
 
 # "and all below, down to township": meetings of the video network stop at the township command room.
 _MEETING_LEVELS = frozenset(LEVELS[: LEVELS.index("township") + 1])
-_CONVENERS = ("duty_officer", "leader")
+_CONVENERS = tuple(sorted(CONVENERS))
 
 
 def _link_base(request: web.Request) -> str:
-    base: str = request.app[SETTINGS].video.link_base
+    base: str = request.app[CTX].settings.video.link_base
     return base.rstrip("/") if base else f"{request.scheme}://{request.host}"
 
 
@@ -48,7 +54,7 @@ async def _visible_meeting(request: web.Request) -> Meeting:
     """The meeting, if the caller's jurisdiction convened it or is invited to it; 404 otherwise."""
     meeting_id = _meeting_id(request)
     codes = jurisdiction(request)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         meeting = await store.get_meeting(conn, meeting_id)
         if meeting is None:
             raise not_found("会议", "meeting")
@@ -61,7 +67,7 @@ async def _visible_meeting(request: web.Request) -> Meeting:
 
 
 def _expand_invites(request: web.Request, codes: list[str], descendants: bool, convener: str) -> list[str]:
-    tree = request.app[ORGS]
+    tree = request.app[CTX].orgs
     unknown = [c for c in codes if c not in tree]
     if unknown:
         raise ApiError(
@@ -96,7 +102,7 @@ CREATE_FIELDS = (
 async def create_meeting(request: web.Request) -> web.Response:
     user = require_role(request, *_CONVENERS)
     body = await json_body(request, CREATE_FIELDS)
-    tree = request.app[ORGS]
+    tree = request.app[CTX].orgs
     org = body.get("org") or user.org
     if org not in jurisdiction(request):
         raise ApiError(
@@ -120,7 +126,7 @@ async def create_meeting(request: web.Request) -> web.Response:
                 "scheduled_at must be an ISO 8601 time with an offset",
                 fields={"scheduled_at": ("格式错误", "bad format")},
             ) from None
-    settings = request.app[SETTINGS].video
+    settings = request.app[CTX].settings.video
     units = _expand_invites(request, body["invite"], bool(body.get("include_descendants")), org)
     if len(units) + 1 > settings.max_participants:
         raise ApiError(
@@ -133,15 +139,15 @@ async def create_meeting(request: web.Request) -> web.Response:
     convener = tree.get(org)
     invites = [NewInvite(org, f"{convener.name}（主持）", "chair", "chair", user_id=user.id)]
     invites += [NewInvite(code, tree.get(code).name, "participant", "unit") for code in units]
-    now = request.app[CLOCK].now()
-    async with request.app[POOL].acquire() as conn:
+    now = request.app[CTX].clock.now()
+    async with request.app[CTX].pool.acquire() as conn:
         meeting, created = await store.create_meeting(
             conn,
             title=body["title"].strip(),
             org_code=org,
             org_path=unit_path(tree, org),
             created_by=user.id,
-            actor=user.username,
+            actor=Actor.of(user),
             codec=body.get("codec") or settings.codec,
             incident_id=body.get("incident_id"),
             scheduled_at=scheduled_at,
@@ -176,6 +182,43 @@ async def create_meeting(request: web.Request) -> web.Response:
     )
 
 
+async def join_meeting(request: web.Request) -> web.Response:
+    """A logged-in user of an invited unit (or of the convening one) gets their own join link; anyone
+    else learns nothing (404). The convener joins as the chair."""
+    user = current_user(request)
+    ctx = request.app[CTX]
+    tree = ctx.orgs
+    meeting_id = _meeting_id(request)
+    async with ctx.pool.acquire() as conn:
+        meeting = await store.get_meeting(conn, meeting_id)
+        if meeting is None:
+            raise not_found("会议", "meeting")
+        units = await store.invited_units(conn, meeting.id)
+        mine = [inv for inv in units if user.org in tree and tree.is_within(user.org, inv.unit_code or "")]
+        if not mine:
+            raise not_found("会议", "meeting")
+        if meeting.status == "ended":
+            raise conflict("会商已结束", "the meeting has ended", code="meeting_ended")
+        # The closest invited unit above (or at) the user's own.
+        unit = max(mine, key=lambda inv: len(tree.ancestors(inv.unit_code or "")))
+        assert unit.unit_code is not None
+        chair = meeting.created_by == user.id
+        label = f"{tree.get(unit.unit_code).name}·{user.display_name or user.username}"
+        invite, token = await store.personal_invite(
+            conn, meeting, user.id, unit.unit_code, label, "chair" if chair else "participant", ctx.clock.now()
+        )
+    log.info("meeting_joined_by_link", meeting_id=meeting.id, unit=unit.unit_code, chair=chair)
+    return web.json_response(
+        {
+            "url": _join_url(request, meeting.id, token),
+            "participant": invite.participant_id,
+            "meeting": meeting.as_json(),
+            "unit": {"code": unit.unit_code, "name": tree.get(unit.unit_code).name},
+            "role": invite.role,
+        }
+    )
+
+
 LIST_QUERY = (
     Field("status", choices=("scheduled", "running", "ended")),
     Field("incident_id", max_length=64, description="consultations of one case"),
@@ -185,7 +228,7 @@ LIST_QUERY = (
 
 async def list_meetings(request: web.Request) -> web.Response:
     q = query_params(request, LIST_QUERY)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         meetings = await store.list_meetings(
             conn,
             jurisdiction(request),
@@ -193,7 +236,7 @@ async def list_meetings(request: web.Request) -> web.Response:
             incident_id=q.get("incident_id"),
             limit=q.get("limit", 100),
         )
-    rooms = request.app[ROOMS]
+    rooms = request.app[CTX][ROOMS]
     return web.json_response(
         {"meetings": [{**m.as_json(), "participants_online": rooms.participants(m.id)} for m in meetings]}
     )
@@ -201,11 +244,11 @@ async def list_meetings(request: web.Request) -> web.Response:
 
 async def get_meeting(request: web.Request) -> web.Response:
     meeting = await _visible_meeting(request)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         invites = await store.invites_of(conn, meeting.id)
         recordings = await store.recordings_of(conn, meeting.id)
         events = await store.events_of(conn, meeting.id)
-    room = request.app[ROOMS].rooms.get(meeting.id)
+    room = request.app[CTX][ROOMS].rooms.get(meeting.id)
     return web.json_response(
         {
             **meeting.as_json(),
@@ -225,9 +268,9 @@ async def end_meeting(request: web.Request) -> web.Response:
         raise ApiError(
             403, "forbidden", "只有召集单位可以结束会议", "only the convening unit may end the meeting"
         )
-    async with request.app[POOL].acquire() as conn:
-        ended = await store.set_status(conn, meeting.id, "ended", user.username, request.app[CLOCK].now())
-    await request.app[ROOMS].end(meeting.id)
+    async with request.app[CTX].pool.acquire() as conn:
+        ended = await store.set_status(conn, meeting.id, "ended", Actor.of(user), request.app[CTX].clock.now())
+    await request.app[CTX][ROOMS].end(meeting.id)
     return web.json_response((ended or meeting).as_json())
 
 
@@ -252,17 +295,17 @@ async def add_source(request: web.Request) -> web.Response:
         )
     if meeting.status == "ended":
         raise ApiError(409, "ended", "会议已结束", "the meeting has ended")
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         invite, _ = await store.add_invite(
             conn,
             meeting,
             NewInvite(None, body["label"].strip(), "participant", "rtsp", source_url=url),
-            user.username,
-            request.app[CLOCK].now(),
+            Actor.of(user),
+            request.app[CTX].clock.now(),
         )
-    room = request.app[ROOMS].rooms.get(meeting.id)
+    room = request.app[CTX][ROOMS].rooms.get(meeting.id)
     if room is not None:
-        request.app[ROOMS].start_puller(room, invite)
+        request.app[CTX][ROOMS].start_puller(room, invite)
         await room.relayout(roster=True)
     return web.json_response(invite.as_json(), status=201)
 
@@ -274,16 +317,16 @@ async def share_video(request: web.Request) -> web.Response:
     if meeting.status == "ended":
         raise ApiError(409, "ended", "会议已结束", "the meeting has ended")
     label = f"{user.display_name or user.username}（现场）"
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         invite, token = await store.add_invite(
             conn,
             meeting,
             NewInvite(user.org, label, "participant", "squad", user_id=user.id),
-            user.username,
-            request.app[CLOCK].now(),
+            Actor.of(user),
+            request.app[CTX].clock.now(),
         )
     assert token is not None
-    room = request.app[ROOMS].rooms.get(meeting.id)
+    room = request.app[CTX][ROOMS].rooms.get(meeting.id)
     if room is not None:
         room.invites[invite.participant_id] = invite
         await room.relayout(roster=True)
@@ -296,8 +339,8 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
     """Signalling for one participant: the join token in ``?token=`` is the credential."""
     meeting_id = _meeting_id(request)
     token = request.query.get("token", "")
-    app = request.app
-    async with app[POOL].acquire() as conn:
+    ctx = request.app[CTX]
+    async with ctx.pool.acquire() as conn:
         meeting = await store.get_meeting(conn, meeting_id)
         invite = await store.invite_for_token(conn, meeting_id, token) if meeting else None
         if meeting is None or invite is None:
@@ -306,15 +349,15 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
             raise ApiError(410, "ended", "会议已结束", "the meeting has ended")
         if meeting.status == "scheduled":
             meeting = (
-                await store.set_status(conn, meeting_id, "running", invite.label, app[CLOCK].now()) or meeting
+                await store.set_status(conn, meeting_id, "running", Actor(None, invite.label), ctx.clock.now()) or meeting
             )
-    rooms = app[ROOMS]
+    rooms = ctx[ROOMS]
     room = await rooms.open(meeting)
-    if room.online >= app[SETTINGS].video.max_participants and invite.participant_id not in room.participants:
+    if room.online >= ctx.settings.video.max_participants and invite.participant_id not in room.participants:
         raise ApiError(409, "full", "会议人数已满", "the meeting is full")
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE)
     await ws.prepare(request)
-    gauge = app[METRICS].connections.labels("meeting")
+    gauge = ctx.metrics.connections.labels("meeting")
     gauge.inc()
     structlog.contextvars.bind_contextvars(meeting_id=meeting_id, participant=invite.participant_id)
     participant = await room.join(invite, ws)
@@ -351,7 +394,7 @@ _CSP = (
 
 
 def _meet_dir(request: web.Request) -> Path:
-    root: Path = request.app[SETTINGS].paths.webui
+    root: Path = request.app[CTX].settings.paths.webui
     return root / "meet"
 
 
@@ -384,20 +427,15 @@ def _file(path: Path) -> web.FileResponse:
     )
 
 
-async def board_section(app: web.Application, codes: frozenset[str]) -> Any:
-    """Running meetings for the board: the viewer's jurisdiction convened them or is invited."""
-    async with app[POOL].acquire() as conn:
+async def board_section(ctx: Context, codes: frozenset[str]) -> Any:
+    """Running meetings for the board: the viewer's jurisdiction convened them or is invited; each
+    with the meeting's fields as its changes carry them (status, the invited units, who is online)."""
+    async with ctx.pool.acquire() as conn:
         meetings = await store.running_meetings(conn, codes)
-    rooms = app[ROOMS]
+        invited = {m.id: [i.unit_code for i in await store.invited_units(conn, m.id) if i.kind == "unit"] for m in meetings}
+    rooms = ctx[ROOMS]
     return [
-        {
-            "id": m.id,
-            "title": m.title,
-            "org": m.org_code,
-            "incident_id": m.incident_id,
-            "started_at": m.started_at.isoformat() if m.started_at else None,
-            "participants_online": rooms.participants(m.id),
-        }
+        {**m.as_json(), "invited": invited[m.id], "participants_online": rooms.participants(m.id)}
         for m in meetings
     ]
 
@@ -429,6 +467,14 @@ ROUTES = [
         responses={200: "the meeting", 404: "not found or not yours"},
     ),
     ApiRoute("POST", "/api/v1/meetings/{id:\\d+}/end", end_meeting, "End a meeting for everyone", "meetings"),
+    ApiRoute(
+        "POST",
+        "/api/v1/meetings/{id:\\d+}/join",
+        join_meeting,
+        "Your own join link, as a user of an invited unit (or of the convening one)",
+        "meetings",
+        responses={200: "{url, participant, meeting, unit, role}", 404: "not invited", 409: "ended"},
+    ),
     ApiRoute(
         "POST",
         "/api/v1/meetings/{id:\\d+}/sources",
@@ -466,3 +512,25 @@ ROUTES = [
         documented=False,
     ),
 ]
+
+
+# -- assembly ------------------------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    ctx = app[CTX]
+    seam.check_version()
+    addresses = [a.strip() for a in ctx.settings.video.host_addresses.split(",") if a.strip()]
+    if addresses:
+        seam.limit_host_addresses(addresses)
+    rooms = ctx[ROOMS] = Rooms(ctx)
+    ctx.metrics.registry.register(VideoCollector(rooms))
+    app.cleanup_ctx.append(_rooms_ctx)
+    add_routes(app, ROUTES)
+    ctx.board_sections["meetings"] = board_section
+
+
+async def _rooms_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Rooms close (and their recordings are written down) before the stores do."""
+    yield
+    await close_rooms(app[CTX])

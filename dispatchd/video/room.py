@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -29,6 +28,7 @@ from aiortc import (
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from dispatchd.config import VideoSettings
+from dispatchd.live.protocol import Socket
 from dispatchd.video import seam
 from dispatchd.video.forward import ForwardedTrack, ForwardingTotals, Source
 from dispatchd.video.layout import LayoutError, Screen
@@ -74,7 +74,7 @@ class Slot:
 @dataclass(eq=False)
 class Participant:
     invite: Invite
-    ws: web.WebSocketResponse | None = None
+    ws: Socket | None = None
     pc: RTCPeerConnection | None = None
     sources: dict[str, Source] = field(default_factory=dict)
     slots: list[Slot] = field(default_factory=list)
@@ -133,7 +133,7 @@ class Room:
         self._background: set[asyncio.Future[None]] = set()
 
     # -- membership ---------------------------------------------------------------------------
-    async def join(self, invite: Invite, ws: web.WebSocketResponse | None) -> Participant:
+    async def join(self, invite: Invite, ws: Socket | None) -> Participant:
         self.invites[invite.participant_id] = invite
         old = self.participants.get(invite.participant_id)
         if old is not None:  # the same link opened again (a reload): the newer connection wins

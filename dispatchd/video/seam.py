@@ -118,7 +118,7 @@ def limit_host_addresses(addresses: list[str]) -> None:
     media on one network (and the test suite on loopback). This one is a process-wide setting of
     aioice, not of one object.
     """
-    import aioice.ice
+    import aioice.ice  # the module whose function is replaced, named where it is replaced
 
     chosen = list(addresses)
 

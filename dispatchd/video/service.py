@@ -1,25 +1,25 @@
-"""The rooms of this instance, kept under a typed application key, and what they need from the app."""
+"""The rooms of this instance, kept in a typed slot of the service context."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dispatchd.context import Context, Slot
+from dispatchd.store.changes import Actor
 from dispatchd.video import store
 from dispatchd.video.forward import ForwardingTotals
 from dispatchd.video.recording import Recorder
 from dispatchd.video.room import Room
-from dispatchd.video.signalling import ProtocolError
+from dispatchd.video.signalling import ProtocolError, dumps
 from dispatchd.video.sources import RtspPuller
 from dispatchd.video.store import Invite, Meeting
-from dispatchd.web.appkeys import CLOCK, METRICS, POOL, SETTINGS
 
 log = structlog.get_logger("dispatchd.video")
 
@@ -27,32 +27,35 @@ log = structlog.get_logger("dispatchd.video")
 class Rooms:
     """Live rooms by meeting id; a room opens with its first participant."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.rooms: dict[int, Room] = {}
         self.totals = ForwardingTotals()
         self._lock = asyncio.Lock()
+        # Pulled sources of other invite kinds than RTSP (``camera``: a GB/T 28181 channel), started
+        # with the room: kind -> starter, registered by the capability that knows them.
+        self.source_starters: dict[str, Callable[[Room, Invite], None]] = {}
 
     async def open(self, meeting: Meeting) -> Room:
         async with self._lock:
             room = self.rooms.get(meeting.id)
             if room is not None and not room.closed:
                 return room
-            async with self.app[POOL].acquire() as conn:
+            async with self.ctx.pool.acquire() as conn:
                 invites = await store.invites_of(conn, meeting.id)
-            settings = self.app[SETTINGS].video
+            settings = self.ctx.settings.video
 
             async def audit(action: str, detail: dict[str, Any], publish: bool) -> None:
-                async with self.app[POOL].acquire() as conn:
+                async with self.ctx.pool.acquire() as conn:
                     await store.record_event(
-                        conn, meeting, "chair", action, detail, self.app[CLOCK].now(), publish=publish
+                        conn, meeting, Actor(None, "chair"), action, detail, self.ctx.clock.now(), publish=publish
                     )
 
             room = Room(
                 meeting,
                 invites,
                 settings,
-                self.app[CLOCK].monotonic,
+                self.ctx.clock.monotonic,
                 audit,
                 self.set_recording,
                 totals=self.totals,
@@ -61,6 +64,8 @@ class Rooms:
             for inv in invites:
                 if inv.kind == "rtsp":
                     self.start_puller(room, inv)
+                elif inv.kind in self.source_starters:
+                    self.source_starters[inv.kind](room, inv)
             log.info("room_opened", meeting_id=meeting.id)
             return room
 
@@ -73,7 +78,7 @@ class Rooms:
             invite.source_url,
             room.meeting.codec,
             p.id,
-            transport=self.app[SETTINGS].video.rtsp_transport,
+            transport=self.ctx.settings.video.rtsp_transport,
             totals=self.totals,
         )
         room.pullers[p.id] = puller
@@ -86,21 +91,21 @@ class Rooms:
 
     async def set_recording(self, room: Room, on: bool, actor: str) -> None:
         """Start or stop muxing what is on screen into ``<data dir>/recordings/``."""
-        now = self.app[CLOCK].now()
+        now = self.ctx.clock.now()
         if on:
             if room.recorder is not None:
                 return
-            data_dir: Path = self.app[SETTINGS].data.dir
+            data_dir: Path = self.ctx.settings.data.dir
             rel = Path("recordings") / f"meeting-{room.meeting.id}-{now:%Y%m%dT%H%M%S}.mkv"
             (data_dir / rel.parent).mkdir(parents=True, exist_ok=True)
             recorder = Recorder(
                 data_dir / rel,
                 room.meeting.codec,
                 slots=room.settings.screen_slots,
-                monotonic=self.app[CLOCK].monotonic,
+                monotonic=self.ctx.clock.monotonic,
             )
-            async with self.app[POOL].acquire() as conn:
-                recorder.record_id = await store.start_recording(conn, room.meeting, str(rel), actor, now)
+            async with self.ctx.pool.acquire() as conn:
+                recorder.record_id = await store.start_recording(conn, room.meeting, str(rel), Actor(None, actor), now)
             room.recorder = recorder
             recorder.start()
             await room.relayout()
@@ -111,8 +116,10 @@ class Rooms:
                 return
             room.recorder = None
             size = await running.stop()
-            async with self.app[POOL].acquire() as conn:
-                await store.stop_recording(conn, room.meeting, running.record_id, size, actor, now)
+            async with self.ctx.pool.acquire() as conn:
+                await store.stop_recording(
+                    conn, room.meeting, running.record_id, size, Actor(None, actor), now
+                )
             await room_broadcast(room, "recording", on=False)
 
     async def end(self, meeting_id: int) -> None:
@@ -203,20 +210,17 @@ class VideoCollector(Collector):
 
 
 async def room_broadcast(room: Room, kind: str, **fields: Any) -> None:
-    from dispatchd.video.signalling import dumps
-
     text = dumps(kind, **fields)
     await asyncio.gather(*(p.send(text) for p in list(room.participants.values())))
 
 
-ROOMS = web.AppKey("video_rooms", Rooms)
+ROOMS = Slot[Rooms]("video_rooms")
 
 
-async def rooms_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Close every room (peer connections, pullers, recordings) when the application stops."""
-    yield
-    await app[ROOMS].close_all()
-    app[METRICS].connections.labels("meeting").set(0)
+async def close_rooms(ctx: Context) -> None:
+    """Close every room (peer connections, pullers, recordings): the application stops."""
+    await ctx[ROOMS].close_all()
+    ctx.metrics.connections.labels("meeting").set(0)
 
 
-__all__ = ["ROOMS", "ProtocolError", "Rooms", "rooms_ctx"]
+__all__ = ["ROOMS", "ProtocolError", "Rooms", "close_rooms"]

@@ -1,17 +1,24 @@
-"""Meetings in PostgreSQL: state, invites (join tokens stored hashed), recordings, audit, outbox."""
+"""Meetings in PostgreSQL: state, invites (join tokens stored hashed), recordings.
+
+Every change of a meeting is recorded (entity ``meeting``: the audit row and, where the boards
+should hear of it, the outbox row; :mod:`dispatchd.store.changes`) in the transaction that makes it.
+The status moves as :mod:`dispatchd.domain.meetings` says.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from dispatchd.store.outbox import emit
+from dispatchd.domain import meetings as lifecycle
+from dispatchd.store.changes import Actor, Change, record, trail
 
 TOPIC = "meeting"
 
@@ -37,6 +44,8 @@ class Meeting:
     started_at: datetime | None
     ended_at: datetime | None
     created_at: datetime
+    version: int = 1
+    created_by: int | None = None
 
     @classmethod
     def from_row(cls, r: asyncpg.Record) -> Meeting:
@@ -52,6 +61,8 @@ class Meeting:
             r["started_at"],
             r["ended_at"],
             r["created_at"],
+            r["version"],
+            r["created_by"],
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -69,6 +80,7 @@ class Meeting:
             "started_at": iso(self.started_at),
             "ended_at": iso(self.ended_at),
             "created_at": iso(self.created_at),
+            "version": self.version,
         }
 
 
@@ -112,25 +124,54 @@ class NewInvite:
     user_id: int | None = None
 
 
-_MEETING_COLS = "id, title, org_code, org_path, status, codec, incident_id, scheduled_at, started_at, ended_at, created_at"
+_MEETING_COLS = (
+    "id, title, org_code, org_path, status, codec, incident_id, scheduled_at, started_at, ended_at,"
+    " created_at, version, created_by"
+)
 _INVITE_COLS = "id, meeting_id, unit_code, label, role, kind, source_url"
 
 
-async def _audit(
-    conn: asyncpg.Connection, meeting_id: int, at: datetime, actor: str, action: str, detail: dict[str, Any]
+async def _record(
+    conn: asyncpg.Connection,
+    meeting: Meeting,
+    actor: Actor,
+    action: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+    *,
+    from_status: str | None = None,
+    publish: bool = True,
 ) -> None:
-    await conn.execute(
-        "INSERT INTO meeting_events (meeting_id, at, actor, action, detail) VALUES ($1, $2, $3, $4, $5)",
-        meeting_id,
-        at,
-        actor,
-        action,
-        json.loads(json.dumps(detail, ensure_ascii=False, default=str)),  # plain JSON values only
+    """Record a change of ``meeting`` (as it is after the change). Its invited units hear of it too:
+    the change is routed to their paths, and the meeting's data names them (``invited``)."""
+    invited = await conn.fetch(
+        "SELECT DISTINCT i.unit_code, o.path FROM meeting_invites i JOIN org_units o ON o.code = i.unit_code"
+        " WHERE i.meeting_id = $1 AND i.kind = 'unit' AND NOT i.revoked ORDER BY i.unit_code",
+        meeting.id,
     )
+    plain = json.loads(json.dumps(dict(detail or {}), ensure_ascii=False, default=str))  # JSON values only
+    row = {"id": meeting.id, "version": meeting.version, "org_path": meeting.org_path, "status": meeting.status}
+    data = {**meeting.as_json(), "invited": [r["unit_code"] for r in invited]}
+    change = Change.of(
+        TOPIC,
+        row,
+        action,
+        data,
+        actor,
+        now,
+        from_state=from_status,
+        detail=plain,
+        also_to=[list(r["path"]) for r in invited],
+    )
+    await record(conn, change, publish=publish)
 
 
-async def _emit(conn: asyncpg.Connection, meeting: Meeting, change: str, **extra: Any) -> None:
-    await emit(conn, TOPIC, meeting.id, meeting.org_path, {"change": change, **meeting.as_json(), **extra})
+async def _bumped(conn: asyncpg.Connection, meeting_id: int) -> Meeting:
+    """The meeting's next version (a change that touches only its invites or recordings)."""
+    row = await conn.fetchrow(
+        f"UPDATE meetings SET version = version + 1 WHERE id = $1 RETURNING {_MEETING_COLS}", meeting_id
+    )
+    return Meeting.from_row(row)
 
 
 async def create_meeting(
@@ -140,7 +181,7 @@ async def create_meeting(
     org_code: str,
     org_path: list[str],
     created_by: int | None,
-    actor: str,
+    actor: Actor,
     codec: str,
     incident_id: str | None,
     scheduled_at: datetime | None,
@@ -148,7 +189,7 @@ async def create_meeting(
     invites: list[NewInvite],
 ) -> tuple[Meeting, list[tuple[Invite, str | None]]]:
     """Create the meeting and its invites; returns each invite with its link token (shown once)."""
-    status = "scheduled" if scheduled_at is not None and scheduled_at > now else "running"
+    status = lifecycle.initial_status(scheduled_at, now)
     async with conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO meetings (title, org_code, org_path, created_by, status, scheduled_at, started_at,"
@@ -167,8 +208,7 @@ async def create_meeting(
         )
         meeting = Meeting.from_row(row)
         created = [await _insert_invite(conn, meeting.id, inv, now) for inv in invites]
-        await _audit(conn, meeting.id, now, actor, "create", {"invites": len(invites), "status": status})
-        await _emit(conn, meeting, "created")
+        await _record(conn, meeting, actor, "created", now, {"invites": len(invites)})
     return meeting, created
 
 
@@ -193,13 +233,42 @@ async def _insert_invite(
 
 
 async def add_invite(
-    conn: asyncpg.Connection, meeting: Meeting, inv: NewInvite, actor: str, now: datetime
+    conn: asyncpg.Connection, meeting: Meeting, inv: NewInvite, actor: Actor, now: datetime
 ) -> tuple[Invite, str | None]:
     async with conn.transaction():
         created = await _insert_invite(conn, meeting.id, inv, now)
-        await _audit(conn, meeting.id, now, actor, "invite", {"kind": inv.kind, "label": inv.label})
-        await _emit(conn, meeting, "invited", invite=created[0].as_json())
+        meeting = await _bumped(conn, meeting.id)
+        await _record(conn, meeting, actor, "invited", now, {"invite": created[0].as_json()})
     return created
+
+
+async def personal_invite(
+    conn: asyncpg.Connection, meeting: Meeting, user_id: int, unit_code: str, label: str, role: str, now: datetime
+) -> tuple[Invite, str]:
+    """A user's own join link for a unit invited to ``meeting`` (their earlier one is revoked)."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE meeting_invites SET revoked = true WHERE meeting_id = $1 AND user_id = $2 AND kind = 'unit'"
+            " AND NOT revoked",
+            meeting.id,
+            user_id,
+        )
+        invite, token = await _insert_invite(
+            conn, meeting.id, NewInvite(unit_code, label, role, "unit", user_id=user_id), now
+        )
+    assert token is not None
+    return invite, token
+
+
+async def invited_units(conn: asyncpg.Connection, meeting_id: int) -> list[Invite]:
+    """The units invited to a meeting (the chair's and the sites'), one invite each."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (unit_code) {_INVITE_COLS} FROM meeting_invites WHERE meeting_id = $1"
+        " AND kind IN ('unit', 'chair') AND unit_code IS NOT NULL AND NOT revoked AND (kind = 'chair' OR user_id IS NULL)"
+        " ORDER BY unit_code, id",
+        meeting_id,
+    )
+    return [Invite.from_row(r) for r in rows]
 
 
 async def get_meeting(conn: asyncpg.Connection, meeting_id: int) -> Meeting | None:
@@ -249,36 +318,38 @@ async def invite_for_token(conn: asyncpg.Connection, meeting_id: int, token: str
 
 
 async def set_status(
-    conn: asyncpg.Connection, meeting_id: int, status: str, actor: str, now: datetime
+    conn: asyncpg.Connection, meeting_id: int, status: str, actor: Actor, now: datetime
 ) -> Meeting | None:
-    """Move a meeting to ``running`` or ``ended``; None when it already was (or does not exist)."""
+    """Start (``running``) or end (``ended``) a meeting; None when it already was (or does not
+    exist). :class:`~dispatchd.domain.meetings.MeetingEnded` when an ended meeting is started."""
     async with conn.transaction():
-        if status == "running":
-            row = await conn.fetchrow(
-                "UPDATE meetings SET status = 'running', started_at = coalesce(started_at, $2)"
-                f" WHERE id = $1 AND status = 'scheduled' RETURNING {_MEETING_COLS}",
-                meeting_id,
-                now,
-            )
-        else:
-            row = await conn.fetchrow(
-                "UPDATE meetings SET status = 'ended', ended_at = $2"
-                f" WHERE id = $1 AND status <> 'ended' RETURNING {_MEETING_COLS}",
-                meeting_id,
-                now,
-            )
+        row = await conn.fetchrow(f"SELECT {_MEETING_COLS} FROM meetings WHERE id = $1 FOR UPDATE", meeting_id)
         if row is None:
             return None
+        before = row["status"]
+        after = lifecycle.start(before) if status == lifecycle.RUNNING else lifecycle.end(before)
+        if after is None:
+            return None
+        row = await conn.fetchrow(
+            "UPDATE meetings SET status = $2, version = version + 1,"
+            " started_at = CASE WHEN $2 = 'running' THEN coalesce(started_at, $3) ELSE started_at END,"
+            " ended_at = CASE WHEN $2 = 'ended' THEN $3 ELSE ended_at END"
+            f" WHERE id = $1 RETURNING {_MEETING_COLS}",
+            meeting_id,
+            after,
+            now,
+        )
         meeting = Meeting.from_row(row)
-        await _audit(conn, meeting_id, now, actor, "start" if status == "running" else "end", {})
-        await _emit(conn, meeting, "started" if status == "running" else "ended")
+        await _record(
+            conn, meeting, actor, "started" if after == lifecycle.RUNNING else "ended", now, from_status=before
+        )
     return meeting
 
 
 async def record_event(
     conn: asyncpg.Connection,
     meeting: Meeting,
-    actor: str,
+    actor: Actor,
     action: str,
     detail: dict[str, Any],
     now: datetime,
@@ -287,23 +358,20 @@ async def record_event(
 ) -> None:
     """Audit a chair's action (roll call, mute, recording); ``publish`` also tells the boards."""
     async with conn.transaction():
-        await _audit(conn, meeting.id, now, actor, action, detail)
-        if publish:
-            await _emit(conn, meeting, action, detail=detail)
+        meeting = await _bumped(conn, meeting.id)
+        await _record(conn, meeting, actor, action, now, detail, publish=publish)
 
 
 async def events_of(conn: asyncpg.Connection, meeting_id: int) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        "SELECT at, actor, action, detail FROM meeting_events WHERE meeting_id = $1 ORDER BY id", meeting_id
-    )
+    """The meeting's trail in the audit log, oldest first."""
     return [
-        {"at": r["at"].isoformat(), "actor": r["actor"], "action": r["action"], "detail": r["detail"]}
-        for r in rows
+        {"at": r["at"].isoformat(), "actor": r["actor_name"], "action": r["action"], "detail": r["data"]}
+        for r in await trail(conn, TOPIC, meeting_id)
     ]
 
 
 async def start_recording(
-    conn: asyncpg.Connection, meeting: Meeting, path: str, actor: str, now: datetime
+    conn: asyncpg.Connection, meeting: Meeting, path: str, actor: Actor, now: datetime
 ) -> int:
     async with conn.transaction():
         rec_id: int = await conn.fetchval(
@@ -314,20 +382,20 @@ async def start_recording(
             path,
             now,
         )
-        await _audit(conn, meeting.id, now, actor, "recording_started", {"recording": rec_id, "path": path})
-        await _emit(conn, meeting, "recording_started", recording=rec_id)
+        meeting = await _bumped(conn, meeting.id)
+        await _record(conn, meeting, actor, "recording_started", now, {"recording": rec_id, "path": path})
     return rec_id
 
 
 async def stop_recording(
-    conn: asyncpg.Connection, meeting: Meeting, rec_id: int, size: int, actor: str, now: datetime
+    conn: asyncpg.Connection, meeting: Meeting, rec_id: int, size: int, actor: Actor, now: datetime
 ) -> None:
     async with conn.transaction():
         await conn.execute(
             "UPDATE meeting_recordings SET stopped_at = $2, bytes = $3 WHERE id = $1", rec_id, now, size
         )
-        await _audit(conn, meeting.id, now, actor, "recording_stopped", {"recording": rec_id, "bytes": size})
-        await _emit(conn, meeting, "recording_stopped", recording=rec_id)
+        meeting = await _bumped(conn, meeting.id)
+        await _record(conn, meeting, actor, "recording_stopped", now, {"recording": rec_id, "bytes": size})
 
 
 async def recordings_of(conn: asyncpg.Connection, meeting_id: int) -> list[dict[str, Any]]:

@@ -14,13 +14,16 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from dispatchd.context import Context
+from dispatchd.errors import forbidden
 from dispatchd.store import users as user_store
 from dispatchd.store.keys import ratelimit
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, METRICS, ORGS, POOL, PUBLIC_RESOURCES, REDIS, SETTINGS
-from dispatchd.web.errors import ApiError, forbidden, unauthorized
+from dispatchd.validate import Field
+from dispatchd.web.appkeys import CTX, PUBLIC_RESOURCES
+from dispatchd.web.errors import ApiError, unauthorized
 from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, json_body
+from dispatchd.web.validate import json_body
 
 USER_KEY = web.RequestKey("user", User)
 log = structlog.get_logger("dispatchd.auth")
@@ -33,11 +36,11 @@ def bearer_token(request: web.Request) -> str | None:
     return request.query.get("token") or None
 
 
-async def authenticate(app: web.Application, token: str | None) -> User | None:
+async def authenticate(ctx: Context, token: str | None) -> User | None:
     if not token or len(token) > 200:
         return None
-    async with app[POOL].acquire() as conn:
-        return await user_store.user_for_token(conn, token, app[CLOCK].now())
+    async with ctx.pool.acquire() as conn:
+        return await user_store.user_for_token(conn, token, ctx.clock.now())
 
 
 def is_public(request: web.Request) -> bool:
@@ -50,7 +53,7 @@ def is_public(request: web.Request) -> bool:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if not is_public(request):
-        user = await authenticate(request.app, bearer_token(request))
+        user = await authenticate(request.app[CTX], bearer_token(request))
         if user is None:
             raise unauthorized()
         request[USER_KEY] = user
@@ -78,12 +81,12 @@ def require_role(request: web.Request, *roles: str) -> User:
 
 def jurisdiction(request: web.Request) -> frozenset[str]:
     """Codes of every unit the caller may see (their home unit and everything below it)."""
-    codes: frozenset[str] = request.app[ORGS].descendants(current_user(request).org)
+    codes: frozenset[str] = request.app[CTX].orgs.descendants(current_user(request).org)
     return codes
 
 
 def may_see(request: web.Request, unit_code: str) -> bool:
-    inside: bool = request.app[ORGS].is_within(unit_code, current_user(request).org)
+    inside: bool = request.app[CTX].orgs.is_within(unit_code, current_user(request).org)
     return inside
 
 
@@ -94,7 +97,7 @@ _LOGIN_WINDOW = 300
 async def login(request: web.Request) -> web.Response:
     body = await json_body(request, LOGIN_FIELDS)
     username, password = body["username"], body["password"]
-    redis = request.app[REDIS]
+    redis = request.app[CTX].redis
     key = ratelimit("login", username)
     failures = int(await redis.get(key) or 0)
     if failures >= _LOGIN_FAILURES_ALLOWED:
@@ -104,7 +107,7 @@ async def login(request: web.Request) -> web.Response:
             "登录失败次数过多，请 5 分钟后再试",
             "too many failed logins; try again in 5 minutes",
         )
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         found = await user_store.find_for_login(conn, username)
         ok = False
         if found is not None:
@@ -114,12 +117,12 @@ async def login(request: web.Request) -> web.Response:
                 pipe.incr(key)
                 pipe.expire(key, _LOGIN_WINDOW)
                 await pipe.execute()
-            request.app[METRICS].login_failures.inc()
+            request.app[CTX].metrics.login_failures.inc()
             log.info("login_failed", username=username)
             raise ApiError(401, "bad_credentials", "用户名或密码错误", "wrong username or password")
         user = found[0]
-        ttl = timedelta(seconds=request.app[SETTINGS].auth.token_ttl)
-        token, expires = await user_store.issue_token(conn, user.id, request.app[CLOCK].now(), ttl)
+        ttl = timedelta(seconds=request.app[CTX].settings.auth.token_ttl)
+        token, expires = await user_store.issue_token(conn, user.id, request.app[CTX].clock.now(), ttl)
     await redis.delete(key)
     log.info("login", username=user.username, role=user.role)
     return web.json_response(
@@ -130,14 +133,14 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = bearer_token(request)
     if token:
-        async with request.app[POOL].acquire() as conn:
+        async with request.app[CTX].pool.acquire() as conn:
             await user_store.revoke_token(conn, token)
     return web.json_response({"ok": True})
 
 
 async def me(request: web.Request) -> web.Response:
     user = current_user(request)
-    unit = request.app[ORGS].get(user.org)
+    unit = request.app[CTX].orgs.get(user.org)
     return web.json_response(
         {**user.as_json(), "org_name": unit.name, "org_name_en": unit.name_en, "org_level": unit.level}
     )

@@ -1,11 +1,31 @@
-"""JSON errors ``{"error": {"code", "message", "fields"?}}`` in zh-CN or English by Accept-Language."""
+"""JSON errors ``{"error": {"code", "message", "fields"?}}`` in zh-CN or English by Accept-Language.
+
+Services raise the domain errors of :mod:`dispatchd.errors`; this is the one place that gives them
+HTTP status codes (:func:`from_domain`). :class:`ApiError` is for what only HTTP knows (a bad
+cursor, a missing token, a body too large).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
+
+from dispatchd.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InsufficientStorage,
+    Invalid,
+    NotFound,
+    Throttled,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+)
 
 
 def preferred_language(accept_language: str | None) -> str:
@@ -73,14 +93,35 @@ class ApiError(Exception):
 
 
 def _dumps(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, ensure_ascii=False, default=str)
 
 
-# Stock errors.
-def not_found(what_zh: str = "资源", what_en: str = "resource") -> ApiError:
-    return ApiError(404, "not_found", f"{what_zh}不存在", f"{what_en} not found")
+# The status code of each kind of domain error.
+DOMAIN_STATUS: Final[Mapping[type[DomainError], int]] = {
+    NotFound: 404,
+    Forbidden: 403,
+    Conflict: 409,
+    Invalid: 422,
+    TooLarge: 413,
+    UnsupportedMedia: 415,
+    InsufficientStorage: 507,
+    Throttled: 429,
+    Unavailable: 503,
+}
+
+
+def from_domain(exc: DomainError) -> ApiError:
+    """The HTTP answer to a service's refusal (``Retry-After`` where the client should wait)."""
+    status = next((code for kind, code in DOMAIN_STATUS.items() if isinstance(exc, kind)), 400)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Throttled | Unavailable):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return ApiError(
+        status, exc.code, exc.message_zh, exc.message_en, fields=exc.fields, extra=exc.extra, headers=headers
+    )
+
+
+# Stock errors of the HTTP layer.
 
 
 def unauthorized() -> ApiError:
@@ -93,16 +134,8 @@ def unauthorized() -> ApiError:
     )
 
 
-def forbidden(zh: str = "无权执行此操作", en: str = "not allowed for your role or jurisdiction") -> ApiError:
-    return ApiError(403, "forbidden", zh, en)
-
-
 def bad_request(zh: str, en: str, code: str = "bad_request") -> ApiError:
     return ApiError(400, code, zh, en)
-
-
-def conflict(zh: str, en: str, code: str = "conflict", extra: Mapping[str, Any] | None = None) -> ApiError:
-    return ApiError(409, code, zh, en, extra=extra)
 
 
 _STATUS_TEXT: dict[int, tuple[str, str, str]] = {

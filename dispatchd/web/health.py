@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dispatchd import __version__
-from dispatchd.web.appkeys import API_ROUTES, METRICS, POOL, REDIS
+from dispatchd.web.appkeys import API_ROUTES, CTX
 from dispatchd.web.routing import ApiRoute, openapi_document
 
 
@@ -20,12 +20,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     async def pg() -> str:
-        async with request.app[POOL].acquire(timeout=2) as conn:
+        async with request.app[CTX].pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1")
         return "ok"
 
     async def rd() -> str:
-        await request.app[REDIS].ping()
+        await request.app[CTX].redis.ping()
         return "ok"
 
     result: dict[str, str] = {}
@@ -39,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    body = generate_latest(request.app[CTX].metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -7,11 +7,12 @@ from typing import Any
 from aiohttp import web
 
 from dispatchd.domain.orgs import OrgTree, OrgUnit
-from dispatchd.web.appkeys import ORGS
+from dispatchd.errors import not_found
+from dispatchd.validate import Field
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, may_see
-from dispatchd.web.errors import not_found
 from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, query_params
+from dispatchd.web.validate import query_params
 
 
 def unit_json(tree: OrgTree, u: OrgUnit, geometry: bool) -> dict[str, Any]:
@@ -42,7 +43,7 @@ ORG_QUERY = (
 
 async def list_orgs(request: web.Request) -> web.Response:
     q = query_params(request, ORG_QUERY)
-    tree = request.app[ORGS]
+    tree = request.app[CTX].orgs
     root = tree.get(current_user(request).org)
     depth = q.get("depth")
     base = tree.ancestors(root.code)
@@ -56,7 +57,7 @@ async def list_orgs(request: web.Request) -> web.Response:
 
 async def get_org(request: web.Request) -> web.Response:
     code = request.match_info["code"]
-    tree = request.app[ORGS]
+    tree = request.app[CTX].orgs
     if code not in tree.units or not may_see(request, code):
         raise not_found("组织单位", "organisation unit")
     u = tree.get(code)
@@ -67,7 +68,7 @@ async def get_org(request: web.Request) -> web.Response:
 
 async def orgs_geojson(request: web.Request) -> web.Response:
     """Grid boundaries of the caller's jurisdiction as one FeatureCollection (the offline basemap)."""
-    tree = request.app[ORGS]
+    tree = request.app[CTX].orgs
     root = current_user(request).org
     features = []
     for u in tree.subtree(root):

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatchd.web.validate import Field, object_schema
+from dispatchd.validate import Field, object_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from dispatchd import __version__
 from dispatchd.config import MapSettings
-from dispatchd.web.appkeys import SETTINGS
-from dispatchd.web.errors import not_found
+from dispatchd.errors import not_found
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.routing import ApiRoute, add_routes
 
 # Page path -> file under webui/pages/.
@@ -47,6 +47,7 @@ FEATURES: dict[str, str] = {
     "reports": "/api/v1/reports",
     "patrols": "/api/v1/patrols",
     "meetings": "/api/v1/meetings",
+    "cameras": "/api/v1/cameras",
 }
 
 # Directories of webui/ served under /ui/ (pages are served only at their routes, with their headers).
@@ -102,7 +103,7 @@ def content_security_policy(settings: MapSettings) -> str:
 
 
 def _webui(request: web.Request) -> Path:
-    root: Path = request.app[SETTINGS].paths.webui
+    root: Path = request.app[CTX].settings.paths.webui
     return root
 
 
@@ -124,7 +125,7 @@ async def page(request: web.Request) -> web.StreamResponse:
     path = _webui(request) / "pages" / name
     if not path.is_file():
         raise not_found("页面", "page")
-    csp = content_security_policy(request.app[SETTINGS].map)
+    csp = content_security_policy(request.app[CTX].settings.map)
     return _file_response(
         path,
         "text/html; charset=utf-8",
@@ -190,9 +191,8 @@ async def font_file(request: web.Request) -> web.StreamResponse:
 
 
 def _stale_after(app: web.Application) -> int:
-    """Seconds without a fix before a squad is marked stale ([units] stale_after, where present)."""
-    units = getattr(app[SETTINGS], "units", None)
-    return int(getattr(units, "stale_after", 300))
+    """Seconds without a fix before a squad is marked stale ([units] stale_after)."""
+    return app[CTX].settings.units.stale_after
 
 
 def _has_route(app: web.Application, path: str) -> bool:
@@ -207,7 +207,7 @@ def features(app: web.Application) -> dict[str, bool]:
 
 
 async def ui_config(request: web.Request) -> web.Response:
-    m = request.app[SETTINGS].map
+    m = request.app[CTX].settings.map
     tiles: dict[str, Any] | None = None
     if m.tile_url:
         tiles = {

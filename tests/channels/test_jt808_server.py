@@ -419,7 +419,7 @@ async def test_rate_limit_and_idle_timeout(
     client: TestClient[Any, Any], make_user: UserFactory, clock: FakeClock, app_of: Any
 ) -> None:
     """Past the burst a terminal gets result 1; a terminal silent past the idle timeout is disconnected."""
-    from dispatchd.units.appkeys import JT808_SERVER
+    from dispatchd.channels.gps.slots import JT808_SERVER
 
     await _unit_with_terminal(client, make_user, key="preset-code")
     t = await Terminal.connect(gps_port(client, "jt808"))

@@ -117,6 +117,17 @@ EXPECTED_MOVES: dict[tuple[Action, State], State] = {
     (Action.evaluate, State.closed): State.evaluated,
     **{(Action.escalate, s): s for s in OPEN},
     **{(Action.assign, s): s for s in OPEN},
+    **{(Action.sign, s): s for s in (State.dispatched, State.in_progress)},
+    **{(Action.return_, s): State.accepted for s in (State.dispatched, State.in_progress)},
+    **{(Action.extend_request, s): s for s in (State.dispatched, State.in_progress)},
+    **{(Action.extend_decide, s): s for s in (State.dispatched, State.in_progress)},
+    **{(Action.urge, s): s for s in (State.dispatched, State.in_progress)},
+    **{(Action.supervise, s): s for s in OPEN},
+    (Action.callback, State.closed): State.evaluated,
+}
+# What a case must hold for an action to be possible at all (a request waiting to be decided).
+PRECONDITIONS: dict[Action, dict[str, object]] = {
+    Action.extend_decide: {"extension_hours": 24, "extension_department": POLICE},
 }
 
 D, L, A = Role.duty_officer, Role.leader, Role.admin
@@ -133,6 +144,13 @@ EXPECTED_ROLES: dict[Action, set[Role]] = {
     Action.verify: {Role.grid_worker, D, L},
     Action.reopen: {Role.grid_worker, D, L},
     Action.evaluate: {D, A},
+    Action.sign: {Role.department_handler},
+    Action.return_: {Role.department_handler},
+    Action.extend_request: {Role.department_handler},
+    Action.extend_decide: {D, L, A},
+    Action.urge: {D, L, A},
+    Action.supervise: {L, A},
+    Action.callback: {D, A},
 }
 
 # -- builders ------------------------------------------------------------------------------------
@@ -170,12 +188,17 @@ def valid_command(action: Action, version: int = 3) -> Command:
     return Command(
         action=action,
         version=version,
-        reason="重复上报" if action in {Action.reject, Action.reopen, Action.escalate} else None,
+        reason="重复上报"
+        if action in {Action.reject, Action.reopen, Action.escalate, Action.return_, Action.extend_request}
+        else None,
         note="已到场调解" if action is Action.feedback else None,
         department=POLICE if action is Action.dispatch else None,
         target_unit=COMMUNITY if action is Action.assign else None,
         merge_into=41 if action is Action.merge else None,
-        satisfaction=4 if action is Action.evaluate else None,
+        satisfaction=4 if action in (Action.evaluate, Action.callback) else None,
+        hours=24 if action is Action.extend_request else None,
+        grant=True if action is Action.extend_decide else None,
+        reached=True if action is Action.callback else None,
     )
 
 
@@ -203,7 +226,7 @@ def others(decision: Decision) -> tuple[object, ...]:
 @pytest.mark.parametrize("state", list(State))
 def test_every_state_action_role(state: State, action: Action, role: Role) -> None:
     """Each (state, action, role) gives exactly the outcome the independent tables predict."""
-    incident = case(state)
+    incident = case(state, **PRECONDITIONS.get(action, {}))
     command = valid_command(action)
     who = actor(role)
     if role not in EXPECTED_ROLES[action]:
@@ -641,13 +664,20 @@ STATE_FOR_ACTION: Mapping[Action, State] = {
     Action.evaluate: State.closed,
     Action.escalate: State.in_progress,
     Action.assign: State.accepted,
+    Action.sign: State.dispatched,
+    Action.return_: State.dispatched,
+    Action.extend_request: State.in_progress,
+    Action.extend_decide: State.in_progress,
+    Action.urge: State.dispatched,
+    Action.supervise: State.in_progress,
+    Action.callback: State.closed,
 }
 
 
 @pytest.mark.parametrize("action", list(Action))
 def test_sibling_township_is_out_of_jurisdiction(action: Action) -> None:
     """An actor of the sibling township is forbidden every action on this township's case."""
-    incident = case(STATE_FOR_ACTION[action])
+    incident = case(STATE_FOR_ACTION[action], **PRECONDITIONS.get(action, {}))
     for role in (D, L, A, Role.squad_member):
         if role in EXPECTED_ROLES[action]:
             error = refused(incident, valid_command(action), actor(role, unit=SIBLING_TOWN))

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.web.appkeys import METRICS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import UserFactory
 from tests.incidents.helpers import (
     COUNTY,
@@ -355,7 +355,7 @@ async def test_routes_documented_and_transitions_counted(
     officer = await make_user("duty_officer", TOWN)
     case = await report(client, officer, org_tree)
     await act(client, officer, case, "accept")
-    metrics = client.server.app[METRICS]
+    metrics = client.server.app[CTX].metrics
     assert metrics.transitions.labels("accept")._value.get() == 1
     text = await (await client.get("/metrics")).text()
     assert 'dispatchd_incident_transitions_total{action="accept"} 1.0' in text
@@ -373,3 +373,26 @@ async def test_dispatch_defaults_to_the_category_department(
     duplicate = await report(client, officer, org_tree)
     merged = await act(client, officer, duplicate, "merge", into=primary["id"])
     assert merged["merged_into"] == primary["id"]
+
+
+async def test_a_case_says_what_its_viewer_may_do(
+    client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """GET a case carries allowed_actions for the caller, as the server decides them: the officer may
+    accept, reject, merge, escalate, assign and convene; an administrator is not offered handling
+    steps; a department of the township may only pass the case up before it handles it, and is
+    offered start once it is dispatched to it."""
+    officer = await make_user("duty_officer", TOWN)
+    admin = await make_user("admin", COUNTY)
+    handler = await make_user("department_handler", TOWN, department=JUSTICE)
+    case = await report(client, officer, org_tree)
+    mine = await fetch(client, officer, case["id"])
+    assert set(mine["allowed_actions"]) == {"accept", "reject", "merge", "escalate", "assign", "convene"}
+    assert "start" not in (await fetch(client, admin, case["id"]))["allowed_actions"]
+    assert (await fetch(client, handler, case["id"]))["allowed_actions"] == ["escalate"]
+    case = await act(client, officer, case, "accept")
+    case = await act(client, officer, case, "dispatch", department=JUSTICE)
+    assert "start" in case["allowed_actions"]  # a duty officer may start handling too (the rules say so)
+    theirs = await fetch(client, handler, case["id"])
+    assert "start" in theirs["allowed_actions"] and "accept" not in theirs["allowed_actions"]
+    assert "start" not in (await fetch(client, admin, case["id"]))["allowed_actions"]

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.web.appkeys import BOARD_SECTIONS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import UserFactory
 from tests.incidents.helpers import OTHER_GRID, OTHER_TOWN, TOWN, act, report
 
@@ -24,8 +24,8 @@ async def test_board_section_shows_open_cases_of_the_jurisdiction(
     rejected = await report(client, officer, org_tree)
     await act(client, officer, rejected, "reject", reason="无效")
     await report(client, stranger, org_tree, grid=OTHER_GRID)
-    section = client.server.app[BOARD_SECTIONS]["incidents"]
-    snapshot = await section(client.server.app, org_tree.descendants(TOWN))
+    section = client.server.app[CTX].board_sections["incidents"]
+    snapshot = await section(client.server.app[CTX], org_tree.descendants(TOWN))
     assert [c["id"] for c in snapshot["open"]] == [urgent["id"], routine["id"]]
     counters = snapshot["counters"]
     assert (counters["open"], counters["to_accept"], counters["received_today"]) == (2, 2, 3)

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.incidents.stats import register_section
+from dispatchd.web.appkeys import CTX
 from tests.conftest import UserFactory
 from tests.incidents.helpers import COMMUNITY, COUNTY, JUSTICE, OTHER_GRID, OTHER_TOWN, TOWN, act, report
 
@@ -122,7 +123,7 @@ async def test_other_capabilities_add_statistics_sections(
         seen.append(org)
         return {"compliant": await conn.fetchval("SELECT 3")}
 
-    register_section(client.server.app, "patrols", patrols)
+    register_section(client.server.app[CTX], "patrols", patrols)
     officer = await make_user("duty_officer", TOWN)
     stats = await (await client.get("/api/v1/stats", headers=officer.headers)).json()
     assert stats["patrols"] == {"compliant": 3} and seen == [TOWN]

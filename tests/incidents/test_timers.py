@@ -6,17 +6,16 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dispatchd.clock import FakeClock
+from dispatchd.context import Context
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.incidents.timers import fire_due
-from dispatchd.web.appkeys import SETTINGS
 from tests.conftest import AppFactory, UserFactory
 from tests.incidents.helpers import COUNTY, TOWN, act, fetch, report
 
-AppOf = Callable[[TestClient[Any, Any]], web.Application]
+AppOf = Callable[[TestClient[Any, Any]], Context]
 
 
 async def test_deadline_warns_then_overdue_then_parent_unit_owns_it(
@@ -25,29 +24,29 @@ async def test_deadline_warns_then_overdue_then_parent_unit_owns_it(
     """A P1 case left unaccepted is warned at 80 %, overdue at 5 min and, after the grace, owned by the county."""
     officer = await make_user("duty_officer", TOWN)
     county = await make_user("duty_officer", COUNTY)
-    app = app_of(client)
+    ctx = app_of(client)
     case = await report(client, officer, org_tree, priority="P1")
     assert case["deadline"]["step"] == "accept" and case["overdue"] is False
 
     clock.advance(3 * 60)
-    await fire_due(app)
+    await fire_due(ctx)
     case = await fetch(client, officer, case["id"])
     assert case["deadline"]["warned"] is False and case["overdue"] is False
 
     clock.advance(60)  # 4 min: 80 % of the 5-minute accept limit
-    await fire_due(app)
+    await fire_due(ctx)
     case = await fetch(client, officer, case["id"])
     assert case["deadline"]["warned"] is True and case["overdue"] is False
 
     clock.advance(60)  # 5 min: the limit
-    await fire_due(app)
+    await fire_due(ctx)
     case = await fetch(client, officer, case["id"])
     assert case["overdue"] is True and case["owner_unit"] == TOWN
     overdue_list = await (await client.get("/api/v1/incidents?overdue=true", headers=officer.headers)).json()
     assert [c["id"] for c in overdue_list["items"]] == [case["id"]]
 
-    clock.advance(app[SETTINGS].incidents.escalate_grace)
-    await fire_due(app)
+    clock.advance(ctx.settings.incidents.escalate_grace)
+    await fire_due(ctx)
     case = await fetch(client, county, case["id"])
     assert case["owner_unit"] == COUNTY and case["org_path"][-1] == COUNTY
     assert case["state"] == "reported" and case["overdue"] is True and case["version"] == 2
@@ -59,7 +58,7 @@ async def test_deadline_warns_then_overdue_then_parent_unit_owns_it(
         ("escalate", "system"),
     ]
     assert case["timeline"][-1]["data"]["to_unit"] == COUNTY
-    assert await fire_due(app) == 0  # nothing fires twice
+    assert await fire_due(ctx) == 0  # nothing fires twice
 
 
 async def test_finishing_a_step_stops_its_clock(
@@ -67,17 +66,17 @@ async def test_finishing_a_step_stops_its_clock(
 ) -> None:
     """Accepting in time cancels the accept timers; the dispatch clock runs from the acceptance."""
     officer = await make_user("duty_officer", TOWN)
-    app = app_of(client)
+    ctx = app_of(client)
     case = await report(client, officer, org_tree, priority="P1")
     clock.advance(2 * 60)
     case = await act(client, officer, case, "accept")
     assert case["deadline"]["step"] == "dispatch"
     clock.advance(4 * 60)  # the accept deadline has passed, the 10-minute dispatch one has not
-    await fire_due(app)
+    await fire_due(ctx)
     case = await fetch(client, officer, case["id"])
     assert case["overdue"] is False and case["owner_unit"] == TOWN
     clock.advance(6 * 60)
-    await fire_due(app)
+    await fire_due(ctx)
     case = await fetch(client, officer, case["id"])
     assert case["overdue"] is True and case["ever_overdue"] is True
     case = await act(client, officer, case, "dispatch", department="330381001-SFS")

@@ -10,16 +10,17 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from dispatchd.context import Context
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.live.protocol import parse_frames
-from dispatchd.store.outbox import emit
+from dispatchd.store.changes import SYSTEM, Change, record
+from dispatchd.web.appkeys import CTX
 from tests.conftest import Account, UserFactory
 from tests.incidents.helpers import point_in
 
@@ -29,8 +30,8 @@ OTHER_TOWN = "330381002"
 GRID = "330381001001G001"
 
 
-def app_of(client: TestClient[Any, Any]) -> web.Application:
-    app: web.Application = client.server.app
+def app_of(client: TestClient[Any, Any]) -> Context:
+    app: Context = client.server.app[CTX]
     return app
 
 
@@ -51,6 +52,9 @@ def path_of(tree: OrgTree, code: str) -> list[str]:
     return [*reversed(tree.ancestors(code)), code]
 
 
+NOW = datetime(2026, 5, 3, 8, 0, tzinfo=UTC)
+
+
 async def emit_rows(
     conn: asyncpg.Connection, org_path: Sequence[str], n: int, *, topic: str = "test", size: int = 0
 ) -> list[int]:
@@ -58,7 +62,10 @@ async def emit_rows(
     seqs = []
     for i in range(n):
         async with conn.transaction():
-            seqs.append(await emit(conn, topic, i, list(org_path), {"i": i, "pad": "x" * size}))
+            change = Change(topic, i, 1, "test", list(org_path), {"i": i, "pad": "x" * size}, SYSTEM, NOW)
+            seq = await record(conn, change)
+            assert seq is not None
+            seqs.append(seq)
     return seqs
 
 
@@ -200,8 +207,8 @@ async def make_case(
 
 async def place_unit(client: TestClient[Any, Any], unit_id: int, lat: float, lon: float, at: datetime) -> None:
     """Give a unit a live position through the position sink, as a tracker would."""
+    from dispatchd.channels.gps.slots import SINK
     from dispatchd.domain.units import Position
-    from dispatchd.units.appkeys import SINK
 
     sink = app_of(client)[SINK]
     verdict = sink.submit(Position(unit_id=unit_id, device_id=0, lat=lat, lon=lon, at=at, source="osmand"), at)

@@ -9,12 +9,11 @@ from typing import Any
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from dispatchd.channels.gps.slots import SINK
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.live.appkeys import ORDER_TIMERS
 from dispatchd.live.protocol import CLOSE_NO_UNIT
-from dispatchd.units.appkeys import SINK
-from dispatchd.web.appkeys import INSTANCE_ID
+from dispatchd.live.slots import ORDER_TIMERS
 from tests.conftest import Account, AppFactory, UserFactory
 from tests.live.helpers import (
     COUNTY,
@@ -109,7 +108,7 @@ async def test_order_reaches_a_squad_on_the_other_instance_and_is_not_sent_again
     seen = await get_order(a, officer, created["id"])
     assert seen["state"] == "delivered" and seen["delivered_at"] is not None
     assert [r["username"] for r in seen["receipts"]] == [member.user.username]
-    assert seen["receipts"][0]["instance"] == app_of(b)[INSTANCE_ID] != app_of(a)[INSTANCE_ID]
+    assert seen["receipts"][0]["instance"] == app_of(b).instance_id != app_of(a).instance_id
     squad.cut()
     for instance in (b, a):
         again = await Squad.connect(instance, member)
@@ -183,7 +182,7 @@ async def test_not_accepted_in_time_alerts_the_board_with_the_next_nearest_unit(
     created = await order(c, officer, case["id"], unit["id"])
     clock.advance(61)
     got = await board.receive_until(lambda m: any(x.get("topic") == "alert" for x in m))
-    alert = got[-1]["data"]["alert"]
+    alert = got[-1]["data"]
     assert alert["kind"] == "order_not_accepted" and alert["order_id"] == created["id"]
     assert alert["suggestion"]["unit_id"] == near["id"] and alert["reassigned_to"] is None
     seen = await get_order(c, officer, created["id"])

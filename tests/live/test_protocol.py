@@ -9,6 +9,7 @@ import pytest
 
 from dispatchd.live import protocol as p
 from dispatchd.live.asyncapi import BOARD_OUT, SQUAD_IN, SQUAD_OUT, asyncapi_document
+from dispatchd.store.changes import SYSTEM, Change
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300000])
@@ -89,6 +90,24 @@ def test_asyncapi_documents_every_message_type() -> None:
     assert set(SQUAD_OUT) == set(p.SQUAD_OUT)
     assert set(BOARD_OUT) == {"snapshot", "resumed", "change", "heartbeat"}
     board = doc["channels"]["board"]["messages"]
-    assert board["change"]["payload"]["required"] == ["type", "seq", "topic", "id", "data"]
+    assert board["change"]["payload"]["allOf"][1] == {"$ref": "#/components/schemas/envelope"}
     assert board["snapshot"]["payload"]["required"] == ["type", "seq", "sections"]
     json.dumps(doc)
+
+
+def test_every_change_has_the_one_envelope_the_document_describes() -> None:
+    """A recorded change's envelope and its board message carry every field the AsyncAPI envelope requires."""
+    envelope = asyncapi_document()["components"]["schemas"]["envelope"]
+    at = datetime(2026, 5, 3, 8, 0, tzinfo=UTC)
+    change = Change(
+        "order", 7, 3, "accepted", ["330381", "330381116"], {"id": 7, "state": "accepted"}, SYSTEM, at,
+        from_state="delivered", to_state="accepted", detail={"by": "squad"},
+    )
+    body = change.envelope()
+    assert set(envelope["required"]) <= set(body)
+    assert body["org"] == "330381116" and body["id"] == "7" and body["data"]["state"] == "accepted"
+    row = p.ChangeRow(12, "order", "7", ("330381", "330381116"), at.isoformat(), json.loads(json.dumps(body)))
+    message = p.change_message(row)
+    assert {"type", "seq", *envelope["required"]} <= set(message)
+    assert (message["entity"], message["action"], message["version"], message["seq"]) == ("order", "accepted", 3, 12)
+    assert message["detail"] == {"by": "squad"} and message["actor"] == {"id": None, "name": "system", "role": None}

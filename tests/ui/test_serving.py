@@ -75,7 +75,7 @@ async def test_ui_config_needs_a_token_and_lists_capabilities(
     assert body["map"]["tiles"] is None
     assert body["languages"] == ["zh-CN", "en"]
     assert body["features"]["incidents"] is True
-    assert set(body["features"]) >= {"board_ws", "squad_ws", "hotline", "reports", "meetings", "stats"}
+    assert set(body["features"]) >= {"board_ws", "squad_ws", "hotline", "reports", "meetings", "stats", "cameras"}
 
 
 async def test_tile_source_reaches_pages_and_policy(make_client: AppFactory, make_user: UserFactory) -> None:

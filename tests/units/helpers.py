@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dispatchd.units.appkeys import GPS_PORTS
+from dispatchd.units.slots import GPS_PORTS
+from dispatchd.web.appkeys import CTX
 
 MAYU = "330381116"
 # A point in Mayu town (马屿镇), and one about 2 km east of it.
@@ -17,8 +17,7 @@ MAYU_LAT, MAYU_LON = 27.7425, 120.48
 
 
 def gps_port(client: TestClient[Any, Any], protocol: str) -> int:
-    app: web.Application = client.server.app
-    return app[GPS_PORTS][protocol]
+    return client.server.app[CTX][GPS_PORTS][protocol]
 
 
 async def make_unit(
@@ -73,8 +72,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 5.0) -
 
 
 def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
-    from dispatchd.web.appkeys import METRICS
 
-    app: web.Application = client.server.app
-    value = app[METRICS].registry.get_sample_value(name, labels)
+    value = client.server.app[CTX].metrics.registry.get_sample_value(name, labels)
     return float(value or 0.0)

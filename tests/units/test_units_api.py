@@ -6,11 +6,9 @@ import json
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dispatchd.units.service import set_unit_status
-from dispatchd.web.appkeys import POOL
 from tests.conftest import COUNTY, StoreUrls, UserFactory
 
 MAYU = "330381116"
@@ -112,29 +110,31 @@ async def test_devices_register_with_key_shown_once(
 async def test_set_unit_status_writes_audit_and_outbox(
     client: TestClient[Any, Any], make_user: UserFactory, clean_stores: StoreUrls, app_of: Any
 ) -> None:
-    """set_unit_status changes status and version with one unit_events row and one outbox row (topic unit)."""
+    """set_unit_status changes status and version with one audit-log row and one outbox row (entity unit)."""
     duty = await make_user("duty_officer", COUNTY)
     unit = await _create(client, duty.headers, name="一组", kind="team", org=MAYU)
-    app: web.Application = app_of(client)
-    result = await set_unit_status(app, unit["id"], "en_route", duty.user)
+    ctx = app_of(client)
+    result = await set_unit_status(ctx, unit["id"], "en_route", duty.user)
     assert result["status"] == "en_route" and result["version"] == unit["version"] + 1
-    same = await set_unit_status(app, unit["id"], "en_route", "device")
+    same = await set_unit_status(ctx, unit["id"], "en_route", "device")
     assert same["version"] == result["version"]
     conn = await asyncpg.connect(clean_stores.database)
     try:
         rows = await conn.fetch("SELECT topic, entity_id, org_path, payload FROM outbox ORDER BY seq")
         events = await conn.fetch(
-            "SELECT action, actor FROM unit_events WHERE unit_id = $1 ORDER BY id", unit["id"]
+            "SELECT action, actor_name, version FROM audit_log WHERE entity = 'unit' AND entity_id = $1 ORDER BY id",
+            str(unit["id"]),
         )
     finally:
         await conn.close()
     assert [r["topic"] for r in rows] == ["unit", "unit"]
     assert rows[1]["entity_id"] == str(unit["id"]) and list(rows[1]["org_path"])[-1] == MAYU
     payload = json.loads(rows[1]["payload"])
-    assert payload["action"] == "status" and payload["unit"]["status"] == "en_route"
-    assert [(e["action"], e["actor"]) for e in events] == [
-        ("created", duty.user.username),
-        ("status", duty.user.username),
+    assert payload["action"] == "status" and payload["data"]["status"] == "en_route"
+    assert payload["entity"] == "unit" and payload["version"] == result["version"]
+    assert [(e["action"], e["actor_name"], e["version"]) for e in events] == [
+        ("created", duty.user.username, unit["version"]),
+        ("status", duty.user.username, result["version"]),
     ]
 
 
@@ -144,14 +144,14 @@ async def test_set_unit_status_joins_the_callers_transaction(
     """With conn, the status change rolls back with the caller's transaction."""
     duty = await make_user("duty_officer", COUNTY)
     unit = await _create(client, duty.headers, name="一组", kind="team", org=MAYU)
-    app: web.Application = app_of(client)
+    ctx = app_of(client)
 
     class Abort(Exception):
         pass
 
     try:
-        async with app[POOL].acquire() as conn, conn.transaction():
-            await set_unit_status(app, unit["id"], "dispatched", "officer", conn=conn)
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await set_unit_status(ctx, unit["id"], "dispatched", "officer", conn=conn)
             raise Abort
     except Abort:
         pass

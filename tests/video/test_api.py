@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, StoreUrls, UserFactory
 from tests.video.conftest import create_meeting, ws_url
 
@@ -56,28 +58,31 @@ async def test_bad_input_is_refused(video_client: TestClient[Any, Any], make_use
 async def test_meeting_writes_outbox_and_shows_on_board(
     video_client: TestClient[Any, Any], make_user: UserFactory, clean_stores: StoreUrls
 ) -> None:
-    """Creating and ending a meeting writes outbox rows (topic meeting); the board section lists it while running."""
+    """Creating and ending a meeting writes outbox rows (entity meeting) owned by the convening unit and
+    routed to the invited units too; the board section lists it while running."""
     officer = await make_user("duty_officer", COUNTY)
     data = await create_meeting(video_client, officer.headers)
-    app = video_client.server.app
-    from dispatchd.web.appkeys import BOARD_SECTIONS
+    ctx = video_client.server.app[CTX]
 
-    section = app[BOARD_SECTIONS]["meetings"]
-    running = await section(app, frozenset({"330381001"}))
+    section = ctx.board_sections["meetings"]
+    running = await section(ctx, frozenset({"330381001"}))
     assert [m["id"] for m in running] == [data["id"]]
-    assert await section(app, frozenset({"330302"})) == []
+    assert await section(ctx, frozenset({"330302"})) == []
     resp = await video_client.post(f"/api/v1/meetings/{data['id']}/end", headers=officer.headers)
     assert resp.status == 200 and (await resp.json())["status"] == "ended"
-    assert await section(app, frozenset({"330381001"})) == []
+    assert await section(ctx, frozenset({"330381001"})) == []
     conn = await asyncpg.connect(clean_stores.database)
     try:
         rows = await conn.fetch(
-            "SELECT topic, entity_id, org_path FROM outbox WHERE topic = 'meeting' ORDER BY seq"
+            "SELECT topic, entity_id, org_path, payload::text AS payload FROM outbox WHERE topic = 'meeting'"
+            " ORDER BY seq"
         )
     finally:
         await conn.close()
     assert [r["entity_id"] for r in rows] == [str(data["id"])] * 2
-    assert list(rows[0]["org_path"])[-1] == COUNTY
+    envelope = json.loads(rows[0]["payload"])
+    assert envelope["org"] == COUNTY and set(envelope["data"]["invited"]) <= set(rows[0]["org_path"])
+    assert envelope["data"]["invited"], "the invited units hear of the meeting"
 
 
 async def test_other_jurisdictions_get_404(

@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from dispatchd.video.service import ROOMS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, UserFactory
 from tests.video.conftest import create_meeting, ws_url
 from tests.video.peers import MeetingPeer
@@ -66,10 +68,7 @@ async def test_each_participant_receives_only_what_is_shown(
     try:
         await chair.send("rollcall", participant=b.id)
         await c.wait_for(lambda: c.slot_of(b.id) is not None and c.slot_of(chair.id) is not None)
-        app = video_client.server.app
-        from dispatchd.video.service import ROOMS
-
-        room = next(iter(app[ROOMS].rooms.values()))
+        room = next(iter(video_client.server.app[CTX][ROOMS].rooms.values()))
         sources = {pid: p.sources["video"] for pid, p in room.participants.items() if "video" in p.sources}
         await c.wait_for(lambda: len(sources) == 3)
         assert sources[c.id].subscribers == set()  # C is not on screen: nobody receives it

@@ -12,7 +12,7 @@ import av
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatchd.web.appkeys import SETTINGS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, StoreUrls, UserFactory, require_tool
 from tests.video.conftest import create_meeting, ws_url
 from tests.video.peers import MeetingPeer
@@ -110,7 +110,7 @@ async def test_recording_muxes_forwarded_packets(
         await chair.wait_for(lambda: any(m["type"] == "recording" and m["on"] for m in chair.messages))
         from dispatchd.video.service import ROOMS
 
-        room = video_client.server.app[ROOMS].rooms[data["id"]]
+        room = video_client.server.app[CTX][ROOMS].rooms[data["id"]]
         await chair.wait_for(
             lambda: room.recorder is not None and sum(t.frames_sent for t in room.recorder.video) >= 15
         )
@@ -127,7 +127,7 @@ async def test_recording_muxes_forwarded_packets(
     finally:
         await conn.close()
     assert row is not None and row["bytes"] > 0 and row["incident_id"] == "RA20260503-0001"
-    data_dir: Path = video_client.server.app[SETTINGS].data.dir
+    data_dir: Path = video_client.server.app[CTX].settings.data.dir
     with av.open(str(data_dir / row["path"])) as container:
         kinds = sorted({s.codec_context.name for s in container.streams})
         assert "vp8" in kinds and "opus" in kinds

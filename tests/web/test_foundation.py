@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from dispatchd.embedded import EmbeddedRedis
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, PASSWORD, AppFactory, UserFactory
 
 
@@ -87,10 +88,7 @@ async def test_login_locks_after_repeated_failures(
 
 async def test_orgs_limited_to_subtree(client: TestClient[Any, Any], make_user: UserFactory) -> None:
     """A township officer sees only their township's subtree; the county officer sees all townships."""
-    app = client.server.app
-    from dispatchd.web.appkeys import ORGS
-
-    tree = app[ORGS]
+    tree = client.server.app[CTX].orgs
     townships = [u.code for u in tree.children(COUNTY)]
     assert len(townships) >= 2
     mine, other = townships[0], townships[1]

@@ -1,19 +1,22 @@
-// What the board knows: the snapshot of /ws/board and every change after it, applied in order.
-// Pure data (no DOM), so that what the wall shows follows from the messages alone.
+// What a screen knows of its jurisdiction: the snapshot of /ws/board and every change after it,
+// applied in order. Pure data (no DOM), so that what the wall and the console show follows from the
+// messages alone. The one handler of the change feed: the board and the console both use it.
 //
-// Messages (docs/live.md): snapshot {seq, at, org, sections}, change {seq, topic, id, data} (topic
-// positions: data {positions: [{unit_id, lat, lon, at, speed, heading}]}), heartbeat {at, head}.
+// Messages (docs/live.md, /api/asyncapi.json): snapshot {seq, at, org, sections}; change {seq,
+// entity, id, version, action, org, time, actor, data, detail} — the one envelope every change of
+// every entity has, `data` being the entity after the change; heartbeat {at, head}.
+//
+// Snapshot sections, each of one shape: incidents {open: [case], counters}, units [unit],
+// calls {live: [call], counters}, meetings [meeting], alerts [alert], orders [order], cameras [camera].
 import { noteServerTime, serverNow } from "./clock.js";
 import { isOpen } from "./model.js";
 
 const ZERO = { open: 0, overdue: 0, to_accept: 0 };
 
-function listOf(section, ...keys) {
-  if (!section) return [];
-  if (Array.isArray(section)) return section;
-  for (const k of [...keys, "items", "list"]) if (Array.isArray(section[k])) return section[k];
-  return [];
-}
+// The first change of a case (its report): it is new.
+export const CASE_REPORTED = "report";
+export const WAITING_CALL_STATES = ["ringing", "queued"];
+export const LIVE_CALL_STATES = [...WAITING_CALL_STATES, "answered"];
 
 function contribution(c) {
   if (!c) return ZERO;
@@ -21,12 +24,14 @@ function contribution(c) {
   return { open: open ? 1 : 0, overdue: open && c.overdue ? 1 : 0, to_accept: c.state === "reported" ? 1 : 0 };
 }
 
+function byId(list) {
+  return new Map((Array.isArray(list) ? list : []).map((x) => [String(x.id), x]));
+}
+
 export function localDay(d) {
   const x = d instanceof Date ? d : new Date(d);
   return `${x.getFullYear()}-${x.getMonth() + 1}-${x.getDate()}`;
 }
-
-export const WAITING_CALL_STATES = ["ringing", "queued"];
 
 export class BoardState {
   constructor() {
@@ -38,6 +43,9 @@ export class BoardState {
     this.units = new Map();
     this.calls = new Map();
     this.meetings = new Map();
+    this.alerts = new Map();
+    this.orders = new Map();
+    this.cameras = new Map(); // GB/T 28181 channels with a position
     this.counters = { open: 0, overdue: 0, to_accept: 0, received_today: 0, closed_today: 0, received_today_by_channel: {} };
     this.callCounters = {};
     this.org = null;
@@ -62,93 +70,110 @@ export class BoardState {
     if (msg.at) this.noteServerTime(msg.at);
     const s = msg.sections || {};
     const inc = s.incidents || {};
-    for (const c of listOf(inc, "open", "incidents")) this.incidents.set(String(c.id), c);
-    const counters = (inc && !Array.isArray(inc) && inc.counters) || s.counters || {};
-    this.counters = {
-      ...this.counters,
-      ...counters,
-      received_today_by_channel: { ...(counters.received_today_by_channel || {}) },
-    };
-    for (const u of listOf(s.units, "units")) this.units.set(String(u.id), u);
-    for (const c of listOf(s.calls || s.hotline, "live", "calls", "queue")) this.calls.set(String(c.id), c);
-    this.callCounters = (s.calls && !Array.isArray(s.calls) && s.calls.counters) || {};
-    for (const m of listOf(s.meetings, "meetings", "running")) this.meetings.set(String(m.id), m);
+    this.incidents = byId(inc.open);
+    const counters = inc.counters || {};
+    this.counters = { ...this.counters, ...counters, received_today_by_channel: { ...(counters.received_today_by_channel || {}) } };
+    this.units = byId(s.units);
+    const calls = s.calls || {};
+    this.calls = byId((calls.live || []).filter((c) => LIVE_CALL_STATES.includes(c.state)));
+    this.callCounters = { ...(calls.counters || {}) };
+    this.meetings = byId(s.meetings);
+    this.alerts = byId(s.alerts);
+    this.orders = byId(s.orders);
+    this.cameras = byId(s.cameras);
   }
 
-  /** Apply one change; returns {topic, event, item, previous} for the page's effects. */
+  /** Apply one change; returns {entity, action, item, previous, kept} for the screen's effects. */
   applyChange(msg) {
     this.seq = msg.seq ?? this.seq;
-    const data = msg.data || {};
-    switch (msg.topic) {
+    const entity = msg.entity || msg.topic;
+    const action = msg.action;
+    const item = msg.data || {};
+    switch (entity) {
       case "incident":
-        return this.applyIncident(data.incident || data, data.event);
-      case "unit": {
-        const u = data.unit || data;
-        if (u.id === undefined) return null;
-        const prev = this.units.get(String(u.id));
-        // A status change carries no position: keep the live one.
-        const merged = { ...(prev || {}), ...u };
-        if (!u.position && prev && prev.position) merged.position = prev.position;
-        if (data.action === "deleted" || data.event === "deleted") this.units.delete(String(u.id));
-        else this.units.set(String(u.id), merged);
-        return { topic: "unit", event: data.action, item: merged, previous: prev };
-      }
-      case "call": {
-        const c = data.call || data;
-        if (c.id === undefined) return null;
-        const prev = this.calls.get(String(c.id));
-        const merged = { ...(prev || {}), ...c };
-        if (WAITING_CALL_STATES.includes(merged.state) || merged.state === "answered") this.calls.set(String(c.id), merged);
-        else this.calls.delete(String(c.id));
-        const cc = this.callCounters;
-        if (data.event === "offered" && !prev) cc.offered = (cc.offered || 0) + 1;
-        if (merged.state === "answered" && prev && prev.state !== "answered") cc.answered = (cc.answered || 0) + 1;
-        if (merged.state === "abandoned" && prev && prev.state !== "abandoned") cc.abandoned = (cc.abandoned || 0) + 1;
-        return { topic: "call", event: data.event, item: merged, previous: prev };
-      }
-      case "meeting": {
-        const m = data.meeting || data;
-        if (m.id === undefined) return null;
-        const prev = this.meetings.get(String(m.id));
-        const merged = { ...(prev || {}), ...m };
-        delete merged.change;
-        if (merged.status === "ended" || merged.status === "cancelled") this.meetings.delete(String(m.id));
-        else this.meetings.set(String(m.id), merged);
-        return { topic: "meeting", event: data.change, item: merged, previous: prev };
-      }
+        return this.applyIncident(item, action);
+      case "unit":
+        return this.applyUnit(item, action);
+      case "call":
+        return this.applyCall(item, action);
+      case "meeting":
+        return this.applyKept(this.meetings, entity, item, action, (m) => m.status !== "ended" && m.status !== "cancelled");
+      case "alert":
+        return this.applyKept(this.alerts, entity, item, action, (a) => !a.resolved_at);
+      case "order":
+        return this.applyKept(this.orders, entity, item, action, (o) => ["pending", "delivered", "accepted"].includes(o.state));
+      case "camera":
+        return this.applyKept(this.cameras, entity, item, action, (c) => c.lat !== null && c.lat !== undefined);
       case "positions": {
         // Squad positions are changes too: one per org unit and tick, each unit at most once a second.
-        const moved = (data.positions || []).map((p) => this.applyPosition(p)).filter(Boolean);
-        return moved.length ? { topic: "positions", event: "moved", item: null, items: moved, previous: null } : null;
+        const moved = (item.positions || []).map((p) => this.applyPosition(p)).filter(Boolean);
+        return moved.length ? { entity, action, item: null, items: moved, previous: null, kept: true } : null;
       }
       default:
-        return { topic: msg.topic, event: data.event, item: data, previous: null };
+        return { entity, action, item, previous: null, kept: false };
     }
   }
 
-  applyIncident(c, event) {
+  /** A map of entities that stay while ``keep`` says so; the rest leave it. */
+  applyKept(map, entity, item, action, keep) {
+    if (item.id === undefined) return null;
+    const key = String(item.id);
+    const previous = map.get(key) || null;
+    const merged = { ...(previous || {}), ...item };
+    const kept = keep(merged);
+    if (kept) map.set(key, merged);
+    else map.delete(key);
+    return { entity, action, item: merged, previous, kept };
+  }
+
+  applyUnit(u, action) {
+    if (u.id === undefined) return null;
+    const key = String(u.id);
+    const previous = this.units.get(key) || null;
+    // A status change carries no position: keep the live one.
+    const merged = { ...(previous || {}), ...u };
+    if (!u.position && previous && previous.position) merged.position = previous.position;
+    const kept = action !== "deleted";
+    if (kept) this.units.set(key, merged);
+    else this.units.delete(key);
+    return { entity: "unit", action, item: merged, previous, kept };
+  }
+
+  applyCall(c, action) {
+    const r = this.applyKept(this.calls, "call", c, action, (x) => LIVE_CALL_STATES.includes(x.state));
+    if (!r) return null;
+    const cc = this.callCounters;
+    const { item, previous } = r;
+    if (action === "offered" && !previous) cc.offered = (cc.offered || 0) + 1;
+    if (item.state === "answered" && previous && previous.state !== "answered") cc.answered = (cc.answered || 0) + 1;
+    if (item.state === "abandoned" && previous && previous.state !== "abandoned") cc.abandoned = (cc.abandoned || 0) + 1;
+    return r;
+  }
+
+  applyIncident(c, action) {
     if (!c || c.id === undefined) return null;
     const key = String(c.id);
-    const prev = this.incidents.get(key) || null;
+    const previous = this.incidents.get(key) || null;
+    // A case that left the jurisdiction (passed up or down elsewhere) leaves its board.
     const visible = !this.org || !Array.isArray(c.org_path) || c.org_path.includes(this.org);
-    const keep = visible && isOpen(c) && event !== "moved_out";
-    const next = keep ? c : null;
-    if (prev || event === "created") {
-      const a = contribution(prev);
+    const reported = action === CASE_REPORTED;
+    const next = visible && isOpen(c) ? c : null;
+    if (previous || reported) {
+      const a = contribution(previous);
       const b = contribution(next);
       for (const k of Object.keys(ZERO)) this.counters[k] = Math.max(0, (this.counters[k] || 0) + b[k] - a[k]);
     }
-    if (event === "created" && visible && c.created_at && localDay(c.created_at) === localDay(this.now())) {
+    if (reported && visible && c.created_at && localDay(c.created_at) === localDay(this.now())) {
       this.counters.received_today = (this.counters.received_today || 0) + 1;
       const by = this.counters.received_today_by_channel;
       by[c.channel] = (by[c.channel] || 0) + 1;
     }
-    if (visible && c.state === "closed" && prev && prev.state !== "closed") {
+    if (visible && c.state === "closed" && previous && previous.state !== "closed") {
       this.counters.closed_today = (this.counters.closed_today || 0) + 1;
     }
     if (next) this.incidents.set(key, next);
     else this.incidents.delete(key);
-    return { topic: "incident", event, item: c, previous: prev, kept: Boolean(next) };
+    return { entity: "incident", action, item: c, previous, kept: Boolean(next), reported };
   }
 
   applyPosition(msg) {
@@ -165,6 +190,20 @@ export class BoardState {
     };
     u._moved = true; // the server's stale flag was for the snapshot; judge by the fix time now
     return u;
+  }
+
+  /** Apply any message of /ws/board; returns what applyChange returns for a change, else null. */
+  apply(msg) {
+    if (msg.type === "snapshot") {
+      this.applySnapshot(msg);
+      return null;
+    }
+    if (msg.type === "heartbeat") {
+      if (msg.at) this.noteServerTime(msg.at);
+      return null;
+    }
+    if (msg.type === "change") return this.applyChange(msg);
+    return null;
   }
 
   waitingCalls() {

@@ -13,13 +13,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from aiohttp import web
 
+from dispatchd.context import Context
 from dispatchd.domain.units import Position, TokenBucket
+from dispatchd.incidents.service import create_incident
 from dispatchd.store import keys
 from dispatchd.units.devices import Device, DeviceDirectory
 from dispatchd.units.positions import read_position
-from dispatchd.web.appkeys import CLOCK, METRICS, POOL, REDIS, SETTINGS
 
 from .sink import PositionSink
 
@@ -31,13 +31,13 @@ _KIND_ZH = {"team": "小组", "vehicle": "车辆", "person": "单兵", "motorbik
 
 
 class GpsIntake:
-    def __init__(self, app: web.Application, sink: PositionSink, devices: DeviceDirectory) -> None:
-        self.app = app
+    def __init__(self, ctx: Context, sink: PositionSink, devices: DeviceDirectory) -> None:
+        self.ctx = ctx
         self.sink = sink
         self.devices = devices
-        self.clock = app[CLOCK]
-        self.metrics = app[METRICS]
-        self.settings = app[SETTINGS].units
+        self.clock = ctx.clock
+        self.metrics = ctx.metrics
+        self.settings = ctx.settings.units
         self._buckets: dict[int, TokenBucket] = {}
         self._alarming: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -84,33 +84,31 @@ class GpsIntake:
 
     async def _clear(self, unit_id: int) -> None:
         try:
-            await self.app[REDIS].delete(keys.unit_alarm(unit_id))
+            await self.ctx.redis.delete(keys.unit_alarm(unit_id))
         except Exception as exc:
             log.warning("gps_alarm_clear_failed", unit_id=unit_id, error=f"{type(exc).__name__}: {exc}")
 
     async def _open_case(self, device: Device, protocol: str, position: Position | None) -> None:
-        redis = self.app[REDIS]
+        redis = self.ctx.redis
         key = keys.unit_alarm(device.unit_id)
         try:
             if not await redis.set(key, b"opening", nx=True, ex=ALARM_TTL):
                 return  # this alarm already has its case (another report or instance opened it)
             if position is None:
                 position = self.sink.last(device.unit_id) or await read_position(redis, device.unit_id)
-            async with self.app[POOL].acquire() as conn:
+            async with self.ctx.pool.acquire() as conn:
                 unit = await conn.fetchrow(
                     "SELECT name, kind, org_code FROM squad_units WHERE id = $1", device.unit_id
                 )
             if unit is None:
                 return
-            from dispatchd.incidents.service import create_incident
-
             where = (
                 f"位置 {position.lat:.6f}, {position.lon:.6f}（{position.at.isoformat()}）"
                 if position
                 else "位置未知（终端无定位）"
             )
             incident = await create_incident(
-                self.app,
+                self.ctx,
                 category=self.settings.alarm_category,
                 description=(
                     f"应急中队紧急报警（SOS）：{unit['name']}（{_KIND_ZH.get(unit['kind'], unit['kind'])}），"

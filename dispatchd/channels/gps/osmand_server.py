@@ -29,12 +29,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from dispatchd.channels.gps.intake import GpsIntake
 from dispatchd.channels.gps.osmand import Fix, OsmandError, parse_json, parse_query
+from dispatchd.context import Context
 from dispatchd.domain.units import Position
 from dispatchd.units.devices import Device
-from dispatchd.web.appkeys import CLOCK, METRICS, SETTINGS
-
-from .intake import GpsIntake
+from dispatchd.web.appkeys import CTX
 
 log = structlog.get_logger("dispatchd.gps.osmand")
 
@@ -158,12 +158,12 @@ def _first(request: web.Request, event: str) -> bool:
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    main: web.Application = request.app[MAIN]
-    metrics = main[METRICS]
+    ctx = request.app[CTX]
+    metrics = ctx.metrics
     if request.method not in ("GET", "POST"):
         return _text(405, "method not allowed: send GET or POST", {"Allow": "GET, POST"})
     intake = request.app[INTAKE]
-    received = main[CLOCK].now()
+    received = ctx.clock.now()
     try:
         fixes, key = await _read_fixes(request, received)
     except OsmandError as error:
@@ -176,7 +176,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         metrics.rejected_input.labels("osmand").inc()
         _once(request, "osmand_bad_request", error=str(error)[:200])
         return _text(400, "bad request: unreadable body")
-    require_key = main[SETTINGS].osmand.require_key
+    require_key = ctx.settings.osmand.require_key
     devices: dict[str, Device] = {}
     for fix in fixes:
         if fix.device_id in devices:
@@ -204,23 +204,18 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
-MAIN = web.AppKey("main_app", web.Application)
-
-
-def build_osmand_app(main: web.Application, intake: GpsIntake) -> web.Application:
+def build_osmand_app(ctx: Context, intake: GpsIntake) -> web.Application:
     sub = web.Application(client_max_size=_MAX_BODY)
-    sub[MAIN] = main
+    sub[CTX] = ctx
     sub[INTAKE] = intake
     sub[_SEEN] = {}
     sub.router.add_route("*", "/{tail:.*}", handle)
     return sub
 
 
-async def serve_osmand(
-    main: web.Application, intake: GpsIntake, host: str, port: int
-) -> AsyncGenerator[int, None]:
+async def serve_osmand(ctx: Context, intake: GpsIntake, host: str, port: int) -> AsyncGenerator[int, None]:
     """Run the OsmAnd server while the generator is suspended; yields the bound port."""
-    runner = web.AppRunner(build_osmand_app(main, intake), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_osmand_app(ctx, intake), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

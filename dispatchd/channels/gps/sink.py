@@ -10,8 +10,8 @@ is synchronous and cheap: it judges the fix against the unit's live position
 * track, every ``[units] track_flush_s`` (at most a second): every accepted fix with one COPY into
   ``track_points``;
 * publish, every half ``[units] publish_interval_s``: units whose position changed and was last
-  published at least ``publish_interval_s`` ago, one outbox row (topic ``positions``) per owning org
-  unit listing their new positions, in one statement.
+  published at least ``publish_interval_s`` ago, one outbox row (entity ``positions``) per owning org
+  unit listing their new positions, in one statement (:func:`dispatchd.store.changes.publish_batch`).
 
 Callers that must not answer before the fix is stored await :meth:`PositionSink.written`.
 """
@@ -33,7 +33,7 @@ from dispatchd.config import UnitSettings
 from dispatchd.domain.units import LIVE, TRACK_ONLY, FixRules, Position, judge_fix
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
-from dispatchd.store.outbox import OUTBOX_LOCK
+from dispatchd.store.changes import publish_batch
 
 log = structlog.get_logger("dispatchd.gps")
 
@@ -277,20 +277,12 @@ class PositionSink:
                     continue
                 groups.setdefault(tuple(path), []).append(position_payload(uid, pos))
             if groups:
-                entity_ids = [path[-1] for path in groups]
-                paths = [",".join(path) for path in groups]
-                payloads = ['{"positions": [' + ", ".join(items) + "]}" for items in groups.values()]
+                items = [
+                    (path[-1], path, '{"positions": [' + ", ".join(entries) + "]}")
+                    for path, entries in groups.items()
+                ]
                 async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", OUTBOX_LOCK)
-                    await conn.execute(
-                        "INSERT INTO outbox (topic, entity_id, org_path, payload)"
-                        " SELECT 'positions', e, string_to_array(p, ','), pl::jsonb"
-                        " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(e, p, pl, n)"
-                        " ORDER BY n",
-                        entity_ids,
-                        paths,
-                        payloads,
-                    )
+                    await publish_batch(conn, "positions", "moved", self.clock.now(), items)
         for uid in due:
             self._dirty.discard(uid)
             self._published[uid] = mono

@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.voice.ivr import Action, AskPosition, Ivr, Play, Route
 from dispatchd.channels.hotline.voice.media import CallMedia
 from dispatchd.channels.hotline.voice.prompts import PromptLibrary
+from dispatchd.context import Context
 from dispatchd.domain.hotlines import HotlineDirectory, HotlineRoute, Prompt
-from dispatchd.web.appkeys import ORGS, POOL, SETTINGS
+from dispatchd.errors import Conflict
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -38,7 +38,7 @@ def wanted(directory: HotlineDirectory, route: HotlineRoute | None) -> bool:
 class Announcements:
     def __init__(
         self,
-        app: web.Application,
+        ctx: Context,
         media: CallMedia,
         call: dict[str, Any],
         route: HotlineRoute | None,
@@ -46,7 +46,7 @@ class Announcements:
         library: PromptLibrary,
         later: Any,
     ) -> None:
-        self.app = app
+        self.ctx = ctx
         self.media = media
         self.call_id = int(call["id"])
         self.org = str(call["org"])
@@ -56,7 +56,7 @@ class Announcements:
         prompts = directory.prompts
         self.greeting: Prompt | None = (route.greeting if route is not None else None) or prompts.greeting
         self.menu = route.menu if route is not None else None
-        settings = app[SETTINGS].voice
+        settings = ctx.settings.voice
         self.ivr = Ivr(
             greeting=True,
             menu=self.menu,
@@ -108,10 +108,10 @@ class Announcements:
         return b""
 
     async def _route(self, action: Route) -> None:
-        department = self.app[ORGS].find_department(self.org, action.department_kind)
+        department = self.ctx.orgs.find_department(self.org, action.department_kind)
         try:
             await calls.record_event(
-                self.app,
+                self.ctx,
                 self.call_id,
                 None,
                 "menu",
@@ -119,12 +119,17 @@ class Announcements:
                 department_kind=action.department_kind,
                 department_code=department.code if department is not None else None,
             )
+        except Conflict:
+            # An officer answered meanwhile: the call stays with them, wherever the caller wanted to go.
+            log.info("call_menu_too_late", call_id=self.call_id, key=action.key)
+            return
         except Exception:
             log.exception("voice_menu_route_failed", call_id=self.call_id)
+            return
         log.info("call_menu", call_id=self.call_id, key=action.key, department_kind=action.department_kind)
 
     async def _position(self) -> None:
-        async with self.app[POOL].acquire() as conn:
+        async with self.ctx.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT state, offered_at, org_code FROM hotline_calls WHERE id = $1", self.call_id
             )

@@ -11,9 +11,14 @@ then is, in turn:
 * ``abandoned`` — the caller hung up before the answer;
 * ``ended`` — it was answered and is over, or the officer refused it while it rang.
 
+An answered call given to another officer (``transfer``) rings again on their console, keeping its
+first answer time and its history; hold, resume, a transfer to a number and a choice in the line's
+menu change it without changing its state. The lifecycle is :mod:`dispatchd.domain.calls`.
+
 ``wait_seconds`` is offer to answer (or to abandonment), ``talk_seconds`` answer to end. Each change
-writes the call row, a ``hotline_call_events`` row and an outbox row on topic ``call`` (payload
-``{"event", "call"}``) with the hotline unit's path, in one transaction.
+writes the call row (its next version) and is recorded as entity ``call``
+(:func:`dispatchd.store.changes.record`: the audit log and the outbox, routed by the hotline unit's
+path), in one transaction.
 """
 
 from __future__ import annotations
@@ -25,27 +30,32 @@ from typing import Any, Final
 
 import asyncpg
 import structlog
-from aiohttp import web
 
-from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
+from dispatchd.channels.hotline.agent import CallStateError
 from dispatchd.channels.hotline.presence import Officer
+from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP
+from dispatchd.clock import LOCAL_TZ
 from dispatchd.config import ConfigError
+from dispatchd.context import Context
+from dispatchd.domain import calls as machine
 from dispatchd.domain.hotlines import normalise_number
+from dispatchd.domain.incident import OPEN_STATES
+from dispatchd.errors import Conflict, Invalid, conflict, not_found
 from dispatchd.incidents import store as incident_store
+from dispatchd.incidents.query import CaseQuery
+from dispatchd.incidents.service import attach_report, create_incident
+from dispatchd.store.changes import Actor as ChangeActor
+from dispatchd.store.changes import Change, bump, record, trail
 from dispatchd.store.keys import hotline_instance
 from dispatchd.store.orgs import unit_path
-from dispatchd.store.outbox import emit
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, ORGS, POOL, REDIS, SETTINGS
-from dispatchd.web.errors import ApiError, conflict, not_found
 
 log = structlog.get_logger("dispatchd.hotline")
 
 TOPIC: Final = "call"
-STATES: Final = ("ringing", "queued", "answered", "abandoned", "ended")
-WAITING: Final = ("ringing", "queued")
-LIVE: Final = ("ringing", "queued", "answered")
-_OPEN_CASE: Final = "i.state NOT IN ('rejected', 'merged', 'closed', 'evaluated')"
+STATES: Final = machine.STATES
+WAITING: Final = machine.WAITING
+LIVE: Final = machine.LIVE
 # Serialises queue rounds across instances (pg_try_advisory_xact_lock): "hotline".
 QUEUE_LOCK: Final = 0x686F746C696E65
 
@@ -63,10 +73,10 @@ class NewCall:
     at: datetime | None = None
 
 
-def hotline_org(app: web.Application) -> str:
+def hotline_org(ctx: Context) -> str:
     """The unit whose desk takes the hotline: ``[hotline] org``, else the first county."""
-    code = app[SETTINGS].hotline.org
-    tree = app[ORGS]
+    code = ctx.settings.hotline.org
+    tree = ctx.orgs
     if code:
         if code not in tree:
             raise ConfigError("[hotline] org", code, "must be the code of a unit of the organisation tree")
@@ -83,16 +93,16 @@ def _seconds(delta: timedelta) -> float:
     return round(max(delta.total_seconds(), 0.0), 3)
 
 
-def call_json(app: web.Application, row: Mapping[str, Any]) -> dict[str, Any]:
+def call_json(ctx: Context, row: Mapping[str, Any]) -> dict[str, Any]:
     """A call as the API, the board and the change feed show it."""
-    now = app[CLOCK].now()
+    now = ctx.clock.now()
     offered, answered, ended = row["offered_at"], row["answered_at"], row["ended_at"]
     if answered is not None:
         wait = _seconds(answered - offered)
     else:
         wait = _seconds((ended or now) - offered)
     talk = _seconds((ended or now) - answered) if answered is not None else None
-    department = app[ORGS].departments.get(row["department_code"]) if row["department_code"] else None
+    department = ctx.orgs.departments.get(row["department_code"]) if row["department_code"] else None
     return {
         "id": row["id"],
         "source": row["source"],
@@ -127,32 +137,8 @@ def call_json(app: web.Application, row: Mapping[str, Any]) -> dict[str, Any]:
 # ---- writing ------------------------------------------------------------------------------------
 
 
-async def _event(
-    conn: asyncpg.Connection,
-    row: Mapping[str, Any],
-    event: str,
-    from_state: str | None,
-    at: datetime,
-    actor: User | None,
-    actor_name: str | None,
-    data: Mapping[str, Any] | None,
-) -> None:
-    await conn.execute(
-        "INSERT INTO hotline_call_events (call_id, at, event, from_state, to_state, actor_id, actor_name, data)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        row["id"],
-        at,
-        event,
-        from_state,
-        row["state"],
-        actor.id if actor is not None else None,
-        actor.username if actor is not None else (actor_name or "system"),
-        dict(data or {}),
-    )
-
-
 async def _change(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     row: Mapping[str, Any],
     event: str,
@@ -160,33 +146,34 @@ async def _change(
     actor: User | None = None,
     actor_name: str | None = None,
     data: Mapping[str, Any] | None = None,
+    publish: bool = True,
     **columns: Any,
 ) -> asyncpg.Record:
-    """Update the call, append its event and emit the outbox row, in the caller's transaction."""
-    names = list(columns)
-    sets = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
-    new = await conn.fetchrow(
-        f"UPDATE hotline_calls SET {sets}, version = version + 1 WHERE id = $1 RETURNING *",
-        row["id"],
-        *[columns[n] for n in names],
-    )
-    assert new is not None
-    await _event(conn, new, event, row["state"], app[CLOCK].now(), actor, actor_name, data)
-    await emit(conn, TOPIC, new["id"], new["org_path"], {"event": event, "call": call_json(app, new)})
+    """One change of a call: the state machine's new state and ``columns``, recorded, in the
+    caller's transaction. :class:`~dispatchd.errors.Conflict` when ``event`` cannot happen now."""
+    try:
+        state = machine.next_state(row["state"], event)
+    except machine.CallStateConflict as exc:
+        raise Conflict(exc.message_zh, exc.message_en, code="call_state", extra={"call": call_json(ctx, row)}) from None
+    new = await bump(conn, "call", row["id"], {**columns, "state": state}) if columns or state != row["state"] else row
+    who = ChangeActor.of(actor, actor_name or "system")
+    before = row["state"] if event != "offered" else None
+    change = Change.of(TOPIC, new, event, call_json(ctx, new), who, ctx.clock.now(), from_state=before, detail=data)
+    await record(conn, change, publish=publish)
     return new
 
 
-async def offer(app: web.Application, call: NewCall) -> dict[str, Any]:
+async def offer(ctx: Context, call: NewCall) -> dict[str, Any]:
     """Record a new call and ring an officer or queue it; a call already known is returned as is."""
-    tree = app[ORGS]
-    directory = app[HOTLINES]
+    tree = ctx.orgs
+    directory = ctx[HOTLINES]
     route = directory.route(call.dialled)
     dialled = normalise_number(call.dialled, directory.area_code) or call.dialled
-    org = hotline_org(app)
+    org = hotline_org(ctx)
     department = tree.find_department(org, route.department_kind) if route is not None else None
     caller = incident_store.normalise_caller(call.caller) or "anonymous"
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "INSERT INTO hotline_calls (source, external_id, instance_id, caller, caller_name, dialled,"
             " line_name, line_name_en, department_kind, department_code, category, org_code, org_path,"
@@ -214,16 +201,15 @@ async def offer(app: web.Application, call: NewCall) -> dict[str, Any]:
                 call.external_id,
             )
             assert existing is not None
-            return call_json(app, existing)
-        await _event(conn, row, "offered", None, now, None, call.source, {"dialled": dialled})
-        officer = await _pick_officer(app, conn, org, exclude=set())
+            return call_json(ctx, existing)
+        officer = await _pick_officer(ctx, conn, org, exclude=set())
+        # A call rung at once is news for the boards only as ringing.
+        await _change(
+            ctx, conn, row, "offered", actor_name=call.source, data={"dialled": dialled}, publish=officer is None
+        )
         if officer is not None:
-            row = await _ring(app, conn, row, officer)
-        else:
-            await emit(
-                conn, TOPIC, row["id"], row["org_path"], {"event": "offered", "call": call_json(app, row)}
-            )
-    app[METRICS].hotline_calls.labels(call.source, "offered").inc()
+            row = await _ring(ctx, conn, row, officer)
+    ctx.metrics.hotline_calls.labels(call.source, "offered").inc()
     log.info(
         "call_offered",
         call_id=row["id"],
@@ -233,11 +219,11 @@ async def offer(app: web.Application, call: NewCall) -> dict[str, Any]:
         department=row["department_code"],
         state=row["state"],
     )
-    return call_json(app, row)
+    return call_json(ctx, row)
 
 
 async def _pick_officer(
-    app: web.Application, conn: asyncpg.Connection, org: str, exclude: set[int]
+    ctx: Context, conn: asyncpg.Connection, org: str, exclude: set[int]
 ) -> Officer | None:
     """The available officer idle longest who sees ``org`` and whose console rings for no other call."""
     ringing = {
@@ -246,8 +232,8 @@ async def _pick_officer(
             "SELECT ringing_user_id FROM hotline_calls WHERE state = 'ringing' AND ringing_user_id IS NOT NULL"
         )
     }
-    tree = app[ORGS]
-    for officer in await app[PRESENCE].available():
+    tree = ctx.orgs
+    for officer in await ctx[PRESENCE].available():
         if officer.user_id in exclude or officer.user_id in ringing:
             continue
         if officer.org in tree and tree.is_within(org, officer.org):
@@ -256,16 +242,15 @@ async def _pick_officer(
 
 
 async def _ring(
-    app: web.Application, conn: asyncpg.Connection, row: Mapping[str, Any], officer: Officer
+    ctx: Context, conn: asyncpg.Connection, row: Mapping[str, Any], officer: Officer
 ) -> asyncpg.Record:
-    deadline = app[CLOCK].now() + timedelta(seconds=app[SETTINGS].hotline.ring_timeout)
+    deadline = ctx.clock.now() + timedelta(seconds=ctx.settings.hotline.ring_timeout)
     return await _change(
-        app,
+        ctx,
         conn,
         row,
         "ring",
         data={"officer": officer.username},
-        state="ringing",
         ringing_user_id=officer.user_id,
         ring_deadline=deadline,
     )
@@ -278,49 +263,49 @@ async def _locked(conn: asyncpg.Connection, call_id: int) -> asyncpg.Record | No
     return row
 
 
-def _visible(app: web.Application, user: User | None, row: Mapping[str, Any]) -> bool:
-    return user is None or app[ORGS].is_within(row["org_code"], user.org)
+def _visible(ctx: Context, user: User | None, row: Mapping[str, Any]) -> bool:
+    return user is None or ctx.orgs.is_within(row["org_code"], user.org)
 
 
-def _state_conflict(row: Mapping[str, Any], app: web.Application) -> ApiError:
+def _state_conflict(row: Mapping[str, Any], ctx: Context) -> Conflict:
     return conflict(
         f"来电状态为 {row['state']}，不能执行此操作",
         f"the call is {row['state']}; this cannot be done now",
         code="call_state",
-        extra={"call": call_json(app, row)},
+        extra={"call": call_json(ctx, row)},
     )
 
 
-def state_conflict(row: Mapping[str, Any], app: web.Application) -> ApiError:
-    """409 ``call_state`` with the call as it is (for commands of other modules on a call)."""
-    return _state_conflict(row, app)
+def state_conflict(row: Mapping[str, Any], ctx: Context) -> Conflict:
+    """Conflict ``call_state`` with the call as it is (for commands of other modules on a call)."""
+    return _state_conflict(row, ctx)
 
 
 async def record_event(
-    app: web.Application,
+    ctx: Context,
     call_id: int,
     user: User | None,
     event: str,
     data: Mapping[str, Any],
     **columns: Any,
 ) -> dict[str, Any]:
-    """One change of a call made elsewhere (hold, transfer, a menu choice, a key): the event, the
-    columns given (at least the version moves) and the outbox row, in one transaction."""
-    async with app[POOL].acquire() as conn, conn.transaction():
+    """One change of a call made elsewhere (hold, resume, transfer, a menu choice): the lifecycle's
+    next state (:mod:`dispatchd.domain.calls`), the columns given and the next version, recorded in
+    one transaction. :class:`~dispatchd.errors.Conflict` when ``event`` cannot happen now."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _locked(conn, call_id)
         if row is None:
             raise not_found("来电", "call")
         row = await _change(
-            app,
+            ctx,
             conn,
             row,
             event,
             actor=user,
-            actor_name=None if user else "system",
             data=data,
-            **(columns or {"state": row["state"]}),
+            **(columns or {"state": row["state"]}),  # the version moves even when nothing else does
         )
-    return call_json(app, row)
+    return call_json(ctx, row)
 
 
 class RemoteCall(Exception):
@@ -331,28 +316,26 @@ class RemoteCall(Exception):
         self.instance_id = instance_id
 
 
-async def answer(app: web.Application, call_id: int, user: User) -> dict[str, Any]:
+async def answer(ctx: Context, call_id: int, user: User) -> dict[str, Any]:
     """The officer takes the call: 200 OK to the caller (SIP), state ``answered``.
 
     Raises :class:`RemoteCall` when another instance holds the SIP dialog; 409 when the call is no
     longer waiting or is a CTI call (its PBX answers it).
     """
-    from dispatchd.channels.hotline.agent import CallStateError
-
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _locked(conn, call_id)
-        if row is None or not _visible(app, user, row):
+        if row is None or not _visible(ctx, user, row):
             raise not_found("来电", "call")
         if row["state"] not in WAITING:
-            raise _state_conflict(row, app)
+            raise _state_conflict(row, ctx)
         if row["source"] == "cti":
             raise conflict(
                 "此来电由中心自有交换机接听", "this call is answered on the centre's own PBX", code="cti_call"
             )
-        if row["instance_id"] != app[INSTANCE_ID]:
+        if row["instance_id"] != ctx.instance_id:
             raise RemoteCall(row["instance_id"] or "")
-        edge = app[SIP].edge
+        edge = ctx[SIP].edge
         if edge is None:
             raise conflict("本实例未接入 SIP", "this instance takes no SIP calls", code="sip_unavailable")
         try:
@@ -361,12 +344,11 @@ async def answer(app: web.Application, call_id: int, user: User) -> dict[str, An
             raise conflict("来电已挂断", "the caller has already hung up", code="call_gone") from None
         try:
             row = await _change(
-                app,
+                ctx,
                 conn,
                 row,
                 "answer",
                 actor=user,
-                state="answered",
                 answered_at=row["answered_at"] or now,  # a transferred call keeps its first answer
                 agent_user_id=user.id,
                 agent_name=user.username,
@@ -377,60 +359,59 @@ async def answer(app: web.Application, call_id: int, user: User) -> dict[str, An
         except BaseException:
             edge.hangup(row["external_id"])
             raise
-    await app[PRESENCE].busy(user.id)
-    app[METRICS].hotline_calls.labels(row["source"], "answered").inc()
+    await ctx[PRESENCE].busy(user.id)
+    ctx.metrics.hotline_calls.labels(row["source"], "answered").inc()
     log.info(
-        "call_answered", call_id=call_id, officer=user.username, wait_s=call_json(app, row)["wait_seconds"]
+        "call_answered", call_id=call_id, officer=user.username, wait_s=call_json(ctx, row)["wait_seconds"]
     )
-    return call_json(app, row)
+    return call_json(ctx, row)
 
 
-async def hangup(app: web.Application, call_id: int, user: User) -> dict[str, Any]:
+async def hangup(ctx: Context, call_id: int, user: User) -> dict[str, Any]:
     """The officer ends the call: BYE when answered, 480 while it still rings (state ``ended``)."""
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _locked(conn, call_id)
-        if row is None or not _visible(app, user, row):
+        if row is None or not _visible(ctx, user, row):
             raise not_found("来电", "call")
         if row["state"] not in LIVE:
-            raise _state_conflict(row, app)
+            raise _state_conflict(row, ctx)
         if row["source"] == "cti":
             raise conflict(
                 "此来电由中心自有交换机挂断", "this call is ended on the centre's own PBX", code="cti_call"
             )
-        if row["instance_id"] != app[INSTANCE_ID]:
+        if row["instance_id"] != ctx.instance_id:
             raise RemoteCall(row["instance_id"] or "")
-        edge = app[SIP].edge
+        edge = ctx[SIP].edge
         if edge is not None:
             edge.hangup(row["external_id"])
             edge.finished(row["external_id"])
         reason = "officer_hangup" if row["state"] == "answered" else "refused"
         row = await _change(
-            app,
+            ctx,
             conn,
             row,
             "end",
             actor=user,
             data={"reason": reason},
-            state="ended",
             ended_at=now,
             end_reason=reason,
             ringing_user_id=None,
             ring_deadline=None,
         )
     if row["agent_user_id"] is not None:
-        await app[PRESENCE].idle(row["agent_user_id"])
-    app[METRICS].hotline_calls.labels(row["source"], "ended").inc()
+        await ctx[PRESENCE].idle(row["agent_user_id"])
+    ctx.metrics.hotline_calls.labels(row["source"], "ended").inc()
     log.info("call_ended", call_id=call_id, reason=reason, officer=user.username)
-    return call_json(app, row)
+    return call_json(ctx, row)
 
 
 async def caller_gone(
-    app: web.Application, source: str, external_id: str, reason: str, *, at: datetime | None = None
+    ctx: Context, source: str, external_id: str, reason: str, *, at: datetime | None = None
 ) -> dict[str, Any] | None:
     """The caller hung up (SIP CANCEL or BYE, CTI ``ended``): abandoned while waiting, else ended."""
-    now = at or app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = at or ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT * FROM hotline_calls WHERE source = $1 AND external_id = $2 FOR UPDATE",
             source,
@@ -441,46 +422,44 @@ async def caller_gone(
         # Waiting after a transfer is not abandoning: the caller was answered before.
         event = "abandon" if row["state"] in WAITING and row["answered_at"] is None else "end"
         row = await _change(
-            app,
+            ctx,
             conn,
             row,
             event,
             actor_name=source,
             data={"reason": reason},
-            state="abandoned" if event == "abandon" else "ended",
             ended_at=max(now, row["offered_at"]),
             end_reason=reason,
             ringing_user_id=None,
             ring_deadline=None,
         )
     if row["agent_user_id"] is not None:
-        await app[PRESENCE].idle(row["agent_user_id"])
-    app[METRICS].hotline_calls.labels(source, "abandoned" if event == "abandon" else "ended").inc()
+        await ctx[PRESENCE].idle(row["agent_user_id"])
+    ctx.metrics.hotline_calls.labels(source, "abandoned" if event == "abandon" else "ended").inc()
     log.info("call_" + ("abandoned" if event == "abandon" else "ended"), call_id=row["id"], reason=reason)
-    return call_json(app, row)
+    return call_json(ctx, row)
 
 
 async def cti_answered(
-    app: web.Application, external_id: str, agent: str | None, at: datetime | None
+    ctx: Context, external_id: str, agent: str | None, at: datetime | None
 ) -> dict[str, Any] | None:
     """A CTI ``answered`` event: the PBX's agent took the call (matched to a user by username)."""
-    now = at or app[CLOCK].now()
-    async with app[POOL].acquire() as conn, conn.transaction():
+    now = at or ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "SELECT * FROM hotline_calls WHERE source = 'cti' AND external_id = $1 FOR UPDATE", external_id
         )
         if row is None or row["state"] not in WAITING:
-            return call_json(app, row) if row is not None else None
+            return call_json(ctx, row) if row is not None else None
         user_id = None
         if agent:
             user_id = await conn.fetchval("SELECT id FROM users WHERE username = $1", agent)
         row = await _change(
-            app,
+            ctx,
             conn,
             row,
             "answer",
             actor_name=agent or "cti",
-            state="answered",
             answered_at=max(now, row["offered_at"]),
             agent_user_id=user_id,
             agent_name=agent,
@@ -488,13 +467,13 @@ async def cti_answered(
             ring_deadline=None,
         )
     if user_id is not None:
-        await app[PRESENCE].busy(user_id)
-    app[METRICS].hotline_calls.labels("cti", "answered").inc()
-    return call_json(app, row)
+        await ctx[PRESENCE].busy(user_id)
+    ctx.metrics.hotline_calls.labels("cti", "answered").inc()
+    return call_json(ctx, row)
 
 
 async def link_incident(
-    app: web.Application,
+    ctx: Context,
     call_id: int,
     user: User,
     *,
@@ -507,18 +486,16 @@ async def link_incident(
     both outbox rows. 409 when the call is already linked; 422 without a category where the line
     has none.
     """
-    from dispatchd.incidents.service import attach_report, create_incident
-
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await _locked(conn, call_id)
-        if row is None or not _visible(app, user, row):
+        if row is None or not _visible(ctx, user, row):
             raise not_found("来电", "call")
         if row["incident_id"] is not None:
             raise conflict(
                 "此来电已关联案件",
                 "the call is already linked to a case",
                 code="call_linked",
-                extra={"call": call_json(app, row)},
+                extra={"call": call_json(ctx, row)},
             )
         hotline = {
             "call_id": row["id"],
@@ -529,16 +506,14 @@ async def link_incident(
         if create is not None:
             category = create.get("category") or row["category"]
             if not category:
-                raise ApiError(
-                    422,
-                    "invalid",
+                raise Invalid(
                     "字段有误：category（此线路没有默认类别）",
                     "invalid fields: category (this line has no default category)",
                     fields={"category": ("必填", "is required")},
                 )
             location = create.get("location") or {}
             case = await create_incident(
-                app,
+                ctx,
                 category=str(category),
                 description=str(create.get("description") or ""),
                 channel="hotline",
@@ -555,7 +530,7 @@ async def link_incident(
         else:
             assert attach_to is not None
             case = await attach_report(
-                app,
+                ctx,
                 attach_to,
                 channel="hotline",
                 actor=user,
@@ -566,7 +541,7 @@ async def link_incident(
             )
             event = "attach"
         row = await _change(
-            app,
+            ctx,
             conn,
             row,
             event,
@@ -575,22 +550,22 @@ async def link_incident(
             incident_id=case["id"],
         )
     log.info("call_linked", call_id=call_id, incident_id=case["id"], how=event)
-    return call_json(app, row), case
+    return call_json(ctx, row), case
 
 
 # ---- the queue round -----------------------------------------------------------------------------
 
 
-async def queue_round(app: web.Application) -> int:
+async def queue_round(ctx: Context) -> int:
     """Pass expired rings to the next officer, hand waiting calls to free officers, and close the
     calls of instances that are gone. Returns how many calls changed. One instance at a time."""
-    now = app[CLOCK].now()
+    now = ctx.clock.now()
     changed = 0
     passed: list[int] = []
-    async with app[POOL].acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", QUEUE_LOCK):
             return 0
-        present = {o.user_id for o in await app[PRESENCE].available()}
+        present = {o.user_id for o in await ctx[PRESENCE].available()}
         rows = await conn.fetch(
             "SELECT * FROM hotline_calls WHERE state IN ('ringing', 'queued') ORDER BY offered_at, id FOR UPDATE"
         )
@@ -614,13 +589,13 @@ async def queue_round(app: web.Application) -> int:
                 row = cleared
             waiting.append(row)
         for row in waiting:
-            officer = await _pick_officer(app, conn, row["org_code"], excluded.get(row["id"], set()))
+            officer = await _pick_officer(ctx, conn, row["org_code"], excluded.get(row["id"], set()))
             if officer is not None:
-                await _ring(app, conn, row, officer)
+                await _ring(ctx, conn, row, officer)
                 changed += 1
             elif row["state"] == "ringing":
                 await _change(
-                    app, conn, row, "queue", state="queued", ringing_user_id=None, ring_deadline=None
+                    ctx, conn, row, "queue", ringing_user_id=None, ring_deadline=None
                 )
                 changed += 1
         # SIP calls held by an instance that stopped (its heartbeat key expired) cannot go on.
@@ -632,11 +607,11 @@ async def queue_round(app: web.Application) -> int:
             )
         ]
         lost = [
-            i for i in instances if i != app[INSTANCE_ID] and not await app[REDIS].exists(hotline_instance(i))
+            i for i in instances if i != ctx.instance_id and not await ctx.redis.exists(hotline_instance(i))
         ]
-        changed += await _close_calls_of(app, conn, lost, "instance_lost")
+        changed += await _close_calls_of(ctx, conn, lost, "instance_lost")
     for user_id in passed:
-        await app[PRESENCE].passed(user_id)
+        await ctx[PRESENCE].passed(user_id)
     return changed
 
 
@@ -644,12 +619,12 @@ async def queue_round(app: web.Application) -> int:
 
 
 async def _close_calls_of(
-    app: web.Application, conn: asyncpg.Connection, instances: Sequence[str], reason: str
+    ctx: Context, conn: asyncpg.Connection, instances: Sequence[str], reason: str
 ) -> int:
     """End the live SIP calls held by ``instances`` (abandoned while waiting, else ended)."""
     if not instances:
         return 0
-    now = app[CLOCK].now()
+    now = ctx.clock.now()
     rows = await conn.fetch(
         "SELECT * FROM hotline_calls WHERE source = 'sip' AND instance_id = ANY($1) AND state IN"
         " ('ringing', 'queued', 'answered') FOR UPDATE",
@@ -658,12 +633,11 @@ async def _close_calls_of(
     for row in rows:
         waiting = row["state"] in WAITING
         await _change(
-            app,
+            ctx,
             conn,
             row,
             "abandon" if waiting else "end",
             data={"reason": reason},
-            state="abandoned" if waiting else "ended",
             ended_at=now,
             end_reason=reason,
             ringing_user_id=None,
@@ -672,22 +646,60 @@ async def _close_calls_of(
     return len(rows)
 
 
-async def close_own_calls(app: web.Application, reason: str = "shutdown") -> int:
+async def close_own_calls(ctx: Context, reason: str = "shutdown") -> int:
     """This instance stops: its SIP calls cannot go on."""
-    async with app[POOL].acquire() as conn, conn.transaction():
-        return await _close_calls_of(app, conn, [app[INSTANCE_ID]], reason)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        return await _close_calls_of(ctx, conn, [ctx.instance_id], reason)
 
 
-async def get_call(app: web.Application, call_id: int, user: User | None) -> asyncpg.Record | None:
-    async with app[POOL].acquire() as conn:
+async def forget_recordings(ctx: Context, prefix: str) -> int:
+    """The retention deleted the recordings under ``prefix`` (a day folder): the calls that had one
+    no longer do, each change recorded (audit only: no board shows calls that old)."""
+    days = ctx.settings.voice.recording_days
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT * FROM hotline_calls WHERE recording LIKE $1 || '%' ORDER BY id FOR UPDATE", prefix
+        )
+        for row in rows:
+            await _change(
+                ctx,
+                conn,
+                row,
+                "recording_deleted",
+                actor_name="retention",
+                data={"days": days},
+                publish=False,
+                recording=None,
+            )
+    return len(rows)
+
+
+async def timeline(conn: asyncpg.Connection, call_id: int) -> list[dict[str, Any]]:
+    """The call's trail in the audit log, oldest first."""
+    return [
+        {
+            "at": e["at"].isoformat(),
+            "event": e["action"],
+            "action": e["action"],
+            "from_state": e["from_state"],
+            "to_state": e["to_state"],
+            "actor_name": e["actor_name"],
+            "data": e["data"],
+        }
+        for e in await trail(conn, TOPIC, call_id)
+    ]
+
+
+async def get_call(ctx: Context, call_id: int, user: User | None) -> asyncpg.Record | None:
+    async with ctx.pool.acquire() as conn:
         row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM hotline_calls WHERE id = $1", call_id)
-    if row is None or not _visible(app, user, row):
+    if row is None or not _visible(ctx, user, row):
         return None
     return row
 
 
 async def list_calls(
-    app: web.Application,
+    ctx: Context,
     user: User,
     *,
     states: Sequence[str] = (),
@@ -704,15 +716,15 @@ async def list_calls(
         args.append(before)
         where.append(f"c.id < ${len(args)}")
     args.append(limit)
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
             f"SELECT * FROM hotline_calls c WHERE {' AND '.join(where)} ORDER BY c.id DESC LIMIT ${len(args)}",
             *args,
         )
-        briefs = await _histories(app, conn, [r["caller"] for r in rows], user)
+        briefs = await _histories(ctx, conn, [r["caller"] for r in rows], user)
     out = []
     for row in rows:
-        call = call_json(app, row)
+        call = call_json(ctx, row)
         history = briefs.get(row["caller"], {"calls": 0, "cases": []})
         call["history"] = {
             "previous_calls": sum(1 for c in history["calls"] if c < row["id"]),
@@ -737,12 +749,7 @@ async def _cases_of(
 ) -> list[asyncpg.Record]:
     """Cases reported by these numbers, or linked to their calls, that the viewer may see."""
     args: list[Any] = [list(callers)]
-    if user is not None:
-        scope = incident_store.visibility_sql(user, args)
-    elif root is not None:
-        scope = incident_store.unit_in_scope_sql(root, args)
-    else:
-        scope = "TRUE"
+    scope = CaseQuery(viewer=user, unit=root if user is None else None).where(args) or "TRUE"
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT DISTINCT ON (x.caller, i.id) x.caller AS by_caller, i.* FROM ("
         " SELECT caller, id AS incident_id FROM incidents WHERE caller = ANY($1)"
@@ -754,7 +761,7 @@ async def _cases_of(
 
 
 async def _histories(
-    app: web.Application,
+    ctx: Context,
     conn: asyncpg.Connection,
     callers: Sequence[str],
     user: User | None,
@@ -763,7 +770,7 @@ async def _histories(
     numbers = sorted({c for c in callers if c and c != "anonymous"})
     if not numbers:
         return {}
-    limit = app[SETTINGS].hotline.history_limit
+    limit = ctx.settings.hotline.history_limit
     out: dict[str, dict[str, Any]] = {n: {"calls": [], "cases": []} for n in numbers}
     for r in await conn.fetch(
         "SELECT caller, array_agg(id ORDER BY id) AS ids FROM hotline_calls WHERE caller = ANY($1) GROUP BY caller",
@@ -777,15 +784,15 @@ async def _histories(
     return out
 
 
-async def caller_history(app: web.Application, row: Mapping[str, Any], user: User) -> dict[str, Any]:
+async def caller_history(ctx: Context, row: Mapping[str, Any], user: User) -> dict[str, Any]:
     """The caller's previous calls and cases, and their open cases of the last
     ``[incidents] duplicate_caller_window_s`` seconds, suggested as the same matter (duplicates)."""
     caller = row["caller"]
-    limit = app[SETTINGS].hotline.history_limit
+    limit = ctx.settings.hotline.history_limit
     if not caller or caller == "anonymous":
         return {"previous_calls": [], "cases": [], "suggested_duplicates": []}
-    window = timedelta(seconds=app[SETTINGS].incidents.duplicate_caller_window_s)
-    async with app[POOL].acquire() as conn:
+    window = timedelta(seconds=ctx.settings.incidents.duplicate_caller_window_s)
+    async with ctx.pool.acquire() as conn:
         calls = await conn.fetch(
             "SELECT * FROM hotline_calls WHERE caller = $1 AND id <> $2 AND offered_at <= $3"
             " ORDER BY offered_at DESC, id DESC LIMIT $4",
@@ -798,20 +805,20 @@ async def caller_history(app: web.Application, row: Mapping[str, Any], user: Use
     suggested = [
         {**_case_brief(c), "reasons": ["same_caller"]}
         for c in cases
-        if c["state"] not in ("rejected", "merged", "closed", "evaluated")
+        if c["state"] in OPEN_STATES
         and abs(c["created_at"] - row["offered_at"]) <= window
         and c["id"] != row["incident_id"]
     ]
     return {
-        "previous_calls": [call_json(app, c) for c in calls],
+        "previous_calls": [call_json(ctx, c) for c in calls],
         "cases": [_case_brief(c) for c in cases[:limit]],
         "suggested_duplicates": suggested,
     }
 
 
-def _top(app: web.Application, codes: frozenset[str]) -> str | None:
+def _top(ctx: Context, codes: frozenset[str]) -> str | None:
     """The top unit of a jurisdiction (a unit and everything below it)."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     for code in sorted(codes):
         parent = tree.units[code].parent if code in tree else None
         if code in tree and (parent is None or parent not in codes):
@@ -819,18 +826,16 @@ def _top(app: web.Application, codes: frozenset[str]) -> str | None:
     return None
 
 
-async def board_section(app: web.Application, codes: frozenset[str]) -> dict[str, Any]:
+async def board_section(ctx: Context, codes: frozenset[str]) -> dict[str, Any]:
     """The ``calls`` board section: live calls of the jurisdiction with their callers' history in
     brief, and today's counters (offered, answered, abandoned, answered within the target)."""
-    from dispatchd.incidents.service import LOCAL_TZ
-
-    root = _top(app, codes)
+    root = _top(ctx, codes)
     if root is None:
         return {"live": [], "counters": {}}
-    now = app[CLOCK].now()
+    now = ctx.clock.now()
     today = now.astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
-    target = app[SETTINGS].hotline.answer_target
-    async with app[POOL].acquire() as conn:
+    target = ctx.settings.hotline.answer_target
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT * FROM hotline_calls WHERE org_path @> ARRAY[$1]::text[]"
             " AND state IN ('ringing', 'queued', 'answered') ORDER BY offered_at, id",
@@ -847,10 +852,10 @@ async def board_section(app: web.Application, codes: frozenset[str]) -> dict[str
             today,
             target,
         )
-        briefs = await _histories(app, conn, [r["caller"] for r in rows], None, root)
+        briefs = await _histories(ctx, conn, [r["caller"] for r in rows], None, root)
     live = []
     for row in rows:
-        call = call_json(app, row)
+        call = call_json(ctx, row)
         history = briefs.get(row["caller"], {"calls": [], "cases": []})
         call["history"] = {
             "previous_calls": sum(1 for c in history["calls"] if c < row["id"]),

@@ -16,8 +16,10 @@ holding instance (:mod:`dispatchd.channels.hotline.remote` carries it there with
   call keeps its record and history and is answered like any other; ``transfer_out`` to a number
   through the trunk (a department): the two SIP calls are bridged, the officer's console is free.
 
-These sit next to ``calls`` and ``remote`` and, like them, take the web application: they reach
-the SIP edge held in it. The audit of each is the call's own event trail (:func:`calls.record_event`).
+These sit next to ``calls`` and ``remote`` and, like them, take the service context: they reach the
+SIP edge through its slot (``ctx[SIP]``) and raise :mod:`dispatchd.errors`. Each change of the call
+(hold, resume, transfer) is recorded as the call's own (:func:`calls.record_event`); each change of a
+call out as the call out's (:func:`dispatchd.channels.hotline.voice.callouts.record`).
 """
 
 from __future__ import annotations
@@ -29,20 +31,18 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.hotline import calls
-from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
+from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP
 from dispatchd.channels.hotline.voice import callouts, dtmf, g711, seam
 from dispatchd.channels.hotline.voice.media import link
 from dispatchd.channels.hotline.voice.prompts import hold_music, ringback
 from dispatchd.channels.hotline.voice.switch import recording_paths
 from dispatchd.channels.hotline.voice.webrtc import OfferError, OfficerLeg
+from dispatchd.context import Context
 from dispatchd.domain.hotlines import normalise_number
-from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from dispatchd.errors import Invalid, conflict, invalid, not_found
 from dispatchd.store.users import User, get_user
-from dispatchd.web.appkeys import CLOCK, CTX, INSTANCE_ID, ORGS, POOL, SETTINGS
-from dispatchd.web.errors import ApiError, conflict, not_found
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -68,41 +68,44 @@ def parse_offer(body: Mapping[str, Any] | None) -> str | None:
         or offer.get("type") != "offer"
         or not isinstance(offer.get("sdp"), str)
     ):
-        raise ApiError(
-            422,
-            "invalid",
-            '字段有误：offer（应为 {type: "offer", sdp}）',
-            'invalid fields: offer (must be {type: "offer", sdp})',
-            fields={"offer": ("应为 WebRTC offer", "must be a WebRTC offer")},
-        )
+        raise invalid({"offer": ('应为 WebRTC offer {type: "offer", sdp}', 'must be a WebRTC offer {type: "offer", sdp}')})
     sdp = str(offer["sdp"])
     if not sdp.strip() or len(sdp) > 64_000:
-        raise ApiError(422, "invalid", "offer 的 SDP 为空或过长", "the offer's SDP is empty or too long")
+        raise invalid({"offer": ("SDP 为空或过长", "the SDP is empty or too long")})
     return sdp
 
 
-async def _held_here(app: web.Application, call_id: int, user: User) -> Any:
-    row = await calls.get_call(app, call_id, user)
+def _bad_offer(exc: Exception) -> Invalid:
+    return Invalid(
+        f"无法应答此 offer：{exc}",
+        f"the offer cannot be answered: {exc}",
+        code="bad_offer",
+        fields={"offer": ("无法应答", "cannot be answered")},
+    )
+
+
+async def _held_here(ctx: Context, call_id: int, user: User) -> Any:
+    row = await calls.get_call(ctx, call_id, user)
     if row is None:
         raise not_found("来电", "call")
     if row["source"] == "cti":
         raise conflict(
             "此来电由中心自有交换机接听", "this call is answered on the centre's own PBX", code="cti_call"
         )
-    if row["instance_id"] != app[INSTANCE_ID]:
+    if row["instance_id"] != ctx.instance_id:
         raise calls.RemoteCall(row["instance_id"] or "")
-    edge = app[SIP].edge
+    edge = ctx[SIP].edge
     if edge is None:
         raise conflict("本实例未接入 SIP", "this instance takes no SIP calls", code="sip_unavailable")
     return row, edge
 
 
-async def answer(app: web.Application, call_id: int, user: User, offer: str | None = None) -> dict[str, Any]:
+async def answer(ctx: Context, call_id: int, user: User, offer: str | None = None) -> dict[str, Any]:
     """Answer the call; with ``offer`` (the console's SDP) bridge the caller to that WebRTC peer and
     return the call with ``answer: {type: "answer", sdp}``."""
     if offer is None:
-        return await calls.answer(app, call_id, user)
-    row, edge = await _held_here(app, call_id, user)
+        return await calls.answer(ctx, call_id, user)
+    row, edge = await _held_here(ctx, call_id, user)
     key = row["external_id"]
     media = edge.voice.get(key)
     if media is not None:
@@ -113,14 +116,12 @@ async def answer(app: web.Application, call_id: int, user: User, offer: str | No
         codec = chosen[0] if chosen is not None else 0
     reconnect = row["state"] == "answered" and row["agent_user_id"] == user.id
     if row["state"] not in calls.WAITING and not reconnect:
-        raise calls.state_conflict(row, app)
+        raise calls.state_conflict(row, ctx)
     try:
-        leg = await OfficerLeg.answer(offer, codec, seam.configuration(app[SETTINGS].video))
+        leg = await OfficerLeg.answer(offer, codec, seam.configuration(ctx.settings.video))
     except OfferError as exc:
-        raise ApiError(
-            422, "bad_offer", f"无法应答此 offer：{exc}", f"the offer cannot be answered: {exc}"
-        ) from None
-    leg.on_message = lambda message: _from_console(app, key, message)
+        raise _bad_offer(exc) from None
+    leg.on_message = lambda message: _from_console(ctx, key, message)
     if reconnect:
         media = edge.voice.get(key)
         if media is None:
@@ -129,24 +130,24 @@ async def answer(app: web.Application, call_id: int, user: User, offer: str | No
         replaced = media.attach(leg)
         if replaced is not None:
             await replaced.close()
-        call = calls.call_json(app, row)
+        call = calls.call_json(ctx, row)
     else:
         edge.voice.stage(key, leg)
         try:
-            call = await calls.answer(app, call_id, user)
+            call = await calls.answer(ctx, call_id, user)
         except BaseException:
             await edge.voice.unstage(key, leg)
             raise
     media = edge.voice.get(key)
     if media is not None:
-        media.on_far_gone = lambda: _officer_gone(app, key)
+        media.on_far_gone = lambda: _officer_gone(ctx, key)
     log.info("call_bridged", call_id=call_id, officer=user.username, codec=codec, wire=leg.wire_codec)
     return {**call, "answer": {"type": "answer", "sdp": leg.answer_sdp}}
 
 
-def _officer_gone(app: web.Application, key: str) -> None:
+def _officer_gone(ctx: Context, key: str) -> None:
     """The console's peer dropped (a reload, a network change): the caller waits on hold for it."""
-    edge = app[SIP].edge
+    edge = ctx[SIP].edge
     media = edge.voice.get(key) if edge is not None else None
     if edge is not None and media is not None:
         leg = media.detach(hold_music=hold_music(media.codec))
@@ -154,9 +155,9 @@ def _officer_gone(app: web.Application, key: str) -> None:
             edge.later(leg.close())
 
 
-def _from_console(app: web.Application, key: str, message: Mapping[str, Any]) -> None:
+def _from_console(ctx: Context, key: str, message: Mapping[str, Any]) -> None:
     """A message on the console's data channel: ``{"type": "dtmf", "key": "1"}`` keys to the caller."""
-    edge = app[SIP].edge
+    edge = ctx[SIP].edge
     media = edge.voice.get(key) if edge is not None else None
     if media is None:
         return
@@ -170,52 +171,50 @@ def _from_console(app: web.Application, key: str, message: Mapping[str, Any]) ->
         media.send_key(pressed)
 
 
-async def hold(app: web.Application, call_id: int, user: User, on: bool = True) -> dict[str, Any]:
+async def hold(ctx: Context, call_id: int, user: User, on: bool = True) -> dict[str, Any]:
     """Put the answered call on hold (the caller hears music, the officer nothing) or take it off."""
-    row, edge = await _held_here(app, call_id, user)
+    row, edge = await _held_here(ctx, call_id, user)
     if row["state"] != "answered" or row["agent_user_id"] != user.id:
-        raise calls.state_conflict(row, app)
+        raise calls.state_conflict(row, ctx)
     media = edge.voice.get(row["external_id"])
     if media is None or media.far is None:
         raise conflict("此来电未在控制台接通", "this call is not connected to a console", code="not_bridged")
     media.hold(on, hold_music(media.codec))
-    call = await calls.record_event(app, call_id, user, "hold" if on else "resume", {})
+    call = await calls.record_event(ctx, call_id, user, "hold" if on else "resume", {})
     return {**call, "on_hold": media.mode == "hold"}
 
 
-async def key(app: web.Application, call_id: int, user: User, keys: str = "") -> dict[str, Any]:
+async def key(ctx: Context, call_id: int, user: User, keys: str = "") -> dict[str, Any]:
     """Send DTMF keys to the caller's side (each an RFC 4733 event train)."""
-    row, edge = await _held_here(app, call_id, user)
+    row, edge = await _held_here(ctx, call_id, user)
     if row["state"] != "answered":
-        raise calls.state_conflict(row, app)
+        raise calls.state_conflict(row, ctx)
     media = edge.voice.get(row["external_id"])
     if media is None:
         raise conflict("此来电未在控制台接通", "this call is not connected to a console", code="not_bridged")
     for pressed in keys:
         media.send_key(pressed)
-    return calls.call_json(app, row)
+    return calls.call_json(ctx, row)
 
 
-async def transfer(app: web.Application, call_id: int, user: User, to_user: int = 0) -> dict[str, Any]:
+async def transfer(ctx: Context, call_id: int, user: User, to_user: int = 0) -> dict[str, Any]:
     """Give the answered call to another duty officer: the caller hears music, the other officer's
     console rings (state ``ringing``), and they answer it as any call, with its history."""
-    row, edge = await _held_here(app, call_id, user)
+    row, edge = await _held_here(ctx, call_id, user)
     if row["state"] != "answered" or row["agent_user_id"] != user.id:
-        raise calls.state_conflict(row, app)
+        raise calls.state_conflict(row, ctx)
     if to_user == user.id:
-        raise ApiError(422, "invalid", "不能转给自己", "cannot transfer a call to yourself")
-    async with app[POOL].acquire() as conn:
+        raise invalid({"user_id": ("不能转给自己", "cannot transfer a call to yourself")})
+    async with ctx.pool.acquire() as conn:
         target = await get_user(conn, to_user)
-    tree = app[ORGS]
+    tree = ctx.orgs
     if (
         target is None
         or target.role != "duty_officer"
         or target.org not in tree
         or not tree.is_within(row["org_code"], target.org)
     ):
-        raise ApiError(
-            422,
-            "invalid",
+        raise Invalid(
             "接转人须为本辖区的值班员",
             "the call can go only to a duty officer whose jurisdiction covers it",
             fields={"user_id": ("不是本辖区的值班员", "not a duty officer of the jurisdiction")},
@@ -226,9 +225,9 @@ async def transfer(app: web.Application, call_id: int, user: User, to_user: int 
         if leg is not None:
             leg.notify({"type": "transferred", "to": target.username})
             edge.later(leg.close())
-    deadline = app[CLOCK].now() + timedelta(seconds=app[SETTINGS].hotline.ring_timeout)
+    deadline = ctx.clock.now() + timedelta(seconds=ctx.settings.hotline.ring_timeout)
     call = await calls.record_event(
-        app,
+        ctx,
         call_id,
         user,
         "transfer",
@@ -239,7 +238,7 @@ async def transfer(app: web.Application, call_id: int, user: User, to_user: int 
         agent_user_id=None,
         agent_name=None,
     )
-    await app[PRESENCE].idle(user.id)
+    await ctx[PRESENCE].idle(user.id)
     log.info("call_transferred", call_id=call_id, officer=user.username, to=target.username)
     return call
 
@@ -248,7 +247,7 @@ async def transfer(app: web.Application, call_id: int, user: User, to_user: int 
 
 
 async def place_callout(
-    app: web.Application,
+    ctx: Context,
     user: User,
     *,
     offer: str,
@@ -258,47 +257,40 @@ async def place_callout(
 ) -> dict[str, Any]:
     """Call ``number`` (a callback: the case's reporter by default) with the console's audio: the
     officer hears ringback, then the far end; returns the call out with the WebRTC answer."""
-    edge = app[SIP].edge
+    edge = ctx[SIP].edge
     if edge is None:
         raise conflict("本实例未接入 SIP", "this instance takes no SIP calls", code="sip_unavailable")
     dialer = edge.dialer
     if dialer.trunk is None:
         raise conflict("未配置外呼中继", "no SIP trunk is configured for calls out", code="no_trunk")
-    ctx = app[CTX]
+    callout = await callouts.create(
+        ctx,
+        kind=kind,
+        org=user.org,
+        area_code=ctx[HOTLINES].area_code,
+        number=number,
+        incident_id=incident_id,
+        officer=user,
+    )
     try:
-        callout = await callouts.create(
-            ctx,
-            kind=kind,
-            org=user.org,
-            area_code=app[HOTLINES].area_code,
-            number=number,
-            incident_id=incident_id,
-            officer=user,
-        )
-    except DomainError as exc:
-        raise as_api_error(exc) from None
-    try:
-        leg = await OfficerLeg.answer(offer, g711.PCMU, seam.configuration(app[SETTINGS].video))
+        leg = await OfficerLeg.answer(offer, g711.PCMU, seam.configuration(ctx.settings.video))
     except OfferError as exc:
         await callouts.record(
-            ctx, callout["id"], "failed", state="failed", result="failed", ended_at=ctx.clock.now()
+            ctx, callout["id"], "failed", user, state="failed", result="failed", ended_at=ctx.clock.now()
         )
-        raise ApiError(
-            422, "bad_offer", f"无法应答此 offer：{exc}", f"the offer cannot be answered: {exc}"
-        ) from None
+        raise _bad_offer(exc) from None
     outbound = await dialer.dial(callout["number"])
     outbound.media.attach(leg)
     outbound.media.ringback(ringback(outbound.media.codec))
-    leg.on_message = lambda message: _from_console(app, outbound.key, message)
+    leg.on_message = lambda message: _from_console(ctx, outbound.key, message)
     leg.on_gone = lambda: dialer.hangup(outbound)
-    callout = await callouts.record(ctx, callout["id"], "dialled", external_id=outbound.key)
-    edge.later(_follow(app, edge, callout["id"], outbound, leg))
+    callout = await callouts.record(ctx, callout["id"], "dialled", user, external_id=outbound.key)
+    edge.later(_follow(ctx, edge, callout["id"], outbound, leg))
     return {**callout, "answer": {"type": "answer", "sdp": leg.answer_sdp}}
 
 
-async def _follow(app: web.Application, edge: Any, callout_id: int, outbound: Any, leg: OfficerLeg) -> None:
+async def _follow(ctx: Context, edge: Any, callout_id: int, outbound: Any, leg: OfficerLeg) -> None:
     """The call out's record follows its SIP call; the console hears of each step on its data channel."""
-    ctx = app[CTX]
     settings = ctx.settings
     ringing: asyncio.Future[Any] = asyncio.ensure_future(outbound.ringing.wait())
     answered: asyncio.Future[Any] = asyncio.ensure_future(outbound.answered.wait())
@@ -370,16 +362,12 @@ async def _follow(app: web.Application, edge: Any, callout_id: int, outbound: An
         await leg.close()
 
 
-async def hangup_callout(app: web.Application, callout_id: int, user: User) -> dict[str, Any]:
+async def hangup_callout(ctx: Context, callout_id: int, user: User) -> dict[str, Any]:
     """End a call out from the console (CANCEL while it rings, BYE once answered)."""
-    ctx = app[CTX]
-    try:
-        row = await callouts.get(ctx, callout_id, user)
-    except DomainError as exc:
-        raise as_api_error(exc) from None
-    if row["instance_id"] != app[INSTANCE_ID]:
+    row = await callouts.get(ctx, callout_id, user)
+    if row["instance_id"] != ctx.instance_id:
         raise calls.RemoteCall(row["instance_id"])
-    edge = app[SIP].edge
+    edge = ctx[SIP].edge
     outbound = edge.dialer.calls.get(row["external_id"] or "") if edge is not None else None
     if edge is None or outbound is None or row["state"] not in callouts.LIVE:
         raise conflict(
@@ -396,57 +384,43 @@ async def hangup_callout(app: web.Application, callout_id: int, user: User) -> d
     return callouts.callout_json(await callouts.get(ctx, callout_id, user))
 
 
-def as_api_error(exc: DomainError) -> ApiError:
-    """A domain error as the HTTP layer answers it (until the application maps them itself)."""
-    status = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 422}.get(type(exc), 400)
-    return ApiError(
-        status, exc.code, exc.message_zh, exc.message_en, fields=exc.fields or None, extra=exc.extra or None
-    )
-
-
-async def transfer_out(app: web.Application, call_id: int, user: User, number: str = "") -> dict[str, Any]:
+async def transfer_out(ctx: Context, call_id: int, user: User, number: str = "") -> dict[str, Any]:
     """Transfer the answered call to a number through the trunk (a department): the caller hears
     music while it rings; answered, the two calls are bridged and the officer's console is free; not
     answered, the caller is back with the officer."""
-    row, edge = await _held_here(app, call_id, user)
+    row, edge = await _held_here(ctx, call_id, user)
     if row["state"] != "answered" or row["agent_user_id"] != user.id:
-        raise calls.state_conflict(row, app)
+        raise calls.state_conflict(row, ctx)
     if edge.dialer.trunk is None:
         raise conflict("未配置外呼中继", "no SIP trunk is configured for calls out", code="no_trunk")
     key = row["external_id"]
     media = edge.voice.get(key)
     if media is None or media.far is None:
         raise conflict("此来电未在控制台接通", "this call is not connected to a console", code="not_bridged")
-    dialled = normalise_number(number, app[HOTLINES].area_code)
+    dialled = normalise_number(number, ctx[HOTLINES].area_code)
     if dialled is None:
-        raise ApiError(
-            422,
-            "invalid",
-            "号码无效",
-            "not a dialable number",
-            fields={"number": ("号码无效", "not a dialable number")},
-        )
+        raise invalid({"number": ("号码无效", "not a dialable number")})
     outbound = await edge.dialer.dial(dialled)
     leg = media.detach(hold_music=hold_music(media.codec))
     if leg is not None:
         leg.notify({"type": "transferring", "number": dialled})
-    edge.later(_transfer_follow(app, edge, call_id, key, user, outbound, leg))
+    edge.later(_transfer_follow(ctx, edge, call_id, key, user, outbound, leg))
     call = await calls.record_event(
-        app, call_id, user, "transfer", {"number": dialled, "from": user.username}
+        ctx, call_id, user, "transfer_out", {"number": dialled, "from": user.username}
     )
     log.info("call_transfer_out", call_id=call_id, officer=user.username, phone=dialled)
     return {**call, "transfer": {"number": dialled, "state": "dialling"}}
 
 
 async def _transfer_follow(
-    app: web.Application, edge: Any, call_id: int, key: str, user: User, outbound: Any, leg: Any
+    ctx: Context, edge: Any, call_id: int, key: str, user: User, outbound: Any, leg: Any
 ) -> None:
     media = edge.voice.get(key)
     answered: asyncio.Future[Any] = asyncio.ensure_future(outbound.answered.wait())
     over: asyncio.Future[Any] = outbound.over
     try:
         await asyncio.wait(
-            {answered, over}, timeout=app[SETTINGS].voice.ring_timeout, return_when=asyncio.FIRST_COMPLETED
+            {answered, over}, timeout=ctx.settings.voice.ring_timeout, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         answered.cancel()
@@ -463,8 +437,8 @@ async def _transfer_follow(
         if leg is not None:
             leg.notify({"type": "transferred", "to": outbound.number})
             await leg.close()
-        await app[PRESENCE].idle(user.id)
-        edge.later(_department_gone(app, edge, key, outbound))
+        await ctx[PRESENCE].idle(user.id)
+        edge.later(_department_gone(ctx, edge, key, outbound))
         return
     if not over.done():
         edge.dialer.hangup(outbound)
@@ -474,10 +448,10 @@ async def _transfer_follow(
         leg.notify({"type": "transfer_failed", "reason": reason})
 
 
-async def _department_gone(app: web.Application, edge: Any, key: str, outbound: Any) -> None:
+async def _department_gone(ctx: Context, edge: Any, key: str, outbound: Any) -> None:
     """The department hung up: the caller's side ends too (BYE), and the call's record."""
     await asyncio.shield(outbound.over)
     if key in edge.agent:
         edge.hangup(key)
         edge.finished(key)
-        await calls.caller_gone(app, "sip", key, "department_hangup")
+        await calls.caller_gone(ctx, "sip", key, "department_hangup")

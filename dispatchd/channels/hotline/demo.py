@@ -18,15 +18,14 @@ import random
 from typing import Final
 
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.hotline import calls
-from dispatchd.channels.hotline.appkeys import HOTLINES, PRESENCE, SIP
+from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP
 from dispatchd.channels.hotline.uac import SipCaller
+from dispatchd.context import Context
+from dispatchd.errors import DomainError
 from dispatchd.store.users import User, find_for_login
 from dispatchd.tasks import stop_tasks
-from dispatchd.web.appkeys import POOL, SETTINGS
-from dispatchd.web.errors import ApiError
 
 log = structlog.get_logger("dispatchd.demo")
 
@@ -46,16 +45,16 @@ _DESCRIPTIONS: Final = {
 }
 
 
-async def run_demo(app: web.Application) -> None:
+async def run_demo(ctx: Context) -> None:
     """Simulated callers and the simulated desk, until cancelled."""
-    speed = app[SETTINGS].demo.speed
+    speed = ctx.settings.demo.speed
     tasks: set[asyncio.Task[None]] = set()
-    desk = asyncio.create_task(_desk(app), name="hotline-demo-desk")
+    desk = asyncio.create_task(_desk(ctx), name="hotline-demo-desk")
     rng = random.Random()
     try:
         await asyncio.sleep(5 / speed)
         while True:
-            task = asyncio.create_task(_one_call(app, rng), name="hotline-demo-call")
+            task = asyncio.create_task(_one_call(ctx, rng), name="hotline-demo-call")
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             await asyncio.sleep(rng.expovariate(1 / MEAN_INTERVAL) / speed)
@@ -63,12 +62,12 @@ async def run_demo(app: web.Application) -> None:
         await stop_tasks([desk, *tasks])
 
 
-async def _one_call(app: web.Application, rng: random.Random) -> None:
-    speed = app[SETTINGS].demo.speed
-    ports = app[SIP].ports
+async def _one_call(ctx: Context, rng: random.Random) -> None:
+    speed = ctx.settings.demo.speed
+    ports = ctx[SIP].ports
     if "udp" not in ports:
         return
-    lines: list[str] = list(app[HOTLINES].keys())
+    lines: list[str] = list(ctx[HOTLINES].keys())
     dialled = "967999" if rng.random() < 0.5 or not lines else rng.choice(lines)
     caller = SipCaller(
         "127.0.0.1", ports["udp"], caller=rng.choice(_CALLERS), dialled=dialled, display=rng.choice(_NAMES)
@@ -85,15 +84,15 @@ async def _one_call(app: web.Application, rng: random.Random) -> None:
     log.debug("demo_call_done", outcome=outcome.outcome, status=outcome.status)
 
 
-async def _desk_user(app: web.Application) -> User | None:
-    async with app[POOL].acquire() as conn:
+async def _desk_user(ctx: Context) -> User | None:
+    async with ctx.pool.acquire() as conn:
         found = await find_for_login(conn, DESK_USER)
     return found[0] if found is not None else None
 
 
-async def _desk(app: web.Application) -> None:
+async def _desk(ctx: Context) -> None:
     """The demo duty officer: available, answers most calls after 3–20 s, makes cases of half."""
-    speed = app[SETTINGS].demo.speed
+    speed = ctx.settings.demo.speed
     rng = random.Random()
     patience: dict[int, float] = {}
     user: User | None = None
@@ -101,11 +100,11 @@ async def _desk(app: web.Application) -> None:
         await asyncio.sleep(max(0.05, 1.0 / speed))
         try:
             if user is None:
-                user = await _desk_user(app)
+                user = await _desk_user(ctx)
                 if user is None:
                     continue
-                await app[PRESENCE].set_available(user, True)
-            await _desk_round(app, user, rng, patience)
+                await ctx[PRESENCE].set_available(user, True)
+            await _desk_round(ctx, user, rng, patience)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -113,10 +112,10 @@ async def _desk(app: web.Application) -> None:
 
 
 async def _desk_round(
-    app: web.Application, user: User, rng: random.Random, patience: dict[int, float]
+    ctx: Context, user: User, rng: random.Random, patience: dict[int, float]
 ) -> None:
-    speed = app[SETTINGS].demo.speed
-    async with app[POOL].acquire() as conn:
+    speed = ctx.settings.demo.speed
+    async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT id, state, category, offered_at, answered_at, incident_id FROM hotline_calls"
             " WHERE state IN ('ringing', 'queued', 'answered') AND source = 'sip'"
@@ -126,18 +125,18 @@ async def _desk_round(
             row["id"], rng.uniform(3, 20) / speed if rng.random() < 0.85 else float("inf")
         )
         if row["state"] in calls.WAITING:
-            call = await calls.get_call(app, row["id"], None)
+            call = await calls.get_call(ctx, row["id"], None)
             if call is None:
                 continue
-            waited = calls.call_json(app, call)["wait_seconds"]
+            waited = calls.call_json(ctx, call)["wait_seconds"]
             if waited >= wait:
-                with contextlib.suppress(ApiError, calls.RemoteCall):
-                    await calls.answer(app, row["id"], user)
+                with contextlib.suppress(DomainError, calls.RemoteCall):
+                    await calls.answer(ctx, row["id"], user)
                     if rng.random() < 0.5:
                         category = row["category"] or rng.choice(sorted(_DESCRIPTIONS))
                         description = _DESCRIPTIONS.get(category, "群众来电反映情况，请核实处置")
                         await calls.link_incident(
-                            app, row["id"], user, create={"category": category, "description": description}
+                            ctx, row["id"], user, create={"category": category, "description": description}
                         )
     live = {row["id"] for row in rows}
     for call_id in [c for c in patience if c not in live]:

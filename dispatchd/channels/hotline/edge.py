@@ -3,7 +3,7 @@
 Everything SIP decides happens in :class:`~dispatchd.channels.hotline.agent.HotlineAgent`; this
 module only moves bytes (a datagram, or a message cut from a TCP stream by
 :class:`~dispatchd.channels.hotline.sip.StreamFramer`) into it, puts what it returns on the wire,
-wakes it when its next timer is due (``app[CLOCK].monotonic()``), and hands its call events, in
+wakes it when its next timer is due (``ctx.clock.monotonic()``), and hands its call events, in
 order, to the call queue (:mod:`dispatchd.channels.hotline.calls`).
 
 A malformed message never reaches further than the agent: it is answered 400 or dropped, counted
@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.hotline import announce, calls
 from dispatchd.channels.hotline.agent import (
@@ -40,16 +39,16 @@ from dispatchd.channels.hotline.agent import (
     HotlineAgent,
     Rejected,
 )
-from dispatchd.channels.hotline.appkeys import HOTLINES
 from dispatchd.channels.hotline.dialer import Dialer
 from dispatchd.channels.hotline.sdp import SdpOffer
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
+from dispatchd.channels.hotline.slots import HOTLINES
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
 from dispatchd.channels.hotline.voice.prompts import PromptLibrary
 from dispatchd.channels.hotline.voice.switch import MediaOffer, VoiceSwitch, recording_paths
 from dispatchd.clock import SystemClock
+from dispatchd.context import Context
 from dispatchd.tasks import stop_tasks
-from dispatchd.web.appkeys import CLOCK, INSTANCE_ID, METRICS, SETTINGS
 
 log = structlog.get_logger("dispatchd.sip")
 
@@ -60,14 +59,14 @@ _KNOWN_KINDS: Final = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "R
 
 class SipEdge:
     """One per instance: binds ``[sip] port`` on UDP and TCP and runs the agent. Implements
-    :class:`~dispatchd.channels.hotline.appkeys.SipControl` for the call queue."""
+    :class:`~dispatchd.channels.hotline.slots.SipControl` for the call queue."""
 
-    def __init__(self, app: web.Application) -> None:
-        settings = app[SETTINGS]
-        self.app = app
+    def __init__(self, ctx: Context) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
         self.host = settings.sip.host or settings.http.host
         self.ports: dict[str, int] = {}
-        directory = app[HOTLINES]
+        directory = ctx[HOTLINES]
         config = AgentConfig(
             user_agent=settings.sip.user_agent,
             advertise_host=settings.sip.advertise_host
@@ -101,7 +100,7 @@ class SipEdge:
                 or (self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1")
             ),
             bind=self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0",
-            monotonic=app[CLOCK].monotonic,
+            monotonic=ctx.clock.monotonic,
             transmit=self.transmit,
             later=self.later,
         )
@@ -128,8 +127,8 @@ class SipEdge:
             self._udp = udp
             self.ports = {"udp": bound, "tcp": bound}
             break
-        directory = self.app[HOTLINES]
-        escalating = self.app[SETTINGS].voice.escalate_after > 0 and self.dialer.trunk is not None
+        directory = self.ctx[HOTLINES]
+        escalating = self.ctx.settings.voice.escalate_after > 0 and self.dialer.trunk is not None
         if escalating or any(announce.wanted(directory, route) for route in directory.values()):
             loaded = await asyncio.to_thread(self.prompts.preload, directory)
             log.info("voice_prompts_loaded", prompts=loaded)
@@ -142,7 +141,7 @@ class SipEdge:
 
     async def close(self) -> None:
         for call in self.agent.calls():
-            self.transmit(self.agent.hangup(call, self.app[CLOCK].monotonic()))
+            self.transmit(self.agent.hangup(call, self.ctx.clock.monotonic()))
         await stop_tasks(self._tasks)
         self.dialer.close_all()  # calls out end: whoever waits on them goes on
         await self.voice.close_all()
@@ -160,11 +159,11 @@ class SipEdge:
 
     def receive(self, data: bytes, peer: Peer) -> None:
         """One datagram or one framed TCP message: into the agent, its effects out."""
-        metrics = self.app[METRICS]
+        metrics = self.ctx.metrics
         kind = "response" if data[:4] == b"SIP/" else data.split(b" ", 1)[0].decode("ascii", "replace")
         metrics.sip_messages.labels(peer.transport, kind if kind in _KNOWN_KINDS else "other").inc()
         try:
-            effects = self.agent.receive(data, peer, self.app[CLOCK].monotonic())
+            effects = self.agent.receive(data, peer, self.ctx.clock.monotonic())
         except Exception:  # the stack never goes down for one message
             log.exception("sip_message_failed", transport=peer.transport)
             metrics.sip_malformed.labels(peer.transport, "dropped").inc()
@@ -175,7 +174,7 @@ class SipEdge:
         self.transmit(self.agent.malformed(error, peer))
 
     def transmit(self, effects: Iterable[object]) -> None:
-        metrics = self.app[METRICS]
+        metrics = self.ctx.metrics
         for effect in effects:
             if isinstance(effect, Send):
                 self._send(effect.message, effect.peer)
@@ -216,7 +215,7 @@ class SipEdge:
 
     def media_host(self, call_key: str) -> str:
         """The address the caller sends its audio to (our SDP's connection address)."""
-        settings = self.app[SETTINGS]
+        settings = self.ctx.settings
         return (
             settings.sip.advertise_host
             or (self.host if self.host not in ("0.0.0.0", "::") else self.agent.local_host(call_key))
@@ -226,7 +225,7 @@ class SipEdge:
     async def answer(self, call_key: str, call_id: int) -> str | None:
         """200 OK to the caller (unless it was answered already, for its prompts), the officer's
         staged leg attached, the recording started; returns the recording's path under the data dir."""
-        settings = self.app[SETTINGS]
+        settings = self.ctx.settings
         if call_key not in self.agent:
             raise CallStateError("call is gone")
         created = self.voice.get(call_key) is None
@@ -237,7 +236,7 @@ class SipEdge:
             direction = "sendrecv" if staged is not None or media.mode != "idle" else "recvonly"
             try:
                 effects = self.agent.answer(
-                    call_key, self.media_host(call_key), media.port, self.app[CLOCK].monotonic(), direction
+                    call_key, self.media_host(call_key), media.port, self.ctx.clock.monotonic(), direction
                 )
             except BaseException:
                 if staged is not None:
@@ -255,7 +254,7 @@ class SipEdge:
         if not settings.sip.record:
             return None
         mix, legs = recording_paths(
-            settings.data.dir, self.app[CLOCK].now(), call_id, legs=settings.voice.record_legs
+            settings.data.dir, self.ctx.clock.now(), call_id, legs=settings.voice.record_legs
         )
         media.record(mix, legs)
         return str(mix.relative_to(settings.data.dir))
@@ -273,11 +272,11 @@ class SipEdge:
             log.error("voice_task_failed", error=repr(task.exception()))
 
     def hangup(self, call_key: str) -> None:
-        self.transmit(self.agent.hangup(call_key, self.app[CLOCK].monotonic()))
+        self.transmit(self.agent.hangup(call_key, self.ctx.clock.monotonic()))
 
     async def _announce(self, call_key: str, dialled: str, call: dict[str, Any]) -> None:
         """Answer at once and play the greeting, menu and queue announcements, where configured."""
-        directory = self.app[HOTLINES]
+        directory = self.ctx[HOTLINES]
         route = directory.route(dialled)
         offer = self.agent.offer_of(call_key)
         if not announce.wanted(directory, route) or offer is None or call["state"] not in calls.WAITING:
@@ -292,10 +291,10 @@ class SipEdge:
         media.mode = "prompts"
         self.transmit(
             self.agent.answer(
-                call_key, self.media_host(call_key), media.port, self.app[CLOCK].monotonic(), "sendrecv"
+                call_key, self.media_host(call_key), media.port, self.ctx.clock.monotonic(), "sendrecv"
             )
         )
-        session = announce.Announcements(self.app, media, call, route, directory, self.prompts, self.later)
+        session = announce.Announcements(self.ctx, media, call, route, directory, self.prompts, self.later)
         session.start()
         log.info("call_announcements", call_id=call["id"], menu=route is not None and route.menu is not None)
 
@@ -309,7 +308,7 @@ class SipEdge:
     # -- loops --------------------------------------------------------------------------------
 
     async def _timer_loop(self) -> None:
-        clock = self.app[CLOCK]
+        clock = self.ctx.clock
         while True:
             deadline = self.agent.next_deadline()
             self._wake.clear()
@@ -334,20 +333,20 @@ class SipEdge:
                 log.exception("sip_event_failed", event=type(event).__name__)
 
     async def _apply(self, event: object) -> None:
-        app = self.app
+        ctx = self.ctx
         if self.dialer.event(event):
             return  # a call out's
         if isinstance(event, CallOffered):
             try:
                 call = await calls.offer(
-                    app,
+                    ctx,
                     calls.NewCall(
                         source="sip",
                         external_id=event.call,
                         caller=event.caller,
                         caller_name=event.caller_name,
                         dialled=event.dialled,
-                        instance_id=app[INSTANCE_ID],
+                        instance_id=ctx.instance_id,
                     ),
                 )
             except Exception:
@@ -356,10 +355,10 @@ class SipEdge:
                 raise
             await self._announce(event.call, event.dialled, call)
         elif isinstance(event, CallAbandoned):
-            await calls.caller_gone(app, "sip", event.call, event.reason)
+            await calls.caller_gone(ctx, "sip", event.call, event.reason)
         elif isinstance(event, CallEnded):
             self.finished(event.call)
-            await calls.caller_gone(app, "sip", event.call, event.reason)
+            await calls.caller_gone(ctx, "sip", event.call, event.reason)
         elif isinstance(event, CallConfirmed):
             log.debug("call_confirmed")
             media = self.voice.get(event.call)

@@ -4,7 +4,8 @@ An order still ``pending`` or ``delivered`` ``[voice] escalate_after`` seconds a
 whose unit has a call list, is claimed by one instance (``voice_escalations``, once per order). That
 instance rings the people on the list in order through the trunk. Whoever answers hears the
 escalation prompt; pressing 1 accepts the order — through :func:`dispatchd.live.orders.accept`, the
-very path of the squad app's accept, as that member (registered as ``ORDER_ACCEPTANCE`` by live) — and they hear the confirmation; another key,
+very path of the squad app's accept, as that member (registered as ``ORDER_ACCEPTANCE`` by live's
+setup, so that the hotline imports nothing of live) — and they hear the confirmation; another key,
 no key after the prompt was played twice, no answer within ``[voice] ring_timeout``, busy: the next
 person. The run ends accepted, exhausted (nobody accepted) or stopped (the order was accepted or
 cancelled meanwhile). Each call is a call out of kind ``escalation``, recorded like any other.
@@ -17,25 +18,23 @@ import contextlib
 from typing import Any
 
 import structlog
-from aiohttp import web
 
-from dispatchd.channels.hotline.appkeys import HOTLINES, ORDER_ACCEPTANCE
 from dispatchd.channels.hotline.dialer import Outbound
+from dispatchd.channels.hotline.slots import HOTLINES, ORDER_ACCEPTANCE
 from dispatchd.channels.hotline.voice import callouts
 from dispatchd.channels.hotline.voice.switch import recording_paths
+from dispatchd.context import Context
+from dispatchd.errors import DomainError
 from dispatchd.store.users import get_user
 from dispatchd.tasks import raise_if_cancelling
-from dispatchd.web.appkeys import CTX
-from dispatchd.web.errors import ApiError
 
 log = structlog.get_logger("dispatchd.voice")
 
 __all__ = ["escalate", "keep_escalating"]
 
 
-async def keep_escalating(app: web.Application, edge: Any, interval: float = 1.0) -> None:
+async def keep_escalating(ctx: Context, edge: Any, interval: float = 1.0) -> None:
     """Claim due orders and ring for each, until cancelled (on an instance with a SIP edge)."""
-    ctx = app[CTX]
     after = ctx.settings.voice.escalate_after
     if after <= 0 or edge.dialer.trunk is None:
         return
@@ -44,7 +43,7 @@ async def keep_escalating(app: web.Application, edge: Any, interval: float = 1.0
         try:
             for row in await callouts.claim_escalations(ctx, after):
                 log.info("escalation_started", order_id=row["order_id"], unit_id=row["unit_id"])
-                edge.later(escalate(app, edge, int(row["order_id"]), int(row["unit_id"])))
+                edge.later(escalate(ctx, edge, int(row["order_id"]), int(row["unit_id"])))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -52,9 +51,8 @@ async def keep_escalating(app: web.Application, edge: Any, interval: float = 1.0
             log.exception("escalation_round_failed")
 
 
-async def escalate(app: web.Application, edge: Any, order_id: int, unit_id: int) -> str:
+async def escalate(ctx: Context, edge: Any, order_id: int, unit_id: int) -> str:
     """One run for one order; returns how it ended (accepted, exhausted, stopped)."""
-    ctx = app[CTX]
     outcome = "exhausted"
     accepted_by: int | None = None
     try:
@@ -63,7 +61,7 @@ async def escalate(app: web.Application, edge: Any, order_id: int, unit_id: int)
             if order["state"] not in callouts.AWAITING_ACCEPT:
                 outcome = "stopped"
                 break
-            if await _ring(app, edge, order, target):
+            if await _ring(ctx, edge, order, target):
                 outcome, accepted_by = "accepted", int(target["user_id"])
                 break
     except Exception:
@@ -73,11 +71,10 @@ async def escalate(app: web.Application, edge: Any, order_id: int, unit_id: int)
     return outcome
 
 
-async def _ring(app: web.Application, edge: Any, order: Any, target: Any) -> bool:
+async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
     """Ring one person; True when they accepted the order."""
-    ctx = app[CTX]
     settings = ctx.settings.voice
-    directory = app[HOTLINES]
+    directory = ctx[HOTLINES]
     callout = await callouts.create(
         ctx,
         kind="escalation",
@@ -134,7 +131,7 @@ async def _ring(app: web.Application, edge: Any, order: Any, target: Any) -> boo
             break
     accepted = False
     if pressed == "1" and not outbound.over.done():
-        accepted = await _accept(app, order["id"], int(target["user_id"]))
+        accepted = await _accept(ctx, order["id"], int(target["user_id"]))
         if accepted:
             confirm = edge.prompts.encoded(directory.prompts.escalation_accepted, media.codec, beeps=1)
             media.play([("accepted", confirm)])
@@ -192,9 +189,8 @@ async def _key(keys: asyncio.Queue[str], outbound: Outbound, wait_for: float) ->
     return str(getting.result()) if getting in done else None
 
 
-async def _accept(app: web.Application, order_id: int, user_id: int) -> bool:
+async def _accept(ctx: Context, order_id: int, user_id: int) -> bool:
     """The squad member's acceptance, recorded exactly as their phone's accept would record it."""
-    ctx = app[CTX]
     async with ctx.pool.acquire() as conn:
         user = await get_user(conn, user_id)
     if user is None:
@@ -205,7 +201,7 @@ async def _accept(app: web.Application, order_id: int, user_id: int) -> bool:
         return False
     try:
         order = await accept(order_id, user)
-    except ApiError as exc:
+    except DomainError as exc:
         log.info("escalation_accept_refused", order_id=order_id, code=exc.code)
         return False
     return bool(order["state"] == "accepted")

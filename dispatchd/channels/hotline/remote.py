@@ -16,20 +16,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.hotline import calls, console
+from dispatchd.context import Context
+from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 from dispatchd.store.keys import hotline_commands, hotline_reply
 from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling
-from dispatchd.web.appkeys import INSTANCE_ID, POOL, REDIS
-from dispatchd.web.errors import ApiError
 
 log = structlog.get_logger("dispatchd.hotline")
 
 REPLY_TIMEOUT: Final = 5  # seconds to wait for the holder's reply
 
-# Each takes (app, call id, user, **arguments); the arguments travel as JSON.
+# Each takes (ctx, call id, user, **arguments); the arguments travel as JSON.
 Operation = Callable[..., Awaitable[dict[str, Any]]]
 OPERATIONS: Final[dict[str, Operation]] = {
     "answer": console.answer,  # with ``offer``: bridged to the console's WebRTC peer
@@ -42,73 +41,76 @@ OPERATIONS: Final[dict[str, Operation]] = {
 }
 
 
+# Domain errors by name, so that a refusal on the holder is the same refusal here.
+_KINDS: Final[dict[str, type[DomainError]]] = {
+    kind.__name__: kind for kind in (NotFound, Forbidden, Conflict, Invalid)
+}
+
+
 async def on_holder(
-    app: web.Application, instance_id: str, op: str, call_id: int, user: User, **arguments: Any
+    ctx: Context, instance_id: str, op: str, call_id: int, user: User, **arguments: Any
 ) -> dict[str, Any]:
     """Run ``op`` on the instance holding the call; its result, or its error raised here."""
-    redis = app[REDIS]
+    redis = ctx.redis
     token = secrets.token_hex(12)
     command = {"op": op, "call_id": call_id, "user_id": user.id, "reply": token, "args": arguments}
     receivers = await redis.publish(hotline_commands(instance_id), json.dumps(command))
     if not receivers:
-        raise ApiError(
-            409,
-            "sip_instance_gone",
+        raise Conflict(
             "接入此来电的实例已停止，来电将被关闭",
             "the instance that took this call has stopped; the call will be closed",
+            code="sip_instance_gone",
         )
     reply = await redis.blpop([hotline_reply(token)], timeout=REPLY_TIMEOUT)
     if reply is None:
-        raise ApiError(
-            504,
-            "sip_instance_timeout",
-            "接入此来电的实例未响应",
-            "the instance holding the call did not answer",
+        raise Unavailable(
+            "接入此来电的实例未响应", "the instance holding the call did not answer", code="sip_instance_timeout"
         )
     data = json.loads(reply[1])
-    if data.get("status") == 200:
+    if "call" in data:
         result: dict[str, Any] = data["call"]
         return result
     error = data.get("error") or {}
-    raise ApiError(
-        int(data.get("status", 500)),
-        str(error.get("code", "error")),
+    kind = _KINDS.get(str(error.get("kind")), Conflict)
+    raise kind(
         str(error.get("zh", "操作失败")),
         str(error.get("en", "failed")),
+        code=str(error.get("code", "error")),
         extra=error.get("extra") or None,
     )
 
 
-async def run(app: web.Application, op: str, call_id: int, user: User, **arguments: Any) -> dict[str, Any]:
+async def run(ctx: Context, op: str, call_id: int, user: User, **arguments: Any) -> dict[str, Any]:
     """``op`` here when this instance holds the call, else on the holder."""
     try:
-        return await OPERATIONS[op](app, call_id, user, **arguments)
+        return await OPERATIONS[op](ctx, call_id, user, **arguments)
     except calls.RemoteCall as remote:
-        return await on_holder(app, remote.instance_id, op, call_id, user, **arguments)
+        return await on_holder(ctx, remote.instance_id, op, call_id, user, **arguments)
 
 
-async def _execute(app: web.Application, command: dict[str, Any]) -> dict[str, Any]:
-    async with app[POOL].acquire() as conn:
+def _refusal(kind: str, code: str, zh: str, en: str, extra: Any = None) -> dict[str, Any]:
+    return {"error": {"kind": kind, "code": code, "zh": zh, "en": en, "extra": extra}}
+
+
+async def _execute(ctx: Context, command: dict[str, Any]) -> dict[str, Any]:
+    async with ctx.pool.acquire() as conn:
         user = await get_user(conn, int(command["user_id"]))
     if user is None:
-        return {"status": 404, "error": {"code": "not_found", "zh": "用户不存在", "en": "no such user"}}
+        return _refusal("NotFound", "not_found", "用户不存在", "no such user")
     try:
         arguments = command.get("args") or {}
-        call = await OPERATIONS[str(command["op"])](app, int(command["call_id"]), user, **arguments)
-    except ApiError as exc:
-        return {
-            "status": exc.status,
-            "error": {"code": exc.code, "zh": exc.message_zh, "en": exc.message_en, "extra": exc.extra},
-        }
+        call = await OPERATIONS[str(command["op"])](ctx, int(command["call_id"]), user, **arguments)
+    except DomainError as exc:
+        return _refusal(type(exc).__name__, exc.code, exc.message_zh, exc.message_en, exc.extra)
     except calls.RemoteCall:
-        return {"status": 409, "error": {"code": "call_moved", "zh": "来电不在本实例", "en": "not held here"}}
-    return {"status": 200, "call": call}
+        return _refusal("Conflict", "call_moved", "来电不在本实例", "not held here")
+    return {"call": call}
 
 
-async def serve_commands(app: web.Application) -> None:
+async def serve_commands(ctx: Context) -> None:
     """Carry out commands addressed to this instance until cancelled (its heartbeat: presence.run)."""
-    redis = app[REDIS]
-    instance = app[INSTANCE_ID]
+    redis = ctx.redis
+    instance = ctx.instance_id
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(hotline_commands(instance))
     try:
@@ -121,7 +123,7 @@ async def serve_commands(app: web.Application) -> None:
                 continue
             try:
                 command = json.loads(message["data"])
-                outcome = await _execute(app, command)
+                outcome = await _execute(ctx, command)
                 key = hotline_reply(str(command["reply"]))
                 async with redis.pipeline(transaction=True) as pipe:
                     pipe.rpush(key, json.dumps(outcome, ensure_ascii=False, default=str))

@@ -18,15 +18,17 @@ Server transactions (what the hotline mostly is):
 * **non-INVITE** (§17.2.2): BYE, CANCEL, OPTIONS and everything refused; a copy of the request
   gets the last response again; *Completed* lasts Timer J (64·T1 over UDP, 0 over TCP).
 
-The INVITE client transaction, for calls out through a trunk (§17.1.1 with RFC 6026 §7.2): Timer A
-retransmits the INVITE over UDP (T1 doubling) until a provisional response, Timer B (64·T1) gives
-up (:class:`ClientTimeout`); a final 3xx–6xx is acknowledged by the transaction itself (an ACK with
-the INVITE's branch, §17.1.1.3) and its copies again during Timer D (32 s over UDP); a 2xx moves it
-to *Accepted* for Timer M (64·T1), in which every 2xx copy goes up to the TU, whose ACK it is.
-
-Non-INVITE client transactions, for the BYE the hotline sends when the officer hangs up (§17.1.2): Timer E
+Client transactions, for the BYE the hotline sends when the officer hangs up (§17.1.2): Timer E
 retransmits over UDP (T1 doubling, T2 once a provisional came), Timer F (64·T1) gives up
 (:class:`ClientTimeout`), Timer K (T4) absorbs response copies.
+
+INVITE client transactions, for the hotline's calls out through a trunk and the live-view INVITEs
+of the GB/T 28181 platform (§17.1.1 with RFC 6026 §7.2): Timer A retransmits over UDP (T1 doubling)
+until a response, Timer B (64·T1) gives up while nothing came (after a provisional response there
+is no Timer B: the TU decides, with a CANCEL). A 2xx moves it to *Accepted* for Timer M = 64·T1,
+passing each 2xx copy up (the ACK of a 2xx is the TU's, §13.2.2.4). A final non-2xx is acknowledged
+here (§17.1.1.3: same branch, the response's To) and moves it to *Completed*, where copies are
+acknowledged again until Timer D (32 s over UDP).
 
 Matching (§17.2.3, §17.1.3): a request with an RFC 3261 branch (``z9hG4bK…``) matches by branch,
 sent-by and method (ACK matching its INVITE); an RFC 2543 request by Request-URI, From tag,
@@ -58,6 +60,7 @@ __all__ = [
     "Timers",
     "TransactionLayer",
     "TxKey",
+    "ack_for",
     "response_destination",
     "stamp_via",
     "transaction_key",
@@ -234,6 +237,21 @@ SERVER_INVITE: Final = "server_invite"
 SERVER: Final = "server"
 CLIENT: Final = "client"
 CLIENT_INVITE: Final = "client_invite"
+#: §17.1.1.2: Timer D is at least 32 s over an unreliable transport.
+TIMER_D: Final = 32.0
+
+
+def ack_for(request: Request, response: Response) -> Request:
+    """The ACK of a final non-2xx response (§17.1.1.3): the INVITE's Request-URI, Call-ID, From,
+    CSeq number and top Via (same branch), the response's To, and the INVITE's Route set."""
+    fields: list[tuple[str, str]] = [("Via", request.headers.get_all("Via")[0])]
+    fields += [("Max-Forwards", "70")]
+    for name in ("From", "Call-ID"):
+        fields.append((name, request.headers.get(name) or ""))
+    fields.append(("To", response.headers.get("To") or request.headers.get("To") or ""))
+    fields.append(("CSeq", f"{request.cseq.number} ACK"))
+    fields += [("Route", route) for route in request.headers.get_all("Route")]
+    return Request("ACK", request.uri, Headers(fields))
 
 
 class TransactionLayer:
@@ -321,12 +339,36 @@ class TransactionLayer:
             return [ClientResponse(key, tx.request, response)]
         return []  # a copy of the final response, absorbed in Completed
 
+    def _invite_response(self, tx: _Transaction, response: Response, now: float) -> list[Effect]:
+        if response.status < 200:
+            if tx.state not in ("calling", "proceeding"):
+                return []
+            tx.state = "proceeding"
+            tx.timers.pop("A", None)
+            tx.timers.pop("B", None)
+            return [ClientResponse(tx.key, tx.request, response)]
+        if response.status < 300:
+            if tx.state in ("calling", "proceeding"):
+                tx.state = "accepted"
+                tx.timers = {"M": now + 64 * self.timers.t1}
+            if tx.state == "accepted":
+                return [ClientResponse(tx.key, tx.request, response)]  # copies too: the TU ACKs each
+            return []
+        ack = ack_for(tx.request, response)
+        if tx.state in ("calling", "proceeding"):
+            tx.state = "completed"
+            tx.timers = {"D": now + (0.0 if tx.peer.reliable else TIMER_D)}
+            return [Send(ack, tx.peer), ClientResponse(tx.key, tx.request, response)]
+        if tx.state == "completed":
+            return [Send(ack, tx.peer)]
+        return []
+
     # -- commands from the TU ---------------------------------------------------------------------
 
     def respond(self, key: TxKey, response: Response, now: float) -> list[Effect]:
         """Send ``response`` in server transaction ``key``; nothing when it is already over."""
         tx = self._transactions.get(key)
-        if tx is None or tx.kind == CLIENT:
+        if tx is None or tx.kind in (CLIENT, CLIENT_INVITE):
             return []
         t1 = self.timers.t1
         if tx.kind == SERVER_INVITE:
@@ -370,7 +412,7 @@ class TransactionLayer:
         return key, [Send(request, peer)]
 
     def send_invite(self, request: Request, peer: Peer, now: float) -> tuple[TxKey, list[Effect]]:
-        """Start an INVITE client transaction (§17.1.1.2) for ``request`` (its top Via names our branch)."""
+        """Start an INVITE client transaction (§17.1.1) for ``request`` (its top Via names our branch)."""
         via = request.vias[0]
         key: TxKey = ("client", via.branch or "", "INVITE")
         tx = _Transaction(key, CLIENT_INVITE, request, peer, "calling")
@@ -380,48 +422,6 @@ class TransactionLayer:
             tx.interval = self.timers.t1
         self._transactions[key] = tx
         return key, [Send(request, peer)]
-
-    def _invite_response(self, tx: _Transaction, response: Response, now: float) -> list[Effect]:
-        t1 = self.timers.t1
-        if response.status < 200:
-            if tx.state in ("calling", "proceeding"):
-                tx.state = "proceeding"
-                # §17.1.1.2: no more retransmissions, and no Timer B: the TU decides (CANCEL).
-                tx.timers.pop("A", None)
-                tx.timers.pop("B", None)
-                return [ClientResponse(tx.key, tx.request, response)]
-            return []
-        if response.status < 300:
-            if tx.state in ("calling", "proceeding"):
-                tx.state = "accepted"  # RFC 6026 §7.2
-                tx.timers = {"M": now + 64 * t1}
-                return [ClientResponse(tx.key, tx.request, response)]
-            if tx.state == "accepted":
-                return [ClientResponse(tx.key, tx.request, response)]  # a 2xx copy: the TU ACKs again
-            return []
-        ack = self._ack_for(tx.request, response)
-        if tx.state in ("calling", "proceeding"):
-            tx.state = "completed"
-            tx.last_response = response
-            tx.timers = {"D": now + (0.0 if tx.peer.reliable else 32.0)}
-            return [Send(ack, tx.peer), ClientResponse(tx.key, tx.request, response)]
-        if tx.state == "completed":
-            return [Send(ack, tx.peer)]  # §17.1.1.2: a copy of the final response: the ACK again
-        return []
-
-    @staticmethod
-    def _ack_for(invite: Request, response: Response) -> Request:
-        """§17.1.1.3: the ACK of a non-2xx final response, in the INVITE's transaction."""
-        fields = [
-            ("Via", invite.headers.get("Via") or ""),
-            ("Max-Forwards", "70"),
-            ("From", invite.headers.get("From") or ""),
-            ("To", response.headers.get("To") or invite.headers.get("To") or ""),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{invite.cseq.number} ACK"),
-        ]
-        fields += [("Route", route) for route in invite.headers.get_all("Route")]
-        return Request("ACK", invite.uri, Headers(fields))
 
     def find_invite(self, cancel: Request) -> TxKey | None:
         """The INVITE server transaction a CANCEL is for (§9.2): same key but for the method."""
@@ -456,7 +456,7 @@ class TransactionLayer:
             tx.timers["G"] = now + tx.interval
             return [Send(tx.last_response, tx.peer)]
         if name == "A" and tx.state == "calling":
-            tx.interval = 2 * tx.interval
+            tx.interval *= 2  # §17.1.1.2: Timer A doubles, with no T2 cap
             tx.timers["A"] = now + tx.interval
             return [Send(tx.request, tx.peer)]
         if name == "E" and tx.state in ("trying", "proceeding"):
@@ -467,9 +467,12 @@ class TransactionLayer:
         if name == "H" and tx.state == "completed":
             tx.state = "terminated"
             return [ServerTimeout(tx.key, tx.request)]
-        if (name == "F" and tx.state in ("trying", "proceeding")) or (name == "B" and tx.state == "calling"):
+        if name == "F" and tx.state in ("trying", "proceeding"):
             tx.state = "terminated"
             return [ClientTimeout(tx.key, tx.request)]
-        if name in ("I", "J", "K", "L", "D", "M"):
+        if name == "B" and tx.state == "calling":
+            tx.state = "terminated"
+            return [ClientTimeout(tx.key, tx.request)]
+        if name in ("D", "I", "J", "K", "L", "M"):
             tx.state = "terminated"
         return []

@@ -3,28 +3,197 @@ tasks and their answers, and the authenticated photo route."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
+from dispatchd.channels.reports import patrols, service
 from dispatchd.channels.reports import photos as formats
-from dispatchd.channels.reports import service
-from dispatchd.channels.reports.appkeys import MEDIA
-from dispatchd.channels.reports.media import SHA256, Staging
-from dispatchd.channels.reports.upload import Submission, read_submission
+from dispatchd.channels.reports.demo import run_demo
+from dispatchd.channels.reports.media import SHA256, MediaStore, Staging
+from dispatchd.channels.reports.slots import MEDIA
 from dispatchd.domain.incident import Action, State
+from dispatchd.errors import DomainError, invalid, not_found
 from dispatchd.incidents import store as case_store
-from dispatchd.web.appkeys import METRICS, ORGS, POOL, SETTINGS
+from dispatchd.incidents.stats import register_section
+from dispatchd.tasks import start_task, stop_tasks
+from dispatchd.validate import Field, check_fields
+from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, require_role
-from dispatchd.web.errors import ApiError, bad_request, not_found
-from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field, check_fields, invalid, query_params
+from dispatchd.web.errors import ApiError, bad_request
+from dispatchd.web.routing import ApiRoute, add_routes
+from dispatchd.web.validate import json_body, query_params
 
 TAG: Final = "reports"
+
+
+# -- reading a submission: a JSON body, or multipart/form-data with one JSON part and photo parts,
+# streamed part by part (photos go straight to temporary files) -----------------------------------
+
+PHOTO_PART: Final = "photo"
+_JSON_PART_MAX: Final = 256 * 1024
+
+
+@dataclass
+class Submission:
+    data: dict[str, Any]
+    parsed: Any  # what ``check`` returned for ``data``
+
+
+def _bad_json(part: str) -> ApiError:
+    return ApiError(
+        400,
+        "invalid_json",
+        f"“{part}”部分应为 JSON 对象",
+        f"the '{part}' part must be a JSON object",
+        fields={part: ("应为 JSON 对象", "must be a JSON object")},
+    )
+
+
+def _parse_object(raw: bytes, part: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _bad_json(part) from None
+    if not isinstance(data, dict):
+        raise _bad_json(part)
+    return data
+
+
+async def read_submission(
+    request: web.Request,
+    store: MediaStore,
+    stage: Staging,
+    *,
+    json_part: str,
+    check: Callable[[dict[str, Any]], Any],
+    max_photos: int,
+    photo_limit_bytes: int,
+) -> Submission:
+    """The JSON object (from the body or the ``json_part`` part) checked by ``check`` as soon as it
+    arrives, and the photos staged in ``stage``. 400 for a malformed body, 413/415 for a photo,
+    422 for too many photos or bad fields."""
+    content_type = request.content_type
+    if content_type == "multipart/form-data":
+        return await _read_multipart(request, store, stage, json_part, check, max_photos, photo_limit_bytes)
+    if content_type in ("application/json", "application/octet-stream") or not request.body_exists:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "payload_too_large", "请求体过大", "request body too large") from None
+        data = _parse_object(raw, "body")
+        return Submission(data, check(data))
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "请求体应为 application/json 或 multipart/form-data",
+        "the body must be application/json or multipart/form-data",
+    )
+
+
+async def _read_multipart(
+    request: web.Request,
+    store: MediaStore,
+    stage: Staging,
+    json_part: str,
+    check: Callable[[dict[str, Any]], Any],
+    max_photos: int,
+    photo_limit_bytes: int,
+) -> Submission:
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError):
+        raise ApiError(400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body") from None
+    data: dict[str, Any] | None = None
+    parsed: Any = None
+    count = 0
+    while True:
+        try:
+            part = await reader.next()
+        except ValueError:
+            raise ApiError(
+                400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body"
+            ) from None
+        if part is None:
+            break
+        if isinstance(part, MultipartReader) or not isinstance(part, BodyPartReader):
+            raise ApiError(
+                400, "invalid_multipart", "不支持嵌套的 multipart", "nested multipart is not supported"
+            )
+        name = part.name or ""
+        if name == json_part:
+            if data is not None:
+                raise ApiError(
+                    400, "duplicate_part", f"“{json_part}”部分重复", f"the '{json_part}' part appears twice"
+                )
+            raw = bytearray()
+            while chunk := await part.read_chunk(64 * 1024):
+                raw += chunk
+                if len(raw) > _JSON_PART_MAX:
+                    raise ApiError(
+                        413,
+                        "payload_too_large",
+                        f"“{json_part}”部分超过 {_JSON_PART_MAX // 1024} KB",
+                        f"the '{json_part}' part is larger than {_JSON_PART_MAX // 1024} KB",
+                    )
+            data = _parse_object(bytes(raw), json_part)
+            parsed = check(data)
+        elif name == PHOTO_PART:
+            count += 1
+            if count > max_photos:
+                raise invalid({PHOTO_PART: (f"最多 {max_photos} 张照片", f"at most {max_photos} photos")})
+            await store.receive(stage, part, index=count, limit_bytes=photo_limit_bytes)
+        else:
+            raise ApiError(
+                400,
+                "unknown_part",
+                f"未知的部分“{name}”（应为 {json_part} 或 {PHOTO_PART}）",
+                f"unknown part '{name}' (expected '{json_part}' or '{PHOTO_PART}')",
+            )
+    if data is None:
+        raise ApiError(
+            400,
+            "missing_part",
+            f"缺少“{json_part}”部分（JSON）",
+            f"the multipart body needs a '{json_part}' part (JSON)",
+            fields={json_part: ("必填", "is required")},
+        )
+    return Submission(data, parsed)
+
+_KEY_MAX: Final = 200
+
+
+def idempotency_key(request: web.Request, *, required: bool) -> str | None:
+    """The ``Idempotency-Key`` header (IETF draft-ietf-httpapi-idempotency-key-header): printable
+    ASCII, at most 200 characters; 400 when missing (where required) or malformed."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not key.strip():
+        if not required:
+            return None
+        raise ApiError(
+            400,
+            "idempotency_key_required",
+            "缺少 Idempotency-Key 请求头：每次上报请生成一个唯一值，重试时原样带上",
+            "the Idempotency-Key header is required: generate one unique value per report and send it "
+            "again with every retry",
+            fields={"Idempotency-Key": ("必填", "is required")},
+        )
+    key = key.strip().strip('"')
+    if not (0 < len(key) <= _KEY_MAX) or not all(33 <= ord(c) < 127 for c in key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Key 应为 1–200 个可打印 ASCII 字符",
+            "Idempotency-Key must be 1–200 printable ASCII characters",
+            fields={"Idempotency-Key": ("格式无效", "malformed")},
+        )
+    return key
 
 MINE_FIELDS: Final = (
     Field("state", max_length=200, description="comma-separated states"),
@@ -39,24 +208,24 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
     )
 
 
-async def _read(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
+async def read_part_and_photos(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
     """Read the body; count refused photos by reason."""
-    settings = request.app[SETTINGS].reports
+    settings = request.app[CTX].settings.reports
     limit = int(settings.photo_max_mb * 1024 * 1024)
     try:
         return await read_submission(
             request,
-            request.app[MEDIA],
+            request.app[CTX][MEDIA],
             stage,
             json_part=json_part,
             check=check,
             max_photos=settings.max_photos,
             photo_limit_bytes=limit,
         )
-    except ApiError as exc:
+    except (ApiError, DomainError) as exc:
         outcome = {"photo_too_large": "too_large", "unsupported_photo_type": "unsupported"}.get(exc.code)
         if outcome is not None:
-            request.app[METRICS].photos.labels(outcome).inc()
+            request.app[CTX].metrics.photos.labels(outcome).inc()
         raise
 
 
@@ -65,14 +234,14 @@ async def _read(request: web.Request, stage: Staging, json_part: str, check: Any
 
 async def submit_report(request: web.Request) -> web.Response:
     user = require_role(request, "grid_worker")
-    key = service.idempotency_key(request, required=True)
+    key = idempotency_key(request, required=True)
     assert key is not None
-    app = request.app
-    store = app[MEDIA]
+    ctx = request.app[CTX]
+    store = ctx[MEDIA]
     async with store.staging() as stage:
-        submission = await _read(request, stage, "report", service.report_checker(app))
+        submission = await read_part_and_photos(request, stage, "report", service.report_checker(ctx))
         outcome = await service.submit_report(
-            app,
+            ctx,
             user,
             submission.parsed,
             stage.photos,
@@ -83,7 +252,7 @@ async def submit_report(request: web.Request) -> web.Response:
         # came between the commit and this line): move the files to their digests' names.
         store.place_all(stage)
     if not outcome.replayed:
-        app[METRICS].photos.labels("stored").inc(len(stage.photos))
+        ctx.metrics.photos.labels("stored").inc(len(stage.photos))
     headers = {"Location": f"/api/v1/incidents/{outcome.incident_id}"}
     if outcome.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -124,14 +293,14 @@ async def my_reports(request: web.Request) -> web.Response:
         )
     before = _decode_cursor(query["cursor"]) if query.get("cursor") else None
     items, next_before = await service.my_reports(
-        request.app, user, states=states, limit=query.get("limit", 50), before=before
+        request.app[CTX], user, states=states, limit=query.get("limit", 50), before=before
     )
     return _json({"items": items, "next_cursor": _encode_cursor(next_before) if next_before else None})
 
 
 async def verification_tasks(request: web.Request) -> web.Response:
     user = require_role(request, "grid_worker", "duty_officer", "leader")
-    return _json({"items": await service.verification_tasks(request.app, user)})
+    return _json({"items": await service.verification_tasks(request.app[CTX], user)})
 
 
 def _incident_id(request: web.Request) -> int:
@@ -148,17 +317,17 @@ def _answer_handler(action: Action) -> Any:
     async def handler(request: web.Request) -> web.Response:
         user = current_user(request)
         incident_id = _incident_id(request)
-        app = request.app
-        store = app[MEDIA]
+        ctx = request.app[CTX]
+        store = ctx[MEDIA]
         async with store.staging() as stage:
-            submission = await _read(
+            submission = await read_part_and_photos(
                 request, stage, "answer", lambda data: check_fields(data, service.ANSWER_FIELDS)
             )
             case = await service.answer_task(
-                app, user, incident_id, str(action), submission.parsed, stage.photos
+                ctx, user, incident_id, str(action), submission.parsed, stage.photos
             )
             store.place_all(stage)
-        app[METRICS].photos.labels("stored").inc(len(stage.photos))
+        ctx.metrics.photos.labels("stored").inc(len(stage.photos))
         return _json(case)
 
     handler.__name__ = f"task_{action}"
@@ -176,8 +345,8 @@ async def get_media(request: web.Request) -> web.StreamResponse:
     sha = request.match_info["sha"]
     if not SHA256.match(sha):
         raise not_found("照片", "photo")
-    app = request.app
-    async with app[POOL].acquire() as conn:
+    ctx = request.app[CTX]
+    async with ctx.pool.acquire() as conn:
         photo = await conn.fetchrow(
             "SELECT * FROM photos WHERE sha256 = $1 OR public_sha256 = $1 ORDER BY sha256 = $1 DESC LIMIT 1",
             sha,
@@ -189,13 +358,13 @@ async def get_media(request: web.Request) -> web.StreamResponse:
             " WHERE l.sha256 = $1",
             photo["sha256"],
         )
-    tree = app[ORGS]
+    tree = ctx.orgs
     if not any(case_store.may_view(tree, user, r) for r in rows):
         raise not_found("照片", "photo")
     uploader = any(r["uploaded_by"] == user.id for r in rows)
     original = uploader and sha == photo["sha256"]
     served = photo["sha256"] if original else photo["public_sha256"]
-    path = app[MEDIA].path(served)
+    path = ctx[MEDIA].path(served)
     if not path.exists():
         raise not_found("照片", "photo")
     ext = formats.EXTENSIONS.get(photo["media_type"], "bin")
@@ -291,3 +460,193 @@ ROUTES: Final[list[ApiRoute]] = [
         responses={200: "image/jpeg, image/png or image/webp", 404: "no such photo in your sight"},
     ),
 ]
+
+
+# -- the patrol log (网格日志) ---------------------------------------------------------------------
+
+PATROL_TAG: Final = "patrols"
+START_FIELDS: Final = (Field("notes", max_length=4000, description="a note for the log"),)
+STOP_FIELDS: Final = (Field("notes", max_length=4000, description="what the patrol found"),)
+POINT_FIELDS: Final = (
+    Field(
+        "points",
+        "array",
+        items="object",
+        required=True,
+        max_length=patrols.MAX_POINTS,
+        description="[{lat, lon, at, accuracy?}]",
+    ),
+)
+VISIT_FIELDS: Final = (
+    Field("place", required=True, max_length=200, description="the place visited"),
+    Field("location", "object", description="{lat, lon} WGS-84"),
+    Field("at", max_length=40, description="ISO 8601 with zone; default now"),
+    Field("note", max_length=4000),
+)
+PATROL_LIST_FIELDS: Final = (
+    Field("date", max_length=10, description="local day YYYY-MM-DD"),
+    Field("org", max_length=64, description="officers: patrols of the grid workers of this unit"),
+    Field("limit", "integer", minimum=1, maximum=500),
+)
+COMPLIANCE_FIELDS: Final = (
+    Field("org", max_length=64, description="default: your unit"),
+    Field("from", max_length=10, description="first local day; default 6 days before to"),
+    Field("to", max_length=10, description="last local day; default today"),
+)
+
+
+def _patrol_id(request: web.Request) -> int:
+    try:
+        value = int(request.match_info["id"])
+    except ValueError:
+        raise not_found("巡查", "patrol") from None
+    if not 0 < value < 2**63:
+        raise not_found("巡查", "patrol")
+    return value
+
+
+async def start_patrol(request: web.Request) -> web.Response:
+    user = require_role(request, "grid_worker")
+    body = await json_body(request, START_FIELDS)
+    patrol = await patrols.start(request.app[CTX], user, body.get("notes"))
+    return web.json_response(patrol, status=201, headers={"Location": f"/api/v1/patrols/{patrol['id']}"})
+
+
+async def add_points(request: web.Request) -> web.Response:
+    user = require_role(request, "grid_worker")
+    patrol_id = _patrol_id(request)
+    body = await json_body(request, POINT_FIELDS)
+    return web.json_response(await patrols.add_points(request.app[CTX], user, patrol_id, body["points"]))
+
+
+async def add_visit(request: web.Request) -> web.Response:
+    user = require_role(request, "grid_worker")
+    patrol_id = _patrol_id(request)
+    body = await json_body(request, VISIT_FIELDS)
+    visit = await patrols.add_visit(
+        request.app[CTX],
+        user,
+        patrol_id,
+        place=body["place"],
+        location=body.get("location"),
+        at_text=body.get("at"),
+        note=body.get("note"),
+    )
+    return web.json_response(visit, status=201)
+
+
+async def stop_patrol(request: web.Request) -> web.Response:
+    user = require_role(request, "grid_worker")
+    patrol_id = _patrol_id(request)
+    body = await json_body(request, STOP_FIELDS)
+    return web.json_response(await patrols.stop(request.app[CTX], user, patrol_id, body.get("notes")))
+
+
+async def get_patrol(request: web.Request) -> web.Response:
+    patrol = await patrols.get_patrol(request.app[CTX], current_user(request), _patrol_id(request))
+    return web.json_response(patrol)
+
+
+async def list_patrols(request: web.Request) -> web.Response:
+    query = query_params(request, PATROL_LIST_FIELDS)
+    day = patrols.parse_day(query["date"], "date") if query.get("date") else None
+    found = await patrols.list_patrols(
+        request.app[CTX], current_user(request), org=query.get("org"), day=day, limit=query.get("limit", 100)
+    )
+    return web.json_response(found)
+
+
+async def get_compliance(request: web.Request) -> web.Response:
+    query = query_params(request, COMPLIANCE_FIELDS)
+    figures = await patrols.compliance_of(
+        request.app[CTX], current_user(request), query.get("org"), query.get("from"), query.get("to")
+    )
+    return web.json_response(figures, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+PATROL_ROUTES: Final[list[ApiRoute]] = [
+    ApiRoute(
+        "POST",
+        "/api/v1/patrols",
+        start_patrol,
+        "Start a patrol (网格日志; grid workers, one running at a time)",
+        PATROL_TAG,
+        body=START_FIELDS,
+        responses={201: "the patrol", 409: "a patrol is already running (error.patrol)"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/patrols",
+        list_patrols,
+        "Patrols: a grid worker's own, or those of the grid workers of a unit",
+        PATROL_TAG,
+        query=PATROL_LIST_FIELDS,
+        responses={200: "{items, rule}"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/patrols/compliance",
+        get_compliance,
+        "Daily patrol compliance per grid worker against the configured rule",
+        PATROL_TAG,
+        query=COMPLIANCE_FIELDS,
+        responses={200: "rule, totals, by_unit, workers", 404: "unit outside your jurisdiction"},
+    ),
+    ApiRoute(
+        "GET",
+        r"/api/v1/patrols/{id:\d+}",
+        get_patrol,
+        "A patrol with its track (GeoJSON) and places visited",
+        PATROL_TAG,
+        responses={200: "the patrol", 404: "no such patrol in your sight"},
+    ),
+    ApiRoute(
+        "POST",
+        r"/api/v1/patrols/{id:\d+}/points",
+        add_points,
+        "Track points of a running patrol (a resent batch is stored once)",
+        PATROL_TAG,
+        body=POINT_FIELDS,
+        responses={200: "{received, stored, points}", 409: "the patrol has stopped", 422: "bad points"},
+    ),
+    ApiRoute(
+        "POST",
+        r"/api/v1/patrols/{id:\d+}/visits",
+        add_visit,
+        "A place visited during a running patrol, with a note",
+        PATROL_TAG,
+        body=VISIT_FIELDS,
+        responses={201: "the visit", 409: "the patrol has stopped"},
+    ),
+    ApiRoute(
+        "POST",
+        r"/api/v1/patrols/{id:\d+}/stop",
+        stop_patrol,
+        "Stop a patrol (stopping again changes nothing)",
+        PATROL_TAG,
+        body=STOP_FIELDS,
+        responses={200: "the patrol with its duration and distance"},
+    ),
+]
+
+
+# -- assembly ------------------------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    ctx = app[CTX]
+    add_routes(app, ROUTES + PATROL_ROUTES)
+    ctx[MEDIA] = MediaStore(ctx.settings.data.dir / "media")
+    register_section(ctx, "patrols", patrols.stats_section(ctx))
+    app.cleanup_ctx.append(_reports_ctx)
+
+
+async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+    # Temporary files untouched for an hour belong to no request any more.
+    await asyncio.to_thread(ctx[MEDIA].prepare, ctx.clock.now().timestamp() - 3600)
+    demo = start_task(ctx, run_demo(ctx), "reports-demo") if ctx.settings.demo.enabled else None
+    yield
+    # The simulated workers stop first, so that nothing is filed while the daemon drains.
+    if demo is not None:
+        await stop_tasks([demo])

@@ -21,14 +21,13 @@ from typing import Final
 
 import shapely
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.reports import service
-from dispatchd.incidents.service import LOCAL_TZ
+from dispatchd.clock import LOCAL_TZ
+from dispatchd.context import Context
+from dispatchd.errors import DomainError
 from dispatchd.store import users
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, LOCATOR, ORGS, POOL, SETTINGS, TAXONOMY
-from dispatchd.web.errors import ApiError
 
 log = structlog.get_logger("dispatchd.reports.demo")
 
@@ -72,12 +71,12 @@ class DemoWorker:
     grids: tuple[str, ...]  # the grids of the worker's township, where it reports from
 
 
-async def ensure_workers(app: web.Application) -> list[DemoWorker]:
+async def ensure_workers(ctx: Context) -> list[DemoWorker]:
     """One demo grid worker per township of the demo county (created when missing), at home in
     the township's first grid."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     workers: list[DemoWorker] = []
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         for township in tree.units_at("township"):
             grids = tuple(u.code for u in tree.subtree(township.code) if u.level == "grid" and u.boundary)
             if not grids or not township.synthetic:
@@ -110,15 +109,15 @@ async def ensure_workers(app: web.Application) -> list[DemoWorker]:
     return workers
 
 
-def random_point(app: web.Application, grid: str, rng: random.Random) -> tuple[float, float]:
+def random_point(ctx: Context, grid: str, rng: random.Random) -> tuple[float, float]:
     """A random WGS-84 point (lat, lon) inside ``grid``."""
-    boundary = app[ORGS].get(grid).boundary
+    boundary = ctx.orgs.get(grid).boundary
     assert boundary is not None
     polygon = shapely.Polygon(boundary)
     min_lon, min_lat, max_lon, max_lat = polygon.bounds
     for _ in range(50):
         lon, lat = rng.uniform(min_lon, max_lon), rng.uniform(min_lat, max_lat)
-        if app[LOCATOR].locate(lat, lon) == grid:
+        if ctx.locator.locate(lat, lon) == grid:
             return lat, lon
     point = polygon.representative_point()
     return float(point.y), float(point.x)
@@ -130,20 +129,20 @@ def pick_report(rng: random.Random, known: Sequence[str]) -> tuple[str, str]:
     return category, rng.choice(texts)
 
 
-async def file_one(app: web.Application, worker: DemoWorker, rng: random.Random) -> int | None:
+async def file_one(ctx: Context, worker: DemoWorker, rng: random.Random) -> int | None:
     """One simulated report through the exactly-once submission; returns the case id."""
     grid = rng.choice(worker.grids)
-    lat, lon = random_point(app, grid, rng)
-    category, text = pick_report(rng, list(app[TAXONOMY].categories))
+    lat, lon = random_point(ctx, grid, rng)
+    category, text = pick_report(rng, list(ctx.taxonomy.categories))
     body = {
         "category": category,
         "description": text,
         "location": {"lat": round(lat, 6), "lon": round(lon, 6)},
-        "observed_at": app[CLOCK].now().isoformat(),
+        "observed_at": ctx.clock.now().isoformat(),
     }
-    report = service.report_checker(app)(body)
+    report = service.report_checker(ctx)(body)
     outcome = await service.submit_report(
-        app,
+        ctx,
         worker.user,
         report,
         (),
@@ -154,19 +153,19 @@ async def file_one(app: web.Application, worker: DemoWorker, rng: random.Random)
     return outcome.incident_id
 
 
-async def run_demo(app: web.Application) -> None:
+async def run_demo(ctx: Context) -> None:
     """File reports at the configured daily rhythm until cancelled."""
-    settings = app[SETTINGS]
+    settings = ctx.settings
     per_day = settings.reports.demo_per_day
     speed = settings.demo.speed
     if per_day <= 0:
         return
-    workers = await ensure_workers(app)
+    workers = await ensure_workers(ctx)
     if not workers:
         log.info("reports_demo_idle", reason="no synthetic township with grids")
         return
     rng = random.Random()
-    clock = app[CLOCK]
+    clock = ctx.clock
     mean = sum(HOURLY_WEIGHTS) / len(HOURLY_WEIGHTS)
     peak = max(HOURLY_WEIGHTS) / mean
     # Highest arrival rate, in reports per real second; thinning keeps each hour's share.
@@ -181,7 +180,7 @@ async def run_demo(app: web.Application) -> None:
         if rng.random() > HOURLY_WEIGHTS[hour] / mean / peak:
             continue
         try:
-            incident_id = await file_one(app, rng.choice(workers), rng)
+            incident_id = await file_one(ctx, rng.choice(workers), rng)
             log.debug("demo_report_filed", incident_id=incident_id)
-        except ApiError as exc:
+        except DomainError as exc:
             log.warning("demo_report_refused", code=exc.code, message=exc.message_en)

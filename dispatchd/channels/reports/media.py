@@ -25,7 +25,7 @@ from typing import Final, Protocol
 import structlog
 
 from dispatchd.channels.reports import photos
-from dispatchd.web.errors import ApiError
+from dispatchd.errors import TooLarge, UnsupportedMedia
 
 log = structlog.get_logger("dispatchd.reports")
 
@@ -80,25 +80,23 @@ def sha_of_url(reference: str) -> str | None:
     return None
 
 
-def too_large(index: int, limit_mb: float) -> ApiError:
-    return ApiError(
-        413,
-        "photo_too_large",
+def too_large(index: int, limit_mb: float) -> TooLarge:
+    return TooLarge(
         f"第 {index} 张照片超过 {limit_mb:g} MB",
         f"photo {index} is larger than {limit_mb:g} MB",
+        code="photo_too_large",
         fields={
             "photo": (f"每张照片不能超过 {limit_mb:g} MB", f"each photo must be at most {limit_mb:g} MB")
         },
     )
 
 
-def unsupported(index: int, detail_en: str = "") -> ApiError:
+def unsupported(index: int, detail_en: str = "") -> UnsupportedMedia:
     en = f"photo {index} is not a JPEG, PNG or WebP image"
-    return ApiError(
-        415,
-        "unsupported_photo_type",
+    return UnsupportedMedia(
         f"第 {index} 张照片不是 JPEG、PNG 或 WebP 图片",
         en + (f" ({detail_en})" if detail_en else ""),
+        code="unsupported_photo_type",
         fields={
             "photo": (
                 "只接受 JPEG、PNG 或 WebP 图片（按文件内容判断）",

@@ -10,6 +10,7 @@ creates the case itself. The same key with a different report is refused with 42
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,22 +20,22 @@ from typing import Any, Final
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.reports.media import StagedPhoto
+from dispatchd.context import Context
 from dispatchd.domain.incident import ACTION_NAMES, Action, State
 from dispatchd.domain.taxonomy import PRIORITIES
+from dispatchd.errors import DomainError, Invalid, conflict, invalid, not_found
 from dispatchd.incidents import service as cases
 from dispatchd.incidents import store as case_store
+from dispatchd.incidents.query import DUE_FIRST, CaseQuery, find
+from dispatchd.store.changes import trail
 from dispatchd.store.users import User
-from dispatchd.web.appkeys import CLOCK, METRICS, ORGS, POOL, TAXONOMY
-from dispatchd.web.errors import ApiError, not_found
-from dispatchd.web.validate import Field, check_fields, invalid
+from dispatchd.validate import Field, check_fields
 
 log = structlog.get_logger("dispatchd.reports")
 
 CHANNEL: Final = "grid_report"
-_KEY_MAX: Final = 200
 # Observation times a little ahead of our clock are phone clocks that run fast, not the future.
 _CLOCK_SKEW: Final = timedelta(minutes=10)
 
@@ -99,7 +100,7 @@ def parse_time(value: str, name: str) -> datetime:
     return moment
 
 
-def report_checker(app: web.Application) -> Callable[[dict[str, Any]], Report]:
+def report_checker(ctx: Context) -> Callable[[dict[str, Any]], Report]:
     """Validate a report body: every bad field named (422), in zh-CN and en."""
 
     def check(data: dict[str, Any]) -> Report:
@@ -112,18 +113,18 @@ def report_checker(app: web.Application) -> Callable[[dict[str, Any]], Report]:
         for f in REPORT_FIELDS:
             try:
                 body.update(check_fields(data, (f,)))
-            except ApiError as exc:
+            except DomainError as exc:
                 errors.update(exc.fields)
         lat = lon = None
         if body.get("location") is not None:
             try:
                 lat, lon = parse_location(body["location"])
-            except ApiError as exc:
+            except DomainError as exc:
                 errors.update(exc.fields)
         address = (body.get("address") or "").strip() or None
         if "location" not in data and address is None and "address" not in errors:
             errors["location"] = ("须提供位置或地址", "location or address is required")
-        if "category" in body and body["category"] not in app[TAXONOMY]:
+        if "category" in body and body["category"] not in ctx.taxonomy:
             errors["category"] = ("未知的事件类别", "unknown category")
         if "description" in body and not body["description"].strip():
             errors["description"] = ("不能为空", "must not be empty")
@@ -131,10 +132,10 @@ def report_checker(app: web.Application) -> Callable[[dict[str, Any]], Report]:
         if body.get("observed_at"):
             try:
                 observed = parse_time(body["observed_at"], "observed_at")
-            except ApiError as exc:
+            except DomainError as exc:
                 errors.update(exc.fields)
             else:
-                if observed > app[CLOCK].now() + _CLOCK_SKEW:
+                if observed > ctx.clock.now() + _CLOCK_SKEW:
                     errors["observed_at"] = ("不能晚于当前时间", "must not lie in the future")
         if errors:
             raise invalid(errors)
@@ -149,33 +150,6 @@ def report_checker(app: web.Application) -> Callable[[dict[str, Any]], Report]:
         )
 
     return check
-
-
-def idempotency_key(request: web.Request, *, required: bool) -> str | None:
-    """The ``Idempotency-Key`` header (IETF draft-ietf-httpapi-idempotency-key-header): printable
-    ASCII, at most 200 characters; 400 when missing (where required) or malformed."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None or not key.strip():
-        if not required:
-            return None
-        raise ApiError(
-            400,
-            "idempotency_key_required",
-            "缺少 Idempotency-Key 请求头：每次上报请生成一个唯一值，重试时原样带上",
-            "the Idempotency-Key header is required: generate one unique value per report and send it "
-            "again with every retry",
-            fields={"Idempotency-Key": ("必填", "is required")},
-        )
-    key = key.strip().strip('"')
-    if not (0 < len(key) <= _KEY_MAX) or not all(33 <= ord(c) < 127 for c in key):
-        raise ApiError(
-            400,
-            "invalid_idempotency_key",
-            "Idempotency-Key 应为 1–200 个可打印 ASCII 字符",
-            "Idempotency-Key must be 1–200 printable ASCII characters",
-            fields={"Idempotency-Key": ("格式无效", "malformed")},
-        )
-    return key
 
 
 def fingerprint(data: Mapping[str, Any], photos: Sequence[StagedPhoto] = ()) -> bytes:
@@ -200,24 +174,23 @@ class Outcome:
 Work = Callable[[asyncpg.Connection], Awaitable[tuple[int, dict[str, Any], int | None]]]
 
 
-def _key_reused() -> ApiError:
-    return ApiError(
-        422,
-        "idempotency_key_reused",
+def _key_reused() -> Invalid:
+    return Invalid(
         "此 Idempotency-Key 已用于另一份不同的上报；新的上报请使用新的 Idempotency-Key",
         "this Idempotency-Key was already used for a different submission; use a new key for a new report",
+        code="idempotency_key_reused",
         fields={"Idempotency-Key": ("已用于不同的内容", "already used for different content")},
     )
 
 
 async def once(
-    app: web.Application, *, scope: str, key: str | None, fingerprint: bytes, work: Work
+    ctx: Context, *, scope: str, key: str | None, fingerprint: bytes, work: Work
 ) -> Outcome:
     """Run ``work`` in a transaction at most once per ``(scope, key)``; later calls with the same
     key and fingerprint get the first answer back (``replayed``), with another fingerprint 422.
     Without a key, ``work`` simply runs in a transaction."""
-    now = app[CLOCK].now()
-    async with app[POOL].acquire() as conn:
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn:
         async with conn.transaction():
             row_id: int | None = None
             if key is not None:
@@ -240,9 +213,9 @@ async def once(
                     )
                     assert stored is not None and stored["response"] is not None
                     if bytes(stored["fingerprint"]) != fingerprint:
-                        app[METRICS].reports.labels("key_reused").inc()
+                        ctx.metrics.reports.labels("key_reused").inc()
                         raise _key_reused()
-                    app[METRICS].reports.labels("replayed").inc()
+                    ctx.metrics.reports.labels("replayed").inc()
                     return Outcome(stored["status"], stored["response"], stored["incident_id"], True)
             status, body, incident_id = await work(conn)
             text = json.dumps(body, ensure_ascii=False, default=str)
@@ -296,10 +269,10 @@ async def record_photos(
 # -- submit ----------------------------------------------------------------------------------------
 
 
-def routing(app: web.Application, case: Mapping[str, Any]) -> dict[str, Any]:
+def routing(ctx: Context, case: Mapping[str, Any]) -> dict[str, Any]:
     """Where a new case went: its grid, community, township, county, owning unit, and the
     department that will handle it by default (the category's kind nearest the owner)."""
-    tree, taxonomy = app[ORGS], app[TAXONOMY]
+    tree, taxonomy = ctx.orgs, ctx.taxonomy
     department = None
     category = taxonomy.categories.get(case["category"])
     if category is not None:
@@ -322,7 +295,7 @@ def routing(app: web.Application, case: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def submit_report(
-    app: web.Application,
+    ctx: Context,
     user: User,
     report: Report,
     photos: Sequence[StagedPhoto],
@@ -334,9 +307,9 @@ async def submit_report(
     """A grid worker's report becomes a case, exactly once per ``key``."""
 
     async def work(conn: asyncpg.Connection) -> tuple[int, dict[str, Any], int | None]:
-        now = app[CLOCK].now()
+        now = ctx.clock.now()
         case = await cases.create_incident(
-            app,
+            ctx,
             category=report.category,
             description=report.description,
             channel=CHANNEL,
@@ -362,7 +335,7 @@ async def submit_report(
             "priority": case["priority"],
             "created_at": case["created_at"],
             "url": f"/api/v1/incidents/{case['id']}",
-            "routed": routing(app, case),
+            "routed": routing(ctx, case),
             "photos": [p.as_json() for p in photos],
             "possible_duplicates": [
                 {"id": d["id"], "number": d["number"], "state": d["state"], "reasons": d["reasons"]}
@@ -371,9 +344,9 @@ async def submit_report(
         }
         return 201, body, case["id"]
 
-    outcome = await once(app, scope=f"user:{user.id}", key=key, fingerprint=fingerprint, work=work)
+    outcome = await once(ctx, scope=f"user:{user.id}", key=key, fingerprint=fingerprint, work=work)
     if not outcome.replayed:
-        app[METRICS].reports.labels("created").inc()
+        ctx.metrics.reports.labels("created").inc()
         log.info("report_submitted", incident_id=outcome.incident_id, photos=len(photos), user=user.username)
     else:
         log.info("report_replayed", incident_id=outcome.incident_id, user=user.username)
@@ -408,14 +381,14 @@ def current_step(state: str) -> dict[str, Any]:
     }
 
 
-def _item(app: web.Application, row: Mapping[str, Any]) -> dict[str, Any]:
-    case = case_store.summary_json(row, app[ORGS], app[TAXONOMY])
+def _item(ctx: Context, row: Mapping[str, Any]) -> dict[str, Any]:
+    case = case_store.summary_json(row, ctx.orgs, ctx.taxonomy)
     case["step"] = current_step(row["state"])
     return case
 
 
 async def my_reports(
-    app: web.Application,
+    ctx: Context,
     user: User,
     *,
     states: Sequence[str] = (),
@@ -423,30 +396,20 @@ async def my_reports(
     before: int | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """The cases ``user`` reported, newest first, each with its current step."""
-    args: list[Any] = [user.id]
-    clauses = ["i.reporter_id = $1"]
-    if states:
-        args.append(list(states))
-        clauses.append(f"i.state = ANY(${len(args)}::text[])")
-    if before is not None:
-        args.append(before)
-        clauses.append(f"i.id < ${len(args)}")
-    args.append(limit + 1)
-    sql = f"SELECT i.* FROM incidents i WHERE {' AND '.join(clauses)} ORDER BY i.id DESC LIMIT ${len(args)}"
-    async with app[POOL].acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-    page = rows[:limit]
-    return [_item(app, r) for r in page], (page[-1]["id"] if len(rows) > limit and page else None)
+    query = CaseQuery(reporter_id=user.id, states=tuple(states), limit=limit, before=before)
+    async with ctx.pool.acquire() as conn:
+        rows, next_before = await find(conn, query)
+    return [_item(ctx, r) for r in rows], next_before
 
 
 async def _feedback_of(conn: asyncpg.Connection, incident_id: int) -> list[dict[str, Any]]:
     """The feedback of the current round (since the last dispatch or reopen): what to check."""
-    rows = await conn.fetch(
-        "SELECT * FROM incident_events WHERE incident_id = $1 AND action = 'feedback'"
-        " AND id > coalesce((SELECT max(id) FROM incident_events WHERE incident_id = $1"
-        " AND action IN ('dispatch', 'reopen')), 0) ORDER BY id",
-        incident_id,
-    )
+    rows: list[asyncpg.Record] = []
+    for event in await trail(conn, "incident", incident_id):
+        if event["action"] in ("dispatch", "reopen"):
+            rows = []
+        elif event["action"] == "feedback":
+            rows.append(event)
     return [
         {
             "at": r["at"].isoformat(),
@@ -459,32 +422,25 @@ async def _feedback_of(conn: asyncpg.Connection, incident_id: int) -> list[dict[
     ]
 
 
-async def verification_tasks(app: web.Application, user: User, *, limit: int = 100) -> list[dict[str, Any]]:
+async def verification_tasks(ctx: Context, user: User, *, limit: int = 100) -> list[dict[str, Any]]:
     """Cases fed back and waiting for a check (核查): for a grid worker those in their grid or
     reported by them; for duty officers and leaders those in their jurisdiction."""
-    args: list[Any] = []
     if user.role == "grid_worker":
-        args += [user.org, user.id]
-        scope = "(i.grid = $1 OR i.reporter_id = $2)"
+        query = CaseQuery(grid_or_reporter=(user.org, user.id), states=("fed_back",))
     else:
-        scope = case_store.visibility_sql(user, args)
-    args.append(limit)
-    sql = (
-        f"SELECT i.* FROM incidents i WHERE i.state = 'fed_back' AND {scope}"
-        f" ORDER BY i.deadline_at NULLS LAST, i.id LIMIT ${len(args)}"
-    )
-    async with app[POOL].acquire() as conn:
-        rows = await conn.fetch(sql, *args)
+        query = CaseQuery(viewer=user, states=("fed_back",))
+    async with ctx.pool.acquire() as conn:
+        rows, _ = await find(conn, dataclasses.replace(query, order=DUE_FIRST, limit=limit))
         tasks = []
         for row in rows:
-            item = _item(app, row)
+            item = _item(ctx, row)
             item["feedback"] = await _feedback_of(conn, row["id"])
             tasks.append(item)
     return tasks
 
 
 async def answer_task(
-    app: web.Application,
+    ctx: Context,
     user: User,
     incident_id: int,
     action: str,
@@ -504,27 +460,24 @@ async def answer_task(
             "photos": [p.url for p in photos],
         },
     )
-    now = app[CLOCK].now()
+    now = ctx.clock.now()
     try:
-        async with app[POOL].acquire() as conn, conn.transaction():
+        async with ctx.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
-            if row is None or not case_store.may_view(app[ORGS], user, row):
+            if row is None or not case_store.may_view(ctx.orgs, user, row):
                 raise not_found("案件", "case")
             with structlog.contextvars.bound_contextvars(
                 incident_id=incident_id, incident_number=row["number"]
             ):
                 case = await cases.transition_locked(
-                    app, conn, row, command, cases.domain_actor(user), viewer=user
+                    ctx, conn, row, command, cases.domain_actor(user), viewer=user
                 )
                 await record_photos(
                     conn, photos, incident_id=incident_id, uploaded_by=user.id, purpose=action, now=now
                 )
     except asyncpg.DeadlockDetectedError:
-        raise ApiError(
-            409,
-            "conflict",
-            "案件正被同时修改，请刷新后重试",
-            "the case was changed at the same time; reload and retry",
+        raise conflict(
+            "案件正被同时修改，请刷新后重试", "the case was changed at the same time; reload and retry"
         ) from None
     log.info("verification_answered", action=action, incident_id=incident_id, photos=len(photos))
     name = ACTION_NAMES[what]

@@ -14,19 +14,19 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dispatchd.channels.hotline import calls
-from dispatchd.channels.hotline.appkeys import PRESENCE, SIP_PORTS
 from dispatchd.channels.hotline.demo import _desk_round
 from dispatchd.channels.hotline.presence import Presence
+from dispatchd.channels.hotline.slots import PRESENCE, SIP_PORTS
 from dispatchd.channels.hotline.uac import SipCaller
 from dispatchd.clock import FakeClock
 from dispatchd.config import ConfigError, Settings
+from dispatchd.context import Context
+from dispatchd.http_server import build_app
 from dispatchd.store.keys import hotline_instance
-from dispatchd.web.app import build_app
-from dispatchd.web.appkeys import BOARD_SECTIONS, CLOCK, ORGS, POOL, REDIS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory
 
 KEY = "cti-test-key"
@@ -39,9 +39,8 @@ async def hotline(make_client: AppFactory) -> TestClient[Any, Any]:
     return await make_client(hotline_cti_hmac_key=KEY)
 
 
-def app_of(client: TestClient[Any, Any]) -> web.Application:
-    app: web.Application = client.server.app
-    return app
+def app_of(client: TestClient[Any, Any]) -> Context:
+    return client.server.app[CTX]
 
 
 async def cti(
@@ -169,9 +168,9 @@ async def test_ringing_goes_to_the_longest_idle_officer_and_moves_on(
     third = await ring(hotline, clock, "r3", "13900000007", "967999")
     assert third["state"] == "queued"  # the township officer does not take the county's hotline
 
-    app = app_of(hotline)
+    ctx = app_of(hotline)
     clock.advance(21)  # past ring_timeout: both rings pass on
-    await calls.queue_round(app)
+    await calls.queue_round(ctx)
     rows = {
         c["id"]: c
         for c in (await (await hotline.get("/api/v1/hotline/calls", headers=first.headers)).json())["calls"]
@@ -180,7 +179,7 @@ async def test_ringing_goes_to_the_longest_idle_officer_and_moves_on(
     assert rows[other["id"]]["ringing_user_id"] == first.user.id
     answered = await hotline.post(f"/api/v1/hotline/calls/{call['id']}/answer", headers=second.headers)
     assert answered.status == 409 and (await answered.json())["error"]["code"] == "cti_call"
-    officers = [o.username for o in await app[PRESENCE].available()]
+    officers = [o.username for o in await ctx[PRESENCE].available()]
     assert officers == ["township", "first", "second"]  # who let a ring pass went to the back
     away = await hotline.post("/api/v1/hotline/presence", json={"available": False}, headers=first.headers)
     assert away.status == 200
@@ -271,11 +270,11 @@ async def test_jurisdiction_and_roles(
 async def test_board_section_lists_live_calls(hotline: TestClient[Any, Any], clock: FakeClock) -> None:
     """The board's ``calls`` section has the live calls of the jurisdiction and today's counters."""
     await ring(hotline, clock, "b1", "13900000011", "967999")
-    app = app_of(hotline)
-    section = await app[BOARD_SECTIONS]["calls"](app, app[ORGS].descendants(COUNTY))
+    ctx = app_of(hotline)
+    section = await ctx.board_sections["calls"](ctx, ctx.orgs.descendants(COUNTY))
     assert [c["caller"] for c in section["live"]] == ["13900000011"]
     assert section["counters"]["offered"] == 1 and section["counters"]["waiting"] == 1
-    elsewhere = await app[BOARD_SECTIONS]["calls"](app, app[ORGS].descendants(TOWNSHIP))
+    elsewhere = await ctx.board_sections["calls"](ctx, ctx.orgs.descendants(TOWNSHIP))
     assert elsewhere["live"] == []
 
 
@@ -292,7 +291,7 @@ async def test_answered_call_audio_is_recorded(client: TestClient[Any, Any], mak
     """The caller's audio after the answer (no officer's console: recording only) lands in a 16-bit
     PCM WAV served by the API."""
     officer = await make_user("duty_officer", COUNTY)
-    port = client.server.app[SIP_PORTS]["udp"]
+    port = client.server.app[CTX][SIP_PORTS]["udp"]
     caller = SipCaller("127.0.0.1", port, caller="13900000012", dialled="967999")
     placing = asyncio.create_task(caller.place(patience=20, talk=0.5, audio_seconds=0.4))
 
@@ -328,8 +327,8 @@ async def test_caller_who_gives_up_and_the_demo_desk(
 ) -> None:
     """A simulated caller out of patience CANCELs (abandoned); the demo desk answers a waiting call."""
     client = await make_client(demo_speed=1.0)
-    app = app_of(client)
-    port = app[SIP_PORTS]["udp"]
+    ctx = app_of(client)
+    port = ctx[SIP_PORTS]["udp"]
     gone = await SipCaller("127.0.0.1", port, caller="13900000013", dialled="967999").place(
         patience=0.5, talk=1
     )
@@ -342,16 +341,16 @@ async def test_caller_who_gives_up_and_the_demo_desk(
     )
 
     async def waiting() -> list[Any]:
-        async with app[POOL].acquire() as conn:
+        async with ctx.pool.acquire() as conn:
             found: list[Any] = await conn.fetch("SELECT id FROM hotline_calls WHERE state = 'queued'")
         return found
 
     await eventually(waiting)
     clock.advance(30)  # longer than any desk's patience
-    await _desk_round(app, desk.user, random.Random(1), {})
+    await _desk_round(ctx, desk.user, random.Random(1), {})
     outcome = await asyncio.wait_for(placing, 30)
     assert outcome.outcome == "answered"
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         states = [r["state"] for r in await conn.fetch("SELECT state FROM hotline_calls ORDER BY id")]
     assert states[0] == "abandoned"
 
@@ -362,7 +361,7 @@ async def test_stopping_instance_ends_its_calls(
     """An instance that stops refuses its waiting calls (480) and records them, and stops promptly."""
     client = await make_client()
     officer = await make_user("duty_officer", COUNTY)
-    port = client.server.app[SIP_PORTS]["udp"]
+    port = client.server.app[CTX][SIP_PORTS]["udp"]
     placing = asyncio.create_task(
         SipCaller("127.0.0.1", port, caller="13900000015", dialled="967999").place(patience=30, talk=1)
     )
@@ -423,9 +422,9 @@ async def test_consoles_of_an_instance_that_stopped_beating_are_reaped(
     """An officer whose only console was on an instance that died is no longer rung once that
     instance's key has expired and a live instance reaps; an officer with a console on a live
     instance as well, and one connected here, stay present."""
-    app = app_of(client)
-    here: Presence = app[PRESENCE]
-    crashed = Presence(lambda: app[REDIS], app[CLOCK], "crashed1")  # an instance that will stop beating
+    ctx = app_of(client)
+    here: Presence = ctx[PRESENCE]
+    crashed = Presence(lambda: ctx.redis, ctx.clock, "crashed1")  # an instance that will stop beating
     only_there = await make_user("duty_officer", COUNTY, username="only-there")
     both = await make_user("duty_officer", COUNTY, username="both")
     await crashed.connected(only_there.user)
@@ -440,7 +439,7 @@ async def test_consoles_of_an_instance_that_stopped_beating_are_reaped(
 
     assert await available() == {"only-there", "both", "local"}
     assert await here.reap() == []  # every instance still beats: nothing to reap
-    await app[REDIS].delete(hotline_instance("crashed1"))  # its time to live ran out
+    await ctx.redis.delete(hotline_instance("crashed1"))  # its time to live ran out
     assert await here.reap() == [only_there.user.id]
     assert await available() == {"both", "local"}
     await console.close()

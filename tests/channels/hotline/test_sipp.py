@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatchd.channels.hotline.appkeys import SIP_PORTS
+from dispatchd.channels.hotline.slots import SIP_PORTS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, AppFactory, StoreUrls, UserFactory, require_tool
 
 pytestmark = pytest.mark.sipp
@@ -105,7 +107,7 @@ def sipp(tmp_path: Path) -> Sipp:
 
 
 def sip_port(client: TestClient[Any, Any], transport: str = "udp") -> int:
-    ports: dict[str, int] = client.server.app[SIP_PORTS]
+    ports: dict[str, int] = client.server.app[CTX][SIP_PORTS]
     return ports[transport]
 
 
@@ -183,7 +185,7 @@ async def test_call_to_an_old_department_line_is_answered_and_becomes_a_case(
         ]
     finally:
         await conn.close()
-    assert [e.split('"event": "')[1].split('"')[0] for e in events] == [
+    assert [json.loads(e)["action"] for e in events] == [
         "offered",
         "answer",
         "end",

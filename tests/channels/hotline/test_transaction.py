@@ -202,3 +202,82 @@ def test_via_stamping_and_response_destination() -> None:
     same = stamp_via(request("OPTIONS", sent_by="10.0.0.9:5070"), Peer("UDP", "10.0.0.9", 5070))
     assert same.vias[0].param("received") is None
     assert response_destination(same, CALLER_TCP) == CALLER_TCP
+
+
+# -- INVITE client transactions (§17.1.1, RFC 6026): the GB/T 28181 platform's live-view INVITEs --------
+
+DEVICE = Peer("UDP", "127.0.0.1", 5062)
+
+
+def our_invite() -> Request:
+    from dispatchd.channels.hotline.sip import Headers
+
+    return Request(
+        "INVITE",
+        "sip:33038100001310000001@127.0.0.1:5062",
+        Headers(
+            [
+                ("Via", "SIP/2.0/UDP 127.0.0.1:15060;branch=z9hG4bKinv1;rport"),
+                ("From", "<sip:33038100002000000001@3303810000>;tag=ours"),
+                ("To", "<sip:33038100001310000001@3303810000>"),
+                ("Call-ID", "live-1"),
+                ("CSeq", "1 INVITE"),
+                ("Route", "<sip:proxy.example;lr>"),
+            ]
+        ),
+    )
+
+
+def device_response(request: Request, status: int) -> Response:
+    return response_to(request, status, to_tag="dev")
+
+
+def test_invite_client_retransmits_on_timer_a_and_times_out_on_b() -> None:
+    """Over UDP the INVITE repeats at T1, 2T1, 4T1 … (no T2 cap) and Timer B (64·T1) gives up."""
+    layer = TransactionLayer(Timers(T1, T2, T4))
+    key, first = layer.send_invite(our_invite(), DEVICE, 0.0)
+    assert [m.method for m in sent(first) if isinstance(m, Request)] == ["INVITE"]
+    resent: list[float] = []
+    now = 0.0
+    timeout: list[object] = []
+    while now <= 64 * T1:
+        now = layer.next_deadline() or now + 1
+        effects = layer.tick(now)
+        if sent(effects):
+            resent.append(now)
+        timeout += [e for e in effects if isinstance(e, ClientTimeout)]
+    assert resent[:5] == [0.5, 1.5, 3.5, 7.5, 15.5]
+    assert len(timeout) == 1 and layer.state(key) is None
+
+
+def test_invite_client_2xx_passes_each_copy_to_the_tu() -> None:
+    """A provisional stops Timer A; the 2xx and its copies reach the TU (which ACKs them) until Timer M."""
+    layer = TransactionLayer(Timers(T1, T2, T4))
+    inv = our_invite()
+    key, _ = layer.send_invite(inv, DEVICE, 0.0)
+    trying = layer.receive_response(device_response(inv, 100), 0.1)
+    assert [e.response.status for e in trying if isinstance(e, ClientResponse)] == [100]
+    assert layer.tick(10.0) == [] and layer.state(key) == "proceeding"
+    ok = device_response(inv, 200)
+    assert [type(e) for e in layer.receive_response(ok, 11.0)] == [ClientResponse]
+    assert [type(e) for e in layer.receive_response(ok, 12.0)] == [ClientResponse]
+    layer.tick(11.0 + 64 * T1)
+    assert layer.state(key) is None
+
+
+def test_invite_client_acknowledges_a_refusal_itself() -> None:
+    """A 486 is ACKed by the transaction (same branch, the response's To, the Route set), copies again."""
+    layer = TransactionLayer(Timers(T1, T2, T4))
+    inv = our_invite()
+    key, _ = layer.send_invite(inv, DEVICE, 0.0)
+    busy = device_response(inv, 486)
+    effects = layer.receive_response(busy, 0.2)
+    (ack,) = [m for m in sent(effects) if isinstance(m, Request)]
+    assert ack.method == "ACK" and ack.uri == inv.uri and ack.vias[0].branch == "z9hG4bKinv1"
+    assert ack.to.tag == "dev" and ack.cseq.number == 1 and ack.headers.get_all("Route") == ["<sip:proxy.example;lr>"]
+    assert [e.response.status for e in effects if isinstance(e, ClientResponse)] == [486]
+    again = layer.receive_response(busy, 1.0)
+    assert [m.method for m in sent(again) if isinstance(m, Request)] == ["ACK"]
+    assert not any(isinstance(e, ClientResponse) for e in again)
+    layer.tick(0.2 + 32.0)
+    assert layer.state(key) is None

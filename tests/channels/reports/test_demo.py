@@ -16,7 +16,6 @@ from dispatchd.channels.reports.demo import (
     run_demo,
 )
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.web.appkeys import POOL
 
 
 def test_daily_rhythm_peaks_in_daytime() -> None:
@@ -32,15 +31,15 @@ async def test_demo_workers_file_cases_in_their_township(
     client: TestClient[Any, Any], app_of: Any, org_tree: OrgTree
 ) -> None:
     """One demo grid worker per township is created once; its reports become grid_report cases of that township."""
-    app = app_of(client)
-    workers = await ensure_workers(app)
+    ctx = app_of(client)
+    workers = await ensure_workers(ctx)
     assert len(workers) == len(org_tree.units_at("township"))
-    again = await ensure_workers(app)
+    again = await ensure_workers(ctx)
     assert [w.user.id for w in again] == [w.user.id for w in workers]
     rng = random.Random(7)
     worker = workers[0]
-    incident_id = await file_one(app, worker, rng)
-    async with app[POOL].acquire() as conn:
+    incident_id = await file_one(ctx, worker, rng)
+    async with ctx.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1", incident_id)
     township = org_tree.ancestor_at(worker.user.org, "township")
     assert row["channel"] == "grid_report" and row["reporter_id"] == worker.user.id
@@ -50,12 +49,12 @@ async def test_demo_workers_file_cases_in_their_township(
 async def test_demo_feed_files_reports_by_itself(make_client: Any, app_of: Any) -> None:
     """The feed, sped up, files reports by itself until it is cancelled."""
     client = await make_client(demo_speed=10000, reports_demo_per_day=30)
-    app = app_of(client)
-    task = asyncio.create_task(run_demo(app))
+    ctx = app_of(client)
+    task = asyncio.create_task(run_demo(ctx))
     found = 0
     try:
         for _ in range(200):  # bounded poll for I/O, no timing asserted
-            async with app[POOL].acquire() as conn:
+            async with ctx.pool.acquire() as conn:
                 found = await conn.fetchval(
                     "SELECT count(*) FROM incidents i JOIN users u ON u.id = i.reporter_id"
                     " WHERE u.username LIKE 'demo-grid-%' AND i.channel = 'grid_report'"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dispatchd.channels.reports.media import MediaStore
-from dispatchd.web.errors import ApiError
+from dispatchd.errors import DomainError, TooLarge, UnsupportedMedia
 from tests.channels.reports.helpers import jpeg, png
 
 CHUNK = 64 * 1024
@@ -36,10 +36,10 @@ async def test_a_large_photo_is_stopped_at_the_limit(tmp_path: Path) -> None:
     store = MediaStore(tmp_path / "media")
     store.prepare()
     source = Source(jpeg(), 20 * 1024 * 1024)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         async with store.staging() as stage:
             await store.receive(stage, source, index=1, limit_bytes=10 * 1024 * 1024)
-    assert refused.value.status == 413
+    assert isinstance(refused.value, TooLarge)
     assert source.read <= 10 * 1024 * 1024 + CHUNK
     assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == []
 
@@ -49,10 +49,10 @@ async def test_text_is_refused_after_its_first_bytes(tmp_path: Path) -> None:
     store = MediaStore(tmp_path / "media")
     store.prepare()
     source = Source(b"plain text, not a photo " * 10, 5 * 1024 * 1024)
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         async with store.staging() as stage:
             await store.receive(stage, source, index=1, limit_bytes=10 * 1024 * 1024)
-    assert refused.value.status == 415 and source.read == CHUNK
+    assert isinstance(refused.value, UnsupportedMedia) and source.read == CHUNK
     assert list((tmp_path / "media" / "tmp").iterdir()) == []
 
 

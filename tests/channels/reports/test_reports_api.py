@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dispatchd.channels.reports.appkeys import MEDIA
+from dispatchd.channels.reports.slots import MEDIA
+from dispatchd.context import Context
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.web.appkeys import POOL
 from tests.channels.reports.helpers import (
     GRID,
     OTHER_TOWN,
@@ -30,13 +29,13 @@ from tests.channels.reports.helpers import (
 from tests.conftest import AppFactory, StoreUrls, UserFactory
 
 
-def media_files(app: web.Application) -> list[Path]:
-    root = app[MEDIA].root
+def media_files(ctx: Context) -> list[Path]:
+    root = ctx[MEDIA].root
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-async def count(app: web.Application, sql: str) -> int:
-    async with app[POOL].acquire() as conn:
+async def count(ctx: Context, sql: str) -> int:
+    async with ctx.pool.acquire() as conn:
         value: int = await conn.fetchval(sql)
     return value
 
@@ -64,10 +63,10 @@ async def test_ten_concurrent_submissions_with_one_key_give_one_case(
     assert len({text for _, text in results}) == 1
     answer = json.loads(results[0][1])
     assert {"incident_id", "number", "routed"} <= set(answer)
-    app = app_of(client)
-    assert await count(app, "SELECT count(*) FROM incidents") == 1
-    assert await count(app, "SELECT count(*) FROM report_requests") == 1
-    assert await count(app, "SELECT count(*) FROM photo_links") == 1
+    ctx = app_of(client)
+    assert await count(ctx, "SELECT count(*) FROM incidents") == 1
+    assert await count(ctx, "SELECT count(*) FROM report_requests") == 1
+    assert await count(ctx, "SELECT count(*) FROM photo_links") == 1
     # A later retry gets the same answer too, marked as replayed.
     resp = await client.post(
         "/api/v1/reports",
@@ -150,7 +149,7 @@ async def test_photo_of_20_mb_is_413_and_leaves_nothing(
 ) -> None:
     """A 20 MB photo is refused with 413 while it streams; no case, no row, no file remain; the key is free."""
     worker = await make_user("grid_worker", GRID)
-    app = app_of(client)
+    ctx = app_of(client)
     key = uuid.uuid4().hex
     big = jpeg() + bytes(20 * 1024 * 1024)
     _, data = await submit(
@@ -158,10 +157,10 @@ async def test_photo_of_20_mb_is_413_and_leaves_nothing(
         key=key, expect=413, lang="en",
     )  # fmt: skip
     assert data["error"]["code"] == "photo_too_large" and "photo 2" in data["error"]["message"]
-    assert await count(app, "SELECT count(*) FROM incidents") == 0
-    assert await count(app, "SELECT count(*) FROM report_requests") == 0
-    assert await count(app, "SELECT count(*) FROM photos") == 0
-    assert media_files(app) == []
+    assert await count(ctx, "SELECT count(*) FROM incidents") == 0
+    assert await count(ctx, "SELECT count(*) FROM report_requests") == 0
+    assert await count(ctx, "SELECT count(*) FROM photos") == 0
+    assert media_files(ctx) == []
     # The same key works once the photo is fixed.
     await submit(
         client, worker, form(report_body(org_tree), [("ok.jpg", png(), "image/png")]), key=key, expect=201
@@ -242,9 +241,9 @@ async def test_photos_are_content_addressed_and_gps_stripped_for_others(
     assert [p["type"] for p in answer["photos"]] == ["image/jpeg", "image/webp"]
     url = answer["photos"][0]["url"]
     sha = answer["photos"][0]["sha256"]
-    app = app_of(client)
-    assert app[MEDIA].path(sha).read_bytes() == original  # stored under its own digest
-    assert not list((app[MEDIA].root / "tmp").iterdir())
+    ctx = app_of(client)
+    assert ctx[MEDIA].path(sha).read_bytes() == original  # stored under its own digest
+    assert not list((ctx[MEDIA].root / "tmp").iterdir())
 
     mine = await client.get(url, headers=worker.headers)
     assert mine.status == 200 and await mine.read() == original
@@ -295,7 +294,7 @@ async def test_failed_transaction_leaves_no_files(
 ) -> None:
     """When the database refuses the report midway, the transaction rolls back and no photo file stays."""
     worker = await make_user("grid_worker", GRID)
-    app = app_of(client)
+    ctx = app_of(client)
     conn = await asyncpg.connect(clean_stores.database)
     try:
         # Break the photo table for a moment: the insert fails after the case row was written.
@@ -309,9 +308,9 @@ async def test_failed_transaction_leaves_no_files(
     finally:
         await conn.execute("ALTER TABLE photos DROP CONSTRAINT refuse_all")
         await conn.close()
-    assert await count(app, "SELECT count(*) FROM incidents") == 0
-    assert await count(app, "SELECT count(*) FROM report_requests") == 0
-    assert media_files(app) == []
+    assert await count(ctx, "SELECT count(*) FROM incidents") == 0
+    assert await count(ctx, "SELECT count(*) FROM report_requests") == 0
+    assert media_files(ctx) == []
 
 
 async def test_two_instances_share_the_key(

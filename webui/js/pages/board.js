@@ -2,6 +2,7 @@
 // from the board websocket (snapshot, then changes), with no reload and no scrolling.
 import { get } from "../api.js";
 import { BoardState } from "../boardstate.js";
+import { cameraMarker, cameraSignature, openCameraViewer } from "../cameras.js";
 import { fmtDuration, fmtPercent, fmtTime, h } from "../dom.js";
 import { locale, onLanguageChange, t } from "../i18n.js";
 import { LiveSocket } from "../live.js";
@@ -293,6 +294,12 @@ function renderUnitMarkers() {
 }
 
 function renderMap() {
+  // Cameras first: their layer lies under the cases and squads.
+  map.setMarkers("cameras", [...state.cameras.values()], {
+    render: (c) => cameraMarker(c, 0.9 * scale()),
+    signature: (c) => cameraSignature(c, scale()),
+    onClick: openCameraViewer,
+  });
   const cases = [...state.incidents.values()].map((c) => ({ ...c, ...casePoint(c) }));
   // Most urgent drawn last, on top.
   cases.sort((a, b) => byUrgency(b, a));
@@ -356,14 +363,14 @@ function onMessage(msg) {
       break;
     case "change": {
       const r = state.applyChange(msg);
-      if (r && r.topic === "positions") {
+      if (r && r.entity === "positions") {
         // Positions are the bulk of the feed: they redraw the squads only, at most once a second.
         scheduleUnits();
         break;
       }
-      if (r && r.item && r.item.id !== undefined) fresh.add(`${r.topic}:${r.item.id}`);
-      if (r && r.topic === "incident" && r.event === "created" && r.kept) showBanner(r.item);
-      if (r && r.topic === "incident" && r.event === "close") refreshRate();
+      if (r && r.item && r.item.id !== undefined) fresh.add(`${r.entity}:${r.item.id}`);
+      if (r && r.entity === "incident" && r.reported && r.kept) showBanner(r.item);
+      if (r && r.entity === "incident" && r.action === "close") refreshRate();
       scheduleRender();
       break;
     }

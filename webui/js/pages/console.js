@@ -2,9 +2,11 @@
 // the actions of the closed loop, duplicates, dispatch with the nearest squads, and the call queue.
 // Keyboard first: J/K move, / searches, N registers a case, the action keys are on the buttons.
 import { ApiError, get, post, withToken } from "../api.js";
+import { BoardState, LIVE_CALL_STATES } from "../boardstate.js";
 import { debounce, errorText, fmtDateTime, fmtDistance, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, has, localName, onLanguageChange, t } from "../i18n.js";
 import { serverNow } from "../clock.js";
+import { cameraMarker, cameraSignature, openCameraViewer } from "../cameras.js";
 import { LiveSocket } from "../live.js";
 import { MapView } from "../map.js";
 import {
@@ -27,25 +29,22 @@ import {
 import { liveIndicator, startPage, topBar } from "../shell.js";
 import { VoiceSession } from "../voice.js";
 
-const COMMAND = ["duty_officer", "leader", "admin"];
-const HANDLING = ["department_handler", "squad_member", "duty_officer", "admin"];
-const CHECKING = ["grid_worker", "duty_officer", "leader", "admin"];
-
-// The loop's actions as the console offers them: legal states, roles, key, look, dialog.
+// The loop's actions as the console offers them: key, look, dialog. Which of them a case offers to
+// this user is the server's to say (the case's allowed_actions), never a copy of its rules here.
 const ACTIONS = [
-  ["accept", ["reported"], COMMAND, "a", "btn-primary", null],
-  ["reject", ["reported"], COMMAND, "r", "", "reason"],
-  ["merge", ["reported", "accepted"], COMMAND, "m", "", "merge"],
-  ["dispatch", ["accepted"], COMMAND, "d", "btn-primary", "dispatch"],
-  ["start", ["dispatched"], HANDLING, "s", "btn-primary", null],
-  ["feedback", ["in_progress"], HANDLING, "f", "btn-primary", "feedback"],
-  ["verify", ["fed_back"], CHECKING, "v", "btn-ok", "note"],
-  ["reopen", ["fed_back"], CHECKING, "o", "", "reason"],
-  ["close", ["verified"], COMMAND, "c", "btn-ok", "note"],
-  ["evaluate", ["closed"], ["duty_officer", "admin"], "l", "btn-primary", "evaluate"],
-  ["assign", OPEN_STATES, COMMAND, "g", "", "assign"],
-  ["escalate", OPEN_STATES, [...COMMAND, "department_handler"], "e", "btn-danger", "reason"],
-].map(([name, states, roles, key, style, dialog]) => ({ name, states, roles, key, style, dialog }));
+  ["accept", "a", "btn-primary", null],
+  ["reject", "r", "", "reason"],
+  ["merge", "m", "", "merge"],
+  ["dispatch", "d", "btn-primary", "dispatch"],
+  ["start", "s", "btn-primary", null],
+  ["feedback", "f", "btn-primary", "feedback"],
+  ["verify", "v", "btn-ok", "note"],
+  ["reopen", "o", "", "reason"],
+  ["close", "c", "btn-ok", "note"],
+  ["evaluate", "l", "btn-primary", "evaluate"],
+  ["assign", "g", "", "assign"],
+  ["escalate", "e", "btn-danger", "reason"],
+].map(([name, key, style, dialog]) => ({ name, key, style, dialog }));
 
 const TABS = [
   ["open", { state: OPEN_STATES.join(",") }],
@@ -67,9 +66,9 @@ const S = {
   next: null,
   selected: null,
   detail: null,
-  calls: new Map(),
+  // The jurisdiction as the change feed tells it: calls, alerts, ... (boardstate.js).
+  live: new BoardState(),
   categoryNames: new Map(),
-  alerts: new Map(),
   available: false,
   newSinceLoad: 0,
   fresh: new Set(),
@@ -216,8 +215,7 @@ async function selectCase(id, { focusList = true } = {}) {
 }
 
 function allowed(action, c) {
-  const role = S.user.role;
-  return action.states.includes(c.state) && (action.roles.includes(role) || role === "admin");
+  return Array.isArray(c.allowed_actions) && c.allowed_actions.includes(action.name);
 }
 
 function deadlineText(c) {
@@ -300,6 +298,7 @@ function renderDetail() {
   }
   if (S.config.features.meetings) sections.push(meetingsSection(c));
   if (S.config.features.hotline) sections.push(voiceSection(c));
+  if (S.config.features.cameras) sections.push(camerasSection(c));
   sections.push(
     h(
       "section.d-section",
@@ -362,14 +361,14 @@ function meetingsSection(c) {
       );
     })
     .catch(() => list.replaceChildren(h("span.muted", t("console.no_meetings"))));
-  const canConvene = COMMAND.includes(S.user.role) || S.user.role === "admin";
+  const canConvene = (c.allowed_actions || []).includes("convene");
   return h(
     "section.d-section",
     h(
       "h3",
       t("console.meetings"),
       " ",
-      canConvene && isOpen(c) ? h("button.btn.btn-small", { type: "button", id: "convene", onclick: () => conveneDialog(c) }, t("console.convene")) : null,
+      canConvene ? h("button.btn.btn-small", { type: "button", id: "convene", onclick: () => conveneDialog(c) }, t("console.convene")) : null,
     ),
     list,
   );
@@ -389,6 +388,10 @@ function conveneDialog(c) {
       ),
     ),
     h("label.field-inline", h("input", { type: "checkbox", name: "below" }), ` ${t("console.invite_below")}`),
+    // Cameras send H.264 and forwarding never transcodes: a consultation that may show them is convened in H.264.
+    S.config.features.cameras
+      ? h("label.field-inline", h("input", { type: "checkbox", name: "h264", checked: caseCameras(c).length > 0 }), ` ${t("console.convene_h264")}`)
+      : null,
   ];
   openDialog({
     title: `${t("console.convene")} · ${c.number}`,
@@ -398,12 +401,74 @@ function conveneDialog(c) {
     onSubmit: async (f) => {
       const invite = [...f.querySelectorAll("input[name=invite]:checked")].map((x) => x.value);
       if (!invite.length) throw new Error(t("console.pick_units"));
-      const m = await post("/api/v1/meetings", { title: f.title.value.trim(), invite, include_descendants: f.below.checked, incident_id: String(c.id) });
+      const codec = f.h264 && f.h264.checked ? "H264" : undefined;
+      const m = await post("/api/v1/meetings", { title: f.title.value.trim(), invite, include_descendants: f.below.checked, incident_id: String(c.id), codec });
       toast(t("console.meeting_created", { n: (m.links || []).length }), "ok", 8000);
       // The chair's own link opens the meeting page in a new tab.
       if (m.chair_link && m.chair_link.url) window.open(m.chair_link.url, "_blank", "noopener");
       renderDetail();
     },
+  });
+}
+
+/** The cameras nearest to the case: view one, or add it to the case's consultation as a source. */
+function camerasSection(c) {
+  const list = h("div.cameras-of-case", h("span.muted", t("console.loading")));
+  Promise.all([
+    get(`/api/v1/incidents/${c.id}/cameras`, { limit: 6 }),
+    S.config.features.meetings ? get("/api/v1/meetings", { incident_id: String(c.id) }) : Promise.resolve({ meetings: [] }),
+  ])
+    .then(([r, m]) => {
+      const cameras = r.items || [];
+      S.caseCameras = { id: c.id, items: cameras };
+      const meeting = (m.meetings || []).find((x) => x.status !== "ended");
+      const canAdd = meeting && (COMMAND.includes(S.user.role) || S.user.role === "leader");
+      list.replaceChildren(
+        ...(cameras.length
+          ? cameras.map((cam) =>
+              h(
+                "div.camera-row",
+                h("span", { class: cam.status === "online" ? "prio prio-P4" : "prio" }, t(cam.status === "online" ? "camera.online" : "camera.offline")),
+                h("span.grow", `${cam.name || cam.id} · ${fmtDistance(cam.distance_m)}`),
+                h("button.btn.btn-small", { type: "button", disabled: cam.status !== "online", onclick: () => openCameraViewer(cam) }, t("camera.view")),
+                canAdd
+                  ? h(
+                      "button.btn.btn-small",
+                      {
+                        type: "button",
+                        onclick: async () => {
+                          try {
+                            await post(`/api/v1/meetings/${meeting.id}/cameras`, { camera: cam.id });
+                            toast(t("camera.added"), "ok");
+                          } catch (err) {
+                            toast(errorText(err), "error", 8000);
+                          }
+                        },
+                      },
+                      t("camera.add_to_meeting"),
+                    )
+                  : null,
+              ),
+            )
+          : [h("span.muted", t("console.no_cameras"))]),
+      );
+      drawCameraMarkers();
+    })
+    .catch(() => list.replaceChildren(h("span.muted", t("console.no_cameras"))));
+  return h("section.d-section", h("h3", t("console.cameras")), list);
+}
+
+function caseCameras(c) {
+  return S.caseCameras && S.caseCameras.id === c.id ? S.caseCameras.items : [];
+}
+
+/** The case's nearest cameras on its map (whichever of the map and the list comes last draws them). */
+function drawCameraMarkers() {
+  if (!detailMap || !S.detail) return;
+  detailMap.setMarkers("cameras", caseCameras(S.detail), {
+    render: (x) => cameraMarker(x, 1.1),
+    signature: (x) => cameraSignature(x),
+    onClick: openCameraViewer,
   });
 }
 
@@ -439,6 +504,7 @@ async function drawDetailMap(box, c) {
   const p = casePoint(c);
   if (p.lat === null) return;
   detailMap.centerOn(p.lon, p.lat, 15);
+  drawCameraMarkers();
   detailMap.setMarkers("case", [{ ...c, ...p }], { render: (x) => caseMarker(x, { size: 1.2 }) });
   if (S.config.features.nearest) {
     try {
@@ -839,7 +905,7 @@ function newCaseDialog(call = null) {
 
 // -- calls -------------------------------------------------------------------------------------
 
-const LIVE_CALLS = ["ringing", "queued", "answered"];
+const LIVE_CALLS = LIVE_CALL_STATES;
 
 async function loadCalls() {
   if (!S.config.features.hotline) {
@@ -849,7 +915,7 @@ async function loadCalls() {
   try {
     const r = await get("/api/v1/hotline/calls", { state: LIVE_CALLS.join(","), limit: 100 });
     const list = Array.isArray(r) ? r : r.calls || r.items || [];
-    S.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
+    S.live.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
     renderCalls();
   } catch (err) {
     toast(errorText(err), "error");
@@ -907,7 +973,7 @@ function historyOf(call) {
 
 function renderCalls() {
   const ul = document.getElementById("call-list");
-  const calls = [...S.calls.values()].sort(
+  const calls = [...S.live.calls.values()].sort(
     (a, b) => Number(b.ringing_user_id === S.user.id) - Number(a.ringing_user_id === S.user.id) || String(a.offered_at).localeCompare(String(b.offered_at)),
   );
   document.getElementById("call-count").textContent = calls.filter((c) => c.state !== "answered").length;
@@ -936,8 +1002,8 @@ function renderCalls() {
       const act = (path, body) => async () => {
         try {
           const r = await post(`/api/v1/hotline/calls/${call.id}/${path}`, body);
-          if (r && r.call) S.calls.set(String(call.id), { ...call, ...r.call });
-          if (r && r.state && !LIVE_CALLS.includes(r.state)) S.calls.delete(String(call.id));
+          if (r && r.call) S.live.calls.set(String(call.id), { ...call, ...r.call });
+          if (r && r.state && !LIVE_CALLS.includes(r.state)) S.live.calls.delete(String(call.id));
           loadCalls();
         } catch (err) {
           toast(errorText(err), "error");
@@ -1017,7 +1083,7 @@ async function answerWithVoice(call) {
     await S.voice.session.accept(r.answer);
     S.voice.status = "talking";
     const { answer: _answer, ...fresh } = r;
-    S.calls.set(String(call.id), { ...call, ...fresh });
+    S.live.calls.set(String(call.id), { ...call, ...fresh });
   } catch (err) {
     endVoice();
     toast(errorText(err), "error");
@@ -1186,7 +1252,7 @@ function voiceSection(c) {
       );
     })
     .catch(() => list.replaceChildren(h("span.muted", t("voice.no_recordings"))));
-  const canCall = S.user.role === "duty_officer";
+  const canCall = (c.allowed_actions || []).includes("call_out");
   return h(
     "section.d-section",
     h(
@@ -1206,7 +1272,7 @@ async function loadAlerts() {
   try {
     const r = await get("/api/v1/alerts");
     const list = Array.isArray(r) ? r : r.alerts || r.items || [];
-    S.alerts = new Map(list.map((a) => [String(a.id), a]));
+    S.live.alerts = new Map(list.map((a) => [String(a.id), a]));
   } catch {
     /* the board feed brings them too */
   }
@@ -1215,7 +1281,7 @@ async function loadAlerts() {
 
 function renderAlerts() {
   const panel = document.getElementById("alerts-panel");
-  const alerts = [...S.alerts.values()].filter((a) => !a.resolved_at);
+  const alerts = [...S.live.alerts.values()].filter((a) => !a.resolved_at);
   panel.hidden = !alerts.length;
   document.getElementById("alert-count").textContent = alerts.length;
   document.getElementById("alert-list").replaceChildren(
@@ -1224,7 +1290,7 @@ function renderAlerts() {
       const act = (fn) => async () => {
         try {
           await fn();
-          S.alerts.delete(String(a.id));
+          S.live.alerts.delete(String(a.id));
           renderAlerts();
         } catch (err) {
           toast(errorText(err), "error");
@@ -1253,34 +1319,26 @@ function renderAlerts() {
 // -- live --------------------------------------------------------------------------------------
 
 function onLive(msg) {
+  // The board's state is the one handler of the feed; the console adds its own effects.
+  const r = S.live.apply(msg);
   if (msg.type === "snapshot") {
     // The server's clock is known now: countdowns follow it.
     const old = document.querySelector(".d-deadline");
     const fresh = S.detail && deadlineText(S.detail);
     if (old && fresh) old.replaceWith(fresh);
-    const alerts = msg.sections && msg.sections.alerts;
-    if (Array.isArray(alerts)) {
-      S.alerts = new Map(alerts.map((a) => [String(a.id), a]));
-      renderAlerts();
-    }
-    const calls = msg.sections && msg.sections.calls;
-    if (calls) {
-      const list = Array.isArray(calls) ? calls : calls.live || calls.calls || [];
-      S.calls = new Map(list.filter((c) => LIVE_CALLS.includes(c.state)).map((c) => [String(c.id), c]));
-      renderCalls();
-    }
+    renderAlerts();
+    renderCalls();
     return;
   }
-  if (msg.type !== "change") return;
-  const data = msg.data || {};
-  if (msg.topic === "incident") {
-    const c = data.incident || data;
+  if (!r) return;
+  if (r.entity === "incident") {
+    const c = r.item;
     const i = S.items.findIndex((x) => String(x.id) === String(c.id));
     if (i >= 0) {
       S.items[i] = { ...S.items[i], ...c };
       S.fresh.add(String(c.id));
       renderList();
-    } else if (data.event === "created") {
+    } else if (r.reported) {
       S.newSinceLoad += 1;
       const pill = document.getElementById("new-pill");
       pill.textContent = t("console.new_cases", { n: S.newSinceLoad });
@@ -1288,22 +1346,14 @@ function onLive(msg) {
       if (c.priority === "P1") beep();
     }
     if (S.detail && String(S.detail.id) === String(c.id) && c.version !== S.detail.version) selectCase(c.id, { focusList: false });
-  } else if (msg.topic === "alert") {
-    const a = data.alert || data;
-    if (data.event === "resolved" || a.resolved_at) S.alerts.delete(String(a.id));
-    else {
-      if (!S.alerts.has(String(a.id))) beep();
-      S.alerts.set(String(a.id), a);
-    }
+  } else if (r.entity === "alert") {
+    if (r.kept && !r.previous) beep();
     renderAlerts();
-  } else if (msg.topic === "call") {
-    const call = data.call || data;
-    const known = S.calls.get(String(call.id));
-    if (LIVE_CALLS.includes(call.state)) {
-      // Rings here: this officer's console is the one the queue chose.
-      if (call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
-      S.calls.set(String(call.id), { ...(known || {}), ...call });
-    } else S.calls.delete(String(call.id));
+  } else if (r.entity === "call") {
+    const call = r.item;
+    const known = r.previous;
+    // Rings here: this officer's console is the one the queue chose.
+    if (r.kept && call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
     // The call is over, or went to another officer: the headset lets it go.
     // (A ring that was on its way while this console answered is not a transfer: only once talking.)
     const v = S.voice;

@@ -11,5 +11,5 @@ services ``callouts`` (calls out as records, the units' call lists) and ``record
 them, retention) take the service context.
 
 This package imports nothing of the hotline around it: the SIP side that drives it
-(``edge``, ``dialer``, ``announce``, ``console``, ``escalation``, ``voice_api``) lives one level up.
+(``edge``, ``dialer``, ``announce``, ``console``, ``escalation``, and the routes in ``api``) lives one level up.
 """

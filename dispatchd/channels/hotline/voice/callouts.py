@@ -2,9 +2,12 @@
 
 A service on the :class:`~dispatchd.context.Context`: it reads and writes PostgreSQL and raises
 :mod:`dispatchd.errors`; the SIP and media side lives in :mod:`dispatchd.channels.hotline.dialer`.
-Every change of a call out goes through :func:`record` (one place to hand over to the change
-recorder; :func:`close_own` ends them in bulk when the instance stops); 叫应 runs are claimed once
-per order in ``voice_escalations``.
+A call out is an entity of its own, ``callout``: its creation and every change (:func:`record`;
+:func:`close_own` when the instance stops; a recording deleted by the retention) write its row with
+the next version and are recorded (:mod:`dispatchd.store.changes`) in the same transaction, routed
+by the placing desk's unit. A change of a unit's call list is a change of the unit
+(:func:`dispatchd.units.service.record_change`). 叫应 runs are claimed once per order in
+``voice_escalations``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from dispatchd.context import Context
 from dispatchd.domain.hotlines import normalise_number
 from dispatchd.errors import Conflict, Invalid, NotFound
 from dispatchd.incidents.store import visibility_sql
+from dispatchd.store.changes import Actor, Change, bump
+from dispatchd.store.changes import record as record_change
 from dispatchd.store.orgs import unit_path
 from dispatchd.store.users import User
+from dispatchd.units.service import record_change as record_unit_change
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -33,12 +39,14 @@ __all__ = [
     "close_own",
     "create",
     "finish_escalation",
+    "forget_recordings",
     "get",
     "list_for_incident",
     "record",
     "set_call_list",
 ]
 
+ENTITY: Final = "callout"
 KINDS: Final = ("callback", "department", "escalation")
 LIVE: Final = ("dialling", "ringing", "answered")
 AWAITING_ACCEPT: Final = ("pending", "delivered")
@@ -123,43 +131,64 @@ async def create(
                 fields={"number": ("必填", "is required")},
             )
         dialled = _number(ctx, number, area_code)
-        row = await conn.fetchrow(
-            "INSERT INTO voice_callouts (kind, number, org_code, org_path, incident_id, order_id, officer_id,"
-            " callee_id, instance_id, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'dialling', $10)"
-            " RETURNING *",
-            kind,
-            dialled,
-            org,
-            unit_path(ctx.orgs, org),
-            incident_id,
-            order_id,
-            officer.id if officer is not None else None,
-            callee_id,
-            ctx.instance_id,
-            ctx.clock.now(),
-        )
-    assert row is not None
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO voice_callouts (kind, number, org_code, org_path, incident_id, order_id, officer_id,"
+                " callee_id, instance_id, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'dialling', $10)"
+                " RETURNING *",
+                kind,
+                dialled,
+                org,
+                unit_path(ctx.orgs, org),
+                incident_id,
+                order_id,
+                officer.id if officer is not None else None,
+                callee_id,
+                ctx.instance_id,
+                ctx.clock.now(),
+            )
+            assert row is not None
+            who = Actor.of(officer, "escalation" if kind == "escalation" else "system")
+            await record_change(
+                conn,
+                Change.of(ENTITY, row, "created", callout_json(row), who, ctx.clock.now(), detail={"kind": kind}),
+            )
     log.info("callout_created", callout_id=row["id"], kind=kind, phone=dialled, incident_id=incident_id)
     return callout_json(row)
 
 
-async def record(ctx: Context, callout_id: int, event: str, **columns: Any) -> dict[str, Any]:
-    """One change of a call out (``event``: ringing, answered, ended, failed, …): its columns and version.
-
-    The one place calls out are written after their creation; the change recorder takes it over.
-    """
-    names = list(columns)
-    sets = ", ".join(f"{name} = ${i + 2}" for i, name in enumerate(names))
-    async with ctx.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            f"UPDATE voice_callouts SET {sets}{', ' if sets else ''}version = version + 1 WHERE id = $1 RETURNING *",
-            callout_id,
-            *columns.values(),
-        )
-    if row is None:
-        raise NotFound("外呼不存在", "call out not found")
-    log.info("callout_" + event, callout_id=callout_id, state=row["state"], result=row["result"])
+async def record(
+    ctx: Context, callout_id: int, action: str, actor: User | None = None, **columns: Any
+) -> dict[str, Any]:
+    """One change of a call out (``action``: dialled, ringing, answered, ended, failed): its columns
+    and next version, recorded in the same transaction (``actor``: the officer, else the system)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow("SELECT state FROM voice_callouts WHERE id = $1 FOR UPDATE", callout_id)
+        if before is None:
+            raise NotFound("外呼不存在", "call out not found")
+        row = await _changed(ctx, conn, callout_id, action, Actor.of(actor), before["state"], columns)
+    log.info("callout_" + action, callout_id=callout_id, state=row["state"], result=row["result"])
     return callout_json(row)
+
+
+async def _changed(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    callout_id: int,
+    action: str,
+    actor: Actor,
+    from_state: str | None,
+    columns: Mapping[str, Any],
+    detail: Mapping[str, Any] | None = None,
+    publish: bool = True,
+) -> asyncpg.Record:
+    """Write a call out's columns and next version, and record the change, in the caller's transaction."""
+    row = await bump(conn, ENTITY, callout_id, columns)
+    change = Change.of(
+        ENTITY, row, action, callout_json(row), actor, ctx.clock.now(), from_state=from_state, detail=detail
+    )
+    await record_change(conn, change, publish=publish)
+    return row
 
 
 async def get(ctx: Context, callout_id: int, user: User | None) -> asyncpg.Record:
@@ -235,13 +264,7 @@ async def set_call_list(
             "INSERT INTO unit_call_lists (unit_id, position, user_id, phone) VALUES ($1, $2, $3, $4)",
             [(unit_id, *row) for row in rows],
         )
-        await conn.execute(
-            "INSERT INTO unit_events (unit_id, at, actor, action, details) VALUES ($1, $2, $3, 'call_list', $4)",
-            unit_id,
-            ctx.clock.now(),
-            user.username,
-            {"entries": len(rows)},
-        )
+        await record_unit_change(ctx, conn, unit_id, "call_list", user, {"entries": len(rows)})
     return await call_list(ctx, unit_id, user)
 
 
@@ -305,21 +328,51 @@ def refuse_when_busy(state: str) -> None:
 
 async def close_own(ctx: Context, reason: str = "shutdown") -> int:
     """This instance stops: its calls out still live end (answered ones ``ended``, the others
-    ``failed``) and its 叫应 runs stop. Returns how many calls out were closed."""
+    ``failed``), each change recorded, and its 叫应 runs stop. Returns how many calls out were closed."""
     now = ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "UPDATE voice_callouts SET state = CASE WHEN state = 'answered' THEN 'ended' ELSE 'failed' END,"
-            " result = COALESCE(result, $3), ended_at = $2, version = version + 1"
-            " WHERE instance_id = $1 AND state = ANY($4) RETURNING id",
+            "SELECT id, state, result FROM voice_callouts WHERE instance_id = $1 AND state = ANY($2) FOR UPDATE",
             ctx.instance_id,
-            now,
-            reason,
             list(LIVE),
         )
+        for row in rows:
+            state = "ended" if row["state"] == "answered" else "failed"
+            await _changed(
+                ctx,
+                conn,
+                row["id"],
+                state,
+                Actor(None, "system"),
+                row["state"],
+                {"state": state, "result": row["result"] or reason, "ended_at": now},
+                detail={"reason": reason},
+            )
         await conn.execute(
             "UPDATE voice_escalations SET state = 'stopped', finished_at = $2 WHERE instance_id = $1 AND state = 'calling'",
             ctx.instance_id,
             now,
         )
+    return len(rows)
+
+
+async def forget_recordings(ctx: Context, prefix: str) -> int:
+    """The retention deleted the recordings under ``prefix`` (a day folder): the calls out that had
+    one no longer do, each change recorded (audit only: no board shows old calls out)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, state FROM voice_callouts WHERE recording LIKE $1 || '%' ORDER BY id FOR UPDATE", prefix
+        )
+        for row in rows:
+            await _changed(
+                ctx,
+                conn,
+                row["id"],
+                "recording_deleted",
+                Actor(None, "retention"),
+                row["state"],
+                {"recording": None},
+                detail={"days": ctx.settings.voice.recording_days},
+                publish=False,
+            )
     return len(rows)

@@ -7,20 +7,23 @@ the case a call is linked to (the case's own rule, :func:`dispatchd.incidents.st
 hears that call — the department handling it, the grid worker who reported it.
 
 Recordings older than ``[voice] recording_days`` are deleted, a day folder at a time, and the calls
-lose their ``recording`` (one UPDATE; no audit of its own: it is the retention rule applied).
+and calls out lose their ``recording``: each of them a change recorded (action
+``recording_deleted``, in the audit log only). The calls are the hotline's, around this package, so
+:func:`purge` is handed the function that forgets theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
+from dispatchd.channels.hotline.voice import callouts
 from dispatchd.context import Context
 from dispatchd.errors import NotFound
 from dispatchd.incidents.store import visibility_sql
@@ -28,10 +31,13 @@ from dispatchd.store.users import User
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["SIDES", "keep_purging", "may_hear", "of_case", "purge", "recording_file"]
+__all__ = ["SIDES", "Forget", "keep_purging", "may_hear", "of_case", "purge", "recording_file"]
 
 SIDES: Final = ("caller", "officer")
 HOTLINE_ROLES: Final = ("duty_officer", "leader")
+# Forgets the recordings under a folder prefix ("recordings/20260101/") and records each change;
+# returns how many rows lost theirs.
+Forget = Callable[[Context, str], Awaitable[int]]
 
 
 async def may_hear(ctx: Context, user: User, row: Mapping[str, Any]) -> bool:
@@ -63,8 +69,9 @@ def recording_file(data_dir: Path, stored: str | None, side: str | None) -> Path
     return path
 
 
-async def purge(ctx: Context, now: datetime) -> int:
-    """Delete the day folders older than ``[voice] recording_days``; returns how many."""
+async def purge(ctx: Context, now: datetime, forget_calls: Forget) -> int:
+    """Delete the day folders older than ``[voice] recording_days``; returns how many. The calls
+    (``forget_calls``) and calls out of each lose their recording before its files go."""
     days = ctx.settings.voice.recording_days
     if days <= 0:
         return 0
@@ -76,7 +83,9 @@ async def purge(ctx: Context, now: datetime) -> int:
     for day in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and len(p.name) == 8):
         if day.name >= cutoff:
             break
-        await _forget(ctx, f"recordings/{day.name}/")
+        prefix = f"recordings/{day.name}/"
+        await forget_calls(ctx, prefix)
+        await callouts.forget_recordings(ctx, prefix)
         shutil.rmtree(day, ignore_errors=True)
         removed += 1
         log.info("recordings_purged", day=day.name, kept_days=days)
@@ -122,22 +131,13 @@ async def of_case(ctx: Context, incident_id: int, user: User) -> list[dict[str, 
     return [{**item, "at": item["at"].isoformat() if item["at"] else None} for item in items]
 
 
-async def keep_purging(ctx: Context, interval: float = 3600.0) -> None:
+async def keep_purging(ctx: Context, forget_calls: Forget, interval: float = 3600.0) -> None:
     """:func:`purge` now and every ``interval`` seconds, until cancelled."""
     while True:
         try:
-            await purge(ctx, ctx.clock.now())
+            await purge(ctx, ctx.clock.now(), forget_calls)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("recordings_purge_failed")
         await asyncio.sleep(interval)
-
-
-async def _forget(ctx: Context, prefix: str) -> None:
-    """The calls and calls out whose recording was in the folder no longer have one."""
-    async with ctx.pool.acquire() as conn:
-        await conn.execute("UPDATE hotline_calls SET recording = NULL WHERE recording LIKE $1 || '%'", prefix)
-        await conn.execute(
-            "UPDATE voice_callouts SET recording = NULL WHERE recording LIKE $1 || '%'", prefix
-        )

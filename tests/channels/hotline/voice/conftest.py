@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from dispatchd.channels.hotline.appkeys import SIP_PORTS
+from dispatchd.channels.hotline.slots import SIP_PORTS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import AppFactory
 
 
@@ -20,7 +21,7 @@ async def voice_client(make_client: AppFactory) -> TestClient[Any, Any]:
 
 
 def sip_port(client: TestClient[Any, Any]) -> int:
-    ports: dict[str, int] = client.server.app[SIP_PORTS]
+    ports: dict[str, int] = client.server.app[CTX][SIP_PORTS]
     return ports["udp"]
 
 

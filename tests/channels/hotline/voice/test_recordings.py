@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from dispatchd.channels.hotline import calls
 from dispatchd.channels.hotline.voice import recordings, tones, wav
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
@@ -22,7 +23,8 @@ async def test_both_sides_per_side_files_and_who_may_hear_them(
 ) -> None:
     """With record_legs on, the caller's file holds only 440 Hz and the officer's only 1,000 Hz while
     the mix holds both; a township user may hear it once the call's case lies in their township, one
-    of another township may not; recordings older than recording_days are deleted."""
+    of another township may not; recordings older than recording_days are deleted, and that is
+    recorded in the call's timeline."""
     client: TestClient[Any, Any] = await make_client(video_host_addresses="127.0.0.1", voice_record_legs=True)
     officer = await make_user("duty_officer", COUNTY)
     local = await make_user("grid_worker", TOWN)
@@ -90,10 +92,11 @@ async def test_both_sides_per_side_files_and_who_may_hear_them(
     assert (await fetch(officer, "nobody"))[0] == 404
 
     ctx = client.server.app[CTX]
-    assert await recordings.purge(ctx, clock.now()) == 0
+    assert await recordings.purge(ctx, clock.now(), calls.forget_recordings) == 0
     clock.advance(timedelta(days=ctx.settings.voice.recording_days + 1))
-    assert await recordings.purge(ctx, clock.now()) == 1
+    assert await recordings.purge(ctx, clock.now(), calls.forget_recordings) == 1
     later = await make_user("duty_officer", COUNTY)  # the first officer's token has long expired
-    assert (await fetch(later))[0] == 404 and (await call_state(client, later.headers, call["id"]))[
-        "recording"
-    ] is False
+    after = await call_state(client, later.headers, call["id"])
+    assert (await fetch(later))[0] == 404 and after["recording"] is False
+    deleted = [e for e in after["timeline"] if e["action"] == "recording_deleted"]
+    assert len(deleted) == 1 and deleted[0]["actor_name"] == "retention"  # the retention is recorded

@@ -1,12 +1,10 @@
-"""Application keys of the hotline capability."""
+"""Typed slots of the hotline capability on the service context."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
-
-from aiohttp import web
 
 from dispatchd.channels.hotline.dialer import Dialer
 from dispatchd.channels.hotline.presence import Presence
@@ -61,14 +59,14 @@ class SipRuntime:
 
 
 # The routing of dialled numbers (config/hotlines.toml).
-HOTLINES = web.AppKey("hotline_directory", HotlineDirectory)
+HOTLINES = Slot[HotlineDirectory]("hotline_directory")
 # Duty officers present and available, longest idle first.
-PRESENCE = web.AppKey("hotline_presence", Presence)
+PRESENCE = Slot[Presence]("hotline_presence")
 # This instance's SIP edge (``edge`` is None when the SIP port could not be bound here).
-SIP = web.AppKey("sip", SipRuntime)
+SIP = Slot[SipRuntime]("sip")
 # The ports the SIP edge really bound: {"udp": 5060, "tcp": 5060} (tests bind port 0); empty
 # until it started, or when this instance runs without SIP intake. The same dict as SIP's ports.
-SIP_PORTS = web.AppKey("sip_ports", dict[str, int])
+SIP_PORTS = Slot[dict[str, int]]("sip_ports")
 
 # 叫应: how a squad member's acceptance of an order is recorded — the squad app's own accept
 # (dispatchd.live.orders.accept), registered by the live capability, so the hotline does not import it.

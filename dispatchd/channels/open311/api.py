@@ -26,6 +26,7 @@ HTTP status as code (404 unknown resources, 403 api_key, 400 anything else), one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -39,15 +40,20 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from dispatchd.channels.reports import service as reports
-from dispatchd.domain.incident import STATE_NAMES, State
+from dispatchd.channels.reports.api import idempotency_key
+from dispatchd.clock import LOCAL_TZ
+from dispatchd.context import Context
+from dispatchd.domain.incident import OPEN_STATES, STATE_NAMES, State
 from dispatchd.domain.taxonomy import Category
+from dispatchd.errors import DomainError
 from dispatchd.incidents import service as cases
-from dispatchd.incidents.service import LOCAL_TZ
+from dispatchd.incidents.query import CREATED_NEWEST_FIRST, CaseQuery, find
 from dispatchd.store.apikeys import ApiKey, find_api_key
-from dispatchd.web.appkeys import CLOCK, METRICS, ORGS, POOL, SETTINGS, TAXONOMY
-from dispatchd.web.errors import ApiError, request_language
-from dispatchd.web.routing import ApiRoute
-from dispatchd.web.validate import Field
+from dispatchd.store.changes import trails
+from dispatchd.validate import Field
+from dispatchd.web.appkeys import CTX
+from dispatchd.web.errors import ApiError, from_domain, request_language
+from dispatchd.web.routing import ApiRoute, add_routes
 
 log = structlog.get_logger("dispatchd.open311")
 
@@ -55,7 +61,6 @@ TAG: Final = "open311"
 CHANNEL: Final = "open311"
 BASE: Final = "/open311/v2"
 WINGS: Final = ("incident", "hazard")
-CLOSED_STATES: Final = frozenset({State.closed, State.evaluated, State.rejected, State.merged})
 SUBCATEGORY: Final = "subcategory"
 _FORMAT: Final = "{fmt:(?:json|xml)}"
 _ATTRIBUTE: Final = re.compile(r"^attribute\[([^\]\[]{1,64})\](\[\])?$")
@@ -138,11 +143,14 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.Re
     async def wrapped(request: web.Request) -> web.Response:
         fmt = request.match_info.get("fmt", "json")
         try:
-            return await handler(request, fmt)
+            try:
+                return await handler(request, fmt)
+            except DomainError as refusal:
+                raise from_domain(refusal) from None
         except ApiError as exc:
             if exc.status >= 500:
                 raise
-            request.app[METRICS].rejected_input.labels(CHANNEL).inc()
+            request.app[CTX].metrics.rejected_input.labels(CHANNEL).inc()
             return render(fmt, "errors", errors_of(exc, request_language(request)), status=exc.status)
 
     wrapped.__name__ = f"open311_{handler.__name__}"
@@ -182,17 +190,17 @@ async def get_discovery(request: web.Request, fmt: str) -> web.Response:
 # -- services -------------------------------------------------------------------------------------
 
 
-def offered(app: web.Application) -> list[Category]:
+def offered(ctx: Context) -> list[Category]:
     """The categories offered as Open311 services, in taxonomy order."""
-    return [c for c in app[TAXONOMY].categories.values() if c.wing in WINGS]
+    return [c for c in ctx.taxonomy.categories.values() if c.wing in WINGS]
 
 
 def _name(category: Category, lang: str) -> str:
     return category.name_en if lang == "en" else category.name
 
 
-def service_json(app: web.Application, category: Category, lang: str) -> dict[str, Any]:
-    taxonomy = app[TAXONOMY]
+def service_json(ctx: Context, category: Category, lang: str) -> dict[str, Any]:
+    taxonomy = ctx.taxonomy
     parent = taxonomy.categories.get(category.parent) if category.parent else None
     if parent is not None:
         group = _name(parent, lang)
@@ -212,8 +220,8 @@ def service_json(app: web.Application, category: Category, lang: str) -> dict[st
     }
 
 
-def definition_json(app: web.Application, category: Category, lang: str) -> dict[str, Any]:
-    taxonomy = app[TAXONOMY]
+def definition_json(ctx: Context, category: Category, lang: str) -> dict[str, Any]:
+    taxonomy = ctx.taxonomy
     attributes: list[dict[str, Any]] = []
     if category.children:
         attributes.append(
@@ -236,8 +244,8 @@ def definition_json(app: web.Application, category: Category, lang: str) -> dict
     return {"service_code": category.code, "attributes": attributes}
 
 
-def _service(app: web.Application, code: str) -> Category:
-    category = app[TAXONOMY].categories.get(code)
+def _service(ctx: Context, code: str) -> Category:
+    category = ctx.taxonomy.categories.get(code)
     if category is None or category.wing not in WINGS:
         raise _error(404, f"服务 {code} 不存在", f"service_code {code} was not found", "service_code")
     return category
@@ -247,15 +255,15 @@ async def get_services(request: web.Request, fmt: str) -> web.Response:
     await _read_access(request)
     _jurisdiction(request, request.query.get("jurisdiction_id"), None)
     lang = request_language(request)
-    return render(fmt, "services", [service_json(request.app, c, lang) for c in offered(request.app)])
+    return render(fmt, "services", [service_json(request.app[CTX], c, lang) for c in offered(request.app[CTX])])
 
 
 async def get_service(request: web.Request, fmt: str) -> web.Response:
     await _read_access(request)
     _jurisdiction(request, request.query.get("jurisdiction_id"), None)
-    category = _service(request.app, request.match_info["code"])
+    category = _service(request.app[CTX], request.match_info["code"])
     return render(
-        fmt, "service_definition", definition_json(request.app, category, request_language(request))
+        fmt, "service_definition", definition_json(request.app[CTX], category, request_language(request))
     )
 
 
@@ -266,7 +274,7 @@ async def _api_key(request: web.Request, form: Mapping[str, str] | None = None) 
     value = (form or {}).get("api_key") or request.query.get("api_key")
     if not value:
         return None
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[CTX].pool.acquire() as conn:
         key = await find_api_key(conn, value)
     if key is None:
         raise _error(403, "api_key 无效", "invalid api_key", "api_key")
@@ -275,14 +283,14 @@ async def _api_key(request: web.Request, form: Mapping[str, str] | None = None) 
 
 async def _read_access(request: web.Request) -> ApiKey | None:
     key = await _api_key(request)
-    if key is None and not request.app[SETTINGS].reports.open311_public:
+    if key is None and not request.app[CTX].settings.reports.open311_public:
         raise _error(403, "需要 api_key", "api_key is required", "api_key")
     return key
 
 
 def _jurisdiction(request: web.Request, given: str | None, key: ApiKey | None) -> str | None:
     """The unit a call is limited to: ``jurisdiction_id`` (within the key's unit), else the key's."""
-    tree = request.app[ORGS]
+    tree = request.app[CTX].orgs
     if given:
         if given not in tree:
             raise _error(
@@ -355,9 +363,9 @@ def _float(
     return value
 
 
-def _owner_for(app: web.Application, unit: str) -> str:
+def _owner_for(ctx: Context, unit: str) -> str:
     """Who owns a request without a grid: the township of ``unit``, or ``unit`` above township level."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     if tree.level_of(unit) in ("township", "community", "grid"):
         return tree.ancestor_at(unit, "township") or unit
     return unit
@@ -379,7 +387,7 @@ async def _form(request: web.Request) -> MultiDict[str]:
 
 
 async def post_request(request: web.Request, fmt: str) -> web.Response:
-    app = request.app
+    ctx = request.app[CTX]
     form = await _form(request)
     key = await _api_key(request, form)
     if key is None:
@@ -396,7 +404,7 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     code = (form.get("service_code") or "").strip()
     if not code:
         raise _error(400, "缺少 service_code", "service_code was not provided", "service_code")
-    category = _service(app, code)
+    category = _service(ctx, code)
     attributes = {m.group(1): value for name, value in form.items() if (m := _ATTRIBUTE.match(name))}
     sub = (attributes.get(SUBCATEGORY) or "").strip()
     if sub:
@@ -406,7 +414,7 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
                 f"is not a sub-category of {code}",
             )
         else:
-            category = app[TAXONOMY].categories[sub]
+            category = ctx.taxonomy.categories[sub]
     lat = _float(form, "lat", -90, 90, errors)
     lon = _float(form, "long", -180, 180, errors)
     if (lat is None) != (lon is None) and "lat" not in errors and "long" not in errors:
@@ -424,8 +432,8 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     email = (form.get("email") or "").strip() or None
     if email is not None and "@" not in email:
         errors["email"] = ("电子邮件地址无效", "not an email address")
-    grid = cases.app_locate(app, lat, lon)
-    if grid is not None and not app[ORGS].is_within(grid, jurisdiction):
+    grid = cases.app_locate(ctx, lat, lon)
+    if grid is not None and not ctx.orgs.is_within(grid, jurisdiction):
         errors["lat"] = (
             f"位置不在 {jurisdiction} 的管辖范围内",
             f"the location lies outside jurisdiction {jurisdiction}",
@@ -452,12 +460,12 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     if address is None and address_id is not None:
         address = f"address_id {address_id}"
     account_id = contact.get("account_id")
-    idem = reports.idempotency_key(request, required=False)
+    idem = idempotency_key(request, required=False)
     canonical = {name: value for name, value in form.items() if name != "api_key"}
 
     async def work(conn: asyncpg.Connection) -> tuple[int, Any, int | None]:
         case = await cases.create_incident(
-            app,
+            ctx,
             category=category.code,
             description=description,
             channel=CHANNEL,
@@ -466,18 +474,18 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
             address=address,
             caller=(form.get("phone") or "").strip() or None,
             attachments=[media_url] if media_url else (),
-            owner_unit=None if grid is not None else _owner_for(app, jurisdiction),
+            owner_unit=None if grid is not None else _owner_for(ctx, jurisdiction),
             extra=extra,
             conn=conn,
         )
-        notice = _notice(app, case)
+        notice = _notice(ctx, case)
         body = [{"service_request_id": case["number"], "service_notice": notice, "account_id": account_id}]
         return 201, body, case["id"]
 
     outcome = await reports.once(
-        app, scope=f"apikey:{key.id}", key=idem, fingerprint=reports.fingerprint(canonical), work=work
+        ctx, scope=f"apikey:{key.id}", key=idem, fingerprint=reports.fingerprint(canonical), work=work
     )
-    app[METRICS].reports.labels("open311").inc()
+    ctx.metrics.reports.labels("open311").inc()
     body = json.loads(outcome.body)
     number = body[0]["service_request_id"]
     log.info("open311_request", incident_id=outcome.incident_id, api_key=key.name, replayed=outcome.replayed)
@@ -493,10 +501,10 @@ async def post_request(request: web.Request, fmt: str) -> web.Response:
     )
 
 
-def _notice(app: web.Application, case: Mapping[str, Any]) -> dict[str, str]:
+def _notice(ctx: Context, case: Mapping[str, Any]) -> dict[str, str]:
     """What happens next: who received it and by when it is to be accepted."""
     owner = case["owner"] or {"name": case["owner_unit"], "name_en": case["owner_unit"]}
-    limit = app[TAXONOMY].limit(case["category"], case["priority"], "accept")
+    limit = ctx.taxonomy.limit(case["category"], case["priority"], "accept")
     hours = limit.total_seconds() / 3600
     return {
         "zh-CN": f"已转至{owner['name']}，案件编号 {case['number']}，将在 {hours:g} 小时内受理",
@@ -555,17 +563,17 @@ def _status_notes(
 
 
 def request_json(
-    app: web.Application,
+    ctx: Context,
     row: Mapping[str, Any],
     last: Mapping[str, Any] | None,
     number_of: Mapping[int, str],
     lang: str,
 ) -> dict[str, Any]:
     """A case as an Open311 service request: what the public may know, nothing personal."""
-    tree, taxonomy = app[ORGS], app[TAXONOMY]
+    tree, taxonomy = ctx.orgs, ctx.taxonomy
     category = taxonomy.categories.get(row["category"])
     state = State(row["state"])
-    closed = state in CLOSED_STATES
+    closed = state not in OPEN_STATES
     if row["lead_department"] and row["lead_department"] in tree.departments:
         dept = tree.departments[row["lead_department"]]
         agency = dept.name_en if lang == "en" else dept.name
@@ -615,15 +623,11 @@ def request_json(
 
 
 async def _requests_json(
-    app: web.Application, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], lang: str
+    ctx: Context, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record], lang: str
 ) -> list[dict[str, Any]]:
     ids = [r["id"] for r in rows]
-    last_rows = await conn.fetch(
-        "SELECT DISTINCT ON (incident_id) incident_id, note, data FROM incident_events"
-        " WHERE incident_id = ANY($1::bigint[]) AND action = 'reject' ORDER BY incident_id, id DESC",
-        ids,
-    )
-    last = {r["incident_id"]: r for r in last_rows}
+    # The last rejection of each (its reason is the status note).
+    last = {int(r["entity_id"]): r for r in await trails(conn, "incident", ids) if r["action"] == "reject"}
     targets = [r["merged_into"] for r in rows if r["merged_into"] is not None]
     number_of: dict[int, str] = {}
     if targets:
@@ -633,79 +637,63 @@ async def _requests_json(
                 "SELECT id, number FROM incidents WHERE id = ANY($1::bigint[])", targets
             )
         }
-    return [request_json(app, r, last.get(r["id"]), number_of, lang) for r in rows]
+    return [request_json(ctx, r, last.get(r["id"]), number_of, lang) for r in rows]
 
 
-def _scope_sql(jurisdiction: str | None, args: list[Any]) -> str:
-    clause = "i.channel = 'open311'"
-    if jurisdiction is not None:
-        args.append(jurisdiction)
-        n = len(args)
-        clause += f" AND (i.org_path @> ARRAY[${n}]::text[] OR i.place_path @> ARRAY[${n}]::text[])"
-    return clause
+def _scope(jurisdiction: str | None) -> CaseQuery:
+    """Requests filed through Open311, within ``jurisdiction`` when one is given."""
+    return CaseQuery(first_channel=CHANNEL, unit=jurisdiction, limit=None)
 
 
 async def get_requests(request: web.Request, fmt: str) -> web.Response:
-    app = request.app
-    settings = app[SETTINGS].reports
+    ctx = request.app[CTX]
+    settings = ctx.settings.reports
     key = await _read_access(request)
     jurisdiction = _jurisdiction(request, request.query.get("jurisdiction_id"), key)
-    args: list[Any] = []
-    clauses = [_scope_sql(jurisdiction, args)]
+    query = _scope(jurisdiction)
     ids = _csv(request.query.get("service_request_id"))
     if ids:
         # The spec: a list of ids overrides every other argument.
-        args.append(ids[: settings.open311_max_requests])
-        clauses.append(f"i.number = ANY(${len(args)}::text[])")
+        query = dataclasses.replace(query, numbers=tuple(ids[: settings.open311_max_requests]))
     else:
-        codes = _csv(request.query.get("service_code"))
-        if codes:
-            args.append(codes)
-            n = len(args)
-            clauses.append(
-                f"(i.category = ANY(${n}::text[]) OR EXISTS (SELECT 1 FROM unnest(${n}::text[]) AS c(code)"
-                " WHERE i.category LIKE c.code || '.%'))"
-            )
         statuses = _csv(request.query.get("status"))
         bad = [s for s in statuses if s not in ("open", "closed")]
         if bad:
             raise _error(400, "status 应为 open 或 closed", "status must be open or closed", "status")
-        if statuses and set(statuses) != {"open", "closed"}:
-            closed_list = "'closed', 'evaluated', 'rejected', 'merged'"
-            clauses.append(f"i.state {'' if statuses == ['closed'] else 'NOT '}IN ({closed_list})")
         end = _when(request.query.get("end_date"), "end_date")
         start = _when(request.query.get("start_date"), "start_date")
         days = timedelta(days=settings.open311_default_days)
         if end is None:
-            end = start + days if start is not None else app[CLOCK].now()
+            end = start + days if start is not None else ctx.clock.now()
         if start is None:
             start = end - days
         if start > end:
             raise _error(
                 400, "start_date 须早于 end_date", "start_date must be before end_date", "start_date"
             )
-        args += [start, end]
-        clauses.append(f"i.created_at BETWEEN ${len(args) - 1} AND ${len(args)}")
-    args.append(settings.open311_max_requests)
-    sql = (
-        f"SELECT i.* FROM incidents i WHERE {' AND '.join(clauses)}"
-        f" ORDER BY i.created_at DESC, i.id DESC LIMIT ${len(args)}"
-    )
-    async with app[POOL].acquire() as conn:
-        rows = await conn.fetch(sql, *args)
-        body = await _requests_json(app, conn, rows, request_language(request))
+        query = dataclasses.replace(
+            query,
+            categories=tuple(_csv(request.query.get("service_code"))),
+            open=None if set(statuses) in (set(), {"open", "closed"}) else statuses == ["open"],
+            created_from=start,
+            created_to=end + timedelta(microseconds=1),  # the spec's end_date is inclusive
+        )
+    query = dataclasses.replace(query, order=CREATED_NEWEST_FIRST, limit=settings.open311_max_requests)
+    async with ctx.pool.acquire() as conn:
+        rows, _ = await find(conn, query)
+        body = await _requests_json(ctx, conn, rows, request_language(request))
     return render(fmt, "service_requests", body)
 
 
 async def get_request(request: web.Request, fmt: str) -> web.Response:
-    app = request.app
+    ctx = request.app[CTX]
     key = await _read_access(request)
     jurisdiction = _jurisdiction(request, request.query.get("jurisdiction_id"), key)
     wanted = request.match_info["id"]
-    args: list[Any] = [wanted]
-    sql = f"SELECT i.* FROM incidents i WHERE i.number = $1 AND {_scope_sql(jurisdiction, args)}"
-    async with app[POOL].acquire() as conn:
-        row = await conn.fetchrow(sql, *args)
+    query = dataclasses.replace(_scope(jurisdiction), numbers=(wanted,))
+    async with ctx.pool.acquire() as conn:
+        rows, _ = await find(conn, query)
+        row = rows[0] if rows else None
         if row is None:
             raise _error(
                 404,
@@ -713,7 +701,7 @@ async def get_request(request: web.Request, fmt: str) -> web.Response:
                 f"service_request_id {wanted} was not found",
                 "service_request_id",
             )
-        body = await _requests_json(app, conn, [row], request_language(request))
+        body = await _requests_json(ctx, conn, [row], request_language(request))
     return render(fmt, "service_requests", body)
 
 
@@ -787,3 +775,7 @@ ROUTES: Final[list[ApiRoute]] = [
         responses=_RESPONSES,
     ),
 ]
+
+
+def setup(app: web.Application) -> None:
+    add_routes(app, ROUTES)

@@ -22,7 +22,6 @@ from datetime import datetime
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from dispatchd.channels.gps.jt808 import (
     FrameSplitter,
@@ -38,13 +37,13 @@ from dispatchd.channels.gps.jt808 import (
     satellites_item,
     signal_strength_item,
 )
+from dispatchd.context import Context
 from dispatchd.domain.geo import haversine_m, initial_bearing_deg
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.tasks import stop_tasks
 from dispatchd.units import service
-from dispatchd.units.appkeys import DEVICES, GPS_PORTS
 from dispatchd.units.devices import new_secret
-from dispatchd.web.appkeys import CLOCK, ORGS, POOL, SETTINGS
+from dispatchd.units.slots import DEVICES, GPS_PORTS
 
 log = structlog.get_logger("dispatchd.demo.squads")
 
@@ -138,9 +137,9 @@ class DemoSquad:
     extras: dict[str, float] = field(default_factory=dict)
 
 
-async def ensure_squads(app: web.Application) -> list[DemoSquad]:
+async def ensure_squads(ctx: Context) -> list[DemoSquad]:
     """Create the demo units and devices that do not exist; give every device a fresh secret."""
-    tree = app[ORGS]
+    tree = ctx.orgs
     by_name = {u.name: u.code for u in tree.units.values() if u.level == "township"}
     squads: list[DemoSquad] = []
     for index, (township_name, name, kind, protocol) in enumerate(DEMO_SQUADS):
@@ -150,7 +149,7 @@ async def ensure_squads(app: web.Application) -> list[DemoSquad]:
         graph = street_graph(tree, township)
         if not graph:
             continue
-        async with app[POOL].acquire() as conn:
+        async with ctx.pool.acquire() as conn:
             unit_id = await conn.fetchval(
                 "SELECT id FROM squad_units WHERE name = $1 AND org_code = $2 ORDER BY id LIMIT 1",
                 name,
@@ -158,15 +157,15 @@ async def ensure_squads(app: web.Application) -> list[DemoSquad]:
             )
         if unit_id is None:
             unit_id = int(
-                (await service.create_unit(app, name=name, kind=kind, org=township, actor="demo"))["id"]
+                (await service.create_unit(ctx, name=name, kind=kind, org=township, actor="demo"))["id"]
             )
         identifier = f"1330577{index:04d}" if protocol == "jt808" else f"demo-{township}-{index:02d}"
         secret = new_secret(protocol)
-        device = await app[DEVICES].find(protocol, identifier)
+        device = await ctx[DEVICES].find(protocol, identifier)
         if device is None:
-            await service.register_device(app, unit_id, protocol, identifier, "demo", secret=secret)
+            await service.register_device(ctx, unit_id, protocol, identifier, "demo", secret=secret)
         else:
-            await app[DEVICES].set_secret(device, secret)
+            await ctx[DEVICES].set_secret(device, secret)
         rng = random.Random(name)
         squads.append(
             DemoSquad(unit_id, name, kind, protocol, identifier, secret, Walker(graph, rng, PATROL_KMH[kind]))
@@ -174,19 +173,19 @@ async def ensure_squads(app: web.Application) -> list[DemoSquad]:
     return squads
 
 
-async def _join_squad_account(app: web.Application, squads: Sequence[DemoSquad]) -> bool:
+async def _join_squad_account(ctx: Context, squads: Sequence[DemoSquad]) -> bool:
     """Put the demo squad member (account ``squad``) in the first team; False until the account exists."""
     team = next((s for s in squads if s.kind == "team"), None)
     if team is None:
         return True
-    async with app[POOL].acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         user = await conn.fetchval("SELECT id FROM users WHERE username = 'squad'")
         if user is None:
             return False
         member = await conn.fetchval("SELECT 1 FROM unit_members WHERE user_id = $1", user)
     if member is None:
-        everything = frozenset(app[ORGS].units)
-        await service.add_member(app, team.unit_id, "squad", "demo", visible=everything)
+        everything = frozenset(ctx.orgs.units)
+        await service.add_member(ctx, team.unit_id, "squad", "demo", visible=everything)
     return True
 
 
@@ -197,16 +196,16 @@ def _pace(speed: float, protocol: str, kmh: float) -> tuple[float, float]:
     return real, min(kmh * simulated / real, MAX_APPARENT_KMH)
 
 
-def _host(app: web.Application, host: str) -> str:
-    host = host or app[SETTINGS].http.host
+def _host(ctx: Context, host: str) -> str:
+    host = host or ctx.settings.http.host
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 async def run_osmand_phone(
-    app: web.Application, http: aiohttp.ClientSession, squad: DemoSquad, speed: float
+    ctx: Context, http: aiohttp.ClientSession, squad: DemoSquad, speed: float
 ) -> None:
-    settings = app[SETTINGS]
-    url = f"http://{_host(app, settings.osmand.host)}:{app[GPS_PORTS]['osmand']}/"
+    settings = ctx.settings
+    url = f"http://{_host(ctx, settings.osmand.host)}:{ctx[GPS_PORTS]['osmand']}/"
     battery = 100.0
     await asyncio.sleep(random.uniform(0, 2))
     while True:
@@ -217,7 +216,7 @@ async def run_osmand_phone(
             "id": squad.identifier,
             "lat": f"{lat:.7f}",
             "lon": f"{lon:.7f}",
-            "timestamp": str(int(app[CLOCK].now().timestamp())),
+            "timestamp": str(int(ctx.clock.now().timestamp())),
             "speed": f"{kmh / 1.852:.1f}",  # knots, as OsmAnd sends
             "bearing": f"{squad.walker.heading:.0f}",
             "accuracy": "8",
@@ -241,10 +240,10 @@ async def _read_replies(reader: asyncio.StreamReader, replies: asyncio.Queue[tup
             await replies.put((message.header.msg_id, decode_body(message)))
 
 
-async def run_jt808_terminal(app: web.Application, squad: DemoSquad, speed: float) -> None:
+async def run_jt808_terminal(ctx: Context, squad: DemoSquad, speed: float) -> None:
     """A vehicle terminal: register, authenticate, then report; reconnect when the link drops."""
-    settings = app[SETTINGS]
-    host, port = _host(app, settings.jt808.host), app[GPS_PORTS]["jt808"]
+    settings = ctx.settings
+    host, port = _host(ctx, settings.jt808.host), ctx[GPS_PORTS]["jt808"]
     serial = 0
 
     def frame(body: TerminalRegister | TerminalAuth | Location | Heartbeat) -> bytes:
@@ -269,7 +268,7 @@ async def run_jt808_terminal(app: web.Application, squad: DemoSquad, speed: floa
             while True:
                 real, kmh = _pace(speed, "jt808", squad.walker.kmh)
                 lat, lon = squad.walker.advance(real, kmh)
-                now: datetime = app[CLOCK].now().replace(microsecond=0)
+                now: datetime = ctx.clock.now().replace(microsecond=0)
                 location = Location(
                     alarm=0,
                     status=0b11,  # ACC on, positioned
@@ -301,11 +300,11 @@ async def run_jt808_terminal(app: web.Application, squad: DemoSquad, speed: floa
                 writer.close()
 
 
-async def run_demo(app: web.Application, speed: float | None = None) -> None:
+async def run_demo(ctx: Context, speed: float | None = None) -> None:
     """Start every demo squad (at ``speed``, by default ``[demo] speed``); runs until cancelled."""
-    speed = speed or app[SETTINGS].demo.speed
+    speed = speed or ctx.settings.demo.speed
     try:
-        squads = await ensure_squads(app)
+        squads = await ensure_squads(ctx)
     except Exception:
         log.exception("demo_squads_failed")
         return
@@ -313,9 +312,9 @@ async def run_demo(app: web.Application, speed: float | None = None) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
         tasks = [
             asyncio.create_task(
-                run_jt808_terminal(app, s, speed)
+                run_jt808_terminal(ctx, s, speed)
                 if s.protocol == "jt808"
-                else run_osmand_phone(app, http, s, speed)
+                else run_osmand_phone(ctx, http, s, speed)
             )
             for s in squads
         ]
@@ -323,7 +322,7 @@ async def run_demo(app: web.Application, speed: float | None = None) -> None:
             for _ in range(30):  # the demo accounts are created just after start-up
                 await asyncio.sleep(2)
                 try:
-                    if await _join_squad_account(app, squads):
+                    if await _join_squad_account(ctx, squads):
                         break
                 except Exception as exc:
                     log.info("demo_squad_member_not_added", error=f"{type(exc).__name__}: {exc}")

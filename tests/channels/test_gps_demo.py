@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from dispatchd.units.demo import DEMO_SQUADS, Walker, run_demo, street_graph
+from dispatchd.channels.gps.demo import DEMO_SQUADS, Walker, run_demo, street_graph
 from tests.conftest import COUNTY, UserFactory
 from tests.units.helpers import eventually
 
@@ -33,9 +32,9 @@ async def test_demo_squads_report_over_both_protocols(
     client: TestClient[Any, Any], make_user: UserFactory, app_of: Any
 ) -> None:
     """The demo feed gives every demo unit a position, from JT/T 808 and from OsmAnd devices."""
-    app: web.Application = app_of(client)
+    ctx = app_of(client)
     duty = await make_user("duty_officer", COUNTY)
-    demo = asyncio.create_task(run_demo(app, speed=100))
+    demo = asyncio.create_task(run_demo(ctx, speed=100))
 
     async def all_positioned() -> list[dict[str, Any]] | None:
         r = await client.get("/api/v1/units", headers=duty.headers)

@@ -1,0 +1,121 @@
+// Cameras of the public-security video network (GB/T 28181): their map markers, and a floating viewer
+// that plays a camera's live H.264 over WebRTC (POST /api/v1/cameras/{id}/view: our offer with its ICE
+// candidates in, the server's answer out) with PTZ buttons for cameras that turn.
+import { api, post } from "./api.js";
+import { errorText, h, toast } from "./dom.js";
+import { t } from "./i18n.js";
+import { svg } from "./map.js";
+
+/** A small camera glyph; grey when offline. Drawn around (0,0) like the other markers. */
+export function cameraMarker(c, size = 1) {
+  const g = svg("g", { class: `mk mk-camera${c.status === "online" ? "" : " mk-camera-off"}` });
+  const inner = svg("g", { transform: `scale(${size})` });
+  inner.append(svg("rect", { x: -8, y: -5, width: 11, height: 10, rx: 2, class: "mk-body" }));
+  inner.append(svg("path", { d: "M3,-2 L8,-5 L8,5 L3,2 Z", class: "mk-body" }));
+  g.append(inner);
+  const title = svg("title");
+  title.textContent = `${c.name || c.id} · ${t(c.status === "online" ? "camera.online" : "camera.offline")}`;
+  g.append(title);
+  return g;
+}
+
+export function cameraSignature(c, extra = "") {
+  return `${c.name}|${c.status}|${extra}`;
+}
+
+const open = new Map(); // camera id -> close()
+
+/** Wait until the browser has gathered its ICE candidates (the offer carries them: one round trip). */
+function gathered(pc, limit = 3000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, limit);
+  });
+}
+
+const PTZ = [
+  ["up", "▲"],
+  ["left", "◀"],
+  ["right", "▶"],
+  ["down", "▼"],
+  ["zoom_in", "＋"],
+  ["zoom_out", "－"],
+];
+
+function ptzPad(c) {
+  const send = (action) =>
+    post(`/api/v1/cameras/${c.id}/ptz`, { action, speed: 128 }).catch((err) => toast(errorText(err), "error"));
+  return h(
+    "div.camera-ptz",
+    { "aria-label": t("camera.ptz") },
+    PTZ.map(([action, glyph]) =>
+      h(
+        `button.btn.btn-small.ptz-${action}`,
+        {
+          type: "button",
+          title: t(`camera.ptz_${action}`),
+          // Hold to move, release to stop (GB/T 28181 PTZ commands move until told to stop).
+          onpointerdown: () => send(action),
+          onpointerup: () => send("stop"),
+          onpointerleave: (ev) => ev.buttons && send("stop"),
+        },
+        glyph,
+      ),
+    ),
+  );
+}
+
+/** Open (or bring forward) the viewer of camera `c` ({id, name, status, ptz}). */
+export async function openCameraViewer(c) {
+  if (!c) return;
+  if (open.has(c.id)) return;
+  const video = h("video", { autoplay: true, muted: true, playsInline: true });
+  const status = h("span.muted", t("camera.connecting"));
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  let session = null;
+  const panel = h(
+    "div.camera-viewer",
+    { dataset: { camera: c.id }, role: "dialog", "aria-label": c.name || c.id },
+    h(
+      "div.camera-head",
+      h("strong", c.name || c.id),
+      status,
+      h("button.btn.btn-small.camera-close", { type: "button", title: t("camera.close"), onclick: () => close() }, "✕"),
+    ),
+    video,
+    c.ptz ? ptzPad(c) : null,
+  );
+  const close = () => {
+    open.delete(c.id);
+    panel.remove();
+    // Say goodbye before hanging up: closing the connection first would end the session by itself.
+    if (session) api("DELETE", `/api/v1/cameras/${c.id}/view/${session}`).catch(() => {}).finally(() => pc.close());
+    else pc.close();
+  };
+  open.set(c.id, close);
+  panel.style.setProperty("--stack", String(open.size - 1));
+  document.body.append(panel);
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.ontrack = (ev) => {
+    video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+  };
+  video.addEventListener("playing", () => status.replaceChildren(t("camera.online")), { once: true });
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const r = await post(`/api/v1/cameras/${c.id}/view`, { offer: { type: "offer", sdp: pc.localDescription.sdp } });
+    session = r.session;
+    if (!open.has(c.id)) {
+      close();
+      return;
+    }
+    await pc.setRemoteDescription(r.answer);
+  } catch (err) {
+    status.replaceChildren(errorText(err));
+    status.classList.add("camera-error");
+  }
+}
