@@ -236,7 +236,7 @@ async def test_transfer_to_a_department_number_bridges_the_two_calls(
 
         final = await eventually(ended)
         assert final["end_reason"] == "department_hangup"
-        assert [e["event"] for e in final["timeline"]] == ["offered", "answer", "transfer", "end"]
+        assert [e["event"] for e in final["timeline"]] == ["offered", "answer", "transfer_out", "end"]
     finally:
         await peer.close()
         await caller.close()
