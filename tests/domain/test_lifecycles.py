@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dispatchd.domain import calls, meetings
+from dispatchd.domain.hotlines import CALLERS_OUT
 from dispatchd.domain.incident import (
+    CALL_OUT,
+    CONVENE,
     Action,
     Actor,
     Command,
@@ -17,8 +20,10 @@ from dispatchd.domain.incident import (
     State,
     TransitionError,
     allowed_actions,
+    case_operations,
     decide,
 )
+from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.patrols import CLOCK_SKEW, Patrol, PatrolStopped
 from dispatchd.domain.units import UNIT_STATUSES, StatusConflict, next_status
@@ -47,7 +52,8 @@ def test_a_call_moves_through_the_queue_to_its_end() -> None:
 
 def test_an_answered_call_is_held_transferred_and_rung_again() -> None:
     """Hold, resume and a transfer to a number keep a call answered; a transfer to an officer rings
-    it again, and it is answered or ended from there; a menu choice leaves a waiting call waiting."""
+    it again, and it is answered or ended from there; a menu choice leaves a waiting call waiting; a
+    recording deleted by the retention leaves any call as it is."""
     assert calls.next_state("answered", "hold") == "answered"
     assert calls.next_state("answered", "resume") == "answered"
     assert calls.next_state("answered", "transfer_out") == "answered"
@@ -205,3 +211,18 @@ def test_an_admin_is_not_offered_the_handling_steps(org_tree: OrgTree) -> None:
     """The server's rules, not a screen's copy: an administrator does not feed back or verify."""
     offered = allowed_actions(_case(State.in_progress, lead_department="330381116-PCS"), _actor(Role.admin), org_tree)
     assert Action.feedback not in offered and Action.escalate in offered
+
+
+def test_a_call_out_is_offered_to_those_who_may_place_one_in_the_jurisdiction(org_tree: OrgTree) -> None:
+    """The console's 回访 button comes from the server: a duty officer of the case's jurisdiction may
+    call out about it, open or closed; one of another township, or a leader, may not."""
+    officer, elsewhere, leader = (
+        _actor(Role.duty_officer),
+        _actor(Role.duty_officer, "330381001"),
+        _actor(Role.leader),
+    )
+    for state in (State.reported, State.closed):
+        assert CALL_OUT in case_operations(_case(state), officer, org_tree, CONVENERS, CALLERS_OUT)
+    assert CALL_OUT not in case_operations(_case(State.closed), elsewhere, org_tree, CONVENERS, CALLERS_OUT)
+    assert CALL_OUT not in case_operations(_case(State.closed), leader, org_tree, CONVENERS, CALLERS_OUT)
+    assert CONVENE not in case_operations(_case(State.closed), officer, org_tree, CONVENERS, CALLERS_OUT)

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
+from dispatchd.store.changes import trail
+from dispatchd.web.appkeys import CTX
 from tests.channels.hotline.voice.conftest import eventually, until
 from tests.channels.hotline.voice.peers import OfficerPeer, PhoneTrunk, share_at
 from tests.conftest import COUNTY, AppFactory, UserFactory
@@ -20,12 +22,19 @@ from tests.live.helpers import make_case, make_squad, order
 REPORTER = "13900001234"
 
 
+async def actions(client: TestClient[Any, Any], entity: str, entity_id: int) -> list[str]:
+    """The actions of an entity's trail in the audit log, oldest first."""
+    async with client.server.app[CTX].pool.acquire() as conn:
+        return [row["action"] for row in await trail(conn, entity, entity_id)]
+
+
 async def test_callback_to_the_reporter_with_the_console_audio(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
     """From a case, the officer calls its reporter back: the trunk challenges (digest), the phone
     rings and answers; each side hears the other's tone; the officer hangs up: the phone gets a BYE,
-    the call out is ended/answered with a recording; a second callback to a busy number fails busy."""
+    the call out is ended/answered with a recording, each of its changes in the audit log; a second
+    callback to a busy number fails busy."""
     trunk = PhoneTrunk(
         {REPORTER: "answer", "13900009999": "busy"}, frequency=440, username="desk", password="pw"
     )
@@ -74,6 +83,8 @@ async def test_callback_to_the_reporter_with_the_console_audio(
 
         final = await eventually(ended)
         assert final["result"] == "answered" and final["talk_seconds"] is not None
+        recorded = await actions(client, "callout", body["id"])
+        assert recorded[:2] == ["created", "dialled"] and recorded[-2:] == ["answered", "ended"]
         listed = await (
             await client.get(f"/api/v1/hotline/callouts?incident_id={case['id']}", headers=officer.headers)
         ).json()
@@ -113,7 +124,8 @@ async def test_an_order_nobody_accepts_rings_the_unit_until_key_1_accepts_it(
 ) -> None:
     """叫应: the order stays unaccepted past escalate_after; the first person on the unit's list is
     busy, the second answers, hears the prompt and presses 1: the order is accepted by that member
-    (through the squad app's own accept), the call ends, and the run is not started twice."""
+    (through the squad app's own accept), the call ends, and the run is not started twice. Setting
+    the call list is a change of the unit, in its trail."""
     first, second = "13900000001", "13900000002"
     trunk = PhoneTrunk({first: "busy", second: "answer"})
     port = await trunk.start()
@@ -141,6 +153,7 @@ async def test_an_order_nobody_accepts_rings_the_unit_until_key_1_accepts_it(
         headers=officer.headers,
     )
     assert refused.status == 422
+    assert (await actions(client, "unit", unit["id"])).count("call_list") == 1
     case = await make_case(client, officer, org_tree)
     sent = await order(client, officer, case["id"], unit["id"])
     try:
