@@ -232,8 +232,7 @@ async def transfer(ctx: Context, call_id: int, user: User, to_user: int = 0) -> 
         user,
         "transfer",
         {"to": target.username, "from": user.username},
-        state="ringing",
-        ringing_user_id=target.id,
+        ringing_user_id=target.id,  # the lifecycle rings it again (domain.calls: transfer)
         ring_deadline=deadline,
         agent_user_id=None,
         agent_name=None,
