@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WEBUI_STAMP := webui/node_modules/.installed
 
-.PHONY: run test lint bench clean-data
+.PHONY: run test lint bench clean-data deploy-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ run: $(STAMP) $(WEBUI_STAMP)
 test: $(STAMP) $(WEBUI_STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$rc
+
+# The shipped deployment (deploy/): the files checked against their tools, then two instances behind
+# Debian's nginx over TLS (installs nginx and its stream module where missing, as root). Also in `make test`.
+deploy-test: $(STAMP)
+	@bash .ci/deploy-deps
+	@$(BIN)/python -m pytest tests/deploy tests/channels/hotline/test_standby.py tests/test_ops.py $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make deploy-test: no test ran" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check dispatchd tests bench

@@ -1,4 +1,4 @@
-"""The ``dispatchd`` command: serve, dev, migrate, check-config, user add, apikey add."""
+"""The ``dispatchd`` command: serve, dev, migrate, check-config, backup, restore, user add, apikey add."""
 
 from __future__ import annotations
 
@@ -10,21 +10,24 @@ import json
 import os
 import secrets
 import sys
+import tarfile
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 import structlog
 
 from dispatchd import __version__, http_server
-from dispatchd.config import ConfigError, Settings, describe, load_settings
+from dispatchd.clock import SystemClock
+from dispatchd.config import ConfigError, Settings, describe, load_settings, summary
 from dispatchd.domain.hotlines import load_hotlines
 from dispatchd.domain.orgs import load_org_tree
 from dispatchd.domain.taxonomy import load_taxonomy
 from dispatchd.embedded import EmbeddedStores
 from dispatchd.logs import configure_logging
-from dispatchd.store import apikeys, users
+from dispatchd.store import apikeys, backup, users
 from dispatchd.store.db import init_connection
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
@@ -108,6 +111,8 @@ def tune_gc() -> None:
 
 
 def _run_daemon(settings: Settings, dev: bool) -> int:
+    # One line with the version and the effective configuration (secrets masked) before anything starts.
+    log.info("starting", version=__version__, command="dev" if dev else "serve", **summary(settings))
     try:
         asyncio.run(http_server.serve(settings, demo_accounts=dev, after_start=tune_gc))
     except OSError as exc:
@@ -202,6 +207,92 @@ def cmd_apikey_add(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+@contextlib.asynccontextmanager
+async def database_url(settings: Settings) -> AsyncIterator[str]:
+    """The database's URL, with the embedded server started for the command if it is the one used
+    (and stopped again afterwards when this command started it). Nothing is migrated."""
+    stores = None
+    url = settings.database.url
+    if settings.embedded_database:
+        stores = EmbeddedStores.for_data_dir(settings.data.dir)
+        await asyncio.to_thread(stores.start, True, False)
+        url = stores.postgres.url
+    try:
+        yield url
+    finally:
+        if stores is not None:
+            await asyncio.to_thread(stores.stop_started)
+
+
+def _backup_name(now: datetime) -> Path:
+    return Path(f"dispatchd-backup-{now.strftime('%Y%m%dT%H%M%SZ')}.tar")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """pg_dump of the database and a copy of the media and recordings, in one tar file."""
+    settings = _settings(args)
+    now = SystemClock().now()
+    out = Path(args.output) if args.output else _backup_name(now)
+
+    async def run() -> int:
+        async with database_url(settings) as url:
+            conn = await asyncpg.connect(url)
+            try:
+                major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+                schema = await conn.fetchval("SELECT max(version) FROM schema_migrations") or 0
+            finally:
+                await conn.close()
+            manifest = await asyncio.to_thread(
+                backup.backup,
+                url,
+                settings.data.dir,
+                out,
+                server_major=major,
+                schema_version=int(schema),
+                version=__version__,
+                now=now,
+            )
+        log.info("backup_written", path=str(out), bytes=out.stat().st_size, **manifest)
+        print(out)
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except backup.BackupError as exc:
+        print(f"dispatchd: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Load a backup into an empty database and put its files back under the data directory."""
+    settings = _settings(args)
+    src = Path(args.file)
+
+    async def run() -> int:
+        async with database_url(settings) as url:
+            conn = await asyncpg.connect(url)
+            try:
+                major = int(await conn.fetchval("SHOW server_version_num")) // 10000
+                tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            finally:
+                await conn.close()
+            if tables:
+                print(
+                    f"dispatchd: the database already has {tables} tables; restore only into an empty database",
+                    file=sys.stderr,
+                )
+                return 1
+            manifest = await asyncio.to_thread(backup.restore, url, settings.data.dir, src, server_major=major)
+        log.info("backup_restored", path=str(src), **manifest)
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except (backup.BackupError, OSError, tarfile.TarError) as exc:
+        print(f"dispatchd: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dispatchd", description="dispatchd — command-centre dispatch daemon")
     p.add_argument("--config", help="TOML settings file (default: config/dispatchd.toml if present)")
@@ -224,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--department", help="department code (department handlers)")
     add.add_argument("--name", help="display name")
     add.set_defaults(func=cmd_user_add)
+    bk = sub.add_parser("backup", help="pg_dump of the database plus the media and recordings, one tar file")
+    bk.add_argument("--output", help="the tar file to write (default: dispatchd-backup-<UTC time>.tar)")
+    bk.set_defaults(func=cmd_backup)
+    rs = sub.add_parser("restore", help="load a backup into an empty database and put its files back")
+    rs.add_argument("file", help="a tar file written by dispatchd backup")
+    rs.set_defaults(func=cmd_restore)
     apikey = sub.add_parser("apikey", help="manage Open311 API keys").add_subparsers(
         dest="apikey_command", required=True
     )

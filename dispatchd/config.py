@@ -156,6 +156,9 @@ class OsmandSettings:
     host: str = field(default="", metadata=_meta("address the OsmAnd HTTP server binds; empty = [http] host"))
     port: int = field(default=5055, metadata=_port("OsmAnd / Traccar Client HTTP port (0 picks a free one)"))
     require_key: bool = field(default=True, metadata=_meta("refuse fixes without the device's key"))
+    reuse_port: bool = field(
+        default=False, metadata=_meta("SO_REUSEPORT: several instances on one host share the port (one per core)")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,9 @@ class Jt808Settings:
     port: int = field(default=5015, metadata=_port("JT/T 808 TCP port (0 picks a free one)"))
     idle_timeout: float = field(
         default=600.0, metadata=_meta("seconds without a frame before a terminal is dropped", lo=10, hi=86400)
+    )
+    reuse_port: bool = field(
+        default=False, metadata=_meta("SO_REUSEPORT: several instances on one host share the port (one per core)")
     )
 
 
@@ -274,6 +280,9 @@ class SipSettings:
     advertise_host: str = field(
         default="", metadata=_meta("address written in Contact, Via and SDP; empty = the bound or dialled host")
     )
+    advertise_port: int = field(
+        default=0, metadata=_port("port written in Contact and Via; 0 = the bound port (set it behind a stream proxy)")
+    )
     max_calls: int = field(
         default=200, metadata=_meta("calls at once (waiting or connected); more get 486 Busy Here", lo=1, hi=100000)
     )
@@ -282,6 +291,13 @@ class SipSettings:
     t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
     user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
     record: bool = field(default=True, metadata=_meta("record answered calls (both sides) under the data dir"))
+    standby: bool = field(
+        default=True,
+        metadata=_meta("one SIP edge per deployment: bind only while holding the PostgreSQL advisory lock of the port"),
+    )
+    standby_interval: float = field(
+        default=2.0, metadata=_meta("seconds between a standby's attempts to take the SIP port's lock", lo=0.05, hi=60)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,3 +630,24 @@ def mask_url(url: str) -> str:
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":***"
     return f"{scheme}://{creds}@{host}"
+
+
+def summary(settings: Settings) -> dict[str, object]:
+    """The effective configuration in brief, for the start-up log line: where the instance serves and
+    keeps its data, its stores (passwords masked), and every setting that differs from its default
+    (secrets masked as in :func:`describe`)."""
+    full, defaults = describe(settings), describe(Settings())
+    changed = {
+        f"{section}.{key}": value
+        for section, values in full.items()
+        if section not in ("paths", "data")
+        for key, value in values.items()
+        if defaults[section][key] != value
+    }
+    return {
+        "http": f"{settings.http.host}:{settings.http.port}",
+        "database": mask_url(settings.database.url) if settings.database.url else "embedded",
+        "redis": mask_url(settings.redis.url) if settings.redis.url else "embedded",
+        "data_dir": str(settings.data.dir),
+        "changed": changed,
+    }

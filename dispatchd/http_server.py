@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from dispatchd import __version__
+from dispatchd import __version__, observe
 from dispatchd.channels.gb28181 import api as gb28181
 from dispatchd.channels.gps import api as gps
 from dispatchd.channels.hotline import api as hotline
@@ -126,7 +126,24 @@ def build_app(
     app.cleanup_ctx.append(stores_ctx)
     for setup in CAPABILITIES:
         setup(app)
+    _observe(app)
     return app
+
+
+def _observe(app: web.Application) -> None:
+    """Queue depths, store probes, loop lag and order latencies on /metrics (dispatchd/observe.py)."""
+    ctx = app[CTX]
+    metrics = ctx[observe.OPS] = observe.OpsMetrics(ctx)
+
+    async def loops(app: web.Application) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(observe.probe_stores(ctx, metrics), name="observe-stores"),
+            asyncio.create_task(observe.order_loop(ctx, metrics), name="observe-orders"),
+        ]
+        yield
+        await stop_tasks(tasks)
+
+    app.cleanup_ctx.append(loops)
 
 
 async def serve(

@@ -238,7 +238,9 @@ async def make_user(clean_stores: StoreUrls, clock: FakeClock) -> AsyncIterator[
         password: str = PASSWORD,
     ) -> Account:
         name = username or f"{role}-{org}-{next(seq)}"
-        user = await users.create_user(conn, name, password_hash(password), role, org, department, name)
+        user = await users.create_user(
+            conn, name, password_hash(password), role, org, department, name, created_at=clock.now()
+        )
         token, _ = await users.issue_token(conn, user.id, clock.now(), timedelta(hours=12))
         return Account(user, token)
 

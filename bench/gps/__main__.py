@@ -1,9 +1,12 @@
-"""Squad-position ingest benchmark: ``python -m bench.gps [--jt808 N] [--osmand N] [--rate R] [--duration S]``.
+"""Squad-position ingest benchmark: ``python -m bench.gps [--jt808 N] [--osmand N] [--rate R] [--duration S]
+[--instances N]``.
 
 Starts a real PostgreSQL and Redis (embedded wheels) in a temporary directory, registers one unit
-and one device per simulated terminal, runs ``dispatchd serve`` as its own process, then drives it
-from this process over the real ports: JT/T 808 terminals on long-lived TCP connections
-(authenticate, then 0x0200 location reports) and OsmAnd phones over HTTP keep-alive.
+and one device per simulated terminal, runs ``dispatchd serve`` as its own process (``--instances N``:
+N processes, as the systemd units run one per core, sharing the OsmAnd and JT/T 808 ports with
+SO_REUSEPORT so the kernel spreads the connections), then drives them from this process over the
+real ports: JT/T 808 terminals on long-lived TCP connections (authenticate, then 0x0200 location
+reports) and OsmAnd phones over HTTP keep-alive.
 
 Printed: the offered and the sustained (server-counted) fixes per second, the time from a fix
 being sent to the new position being readable in Redis (p50, p99, sampled), the OsmAnd request
@@ -351,6 +354,10 @@ async def server_fixes(http_port: int) -> float:
     return sum(float(m) for m in re.findall(r"^dispatchd_gps_fixes_total\{[^}]*\} (\S+)$", text, re.M))
 
 
+async def all_fixes(http_ports: list[int]) -> float:
+    return sum([await server_fixes(port) for port in http_ports])
+
+
 async def wait_ready(http_port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
     async with aiohttp.ClientSession() as http:
@@ -372,37 +379,42 @@ async def main(args: argparse.Namespace) -> None:
     os.chmod(tmp, 0o755)
     stores = EmbeddedStores.for_data_dir(tmp)
     stores.start()
-    proc: subprocess.Popen[bytes] | None = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         db, rd = stores.postgres.url, stores.redis.url
         print(f"preparing {args.jt808} JT/T 808 terminals and {args.osmand} OsmAnd phones ...", flush=True)
         jt, om = await prepare(db, args.jt808, args.osmand)
         ceiling = await geoadd_ceiling(rd)
-        http_port, osmand_port, jt808_port = free_port(), free_port(), free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("DISPATCHD_")},
-            "DISPATCHD_DATABASE_URL": db,
-            "DISPATCHD_REDIS_URL": rd,
-            "DISPATCHD_HTTP_PORT": str(http_port),
-            "DISPATCHD_OSMAND_PORT": str(osmand_port),
-            "DISPATCHD_JT808_PORT": str(jt808_port),
-            "DISPATCHD_LOG_LEVEL": "warning",
-            "DISPATCHD_LOG_FORMAT": "json",
-            "DISPATCHD_DATA_DIR": str(tmp),
-            **dict(args.setting),
-        }
-        log_path = tmp / "dispatchd.log"
-        log_file = log_path.open("wb")
-        proc = await asyncio.to_thread(
-            subprocess.Popen,
-            [sys.executable, "-m", "dispatchd.cli", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        await wait_ready(http_port, proc)
-        server, me = psutil.Process(proc.pid), psutil.Process()
+        http_ports = [free_port() for _ in range(args.instances)]
+        osmand_port, jt808_port = free_port(), free_port()
+        log_file = (tmp / "dispatchd.log").open("wb")
+        for http_port in http_ports:
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("DISPATCHD_")},
+                "DISPATCHD_DATABASE_URL": db,
+                "DISPATCHD_REDIS_URL": rd,
+                "DISPATCHD_HTTP_PORT": str(http_port),
+                "DISPATCHD_OSMAND_PORT": str(osmand_port),
+                "DISPATCHD_JT808_PORT": str(jt808_port),
+                "DISPATCHD_OSMAND_REUSE_PORT": "true" if args.instances > 1 else "false",
+                "DISPATCHD_JT808_REUSE_PORT": "true" if args.instances > 1 else "false",
+                "DISPATCHD_SIP_PORT": "0",
+                "DISPATCHD_LOG_LEVEL": "warning",
+                "DISPATCHD_LOG_FORMAT": "json",
+                "DISPATCHD_DATA_DIR": str(tmp),
+                **dict(args.setting),
+            }
+            proc = await asyncio.to_thread(
+                subprocess.Popen,
+                [sys.executable, "-m", "dispatchd.cli", "serve"],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            procs.append(proc)
+            await wait_ready(http_port, proc)
+        servers, me = [psutil.Process(p.pid) for p in procs], psutil.Process()
         stats = Stats()
         stop = asyncio.Event()
         connect_started = time.perf_counter()
@@ -425,14 +437,16 @@ async def main(args: argparse.Namespace) -> None:
         stats.osmand_times.clear()
         for t in terminals:
             t.drain()
-        sent0, fixes0 = stats.sent, await server_fixes(http_port)
-        server.cpu_percent()
+        sent0, fixes0 = stats.sent, await all_fixes(http_ports)
+        for server in servers:
+            server.cpu_percent()
         me.cpu_percent()
         t0 = time.perf_counter()
         await asyncio.sleep(args.duration)
         elapsed = time.perf_counter() - t0
-        sent1, fixes1 = stats.sent, await server_fixes(http_port)
-        cpu, own_cpu = server.cpu_percent(), me.cpu_percent()
+        sent1, fixes1 = stats.sent, await all_fixes(http_ports)
+        cpus, own_cpu = [server.cpu_percent() for server in servers], me.cpu_percent()
+        cpu = sum(cpus)
         await asyncio.sleep(0.5)  # replies to the last fixes of the window
         replies = sum(t.drain() for t in terminals)
         stop.set()
@@ -460,16 +474,21 @@ async def main(args: argparse.Namespace) -> None:
                 f"({stats.osmand_ok} ok, {stats.osmand_failed} failed)"
             )
         print(
-            f"CPU                    {cpu:10.0f} % of one core: dispatchd ({own_cpu:.0f} % the load generator)"
+            f"CPU                    {cpu:10.0f} % of one core: dispatchd"
+            + (f" ({' + '.join(f'{c:.0f}' for c in cpus)} in {len(cpus)} processes)" if len(cpus) > 1 else "")
+            + f" ({own_cpu:.0f} % the load generator)"
         )
+        print(f"load average           {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) at the end")
         print(f"GEOADD ceiling         {ceiling:10,.0f} GEOADD/s (raw, pipelined 1000 at a time, same Redis)")
         if stats.readable:
             print(
                 f"                       (mean fix-to-readable {statistics.mean(stats.readable) * 1000:.1f} ms)"
             )
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
             try:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -511,6 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a dispatchd setting for the run, e.g. units.publish_interval_s=5 (repeatable)",
     )
     p.add_argument("--warmup", type=float, default=5, help="seconds of load before measuring")
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="dispatchd processes sharing the device ports with SO_REUSEPORT (one per core)",
+    )
     return p.parse_args(argv)
 
 

@@ -64,7 +64,9 @@ async def create_user(
     org: str,
     department: str | None = None,
     display_name: str = "",
+    created_at: datetime | None = None,
 ) -> User:
+    """Create an account (``created_at``: when, by the caller's clock; default the database's)."""
     if role not in ROLES:
         raise UserError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
     if not username or len(username) > 64 or any(c.isspace() for c in username):
@@ -75,14 +77,15 @@ async def create_user(
         raise UserError(f"unknown department {department!r}")
     try:
         row = await conn.fetchrow(
-            "INSERT INTO users (username, password_hash, role, org_code, department_code, display_name)"
-            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO users (username, password_hash, role, org_code, department_code, display_name, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now())) RETURNING *",
             username,
             password_hash,
             role,
             org,
             department,
             display_name or username,
+            created_at,
         )
     except asyncpg.UniqueViolationError:
         raise UserError(f"user {username!r} already exists") from None

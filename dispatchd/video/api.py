@@ -194,7 +194,14 @@ async def join_meeting(request: web.Request) -> web.Response:
         if meeting is None:
             raise not_found("会议", "meeting")
         units = await store.invited_units(conn, meeting.id)
-        mine = [inv for inv in units if user.org in tree and tree.is_within(user.org, inv.unit_code or "")]
+        # An invited unit's own users and those below it; of the convening unit, its own users only
+        # (its subtree is not invited by convening).
+        mine = [
+            inv
+            for inv in units
+            if user.org == inv.unit_code
+            or (inv.kind == "unit" and user.org in tree and tree.is_within(user.org, inv.unit_code or ""))
+        ]
         if not mine:
             raise not_found("会议", "meeting")
         if meeting.status == "ended":

@@ -3,10 +3,11 @@ all without an event loop."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from dispatchd.channels.reports.patrols import duty_days
 from dispatchd.domain import calls, meetings
 from dispatchd.domain.hotlines import CALLERS_OUT
 from dispatchd.domain.incident import (
@@ -226,3 +227,14 @@ def test_a_call_out_is_offered_to_those_who_may_place_one_in_the_jurisdiction(or
     assert CALL_OUT not in case_operations(_case(State.closed), elsewhere, org_tree, CONVENERS, CALLERS_OUT)
     assert CALL_OUT not in case_operations(_case(State.closed), leader, org_tree, CONVENERS, CALLERS_OUT)
     assert CONVENE not in case_operations(_case(State.closed), officer, org_tree, CONVENERS, CALLERS_OUT)
+
+
+def test_compliance_counts_the_days_a_worker_was_on_duty() -> None:
+    """A worker is measured from the day they joined; today counts only once its rule is met, so a
+    worker who joined minutes ago is not 0 % compliant over a month they were not there."""
+    first, last, today = date(2026, 5, 1), date(2026, 5, 30), date(2026, 5, 30)
+    assert duty_days(first, last, today, joined=date(2026, 4, 1), met_today=False) == 29
+    assert duty_days(first, last, today, joined=date(2026, 4, 1), met_today=True) == 30
+    assert duty_days(first, last, today, joined=today, met_today=False) == 0
+    assert duty_days(first, last, today, joined=date(2026, 5, 28), met_today=True) == 3
+    assert duty_days(first, date(2026, 5, 10), today, joined=date(2026, 5, 12), met_today=True) == 0

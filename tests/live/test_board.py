@@ -298,6 +298,8 @@ async def test_a_resume_longer_than_the_limit_gets_a_snapshot(
     officer = await make_user("duty_officer", COUNTY)
     start = (await emit_rows(db, path_of(org_tree, TOWN), 1))[0]
     seqs = await emit_rows(db, path_of(org_tree, TOWN), 101)
+    # The instance has every row (a busy machine delays the feed): the resume is then 101 rows long.
+    await eventually(lambda: _async(app_of(c)[FEED].cursor >= seqs[-1]))
     long = await RawWs.connect(c.port, board_path(officer, since=start))
     snap = await long.receive()
     assert snap is not None and snap["type"] == "snapshot" and snap["seq"] == seqs[-1]

@@ -174,18 +174,22 @@ async def ensure_squads(ctx: Context) -> list[DemoSquad]:
 
 
 async def _join_squad_account(ctx: Context, squads: Sequence[DemoSquad]) -> bool:
-    """Put the demo squad member (account ``squad``) in the first team; False until the account exists."""
-    team = next((s for s in squads if s.kind == "team"), None)
-    if team is None:
-        return True
+    """Put the demo squad member (account ``squad``) in the demo squads of their township, the ones
+    the console proposes for that township's cases; False until the account exists."""
     async with ctx.pool.acquire() as conn:
-        user = await conn.fetchval("SELECT id FROM users WHERE username = 'squad'")
+        user = await conn.fetchrow("SELECT id, org_code FROM users WHERE username = 'squad'")
         if user is None:
             return False
-        member = await conn.fetchval("SELECT 1 FROM unit_members WHERE user_id = $1", user)
-    if member is None:
-        everything = frozenset(ctx.orgs.units)
-        await service.add_member(ctx, team.unit_id, "squad", "demo", visible=everything)
+        units = await conn.fetch(
+            "SELECT id FROM squad_units WHERE id = ANY($1::bigint[]) AND $2 = ANY(org_path)",
+            [s.unit_id for s in squads],
+            user["org_code"],
+        )
+        joined = {r["unit_id"] for r in await conn.fetch("SELECT unit_id FROM unit_members WHERE user_id = $1", user["id"])}
+    everything = frozenset(ctx.orgs.units)
+    for unit in units:
+        if unit["id"] not in joined:
+            await service.add_member(ctx, unit["id"], "squad", "demo", visible=everything)
     return True
 
 

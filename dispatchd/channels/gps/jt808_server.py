@@ -369,13 +369,19 @@ class Jt808Server:
 
 
 async def serve_jt808(
-    intake: GpsIntake, clock: Clock, metrics: Metrics, host: str, port: int, idle_timeout: float
+    intake: GpsIntake,
+    clock: Clock,
+    metrics: Metrics,
+    host: str,
+    port: int,
+    idle_timeout: float,
+    reuse_port: bool = False,
 ) -> AsyncGenerator[tuple[Jt808Server, int], None]:
     """Run the JT/T 808 server while the generator is suspended; yields it and the bound port."""
     server = Jt808Server(intake, clock, metrics, idle_timeout)
     loop = asyncio.get_running_loop()
     tcp = await loop.create_server(
-        lambda: Jt808Connection(server), host, port, reuse_address=True, backlog=4096
+        lambda: Jt808Connection(server), host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096
     )
     bound = int(tcp.sockets[0].getsockname()[1])
     log.info("jt808_listening", address=f"tcp://{host}:{bound}")

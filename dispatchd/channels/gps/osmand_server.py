@@ -218,7 +218,7 @@ async def serve_osmand(ctx: Context, intake: GpsIntake, host: str, port: int) ->
     runner = web.AppRunner(build_osmand_app(ctx, intake), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=ctx.settings.osmand.reuse_port or None)
         await site.start()
         bound = int(runner.addresses[0][1])
         log.info("osmand_listening", address=f"http://{host}:{bound}")

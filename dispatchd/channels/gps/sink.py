@@ -171,6 +171,11 @@ class PositionSink:
         return self._track_done
 
     @property
+    def backlog(self) -> int:
+        """Track rows waiting for their batched write (metrics: ``dispatchd_queue_depth``)."""
+        return len(self._track)
+
+    @property
     def pending(self) -> bool:
         return bool(self._live or self._track)
 

@@ -7,7 +7,6 @@ answer 404. And the capability's assembly (:func:`setup`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -21,11 +20,10 @@ import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls, console, remote
-from dispatchd.channels.hotline.demo import run_demo
 from dispatchd.channels.hotline.edge import SipEdge
-from dispatchd.channels.hotline.escalation import keep_escalating
 from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
+from dispatchd.channels.hotline.standby import close_edge, edge_tasks, hold_sip_port
 from dispatchd.channels.hotline.stats import call_statistics
 from dispatchd.channels.hotline.voice import callouts, recordings
 from dispatchd.clock import LOCAL_TZ
@@ -750,39 +748,32 @@ async def _hotline_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     settings = ctx.settings
     runtime = ctx[SIP]
-    edge: SipEdge | None = SipEdge(ctx)
-    assert edge is not None
-    try:
-        runtime.ports.update(await edge.start(settings.sip.port))
-        runtime.edge = edge
-    except OSError as exc:
-        # Another instance on this host has the port: this one serves the API without SIP intake.
-        log.warning("sip_port_unavailable", port=settings.sip.port, error=str(exc))
-        edge = None
+    # Active/standby (standby.py): one instance of the deployment binds a fixed SIP port at a time.
+    standby = settings.sip.standby and settings.sip.port != 0
+    edge: SipEdge | None = None if standby else SipEdge(ctx)
+    if edge is not None:
+        try:
+            runtime.ports.update(await edge.start(settings.sip.port))
+            runtime.edge = edge
+        except OSError as exc:
+            # Another instance on this host has the port: this one serves the API without SIP intake.
+            log.warning("sip_port_unavailable", port=settings.sip.port, error=str(exc))
+            edge = None
     tasks = [
         asyncio.create_task(_queue_loop(ctx), name="hotline-queue"),
         asyncio.create_task(ctx[PRESENCE].run(), name="hotline-presence"),
+        # Every instance deletes its own old recordings (under its data dir), active or standby.
+        asyncio.create_task(recordings.keep_purging(ctx, calls.forget_recordings), name="voice-retention"),
     ]
-    if edge is not None:
-        tasks.append(asyncio.create_task(remote.serve_commands(ctx), name="hotline-commands"))
-        # Each instance deletes its own recordings (they are under its data dir).
-        tasks.append(
-            asyncio.create_task(recordings.keep_purging(ctx, calls.forget_recordings), name="voice-retention")
-        )
-        tasks.append(asyncio.create_task(keep_escalating(ctx, edge), name="voice-escalation"))
-    if settings.demo.enabled and edge is not None:
-        tasks.append(asyncio.create_task(run_demo(ctx), name="hotline-demo"))
+    if standby:
+        tasks.append(asyncio.create_task(hold_sip_port(ctx), name="sip-standby"))
+    edge_work = edge_tasks(ctx, edge) if edge is not None else []
     try:
         yield
     finally:
-        await stop_tasks(tasks)
+        await stop_tasks([*edge_work, *tasks])
         if edge is not None:
-            runtime.edge = None
-            await edge.close()
-            with contextlib.suppress(Exception):
-                await calls.close_own_calls(ctx)
-            with contextlib.suppress(Exception):
-                await callouts.close_own(ctx)
+            await close_edge(ctx, edge)
         runtime.ports.clear()
 
 

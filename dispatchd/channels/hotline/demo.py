@@ -3,7 +3,7 @@
 Callers from a small pool of synthetic numbers (so that repeat callers and their history show)
 dial 967999 or one of the merged department lines on this instance's SIP port over UDP loopback,
 about one call every 90 seconds at ``demo.speed`` 1. Each has a patience (15–90 s) after which it
-hangs up (CANCEL), and a talk time once answered. A simulated desk — the demo ``duty`` account —
+hangs up (CANCEL), and a talk time once answered. A simulated desk — the demo ``desk`` account —
 answers most waiting calls after a few seconds, leaving the others for whoever runs the demo, and
 makes a case of about half of the calls it answers. Every time is divided by ``demo.speed``.
 
@@ -30,7 +30,7 @@ from dispatchd.tasks import stop_tasks
 log = structlog.get_logger("dispatchd.demo")
 
 MEAN_INTERVAL: Final = 90.0
-DESK_USER: Final = "duty"
+DESK_USER: Final = "desk"  # the simulated officer (演示模拟值班员), never the real duty account
 _CALLERS: Final = tuple(f"1380577{n:04d}" for n in (12, 87, 103, 256, 318, 421, 555, 602, 777, 808, 913, 999))
 _NAMES: Final = ("张先生", "李女士", "王师傅", "陈阿姨", "刘先生", "", "", "")
 _DESCRIPTIONS: Final = {

@@ -76,7 +76,7 @@ class SipEdge:
         )
         self.agent = HotlineAgent(
             accepts=lambda dialled: directory.route(dialled) is not None,
-            local_port=lambda transport: self.ports.get(transport.lower(), 0),
+            local_port=lambda transport: settings.sip.advertise_port or self.ports.get(transport.lower(), 0),
             config=config,
         )
         self._udp: asyncio.DatagramTransport | None = None

@@ -77,10 +77,15 @@ async def ensure_workers(ctx: Context) -> list[DemoWorker]:
     tree = ctx.orgs
     workers: list[DemoWorker] = []
     async with ctx.pool.acquire() as conn:
+        # The demo's own grid worker account checks what is reported in its grid: its township's
+        # reports fall there.
+        home = await conn.fetchval("SELECT org_code FROM users WHERE username = 'grid'")
         for township in tree.units_at("township"):
             grids = tuple(u.code for u in tree.subtree(township.code) if u.level == "grid" and u.boundary)
             if not grids or not township.synthetic:
                 continue
+            if home in grids:
+                grids = (home,)
             username = f"demo-grid-{township.code}"
             row = await conn.fetchrow("SELECT id FROM users WHERE username = $1", username)
             if row is None:

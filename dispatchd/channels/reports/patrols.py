@@ -355,7 +355,9 @@ async def list_patrols(
 
 _WORKERS_SQL: Final = """
 SELECT u.id, u.username, u.display_name, u.org_code,
+       (u.created_at AT TIME ZONE 'UTC' + interval '8 hours')::date AS first_day,
        count(c.local_day) FILTER (WHERE c.counting >= $5) AS compliant_days,
+       bool_or(c.local_day = $6 AND c.counting >= $5) AS compliant_today,
        coalesce(sum(c.patrols), 0)::int AS patrols,
        coalesce(sum(c.counting), 0)::int AS counting_patrols,
        coalesce(sum(c.seconds), 0)::float8 AS seconds
@@ -375,22 +377,40 @@ ORDER BY u.org_code, u.username
 """
 
 
+def duty_days(first: date, last: date, today: date, joined: date, met_today: bool) -> int:
+    """The local days of ``first``–``last`` a worker is measured on: from the day they joined, and
+    today only once its rule is met (a day under way is not yet missed)."""
+    start = max(first, joined)
+    end = min(last, today - timedelta(days=1))
+    days = max(0, (end - start).days + 1)
+    if met_today and start <= today <= last:
+        days += 1
+    return days
+
+
 async def compliance(
-    conn: asyncpg.Connection, tree: OrgTree, rule: PatrolRule, org: str, first: date, last: date
+    conn: asyncpg.Connection,
+    tree: OrgTree,
+    rule: PatrolRule,
+    org: str,
+    first: date,
+    last: date,
+    today: date,
 ) -> dict[str, Any]:
     """Patrol compliance of the grid workers of ``org``'s subtree on the local days
-    ``first``–``last``: per worker and in total, and per child unit of ``org``."""
+    ``first``–``last`` they were on duty (:func:`duty_days`): per worker and in total, and per child
+    unit of ``org``."""
     days = (last - first).days + 1
-    rows = await conn.fetch(_WORKERS_SQL, org, first, last, rule.min_duration, rule.per_day)
+    rows = await conn.fetch(_WORKERS_SQL, org, first, last, rule.min_duration, rule.per_day, today)
     workers = [
         {
             "user_id": r["id"],
             "username": r["username"],
             "display_name": r["display_name"],
             "org": r["org_code"],
-            "days": days,
+            "days": (on_duty := duty_days(first, last, today, r["first_day"], bool(r["compliant_today"]))),
             "compliant_days": r["compliant_days"],
-            "compliance_rate": round(r["compliant_days"] / days, 4) if days else None,
+            "compliance_rate": round(r["compliant_days"] / on_duty, 4) if on_duty else None,
             "patrols": r["patrols"],
             "counting_patrols": r["counting_patrols"],
             "patrol_hours": round(r["seconds"] / 3600, 2),
@@ -399,7 +419,7 @@ async def compliance(
     ]
 
     def totals(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        worker_days = len(group) * days
+        worker_days = sum(w["days"] for w in group)
         compliant = sum(w["compliant_days"] for w in group)
         return {
             "grid_workers": len(group),
@@ -442,7 +462,7 @@ def stats_section(ctx: Context) -> Any:
                 "compliance_rate": None,
                 "by_unit": [],
             }
-        figures = await compliance(conn, ctx.orgs, rule, org, *span)
+        figures = await compliance(conn, ctx.orgs, rule, org, *span, today)
         figures.pop("workers")
         return figures
 
@@ -465,7 +485,7 @@ async def compliance_of(
     if (last - first).days > 366:
         raise invalid({"from": ("时段不能超过 366 天", "the period may span at most 366 days")})
     async with ctx.pool.acquire() as conn:
-        figures = await compliance(conn, ctx.orgs, _rule(ctx), org, first, last)
+        figures = await compliance(conn, ctx.orgs, _rule(ctx), org, first, last, today)
     if user.role == "grid_worker":
         figures["workers"] = [w for w in figures["workers"] if w["user_id"] == user.id]
     return figures
