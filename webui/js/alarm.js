@@ -58,3 +58,11 @@ export function stopRinging() {
 export function isRinging() {
   return Boolean(ringing);
 }
+
+/** Two soft tones: an invitation (a consultation this unit is asked to join). */
+export function chime() {
+  if (!audioReady()) return;
+  const t0 = ctx.currentTime + 0.01;
+  tone(660, t0, 0.25, 0.18);
+  tone(990, t0 + 0.3, 0.4, 0.18);
+}

@@ -400,10 +400,10 @@ export class MapView {
    * (0,0); an element is kept while `key(item)` and `signature(item)` stay the same, so animations
    * do not restart on every update. Items without a position are skipped.
    */
-  setMarkers(name, items, { render, key = (d) => d.id, signature = (d) => JSON.stringify(d), onClick } = {}) {
+  setMarkers(name, items, { render, key = (d) => d.id, signature = (d) => JSON.stringify(d), onClick, declutter = false } = {}) {
     let layer = this.layers.get(name);
     if (!layer) {
-      layer = { g: svg("g", { class: `map-layer map-layer-${name}` }), items: new Map(), onClick };
+      layer = { g: svg("g", { class: `map-layer map-layer-${name}` }), items: new Map(), onClick, declutter };
       this.markerRoot.append(layer.g);
       this.layers.set(name, layer);
       layer.g.addEventListener("click", (ev) => {
@@ -442,8 +442,11 @@ export class MapView {
       const [x, y] = entry.world;
       const px = (x - this.cx) * s + this.width / 2;
       const py = (y - this.cy) * s + this.height / 2;
+      entry.px = px;
+      entry.py = py;
       entry.el.setAttribute("transform", `translate(${px.toFixed(1)},${py.toFixed(1)})`);
     }
+    if (layer.declutter) declutterLabels(layer.items.values());
   }
 
   clearMarkers(name) {
@@ -573,8 +576,55 @@ function centroid(ring) {
   return [cx / (3 * a), cy / (3 * a)];
 }
 
+// Where a label may stand, relative to its default place below the marker: below, above, right, left.
+const LABEL_SPOTS = [
+  (w, h, y) => [0, 0],
+  (w, h, y) => [0, -2 * y + h * 0.3],
+  (w, h, y) => [w / 2 + h * 0.6, -y + h * 0.35],
+  (w, h, y) => [-(w / 2 + h * 0.6), -y + h * 0.35],
+];
+
+/** Labels never drawn over each other (nor over another marker): each label takes the first free
+ * spot around its marker, in the order of the items (the caller puts the most important first); a
+ * label with no free spot is hidden (its marker's title still names it). */
+function declutterLabels(entries) {
+  const taken = [];
+  const overlaps = (r) => taken.some((o) => r.x < o.x + o.w && o.x < r.x + r.w && r.y < o.y + o.h && o.y < r.y + r.h);
+  const list = [...entries].filter((e) => e.px !== undefined);
+  for (const e of list) {
+    // The markers themselves first: a label may not cover any of them.
+    const body = e.el.querySelector(".mk-halo");
+    const r = body ? Number(body.getAttribute("r")) || 12 : 12;
+    taken.push({ x: e.px - r, y: e.py - r, w: 2 * r, h: 2 * r });
+  }
+  for (const e of list) {
+    const label = e.el.querySelector(".mk-label");
+    if (!label) continue;
+    const size = Number(label.getAttribute("font-size")) || 14;
+    const y = Number(label.dataset.y ?? label.getAttribute("y")) || 0;
+    label.dataset.y = String(y);
+    // CJK glyphs are about one em wide, Latin about half of one.
+    const text = label.textContent || "";
+    const w = [...text].reduce((n, ch) => n + (ch.charCodeAt(0) > 0x2e80 ? 1 : 0.55), 0) * size;
+    let placed = false;
+    for (const spot of LABEL_SPOTS) {
+      const [dx, dy] = spot(w, size, y);
+      const rect = { x: e.px + dx - w / 2, y: e.py + y + dy - size, w, h: size * 1.2 };
+      if (!overlaps(rect)) {
+        taken.push(rect);
+        label.setAttribute("x", dx.toFixed(1));
+        label.setAttribute("y", (y + dy).toFixed(1));
+        label.removeAttribute("visibility");
+        placed = true;
+        break;
+      }
+    }
+    if (!placed) label.setAttribute("visibility", "hidden");
+  }
+}
+
 /** A bearing arrow (0° = north) for squads, with a stale mark. */
-export function arrowMarker({ heading, cls = "", label = "", stale = false, size = 1 }) {
+export function arrowMarker({ heading, cls = "", label = "", stale = false, size = 1, labelSize = 0 }) {
   const g = svg("g", { class: `mk mk-unit ${cls}${stale ? " mk-stale" : ""}` });
   const r = 11 * size;
   g.append(svg("circle", { r: r + 3 * size, class: "mk-halo" }));
@@ -590,6 +640,7 @@ export function arrowMarker({ heading, cls = "", label = "", stale = false, size
     );
   }
   if (stale) g.append(svg("text", { class: "mk-stale-mark", x: r * 0.9, y: -r * 0.7, "font-size": (r * 1.4).toFixed(1) }, "?"));
-  if (label) g.append(svg("text", { class: "mk-label", y: r * 2.6, "text-anchor": "middle", "font-size": (r * 1.15).toFixed(1) }, label));
+  const px = labelSize || r * 1.15;
+  if (label) g.append(svg("text", { class: "mk-label", y: r * 1.6 + px, "text-anchor": "middle", "font-size": px.toFixed(1) }, label));
   return g;
 }

@@ -113,7 +113,7 @@ export function caseSignature(c, extra = "") {
   return `${c.priority}|${c.state}|${c.overdue}|${c.version}|${extra}`;
 }
 
-export function unitMarker(u, { size = 1, label = true, staleAfter } = {}) {
+export function unitMarker(u, { size = 1, label = true, labelSize = 0, staleAfter } = {}) {
   const stale = unitStale(u, staleAfter);
   const g = arrowMarker({
     heading: u.position ? u.position.heading : null,
@@ -121,6 +121,7 @@ export function unitMarker(u, { size = 1, label = true, staleAfter } = {}) {
     label: label ? u.name : "",
     stale,
     size,
+    labelSize,
   });
   const title = svg("title");
   title.textContent = `${u.name} · ${unitStatusName(u.status)}${stale ? ` · ${t("unit.stale")}` : ""}`;

@@ -1,6 +1,7 @@
 // The wall display (/board): map, counters, the lists that need action, squads and meetings, all
 // from the board websocket (snapshot, then changes), with no reload and no scrolling.
 import { get } from "../api.js";
+import { chime, unlock } from "../alarm.js";
 import { BoardState } from "../boardstate.js";
 import { cameraMarker, cameraSignature, openCameraViewer } from "../cameras.js";
 import { fmtDuration, fmtPercent, fmtTime, h } from "../dom.js";
@@ -288,8 +289,10 @@ function renderUnitMarkers() {
   // A few squads: always named; many: named once the map is zoomed in (CSS .map-far).
   map.el.classList.toggle("map-few-units", units.length <= 12);
   map.setMarkers("units", units, {
-    render: (u) => unitMarker(u, { size: 1.15 * scale(), staleAfter }),
+    // Names at 1rem (20 px at 1080p), never over each other: the wall is read from across the room.
+    render: (u) => unitMarker(u, { size: 1.15 * scale(), labelSize: 20 * scale(), staleAfter }),
     signature: (u) => `${unitSignature(u, staleAfter)}|${scale()}`,
+    declutter: true,
   });
 }
 
@@ -344,6 +347,22 @@ function highlight(c) {
   }, 15000);
 }
 
+// A consultation that asks this unit to join: the wall says so, with a sound.
+const INVITING = ["created", "started"];
+
+function invitedHere(m) {
+  return Array.isArray(m.invited) && state.org !== null && m.invited.includes(state.org);
+}
+
+function showMeetingBanner(m) {
+  const el = document.getElementById("board-banner");
+  el.className = "board-banner banner-meeting";
+  el.textContent = t("board.meeting_invite", { title: m.title || "", org: pick(unitNames.get(m.org), m.org || "") });
+  el.hidden = false;
+  clearTimeout(bannerTimer);
+  bannerTimer = setTimeout(() => (el.hidden = true), 30000);
+}
+
 function showBanner(c) {
   const el = document.getElementById("board-banner");
   el.className = `board-banner banner-${c.priority}`;
@@ -371,6 +390,10 @@ function onMessage(msg) {
       if (r && r.item && r.item.id !== undefined) fresh.add(`${r.entity}:${r.item.id}`);
       if (r && r.entity === "incident" && r.reported && r.kept) showBanner(r.item);
       if (r && r.entity === "incident" && r.action === "close") refreshRate();
+      if (r && r.entity === "meeting" && r.kept && INVITING.includes(r.action) && invitedHere(r.item)) {
+        showMeetingBanner(r.item);
+        chime();
+      }
       scheduleRender();
       break;
     }
@@ -438,6 +461,8 @@ async function main() {
   legend();
   tickClock();
   setInterval(tickClock, 1000);
+  // A wall plays sound once someone has touched it (browsers start audio after a gesture).
+  document.addEventListener("pointerdown", () => unlock(), { once: true });
   // Ages, stale marks and "overdue by" move with time even when nothing changes.
   setInterval(scheduleRender, 15000);
   onLanguageChange(() => {

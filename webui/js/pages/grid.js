@@ -4,6 +4,7 @@
 // A report is sent once: its Idempotency-Key is made with the draft and kept until the server has
 // answered, so pressing "submit" again after a timeout on a poor connection never makes two cases.
 import { ApiError, api, get, logout, post, withToken } from "../api.js";
+import { shrink } from "../photos.js";
 import { errorText, fmtDateTime, fmtDuration, h, toast, uid } from "../dom.js";
 import { applyI18n, localName, onLanguageChange, t } from "../i18n.js";
 import { serverNow } from "../clock.js";
@@ -22,8 +23,6 @@ const ROUTES = {
   compliance: "/api/v1/patrols/compliance",
 };
 const MAX_PHOTOS = 9;
-const MAX_EDGE = 2560; // photos are scaled down to this on the phone before upload ...
-const KEEP_BELOW = 1.5 * 1024 * 1024; // ... unless they are already this small
 
 const S = {
   user: null,
@@ -90,24 +89,6 @@ function withZone(local) {
   const hh = String(Math.floor(Math.abs(off) / 60)).padStart(2, "0");
   const mm = String(Math.abs(off) % 60).padStart(2, "0");
   return `${local}:00${sign}${hh}:${mm}`;
-}
-
-async function shrink(file) {
-  // Phones take 4–8 MB pictures; a poor connection needs less. Keep small files as they are.
-  if (file.size <= KEEP_BELOW || !window.createImageBitmap) return file;
-  try {
-    const bitmap = await createImageBitmap(file);
-    const scale = Math.min(1, MAX_EDGE / Math.max(bitmap.width, bitmap.height));
-    const canvas = document.createElement("canvas");
-    canvas.width = Math.round(bitmap.width * scale);
-    canvas.height = Math.round(bitmap.height * scale);
-    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
-    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
-    return blob && blob.size < file.size ? new File([blob], file.name.replace(/\.\w+$/, "") + ".jpg", { type: "image/jpeg" }) : file;
-  } catch {
-    return file;
-  }
 }
 
 async function addPhotos(files) {

@@ -6,7 +6,8 @@
 // and the page keeps orders by id, so an order shows once however often it arrives; on every
 // connection the open orders are read again over HTTP, so a reload also shows accepted ones.
 import { audioReady, startRinging, stopRinging, unlock } from "../alarm.js";
-import { get, logout } from "../api.js";
+import { api, get, logout } from "../api.js";
+import { shrink } from "../photos.js";
 import { errorText, fmtDateTime, fmtDuration, h, toast } from "../dom.js";
 import { applyI18n, onLanguageChange, t } from "../i18n.js";
 import { serverNow } from "../clock.js";
@@ -98,8 +99,9 @@ function renderOrder() {
   }
   if (o.state === "accepted") {
     buttons.push(
-      h("button.btn.btn-primary.big-btn", { type: "button", onclick: () => setStatus("en_route") }, t("unit_status.en_route")),
-      h("button.btn.btn-primary.big-btn", { type: "button", onclick: () => setStatus("on_scene") }, t("unit_status.on_scene")),
+      h("button.btn.btn-primary.big-btn", { type: "button", id: "en-route", onclick: () => setStatus("en_route") }, t("unit_status.en_route")),
+      h("button.btn.btn-primary.big-btn", { type: "button", id: "on-scene", onclick: () => setStatus("on_scene") }, t("unit_status.on_scene")),
+      h("button.btn.btn-ok.big-btn.wide", { type: "button", id: "handled", onclick: () => handledForm(o) }, t("squad.handled")),
     );
   }
   box.className = `order-card panel o-${o.priority || inc.priority}${isNew ? " order-new" : ""}`;
@@ -108,7 +110,7 @@ function renderOrder() {
     h(
       "div.order-band",
       prioBadge(o.priority || inc.priority),
-      h("span", t("squad.order_no", { id: o.id })),
+      h("span", t("squad.order_no", { number: inc.number || "" })),
       h("span.o-state", { id: "order-state" }, orderState(o)),
     ),
     h(
@@ -186,7 +188,7 @@ function renderRecent() {
       h(
         "li",
         prioBadge(o.priority || (o.incident || {}).priority),
-        h("span.t1", categoryName(o.incident || {}) || `#${o.id}`),
+        h("span.t1", categoryName(o.incident || {}) || (o.incident || {}).number || t("squad.order")),
         h("span.state", orderState(o)),
         h("span.t2", `${(o.incident || {}).number || ""} · ${fmtDateTime(o.created_at)}`),
       ),
@@ -296,7 +298,9 @@ function onMessage(msg) {
         S.unseen.delete(String(o.id));
         if (!S.unseen.size) stopRinging();
       }
-      if (o.state === "cancelled" || o.state === "reassigned") toast(t("squad.order_withdrawn", { id: o.id }), "info", 8000);
+      if (o.state === "cancelled" || o.state === "reassigned") {
+        toast(t("squad.order_withdrawn", { number: (o.incident || {}).number || "" }), "info", 8000);
+      }
       render();
       break;
     }
@@ -369,6 +373,46 @@ async function answer(o, kind, reason) {
     if (kind === "accept") setStatus("en_route", { quiet: true });
     render();
   } catch (err) {
+    toast(errorText(err), "error");
+  }
+}
+
+/** The squad is done on site: what it did, with photos; the order is completed (and the case fed
+ * back when the squad handles it). */
+function handledForm(o) {
+  const box = document.querySelector(".order-actions");
+  const note = h("textarea#handled-note", { rows: 3, placeholder: t("squad.handled_note_hint") });
+  const files = h("input#handled-photos", { type: "file", accept: "image/*", capture: "environment", multiple: true });
+  const send = h("button.btn.btn-ok.big-btn", { type: "submit" }, t("squad.handled_send"));
+  const form = h(
+    "form.handled-form",
+    { onsubmit: (ev) => sendHandled(ev, o, note, files, send) },
+    h("label", t("squad.handled_note"), note),
+    h("label", t("squad.handled_photos"), files),
+    h("div.order-actions", send, h("button.btn.big-btn", { type: "button", onclick: () => renderOrder() }, t("console.cancel"))),
+  );
+  box.replaceWith(form);
+  note.focus();
+}
+
+async function sendHandled(ev, o, note, files, send) {
+  ev.preventDefault();
+  if (!note.value.trim()) {
+    toast(t("squad.handled_note_required"), "error");
+    note.focus();
+    return;
+  }
+  const data = new FormData();
+  data.append("handled", new Blob([JSON.stringify({ note: note.value.trim() })], { type: "application/json" }), "handled.json");
+  for (const f of files.files) data.append("photo", await shrink(f), f.name);
+  send.disabled = true;
+  try {
+    const r = await api("POST", `/api/v1/orders/${o.id}/handled`, { form: data });
+    upsertOrder(r);
+    toast(t("squad.handled_done", { number: (o.incident || {}).number || "" }), "ok", 6000);
+    render();
+  } catch (err) {
+    send.disabled = false;
     toast(errorText(err), "error");
   }
 }
@@ -446,12 +490,16 @@ function sendPosition(pos) {
 // -- start -------------------------------------------------------------------------------------
 
 function buildMenu(user) {
-  const menu = document.getElementById("menu");
-  menu.replaceChildren(
+  // Built again when the language changes: every word in it follows.
+  document.getElementById("menu").replaceChildren(
     h("div.muted.small", `${user.display_name || user.username}`),
     languageSwitch(),
     h("button.btn", { type: "button", onclick: logout }, t("shell.logout")),
   );
+}
+
+function wireMenu() {
+  const menu = document.getElementById("menu");
   document.getElementById("menu-btn").onclick = (ev) => {
     ev.stopPropagation();
     menu.hidden = !menu.hidden;
@@ -468,6 +516,7 @@ async function main() {
   const live = liveIndicator();
   document.getElementById("live-slot").append(live.el);
   buildMenu(user);
+  wireMenu();
   const hint = document.getElementById("sound-hint");
   const enableSound = async () => {
     await unlock();
@@ -484,6 +533,7 @@ async function main() {
   }
   onLanguageChange(() => {
     applyI18n(document);
+    buildMenu(user);
     render();
   });
   render();
