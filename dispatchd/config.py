@@ -290,7 +290,7 @@ class SipSettings:
     t2: float = field(default=4.0, metadata=_meta("RFC 3261 T2: longest retransmit interval in seconds", lo=0.5, hi=60))
     t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
     user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
-    record: bool = field(default=True, metadata=_meta("record the caller's audio of answered calls under the data dir"))
+    record: bool = field(default=True, metadata=_meta("record answered calls (both sides) under the data dir"))
     standby: bool = field(
         default=True,
         metadata=_meta("one SIP edge per deployment: bind only while holding the PostgreSQL advisory lock of the port"),
@@ -374,6 +374,41 @@ class HotlineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    record_legs: bool = field(
+        default=False, metadata=_meta("besides the mixed recording, one file per side (caller, officer)")
+    )
+    recording_days: int = field(
+        default=180, metadata=_meta("days recordings are kept (0 = for ever)", lo=0, hi=36500)
+    )
+    queue_announce_interval: float = field(
+        default=30.0, metadata=_meta("seconds between announcements of a waiting caller's position", lo=5, hi=600)
+    )
+    menu_timeout: float = field(
+        default=6.0, metadata=_meta("seconds the DTMF menu waits for a key before the call queues", lo=1, hi=60)
+    )
+    trunk: str = field(
+        default="", metadata=_meta("host[:port] of the SIP trunk or PBX for calls out; empty = no calls out")
+    )
+    trunk_transport: str = field(default="udp", metadata=_meta("transport to the trunk", choices=("udp", "tcp")))
+    trunk_domain: str = field(default="", metadata=_meta("domain of the Request-URI and From; empty = the trunk's host"))
+    trunk_username: str = field(default="", metadata=_meta("digest user name at the trunk (RFC 7616)"))
+    trunk_password: str = field(default="", metadata=_meta("digest password at the trunk"))
+    caller_id: str = field(default="967999", metadata=_meta("number calls out are made from (From user)"))
+    dial_prefix: str = field(default="", metadata=_meta("prefix the trunk needs before a number (e.g. 0 for an outside line)"))
+    ring_timeout: float = field(
+        default=30.0, metadata=_meta("seconds a call out rings before it is given up", lo=5, hi=300)
+    )
+    escalate_after: float = field(
+        default=0.0,
+        metadata=_meta("叫应: seconds after an order is sent without acceptance before the unit's phones are rung; 0 = off", lo=0, hi=86400),
+    )
+    escalate_key_timeout: float = field(
+        default=10.0, metadata=_meta("叫应: seconds the called person has to press 1 after the prompt", lo=2, hi=120)
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ReportSettings:
     photo_max_mb: float = field(
         default=10.0, metadata=_meta("largest photo of a grid report in MB (larger: 413)", lo=0.01, hi=100)
@@ -419,6 +454,7 @@ class Settings:
     units: UnitSettings = field(default_factory=UnitSettings)
     sip: SipSettings = field(default_factory=SipSettings)
     hotline: HotlineSettings = field(default_factory=HotlineSettings)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)
     gb28181: Gb28181Settings = field(default_factory=Gb28181Settings)
 
     @property
@@ -578,8 +614,8 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
                 v = "***"  # hotline CTI webhook key: never printed
             elif f.name.endswith("credential") and v:
                 v = "***"  # video TURN password: never printed
-            elif f.name == "password" and v:
-                v = "***"  # GB/T 28181 shared device password: never printed
+            elif f.name.endswith("password") and v:
+                v = "***"  # voice trunk password, GB/T 28181 shared device password: never printed
             values[f.name] = str(v) if isinstance(v, Path) else v
         out[section_field.name] = values
     return out

@@ -7,6 +7,10 @@
     queued | ringing ──abandon──> abandoned   (the caller hung up first)
     queued | ringing ──end──> ended           (the officer refused it, the instance holding it stopped)
     any ──link──> the same state     (the call became a case, or was attached to one)
+    answered ──transfer──> ringing   (given to another officer: their console rings)
+    answered ──hold | resume | transfer_out──> answered   (on hold; bridged to a department's number)
+    queued | ringing ──menu──> the same state   (the caller chose a department in the line's menu)
+    any ──recording_deleted──> the same state    (the retention deleted its recording)
 
 A call is *offered* when it reaches the hotline; it is stored as ``queued`` and rung or left to
 wait in the same transaction. Nothing here reads the clock or does I/O.
@@ -44,6 +48,12 @@ _MOVES: Final[Mapping[str, tuple[frozenset[str], str | None]]] = MappingProxyTyp
         "end": (LIVE, "ended"),
         "incident": (frozenset(STATES), None),
         "attach": (frozenset(STATES), None),
+        "transfer": (frozenset({"answered"}), "ringing"),
+        "transfer_out": (frozenset({"answered"}), None),
+        "hold": (frozenset({"answered"}), None),
+        "resume": (frozenset({"answered"}), None),
+        "menu": (WAITING, None),
+        "recording_deleted": (frozenset(STATES), None),
     }
 )
 EVENTS: Final = tuple(_MOVES)

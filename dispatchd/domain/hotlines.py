@@ -16,6 +16,26 @@ default category, which the duty officer may change.  967999 itself carries no c
     department_kind = "police"
     category = "hazard.public_order"   # optional; must exist in the taxonomy
 
+What a caller hears before an officer answers (all optional; see docs/hotline.md "Voice"):
+
+    [prompts]
+    announce = true             # answer at once: greeting, menu, queue announcements, music
+    greeting = { file = "prompts/greeting.wav", text = "您好，这里是967999……" }
+    queue = { text = "坐席正忙，请稍候。" }
+    position = { file = "prompts/position-{n}.wav", text = "您前面还有{n}位来电。" }
+    hold_music = { file = "prompts/music.wav" }
+    escalation = { text = "……接受指令请按1。" }            # 叫应 (calls out about an order)
+    escalation_accepted = { text = "指令已接受。" }
+
+    [[line]]
+    dialled = "967999"
+    ...
+    greeting = { text = "……" }                                 # this line's own greeting
+    menu = { prompt = { text = "治安请按1，调解请按2。" }, keys = { "1" = "police", "2" = "justice" } }
+
+A prompt names a WAV ``file`` (relative to this file's directory), a ``text`` spoken by espeak-ng
+when the file is missing, or both; ``{n}`` in the position prompt is the number of callers ahead.
+
 A CTI system reports the dialled number in many spellings (``+86 577 65890101``,
 ``0086-577-65890101``, ``577 6589 0101``, ``65890101``); :func:`normalise_number` reduces each
 to one national form (``057765890101``) before the lookup.
@@ -34,13 +54,58 @@ from typing import Final
 from dispatchd.domain.orgs import DEPARTMENT_KINDS
 from dispatchd.domain.taxonomy import Taxonomy
 
+# Who may place calls out (回访, a department) from the console with their headset.
+CALLERS_OUT: Final = frozenset({"duty_officer"})
+
 _SEPARATORS: Final = re.compile(r"[\s\-().]")
 _AREA_CODE: Final = re.compile(r"0[1-9]\d{1,2}")
-_LINE_KEYS: Final = frozenset({"dialled", "name", "name_en", "department_kind", "category"})
+_LINE_KEYS: Final = frozenset({"dialled", "name", "name_en", "department_kind", "category", "greeting", "menu"})
+_PROMPT_KEYS: Final = frozenset(
+    {"announce", "greeting", "queue", "position", "hold_music", "escalation", "escalation_accepted"}
+)
+_KEYS: Final = "0123456789*#"
 
 
 class HotlineError(ValueError):
     """The hotline table is wrong; names the file and the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A recorded prompt: a WAV ``file`` (relative to the config directory) and/or its ``text``."""
+
+    file: str = ""
+    text: str = ""
+
+    def numbered(self, n: int) -> Prompt:
+        """The prompt with ``{n}`` filled in (the position announcement)."""
+        return Prompt(self.file.replace("{n}", str(n)), self.text.replace("{n}", str(n)))
+
+
+@dataclass(frozen=True, slots=True)
+class Menu:
+    """A DTMF menu: its prompt, and the department kind each key routes the call to."""
+
+    prompt: Prompt
+    keys: Mapping[str, str]
+
+
+ESCALATION: Final = Prompt(text="这里是社会治理综合指挥中心。您的队伍有一条指令尚未接受。接受指令请按1。")
+ESCALATION_ACCEPTED: Final = Prompt(text="指令已接受，谢谢。")
+
+
+@dataclass(frozen=True, slots=True)
+class Prompts:
+    """What callers hear before an answer; ``announce`` off: ringback only, as a plain PBX line."""
+
+    announce: bool = False
+    greeting: Prompt | None = None
+    queue: Prompt | None = None
+    position: Prompt | None = None
+    hold_music: Prompt | None = None
+    # 叫应: what the person rung about an order not accepted hears, and after pressing 1.
+    escalation: Prompt = ESCALATION
+    escalation_accepted: Prompt = ESCALATION_ACCEPTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +117,8 @@ class HotlineRoute:
     name_en: str
     department_kind: str
     category: str | None
+    greeting: Prompt | None = None
+    menu: Menu | None = None
 
 
 def normalise_number(dialled: str, area_code: str = "0577") -> str | None:
@@ -93,11 +160,19 @@ def normalise_number(dialled: str, area_code: str = "0577") -> str | None:
 class HotlineDirectory(Mapping[str, HotlineRoute]):
     """The routes keyed by normalised number, with a forgiving :meth:`route` lookup."""
 
-    __slots__ = ("_routes", "area_code")
+    __slots__ = ("_routes", "area_code", "config_dir", "prompts")
 
-    def __init__(self, routes: Mapping[str, HotlineRoute], area_code: str = "0577") -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, HotlineRoute],
+        area_code: str = "0577",
+        prompts: Prompts | None = None,
+        config_dir: Path | None = None,
+    ) -> None:
         self._routes: Mapping[str, HotlineRoute] = MappingProxyType(dict(routes))
         self.area_code = area_code
+        self.prompts = prompts or Prompts()
+        self.config_dir = config_dir or Path(".")
 
     def __getitem__(self, dialled: str) -> HotlineRoute:
         return self._routes[dialled]
@@ -126,7 +201,7 @@ def load_hotlines(path: Path, taxonomy: Taxonomy) -> HotlineDirectory:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise HotlineError(f"{file}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"area_code", "line"})
+    unknown = sorted(set(data) - {"area_code", "line", "prompts"})
     if unknown:
         raise HotlineError(f"{file}: unknown top-level keys {', '.join(unknown)}")
     area_code = data.get("area_code", "0577")
@@ -169,5 +244,61 @@ def load_hotlines(path: Path, taxonomy: Taxonomy) -> HotlineDirectory:
             name_en=texts["name_en"],
             department_kind=texts["department_kind"],
             category=category,
+            greeting=_prompt(line.get("greeting"), f"{where}: greeting"),
+            menu=_menu(line.get("menu"), where),
         )
-    return HotlineDirectory(routes, area_code)
+    return HotlineDirectory(routes, area_code, _prompts(data.get("prompts"), file), path.parent)
+
+
+def _prompt(value: object, where: str) -> Prompt | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Prompt(file=value)
+    if not isinstance(value, dict) or set(value) - {"file", "text"}:
+        raise HotlineError(f"{where}: a prompt is a file name or {{ file = …, text = … }}")
+    file, text = value.get("file", ""), value.get("text", "")
+    if not isinstance(file, str) or not isinstance(text, str) or not (file or text):
+        raise HotlineError(f"{where}: a prompt needs a file or a text")
+    return Prompt(file, text)
+
+
+def _menu(value: object, where: str) -> Menu | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"prompt", "keys"}:
+        raise HotlineError(f"{where}: menu must be {{ prompt = …, keys = {{ \"1\" = kind, … }} }}")
+    prompt = _prompt(value.get("prompt"), f"{where}: menu prompt")
+    keys = value.get("keys")
+    if prompt is None or not isinstance(keys, dict) or not keys:
+        raise HotlineError(f"{where}: a menu needs a prompt and keys")
+    for key, kind in keys.items():
+        if key not in _KEYS or len(key) != 1:
+            raise HotlineError(f"{where}: menu key {key!r} is not one DTMF key")
+        if kind not in DEPARTMENT_KINDS:
+            raise HotlineError(f"{where}: menu key {key!r}: unknown department kind {kind!r}")
+    return Menu(prompt, MappingProxyType(dict(keys)))
+
+
+def _prompts(value: object, file: str) -> Prompts:
+    if value is None:
+        return Prompts()
+    if not isinstance(value, dict):
+        raise HotlineError(f"{file}: [prompts] must be a table")
+    unknown = sorted(set(value) - _PROMPT_KEYS)
+    if unknown:
+        raise HotlineError(f"{file}: [prompts] has unknown keys {', '.join(unknown)}")
+    announce = value.get("announce", False)
+    if not isinstance(announce, bool):
+        raise HotlineError(f"{file}: [prompts] announce must be true or false")
+    where = f"{file}: [prompts]"
+    return Prompts(
+        announce=announce,
+        greeting=_prompt(value.get("greeting"), f"{where} greeting"),
+        queue=_prompt(value.get("queue"), f"{where} queue"),
+        position=_prompt(value.get("position"), f"{where} position"),
+        hold_music=_prompt(value.get("hold_music"), f"{where} hold_music"),
+        escalation=_prompt(value.get("escalation"), f"{where} escalation") or ESCALATION,
+        escalation_accepted=_prompt(value.get("escalation_accepted"), f"{where} escalation_accepted")
+        or ESCALATION_ACCEPTED,
+    )

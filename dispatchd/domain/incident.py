@@ -408,14 +408,26 @@ class TransitionError(Exception):
 
 # What else a viewer may do with a case, beside the steps of the loop (named in allowed_actions too).
 CONVENE: Final = "convene"  # convene a consultation about the case (视频会商)
+CALL_OUT: Final = "call_out"  # phone about the case from the console: the reporter back (回访), a department
 
 
-def case_operations(incident: Incident, actor: Actor, org: OrgView, conveners: frozenset[str]) -> tuple[str, ...]:
+def case_operations(
+    incident: Incident,
+    actor: Actor,
+    org: OrgView,
+    conveners: frozenset[str],
+    callers_out: frozenset[str] = frozenset(),
+) -> tuple[str, ...]:
     """Operations on a case that are not steps of the loop: a consultation about an open case in
-    the actor's jurisdiction, for those who may convene one."""
+    the actor's jurisdiction, for those who may convene one; a call out about a case (open or
+    closed: the satisfaction callback comes after closing) in the actor's jurisdiction, for those
+    who may place calls out."""
     found: list[str] = []
-    if incident.state in OPEN_STATES and str(actor.role) in conveners and _within_jurisdiction(incident, actor, org):
+    within = _within_jurisdiction(incident, actor, org)
+    if incident.state in OPEN_STATES and str(actor.role) in conveners and within:
         found.append(CONVENE)
+    if str(actor.role) in callers_out and within:
+        found.append(CALL_OUT)
     return tuple(found)
 
 

@@ -30,6 +30,7 @@ import structlog
 
 from dispatchd.clock import LOCAL_TZ
 from dispatchd.context import Context
+from dispatchd.domain.hotlines import CALLERS_OUT
 from dispatchd.domain.incident import (
     Action,
     Actor,
@@ -348,7 +349,7 @@ async def _full_json(
         current, actor = store.to_domain(row), domain_actor(viewer)
         case["allowed_actions"] = [
             *(str(a) for a in allowed_actions(current, actor, tree, rules_of(ctx))),
-            *case_operations(current, actor, tree, CONVENERS),
+            *case_operations(current, actor, tree, CONVENERS, CALLERS_OUT),
         ]
     return case
 

@@ -11,9 +11,10 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
-from dispatchd.channels.hotline.slots import PRESENCE
+from dispatchd.channels.hotline.slots import ORDER_ACCEPTANCE, PRESENCE, OrderAcceptance
 from dispatchd.channels.reports.api import read_part_and_photos
 from dispatchd.channels.reports.slots import MEDIA
+from dispatchd.context import Context
 from dispatchd.errors import DomainError, invalid, not_found
 from dispatchd.incidents.slots import CASE_ENDED
 from dispatchd.live import orders
@@ -332,8 +333,18 @@ def setup(app: web.Application) -> None:
     if CASE_ENDED not in ctx:
         ctx[CASE_ENDED] = []
     ctx[CASE_ENDED].append(orders.cancel_case_orders)
+    ctx[ORDER_ACCEPTANCE] = _order_acceptance(ctx)
     app.cleanup_ctx.append(_live_ctx)
     app.on_shutdown.append(_close_websockets)
+
+
+def _order_acceptance(ctx: Context) -> OrderAcceptance:
+    """The hotline's 叫应 accepts an order on the phone through the squad app's own accept."""
+
+    async def accept(order_id: int, user: User) -> dict[str, Any]:
+        return await orders.accept(ctx, order_id, user)
+
+    return accept
 
 
 async def _live_ctx(app: web.Application) -> AsyncIterator[None]:

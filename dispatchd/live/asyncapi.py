@@ -67,7 +67,7 @@ ENVELOPE = _obj(
     {
         "entity": {
             "type": "string",
-            "description": "incident, order, unit, call, meeting, patrol, alert, positions, ...",
+            "description": "incident, order, unit, call, callout, meeting, patrol, alert, positions, ...",
         },
         "id": {"type": "string", "description": "the entity's id"},
         "version": {"type": "integer", "description": "the entity's version after the change (0: unversioned)"},

@@ -47,6 +47,7 @@ ENTITIES: Final[Mapping[str, str]] = {
     "meeting": "meetings",
     "patrol": "patrols",
     "alert": "live_alerts",
+    "callout": "voice_callouts",
 }
 # Kinds published without an audit row (their record is elsewhere: track_points).
 PUBLISHED_ONLY: Final = frozenset({"positions"})

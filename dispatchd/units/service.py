@@ -86,6 +86,23 @@ async def _changed(
     return unit
 
 
+async def record_change(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    unit_id: int,
+    action: str,
+    actor: User | str | None,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """A change of the unit that another capability keeps (the hotline's 叫应 call list), recorded as
+    the unit's, in the caller's transaction (the unit's row is locked; its columns do not change, as
+    for a member added). NotFound when there is no such unit."""
+    row = await conn.fetchrow(f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = $1 FOR UPDATE", unit_id)
+    if row is None:
+        raise not_found("队伍", "unit")
+    return await _changed(conn, row, action, change_actor(actor), ctx.clock.now(), details)
+
+
 # -- units -----------------------------------------------------------------------------------------
 
 

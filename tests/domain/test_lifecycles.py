@@ -9,7 +9,10 @@ import pytest
 
 from dispatchd.channels.reports.patrols import duty_days
 from dispatchd.domain import calls, meetings
+from dispatchd.domain.hotlines import CALLERS_OUT
 from dispatchd.domain.incident import (
+    CALL_OUT,
+    CONVENE,
     Action,
     Actor,
     Command,
@@ -18,8 +21,10 @@ from dispatchd.domain.incident import (
     State,
     TransitionError,
     allowed_actions,
+    case_operations,
     decide,
 )
+from dispatchd.domain.meetings import CONVENERS
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.domain.patrols import CLOCK_SKEW, Patrol, PatrolStopped
 from dispatchd.domain.units import UNIT_STATUSES, StatusConflict, next_status
@@ -46,9 +51,35 @@ def test_a_call_moves_through_the_queue_to_its_end() -> None:
     assert calls.next_state("queued", "answer") == "answered"  # an officer may take a waiting call unrung
 
 
+def test_an_answered_call_is_held_transferred_and_rung_again() -> None:
+    """Hold, resume and a transfer to a number keep a call answered; a transfer to an officer rings
+    it again, and it is answered or ended from there; a menu choice leaves a waiting call waiting; a
+    recording deleted by the retention leaves any call as it is."""
+    assert calls.next_state("answered", "hold") == "answered"
+    assert calls.next_state("answered", "resume") == "answered"
+    assert calls.next_state("answered", "transfer_out") == "answered"
+    state = calls.next_state("answered", "transfer")
+    assert state == "ringing"
+    assert calls.next_state(state, "answer") == "answered"
+    assert calls.next_state(state, "end") == "ended"
+    assert calls.next_state("queued", "menu") == "queued"
+    assert calls.next_state("ringing", "menu") == "ringing"
+    assert calls.next_state("ended", "recording_deleted") == "ended"  # the retention, at any time
+
+
 @pytest.mark.parametrize(
     ("state", "event"),
-    [("answered", "abandon"), ("answered", "ring"), ("ended", "end"), ("abandoned", "answer"), ("queued", "queue")],
+    [
+        ("answered", "abandon"),
+        ("answered", "ring"),
+        ("ended", "end"),
+        ("abandoned", "answer"),
+        ("queued", "queue"),
+        ("queued", "hold"),
+        ("ringing", "transfer"),
+        ("ended", "resume"),
+        ("answered", "menu"),
+    ],
 )
 def test_a_call_refuses_what_cannot_happen_in_its_state(state: str, event: str) -> None:
     """An event that cannot happen now is refused with a reason in both languages."""
@@ -181,6 +212,21 @@ def test_an_admin_is_not_offered_the_handling_steps(org_tree: OrgTree) -> None:
     """The server's rules, not a screen's copy: an administrator does not feed back or verify."""
     offered = allowed_actions(_case(State.in_progress, lead_department="330381116-PCS"), _actor(Role.admin), org_tree)
     assert Action.feedback not in offered and Action.escalate in offered
+
+
+def test_a_call_out_is_offered_to_those_who_may_place_one_in_the_jurisdiction(org_tree: OrgTree) -> None:
+    """The console's 回访 button comes from the server: a duty officer of the case's jurisdiction may
+    call out about it, open or closed; one of another township, or a leader, may not."""
+    officer, elsewhere, leader = (
+        _actor(Role.duty_officer),
+        _actor(Role.duty_officer, "330381001"),
+        _actor(Role.leader),
+    )
+    for state in (State.reported, State.closed):
+        assert CALL_OUT in case_operations(_case(state), officer, org_tree, CONVENERS, CALLERS_OUT)
+    assert CALL_OUT not in case_operations(_case(State.closed), elsewhere, org_tree, CONVENERS, CALLERS_OUT)
+    assert CALL_OUT not in case_operations(_case(State.closed), leader, org_tree, CONVENERS, CALLERS_OUT)
+    assert CONVENE not in case_operations(_case(State.closed), officer, org_tree, CONVENERS, CALLERS_OUT)
 
 
 def test_compliance_counts_the_days_a_worker_was_on_duty() -> None:

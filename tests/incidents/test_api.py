@@ -379,15 +379,15 @@ async def test_a_case_says_what_its_viewer_may_do(
     client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
     """GET a case carries allowed_actions for the caller, as the server decides them: the officer may
-    accept, reject, merge, escalate, assign and convene; an administrator is not offered handling
-    steps; a department of the township may only pass the case up before it handles it, and is
+    accept, reject, merge, escalate, assign, convene and call out about it (回访); an administrator is
+    not offered handling steps; a department of the township may only pass the case up before it handles it, and is
     offered start once it is dispatched to it."""
     officer = await make_user("duty_officer", TOWN)
     admin = await make_user("admin", COUNTY)
     handler = await make_user("department_handler", TOWN, department=JUSTICE)
     case = await report(client, officer, org_tree)
     mine = await fetch(client, officer, case["id"])
-    assert set(mine["allowed_actions"]) == {"accept", "reject", "merge", "escalate", "assign", "convene"}
+    assert set(mine["allowed_actions"]) == {"accept", "reject", "merge", "escalate", "assign", "convene", "call_out"}
     assert "start" not in (await fetch(client, admin, case["id"]))["allowed_actions"]
     assert (await fetch(client, handler, case["id"]))["allowed_actions"] == ["escalate"]
     case = await act(client, officer, case, "accept")

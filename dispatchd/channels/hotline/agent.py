@@ -25,6 +25,15 @@ It takes calls to the numbers the hotline directory routes, and nothing else:
 
 :meth:`HotlineAgent.hangup` ends a call from our side: 480 while it rings, a BYE (a client
 transaction) once it is confirmed, or a BYE as soon as the ACK comes when the 200 is still out.
+
+Calls out (the user agent client, §8.1, §13.2): :meth:`HotlineAgent.dial` sends an INVITE with our
+offer through the :class:`Trunk` (an INVITE client transaction); 180/183 give :class:`CallRinging`;
+a 401/407 is answered once with digest credentials (§22.2, §22.3); a 2xx makes the dialog (remote
+target from its Contact, route set from its Record-Route reversed, §12.1.2), is ACKed by us
+(§13.2.2.4, again for every copy) and gives :class:`CallAnswered`; any other final response gives
+:class:`CallFailed`. Hanging up before the answer CANCELs (§9.1; only once a provisional response
+came, else as soon as one comes; a 2xx crossing the CANCEL is ACKed and ended with a BYE). In the
+dialog, BYE either way works as for calls in.
 """
 
 from __future__ import annotations
@@ -68,18 +77,23 @@ from dispatchd.channels.hotline.transaction import (
     response_destination,
     stamp_via,
 )
+from dispatchd.channels.hotline.voice.digest import DigestError, authorization, parse_challenge
 
 __all__ = [
     "ALLOWED_METHODS",
     "AgentConfig",
     "CallAbandoned",
+    "CallAnswered",
     "CallConfirmed",
     "CallEnded",
+    "CallFailed",
     "CallOffered",
+    "CallRinging",
     "CallStateError",
     "Dropped",
     "HotlineAgent",
     "Rejected",
+    "Trunk",
     "dialled_number",
 ]
 
@@ -128,9 +142,11 @@ class CallAbandoned:
 
 @dataclass(frozen=True, slots=True)
 class CallConfirmed:
-    """The ACK of our 200 came: the call is connected."""
+    """The ACK of our 200 came: the call is connected. ``answer``: the SDP answer the ACK carried,
+    when the INVITE had no offer and ours went in the 200 (RFC 3261 §13.2.1)."""
 
     call: str
+    answer: SdpOffer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +173,56 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """Where calls out go: the trunk or PBX (``peer``), the domain of our URIs, who we say we are,
+    and the digest credentials it may ask for."""
+
+    peer: Peer
+    domain: str
+    caller_id: str
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRinging:
+    """A call out rings at the far end (180, or 183 Session Progress)."""
+
+    call: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """A call out was answered; ``answer``: the SDP of the 2xx."""
+
+    call: str
+    answer: SdpOffer | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """A call out ended before an answer: ``status`` (486 busy, 480 or 408 no answer, 487 after our
+    CANCEL…) and a short ``reason``."""
+
+    call: str
+    status: int
+    reason: str
+
+
 CallEvent: TypeAlias = CallOffered | CallAbandoned | CallConfirmed | CallEnded
-Effect: TypeAlias = Send | CallOffered | CallAbandoned | CallConfirmed | CallEnded | Dropped | Rejected
+Effect: TypeAlias = (
+    Send
+    | CallOffered
+    | CallAbandoned
+    | CallConfirmed
+    | CallEnded
+    | CallRinging
+    | CallAnswered
+    | CallFailed
+    | Dropped
+    | Rejected
+)
 
 
 class CallStateError(Exception):
@@ -217,6 +281,31 @@ class _Call:
     bye_pending: bool = False
     local_cseq: int = 0
     bye_key: TxKey | None = None
+    outgoing: bool = False
+    local_party: str = ""  # our From/To value with our tag, for requests in the dialog
+    remote_party: str = ""
+    local_sdp: bytes = b""
+
+
+@dataclass(slots=True)
+class _Dialling:
+    """A call out before its final response."""
+
+    key: str
+    call_id: str
+    local_tag: str
+    number: str
+    trunk: Trunk
+    local_host: str
+    sdp: bytes
+    invite: Request
+    tx_key: TxKey
+    cseq: int = 1
+    state: str = "calling"  # calling, ringing, cancelling
+    provisional: bool = False
+    cancel_pending: bool = False
+    auth_tries: int = 0
+    ack: Request | None = None
 
 
 class HotlineAgent:
@@ -240,22 +329,34 @@ class HotlineAgent:
         self._local_port = local_port
         self._token = new_token or (lambda: secrets.token_hex(8))
         self._calls: dict[str, _Call] = {}
+        self._dialling: dict[str, _Dialling] = {}
+        self._by_tx: dict[TxKey, str] = {}
+        self._aliases: dict[str, str] = {}  # "Call-ID;remote tag" of a call out -> its key
+        self._acks: dict[str, tuple[Request, Peer]] = {}  # the ACK of each answered call out
 
     # -- introspection ----------------------------------------------------------------------
 
     def __contains__(self, call: object) -> bool:
-        return call in self._calls
+        return call in self._calls or call in self._dialling
 
     def call_state(self, call: str) -> str | None:
         found = self._calls.get(call)
-        return found.state if found is not None else None
+        if found is None:
+            dialling = self._dialling.get(call)
+            return dialling.state if dialling is not None else None
+        return found.state
 
     def calls(self) -> list[str]:
-        return list(self._calls)
+        return [*self._calls, *self._dialling]
 
     def local_host(self, call: str) -> str | None:
         found = self._calls.get(call)
         return found.local_host if found is not None else None
+
+    def offer_of(self, call: str) -> SdpOffer | None:
+        """The caller's SDP offer (None when the INVITE came without one, or the call is gone)."""
+        found = self._calls.get(call)
+        return found.offer if found is not None else None
 
     # -- input ------------------------------------------------------------------------------
 
@@ -311,8 +412,11 @@ class HotlineAgent:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def answer(self, call: str, media_host: str, media_port: int, now: float) -> list[Effect]:
-        """Send 200 OK with our SDP (answer to the caller's offer, or our offer when it sent none)."""
+    def answer(
+        self, call: str, media_host: str, media_port: int, now: float, direction: str = "recvonly"
+    ) -> list[Effect]:
+        """Send 200 OK with our SDP (answer to the caller's offer, or our offer when it sent none):
+        ``sendrecv`` when the caller will hear us, ``recvonly`` when only recorded."""
         found = self._calls.get(call)
         if found is None or found.state != "ringing":
             raise CallStateError(f"call is {found.state if found else 'gone'}")
@@ -320,9 +424,9 @@ class HotlineAgent:
             raise CallStateError("the INVITE is no longer pending")
         session = int(now * 1000) % 2**32 or 1
         body = (
-            build_answer(found.offer, media_host, media_port, session)
+            build_answer(found.offer, media_host, media_port, session, direction=direction)
             if found.offer is not None
-            else build_offer(media_host, media_port, session)
+            else build_offer(media_host, media_port, session, direction=direction)
         )
         ok = response_to(
             found.invite,
@@ -343,6 +447,8 @@ class HotlineAgent:
 
     def hangup(self, call: str, now: float) -> list[Effect]:
         """End the call from our side (see the module documentation); nothing if it is over."""
+        if call in self._dialling:
+            return self._cancel_out(self._dialling[call], now)
         found = self._calls.get(call)
         if found is None or found.state == "terminating":
             return []
@@ -367,10 +473,17 @@ class HotlineAgent:
             elif isinstance(effect, AckReceived):
                 out += self._ack(effect.request, now)
             elif isinstance(effect, ClientResponse):
-                if effect.response.status >= 200:
+                if effect.key in self._by_tx:
+                    out += self._out_response(self._by_tx[effect.key], effect.response, now)
+                elif effect.response.status >= 200:
                     self._bye_done(effect.key)
             elif isinstance(effect, ClientTimeout):
-                self._bye_done(effect.key)
+                if effect.key in self._by_tx:
+                    key = self._by_tx.pop(effect.key)
+                    if self._dialling.pop(key, None) is not None:
+                        out.append(CallFailed(key, 408, "timeout"))
+                else:
+                    self._bye_done(effect.key)
             elif isinstance(effect, ServerTimeout):
                 pass  # a refused INVITE was never acknowledged: nothing is left to clean up
         return out
@@ -436,7 +549,8 @@ class HotlineAgent:
 
     def _dialog(self, request: Request) -> _Call | None:
         """The call a request inside a dialog belongs to (Call-ID, remote tag, our tag; §12.2.2)."""
-        found = self._calls.get(f"{request.call_id};{request.from_.tag or ''}")
+        key = f"{request.call_id};{request.from_.tag or ''}"
+        found = self._calls.get(self._aliases.get(key, key))
         if found is None or request.to.tag != found.local_tag:
             return None
         return found
@@ -447,7 +561,7 @@ class HotlineAgent:
             existing = self._dialog(request)
             if existing is None:
                 return self._respond(key, request, 481, now)
-            if existing.state != "confirmed" or existing.ok is None:
+            if existing.state != "confirmed" or (existing.ok is None and not existing.local_sdp):
                 return self._respond(key, request, 491, now, to_tag=existing.local_tag)
             return self._respond(
                 key,
@@ -456,7 +570,7 @@ class HotlineAgent:
                 now,
                 to_tag=existing.local_tag,
                 extra=[("Contact", self._contact(existing)), ("Content-Type", "application/sdp")],
-                body=existing.ok.body,
+                body=existing.ok.body if existing.ok is not None else existing.local_sdp,
             )
         call_key = f"{request.call_id};{request.from_.tag or ''}"
         if call_key in self._calls:
@@ -535,7 +649,7 @@ class HotlineAgent:
         effects = self._respond(key, request, 200, now, to_tag=call.local_tag)
         if call.state == "terminating":
             return effects  # both ends hung up at once; our BYE transaction finishes by itself
-        self._calls.pop(call.key, None)
+        self._forget(call.key)
         if call.state == "ringing":
             # §15.1.2: BYE in an early dialog; the pending INVITE is answered 487.
             effects += self._handle(
@@ -543,7 +657,7 @@ class HotlineAgent:
             )
             effects.append(CallAbandoned(call.key, "bye"))
         else:
-            effects.append(CallEnded(call.key, "caller_hangup"))
+            effects.append(CallEnded(call.key, "remote_hangup" if call.outgoing else "caller_hangup"))
         return effects
 
     def _ack(self, request: Request, now: float) -> list[Effect]:
@@ -557,7 +671,14 @@ class HotlineAgent:
             return []
         call.state = "confirmed"
         call.retransmit_at = call.give_up_at = None
-        effects: list[Effect] = [CallConfirmed(call.key)]
+        answer: SdpOffer | None = None
+        if call.offer is None and request.body.strip():
+            try:
+                text = sdp_from_body(request.headers.get("Content-Type") or "", request.body)
+                answer = parse_sdp(text) if text is not None else None
+            except SdpError:
+                answer = None
+        effects: list[Effect] = [CallConfirmed(call.key, answer)]
         if call.bye_pending:
             effects += self._send_bye(call, now)
         return effects
@@ -584,29 +705,23 @@ class HotlineAgent:
         branch = MAGIC_COOKIE + self._token()
         via = f"SIP/2.0/{transport} {host}:{port};branch={branch};rport"
         invite = call.invite
-        local = parse_name_addr(invite.headers.get("To") or "").with_tag(call.local_tag)
-        remote = parse_name_addr(invite.headers.get("From") or "")
+        if call.outgoing:
+            local_party, remote_party = call.local_party, call.remote_party
+        else:
+            local_party = str(parse_name_addr(invite.headers.get("To") or "").with_tag(call.local_tag))
+            remote_party = str(parse_name_addr(invite.headers.get("From") or ""))
         fields: list[tuple[str, str]] = [
             ("Via", via),
             ("Max-Forwards", "70"),
-            ("From", str(local)),
-            ("To", str(remote)),
+            ("From", local_party),
+            ("To", remote_party),
             ("Call-ID", invite.call_id),
             ("CSeq", f"{call.local_cseq} BYE"),
         ]
         fields += [("Route", route) for route in call.route_set]
         fields.append(("User-Agent", self.config.user_agent))
         bye = Request("BYE", str(call.remote_target), Headers(fields))
-        next_hop = call.remote_target
-        if call.route_set:
-            try:
-                next_hop = parse_name_addr(call.route_set[0]).parsed_uri()
-            except SipParseError:
-                pass
-        if call.peer.reliable:
-            destination = call.peer  # reuse the connection the call came on
-        else:
-            destination = Peer(transport, next_hop.host.strip("[]"), next_hop.port or 5060)
+        destination = self._next_hop(call)  # a TCP call reuses its connection
         key, effects = self.transactions.send_request(bye, destination, now)
         call.bye_key = key
         return self._handle(list(effects), now)
@@ -614,4 +729,226 @@ class HotlineAgent:
     def _bye_done(self, key: TxKey) -> None:
         for call in list(self._calls.values()):
             if call.bye_key == key:
-                self._calls.pop(call.key, None)
+                self._forget(call.key)
+
+    def _forget(self, key: str) -> None:
+        call = self._calls.pop(key, None)
+        if call is not None and call.outgoing:
+            self._aliases.pop(f"{call.invite.call_id};{call.remote_tag}", None)
+            self._acks.pop(key, None)
+
+    # -- calls out (UAC) --------------------------------------------------------------------
+
+    def dial(
+        self, number: str, sdp: bytes, trunk: Trunk, local_host: str, now: float
+    ) -> tuple[str, list[Effect]]:
+        """Call ``number`` through ``trunk`` with our SDP offer; returns the call's key and effects."""
+        call_id = f"{self._token()}{self._token()}@{local_host or 'dispatchd'}"
+        tag = self._token()
+        key = f"{call_id};{tag}"
+        invite = self._out_invite(call_id, tag, number, trunk, local_host, sdp, 1, [])
+        tx_key, effects = self.transactions.send_invite(invite, trunk.peer, now)
+        self._dialling[key] = _Dialling(key, call_id, tag, number, trunk, local_host, sdp, invite, tx_key)
+        self._by_tx[tx_key] = key
+        return key, self._handle(list(effects), now)
+
+    def _out_invite(
+        self,
+        call_id: str,
+        tag: str,
+        number: str,
+        trunk: Trunk,
+        local_host: str,
+        sdp: bytes,
+        cseq: int,
+        extra: list[tuple[str, str]],
+    ) -> Request:
+        transport = trunk.peer.transport
+        port = self._local_port(transport)
+        host = f"[{local_host}]" if ":" in local_host and not local_host.startswith("[") else local_host
+        suffix = ";transport=tcp" if transport == "TCP" else ""
+        uri = f"sip:{number}@{trunk.domain}"
+        fields: list[tuple[str, str]] = [
+            ("Via", f"SIP/2.0/{transport} {host}:{port};branch={MAGIC_COOKIE}{self._token()};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:{trunk.caller_id}@{trunk.domain}>;tag={tag}"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq} INVITE"),
+            ("Contact", f"<sip:{self.config.contact_user}@{host}:{port}{suffix}>"),
+            ("Allow", _ALLOW),
+            ("User-Agent", self.config.user_agent),
+            *extra,
+            ("Content-Type", "application/sdp"),
+        ]
+        return Request("INVITE", uri, Headers(fields), sdp)
+
+    def _out_response(self, key: str, response: Response, now: float) -> list[Effect]:
+        dialling = self._dialling.get(key)
+        status = response.status
+        if dialling is None:
+            # A 2xx copy after the dialog exists (RFC 6026 Accepted): ACK it again.
+            sent = self._acks.get(key)
+            return [Send(sent[0], sent[1])] if sent is not None and 200 <= status < 300 else []
+        if status < 200:
+            effects: list[Effect] = []
+            dialling.provisional = True
+            if dialling.cancel_pending:
+                effects += self._send_cancel(dialling, now)
+            elif status in (180, 183) and dialling.state == "calling":
+                dialling.state = "ringing"
+                effects.append(CallRinging(key))
+            return effects
+        if status < 300:
+            return self._out_answered(dialling, response, now)
+        self._by_tx.pop(dialling.tx_key, None)
+        if (
+            status in (401, 407)
+            and dialling.trunk.username
+            and dialling.auth_tries < 2
+            and dialling.state != "cancelling"
+        ):
+            retried = self._authenticate(dialling, response, now)
+            if retried is not None:
+                return retried
+        self._dialling.pop(key, None)
+        reason = "cancelled" if dialling.state == "cancelling" else (response.reason or str(status))
+        return [CallFailed(key, status, reason)]
+
+    def _authenticate(self, dialling: _Dialling, response: Response, now: float) -> list[Effect] | None:
+        """§22.2/§22.3: the INVITE again, CSeq + 1, with credentials for the challenge."""
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        try:
+            challenge = parse_challenge(response.headers.get(header) or "")
+        except DigestError:
+            return None
+        dialling.auth_tries += 1
+        dialling.cseq += 1
+        uri = f"sip:{dialling.number}@{dialling.trunk.domain}"
+        credentials = authorization(
+            challenge,
+            username=dialling.trunk.username,
+            password=dialling.trunk.password,
+            method="INVITE",
+            uri=uri,
+            cnonce=self._token(),
+        )
+        dialling.invite = self._out_invite(
+            dialling.call_id,
+            dialling.local_tag,
+            dialling.number,
+            dialling.trunk,
+            dialling.local_host,
+            dialling.sdp,
+            dialling.cseq,
+            [(answer, credentials)],
+        )
+        dialling.tx_key, effects = self.transactions.send_invite(dialling.invite, dialling.trunk.peer, now)
+        dialling.provisional = False
+        self._by_tx[dialling.tx_key] = dialling.key
+        return self._handle(list(effects), now)
+
+    def _out_answered(self, dialling: _Dialling, response: Response, now: float) -> list[Effect]:
+        """§13.2.2.4: the dialog from the 2xx, and its ACK (a transaction of its own)."""
+        self._dialling.pop(dialling.key, None)
+        contacts = response.headers.get_all("Contact")
+        try:
+            target = parse_name_addr(contacts[0]).parsed_uri() if contacts else parse_uri(dialling.invite.uri)
+        except SipParseError:
+            target = parse_uri(dialling.invite.uri)
+        remote_tag = response.to.tag or ""
+        route_set = tuple(reversed(response.headers.get_all("Record-Route")))  # §12.1.2: reversed for the UAC
+        answer: SdpOffer | None = None
+        try:
+            text = sdp_from_body(response.headers.get("Content-Type") or "", response.body)
+            answer = parse_sdp(text) if text else None
+        except SdpError:
+            answer = None
+        call = _Call(
+            key=dialling.key,
+            invite_key=dialling.tx_key,
+            invite=dialling.invite,
+            peer=dialling.trunk.peer,
+            response_peer=dialling.trunk.peer,
+            local_tag=dialling.local_tag,
+            remote_tag=remote_tag,
+            remote_target=target,
+            route_set=route_set,
+            local_host=dialling.local_host,
+            offer=answer,
+            state="confirmed",
+            local_cseq=dialling.cseq,
+            outgoing=True,
+            local_party=dialling.invite.headers.get("From") or "",
+            remote_party=response.headers.get("To") or "",
+            local_sdp=dialling.sdp,
+        )
+        self._calls[call.key] = call
+        self._aliases[f"{dialling.call_id};{remote_tag}"] = call.key
+        fields: list[tuple[str, str]] = [
+            (
+                "Via",
+                f"SIP/2.0/{call.peer.transport} {self._via_host(call)};branch={MAGIC_COOKIE}{self._token()};rport",
+            ),
+            ("Max-Forwards", "70"),
+            ("From", call.local_party),
+            ("To", call.remote_party),
+            ("Call-ID", dialling.call_id),
+            ("CSeq", f"{dialling.cseq} ACK"),
+            *[("Route", route) for route in route_set],
+        ]
+        ack = Request("ACK", str(target), Headers(fields))
+        destination = self._next_hop(call)
+        self._acks[call.key] = (ack, destination)
+        effects: list[Effect] = [Send(ack, destination)]
+        if dialling.cancel_pending or dialling.state == "cancelling":
+            effects += self._send_bye(call, now)  # answered as we gave up: ended at once
+            effects.append(CallFailed(call.key, 487, "cancelled"))
+            return effects
+        effects.append(CallAnswered(call.key, answer))
+        return effects
+
+    def _via_host(self, call: _Call) -> str:
+        host = call.local_host or "127.0.0.1"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"{host}:{self._local_port(call.peer.transport)}"
+
+    def _next_hop(self, call: _Call) -> Peer:
+        if call.peer.reliable:
+            return call.peer
+        hop = call.remote_target
+        if call.route_set:
+            try:
+                hop = parse_name_addr(call.route_set[0]).parsed_uri()
+            except SipParseError:
+                pass
+        if call.outgoing and not call.route_set:
+            return call.peer  # calls out go through the trunk, whatever the Contact says
+        return Peer(call.peer.transport, hop.host.strip("[]"), hop.port or 5060)
+
+    def _cancel_out(self, dialling: _Dialling, now: float) -> list[Effect]:
+        if dialling.state == "cancelling":
+            return []
+        if not dialling.provisional:
+            dialling.cancel_pending = True  # §9.1: not before a provisional response
+            return []
+        return self._send_cancel(dialling, now)
+
+    def _send_cancel(self, dialling: _Dialling, now: float) -> list[Effect]:
+        """§9.1: Request-URI, Call-ID, To, From, the CSeq number and the top Via of the INVITE."""
+        dialling.state = "cancelling"
+        dialling.cancel_pending = False
+        invite = dialling.invite
+        fields = [
+            ("Via", invite.headers.get("Via") or ""),
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("From") or ""),
+            ("To", invite.headers.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.number} CANCEL"),
+            ("User-Agent", self.config.user_agent),
+        ]
+        cancel = Request("CANCEL", invite.uri, Headers(fields))
+        _, effects = self.transactions.send_request(cancel, dialling.trunk.peer, now)
+        return self._handle(list(effects), now)

@@ -1,33 +1,36 @@
 """HTTP API of the hotline under ``/api/v1/hotline``: the call queue, calls to cases, the CTI
-webhook, statistics, lines and officer presence. Calls outside the caller's jurisdiction answer 404."""
+webhook, statistics, lines and officer presence; the voice — the answer's WebRTC offer, hold,
+transfer, keys, recordings, calls out and 叫应 call lists (commands on a call run on the instance
+holding it, :mod:`dispatchd.channels.hotline.remote`). Calls outside the caller's jurisdiction
+answer 404. And the capability's assembly (:func:`setup`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, time, timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
 import structlog
 from aiohttp import web
 
-from dispatchd.channels.hotline import calls, remote
-from dispatchd.channels.hotline.demo import run_demo
+from dispatchd.channels.hotline import calls, console, remote
 from dispatchd.channels.hotline.edge import SipEdge
 from dispatchd.channels.hotline.presence import Presence
 from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
-from dispatchd.channels.hotline.standby import hold_sip_port
+from dispatchd.channels.hotline.standby import close_edge, edge_tasks, hold_sip_port
 from dispatchd.channels.hotline.stats import call_statistics
+from dispatchd.channels.hotline.voice import callouts, recordings
 from dispatchd.clock import LOCAL_TZ
 from dispatchd.context import Context
-from dispatchd.domain.hotlines import load_hotlines
+from dispatchd.domain.hotlines import CALLERS_OUT, load_hotlines
 from dispatchd.domain.taxonomy import PRIORITIES
-from dispatchd.errors import invalid, not_found
+from dispatchd.errors import NotFound, invalid, not_found
 from dispatchd.incidents.stats import StatsSection, register_section
 from dispatchd.tasks import raise_if_cancelling, stop_tasks
 from dispatchd.validate import Field
@@ -74,6 +77,39 @@ STATS_FIELDS: Final = (
     Field("to", max_length=40, description="ISO date (local, inclusive) or date-time; default now"),
 )
 PRESENCE_FIELDS: Final = (Field("available", "boolean", required=True),)
+ANSWER_FIELDS: Final = (
+    Field(
+        "offer",
+        "object",
+        description='optional WebRTC offer {type: "offer", sdp} of the console: the caller is bridged to it',
+    ),
+)
+HOLD_FIELDS: Final = (Field("hold", "boolean", required=True, description="true: on hold; false: resume"),)
+TRANSFER_FIELDS: Final = (
+    Field("user_id", "integer", minimum=1, description="the duty officer whose console is to ring"),
+    Field("number", max_length=32, description="or a number to ring through the trunk (a department)"),
+)
+KEY_FIELDS: Final = (
+    Field("keys", required=True, max_length=32, description="DTMF keys to send to the caller (0-9 * # A-D)"),
+)
+CALLOUT_FIELDS: Final = (
+    Field("offer", "object", required=True, description='WebRTC offer {type: "offer", sdp} of the console'),
+    Field("kind", choices=("callback", "department"), description="callback (回访, default) or a department"),
+    Field("incident_id", "integer", minimum=1, description="the case the call is about"),
+    Field("number", max_length=32, description="number to ring; default (callback): the case's reporter"),
+)
+CALL_LIST_FIELDS: Final = (
+    Field(
+        "entries",
+        "array",
+        required=True,
+        items="object",
+        max_length=20,
+        description="[{user_id, phone}] in the order to ring",
+    ),
+)
+CALLOUT_QUERY: Final = (Field("incident_id", "integer", required=True, minimum=1),)
+SIDE_QUERY: Final = (Field("side", choices=recordings.SIDES, description="one side only"),)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -82,14 +118,18 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def _call_id(request: web.Request) -> int:
+def _id(request: web.Request, what: tuple[str, str]) -> int:
     try:
         value = int(request.match_info["id"])
     except ValueError:
-        raise not_found("来电", "call") from None
+        raise not_found(*what) from None
     if not 0 < value < 2**63:
-        raise not_found("来电", "call")
+        raise not_found(*what)
     return value
+
+
+def _call_id(request: web.Request) -> int:
+    return _id(request, ("来电", "call"))
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -119,7 +159,10 @@ async def get_call(request: web.Request) -> web.Response:
 
 async def answer_call(request: web.Request) -> web.Response:
     user = require_role(request, "duty_officer")
-    return _json(await remote.run(request.app[CTX], "answer", _call_id(request), user))
+    # An empty body is an answer without a console (a PBX desk, the recording only).
+    offer = console.parse_offer(await json_body(request, ANSWER_FIELDS)) if request.can_read_body else None
+    arguments = {"offer": offer} if offer is not None else {}
+    return _json(await remote.run(request.app[CTX], "answer", _call_id(request), user, **arguments))
 
 
 async def hangup_call(request: web.Request) -> web.Response:
@@ -148,16 +191,144 @@ async def attach_call(request: web.Request) -> web.Response:
     return _json({"call": call, "incident": case})
 
 
+def _audio(path: Path) -> web.FileResponse:
+    return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "private, no-store"})
+
+
 async def get_recording(request: web.Request) -> web.StreamResponse:
-    user = require_role(request, *_VIEWERS)
-    row = await calls.get_call(request.app[CTX], _call_id(request), user)
-    if row is None or row["recording"] is None:
-        raise not_found("录音", "recording")
-    data_dir = request.app[CTX].settings.data.dir
-    path = (data_dir / row["recording"]).resolve()
-    if not path.is_file() or data_dir.resolve() not in path.parents:
-        raise not_found("录音", "recording")
-    return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+    """``GET /calls/{id}/recording[?side=caller|officer]``: both sides mixed, or one side."""
+    user = current_user(request)
+    ctx = request.app[CTX]
+    side = request.query.get("side") or None  # any other side: no such recording (404)
+    row = await calls.get_call(ctx, _call_id(request), None)
+    try:
+        if row is None or not await recordings.may_hear(ctx, user, row):
+            raise not_found("录音", "recording")
+        path = recordings.recording_file(ctx.settings.data.dir, row["recording"], side)
+    except NotFound:
+        raise not_found("录音", "recording") from None
+    return _audio(path)
+
+
+async def hold_call(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, HOLD_FIELDS)
+    return _json(await remote.run(request.app[CTX], "hold", _call_id(request), user, on=bool(body["hold"])))
+
+
+async def key_call(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, KEY_FIELDS)
+    keys = str(body["keys"]).upper()
+    if not keys or any(k not in "0123456789*#ABCD" for k in keys):
+        raise invalid({"keys": ("只能包含 0-9 * # A-D", "only 0-9 * # A-D")})
+    return _json(await remote.run(request.app[CTX], "key", _call_id(request), user, keys=keys))
+
+
+async def transfer_call(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, TRANSFER_FIELDS)
+    if bool(body.get("user_id")) == bool(body.get("number")):
+        raise invalid({"user_id": ("user_id 与 number 二选一", "give either user_id or number")})
+    ctx = request.app[CTX]
+    if body.get("number"):
+        return _json(await remote.run(ctx, "transfer_out", _call_id(request), user, number=str(body["number"])))
+    return _json(await remote.run(ctx, "transfer", _call_id(request), user, to_user=int(body["user_id"])))
+
+
+_CALLOUT: Final = ("外呼", "call out")
+
+
+async def place_callout(request: web.Request) -> web.Response:
+    user = require_role(request, *CALLERS_OUT)
+    body = await json_body(request, CALLOUT_FIELDS)
+    offer = console.parse_offer(body)
+    assert offer is not None
+    result = await console.place_callout(
+        request.app[CTX],
+        user,
+        offer=offer,
+        kind=str(body.get("kind") or "callback"),
+        incident_id=body.get("incident_id"),
+        number=body.get("number"),
+    )
+    return _json(result, status=201)
+
+
+async def get_callout(request: web.Request) -> web.Response:
+    user = current_user(request)
+    row = await callouts.get(request.app[CTX], _id(request, _CALLOUT), user)
+    return _json(callouts.callout_json(row))
+
+
+async def list_callouts(request: web.Request) -> web.Response:
+    user = current_user(request)
+    query = query_params(request, CALLOUT_QUERY)
+    if "incident_id" not in query:
+        raise invalid({"incident_id": ("必填", "is required")})
+    items = await callouts.list_for_incident(request.app[CTX], int(query["incident_id"]), user)
+    return _json({"callouts": items})
+
+
+async def hangup_callout(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    return _json(await remote.run(request.app[CTX], "callout_hangup", _id(request, _CALLOUT), user))
+
+
+async def callout_recording(request: web.Request) -> web.StreamResponse:
+    user = current_user(request)
+    ctx = request.app[CTX]
+    side = request.query.get("side") or None  # any other side: no such recording (404)
+    try:
+        row = await callouts.get(ctx, _id(request, _CALLOUT), user)
+        path = recordings.recording_file(ctx.settings.data.dir, row["recording"], side)
+    except NotFound:
+        raise not_found("录音", "recording") from None
+    return _audio(path)
+
+
+async def get_call_list(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer", "leader")
+    entries = await callouts.call_list(request.app[CTX], _id(request, ("队伍", "unit")), user)
+    return _json({"entries": entries})
+
+
+async def put_call_list(request: web.Request) -> web.Response:
+    user = require_role(request, "duty_officer")
+    body = await json_body(request, CALL_LIST_FIELDS)
+    entries = body["entries"]
+    if not all(isinstance(e, dict) for e in entries):
+        raise invalid({"entries": ("每项应为 {user_id, phone}", "each entry must be {user_id, phone}")})
+    ctx = request.app[CTX]
+    saved = await callouts.set_call_list(
+        ctx, _id(request, ("队伍", "unit")), user, entries, ctx[HOTLINES].area_code
+    )
+    return _json({"entries": saved})
+
+
+async def voice_config(request: web.Request) -> web.Response:
+    """What the console needs before it opens a voice session: ICE servers, whether calls out work."""
+    current_user(request)
+    ctx = request.app[CTX]
+    video = ctx.settings.video
+    servers = [
+        {"urls": url, "username": video.ice_username, "credential": video.ice_credential}
+        if video.ice_username
+        else {"urls": url}
+        for url in video.ice_servers.split()
+    ]
+    edge = ctx[SIP].edge
+    return _json({"ice_servers": servers, "calls_out": edge is not None and edge.dialer.trunk is not None})
+
+
+async def case_recordings(request: web.Request) -> web.Response:
+    """The recordings of a case's calls in and out, for whoever may see the case."""
+    user = current_user(request)
+    query = query_params(request, CALLOUT_QUERY)
+    if "incident_id" not in query:
+        raise invalid({"incident_id": ("必填", "is required")})
+    items = await recordings.of_case(request.app[CTX], int(query["incident_id"]), user)
+    return _json({"recordings": items})
 
 
 def _parse_time(name: str, text: str | None) -> datetime | None:
@@ -307,6 +478,11 @@ _CALL_RESPONSES: Final = {
     404: "no such call in your jurisdiction",
     409: "the call is not in a state for this (error.call holds it), or is a CTI call",
 }
+_VOICE_RESPONSES: Final = {
+    200: "the call",
+    404: "no such call in your jurisdiction",
+    409: "the call is not answered by you on a console (error.call holds it)",
+}
 
 ROUTES: Final[list[ApiRoute]] = [
     ApiRoute(
@@ -330,9 +506,12 @@ ROUTES: Final[list[ApiRoute]] = [
         "POST",
         "/api/v1/hotline/calls/{id}/answer",
         answer_call,
-        "Answer the call: 200 OK to the caller (its audio goes to the recording)",
+        'Answer the call: 200 OK to the caller; with {offer: {type: "offer", sdp}} the caller is bridged'
+        ' to that WebRTC peer and the call comes with {answer: {type: "answer", sdp}}; without, the'
+        " caller is recorded only (a PBX desk)",
         TAG,
-        responses=_CALL_RESPONSES,
+        body=ANSWER_FIELDS,
+        responses={**_CALL_RESPONSES, 422: "the offer is malformed or has no usable audio"},
     ),
     ApiRoute(
         "POST",
@@ -369,9 +548,12 @@ ROUTES: Final[list[ApiRoute]] = [
         "GET",
         "/api/v1/hotline/calls/{id}/recording",
         get_recording,
-        "The recording of the caller's audio (WAV, G.711)",
+        "The recording of both sides mixed (WAV, 16-bit PCM, 8 kHz); ?side=caller|officer for one side"
+        " ([voice] record_legs). Duty officers and leaders of the jurisdiction, and whoever may see the"
+        " call's case",
         TAG,
-        responses={200: "audio/wav", 404: "no recording"},
+        query=SIDE_QUERY,
+        responses={200: "audio/wav", 404: "no recording, or not yours to hear"},
     ),
     ApiRoute(
         "POST",
@@ -413,6 +595,119 @@ ROUTES: Final[list[ApiRoute]] = [
         TAG,
         body=PRESENCE_FIELDS,
     ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/voice",
+        voice_config,
+        "The console's voice settings: ICE servers for its WebRTC session, whether calls out are possible",
+        TAG,
+        responses={200: "{ice_servers, calls_out}"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/recordings",
+        case_recordings,
+        "Recordings of a case's calls in and calls out, newest first, each with its url",
+        TAG,
+        query=CALLOUT_QUERY,
+        responses={200: "{recordings: [{kind, id, number, at, url}]}", 404: "no such case"},
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/callouts",
+        place_callout,
+        "Call out through the trunk with the console's audio (回访 to the case's reporter, or a department):"
+        ' 201 with the call out and {answer: {type: "answer", sdp}}; the console\'s data channel hears'
+        " ringing, answered, ended",
+        TAG,
+        body=CALLOUT_FIELDS,
+        responses={
+            201: "{call out…, answer}",
+            404: "no such case",
+            409: "no trunk, or no SIP here (error.code no_trunk, sip_unavailable)",
+            422: "no number, or a bad offer",
+        },
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/callouts",
+        list_callouts,
+        "Calls out about a case, newest first",
+        TAG,
+        query=CALLOUT_QUERY,
+        responses={200: "{callouts: [...]}", 404: "no such case"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/callouts/{id}",
+        get_callout,
+        "A call out",
+        TAG,
+        responses={200: "the call out", 404: "none"},
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/callouts/{id}/hangup",
+        hangup_callout,
+        "End a call out (CANCEL while it rings, BYE once answered)",
+        TAG,
+        responses={200: "the call out", 404: "none", 409: "it is over"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/callouts/{id}/recording",
+        callout_recording,
+        "The recording of a call out (both sides mixed; ?side=caller for the far end, officer for ours)",
+        TAG,
+        query=SIDE_QUERY,
+        responses={200: "audio/wav", 404: "no recording"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/hotline/units/{id}/call-list",
+        get_call_list,
+        "叫应: whom the unit's phones ring, in order, about an order nobody accepted",
+        TAG,
+        responses={200: "{entries: [{position, user_id, username, phone}]}", 404: "no such unit"},
+    ),
+    ApiRoute(
+        "PUT",
+        "/api/v1/hotline/units/{id}/call-list",
+        put_call_list,
+        "叫应: set the unit's call list (members of the unit, each with a number)",
+        TAG,
+        body=CALL_LIST_FIELDS,
+        responses={200: "{entries}", 404: "no such unit", 422: "not a member, twice, or a bad number"},
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/calls/{id}/transfer",
+        transfer_call,
+        "Transfer the answered call to another duty officer (user_id: their console rings) or to a number"
+        " through the trunk (number: a department; bridged once answered, back to the officer if not);"
+        " the caller hears music meanwhile",
+        TAG,
+        body=TRANSFER_FIELDS,
+        responses={**_VOICE_RESPONSES, 422: "not a duty officer of the call's jurisdiction, or not a number"},
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/calls/{id}/hold",
+        hold_call,
+        "Hold (the caller hears music, the officer nothing) or resume a call answered on the console",
+        TAG,
+        body=HOLD_FIELDS,
+        responses=_VOICE_RESPONSES,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/v1/hotline/calls/{id}/keys",
+        key_call,
+        "Send DTMF keys to the caller's side (RFC 4733), e.g. into a department's menu",
+        TAG,
+        body=KEY_FIELDS,
+        responses=_VOICE_RESPONSES,
+    ),
 ]
 
 
@@ -448,7 +743,8 @@ def _stats_section(ctx: Context) -> StatsSection:
 
 
 async def _hotline_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The SIP edge, the queue round, the presence beat, the command listener and the demo callers."""
+    """The SIP edge, the queue round, the presence beat, the command listener, the recordings'
+    retention, 叫应 and the demo callers."""
     ctx = app[CTX]
     settings = ctx.settings
     runtime = ctx[SIP]
@@ -466,22 +762,18 @@ async def _hotline_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(_queue_loop(ctx), name="hotline-queue"),
         asyncio.create_task(ctx[PRESENCE].run(), name="hotline-presence"),
+        # Every instance deletes its own old recordings (under its data dir), active or standby.
+        asyncio.create_task(recordings.keep_purging(ctx, calls.forget_recordings), name="voice-retention"),
     ]
     if standby:
         tasks.append(asyncio.create_task(hold_sip_port(ctx), name="sip-standby"))
-    if edge is not None:
-        tasks.append(asyncio.create_task(remote.serve_commands(ctx), name="hotline-commands"))
-    if settings.demo.enabled and edge is not None:
-        tasks.append(asyncio.create_task(run_demo(ctx), name="hotline-demo"))
+    edge_work = edge_tasks(ctx, edge) if edge is not None else []
     try:
         yield
     finally:
-        await stop_tasks(tasks)
+        await stop_tasks([*edge_work, *tasks])
         if edge is not None:
-            runtime.edge = None
-            await edge.close()
-            with contextlib.suppress(Exception):
-                await calls.close_own_calls(ctx)
+            await close_edge(ctx, edge)
         runtime.ports.clear()
 
 

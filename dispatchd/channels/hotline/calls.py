@@ -11,9 +11,14 @@ then is, in turn:
 * ``abandoned`` — the caller hung up before the answer;
 * ``ended`` — it was answered and is over, or the officer refused it while it rang.
 
+An answered call given to another officer (``transfer``) rings again on their console, keeping its
+first answer time and its history; hold, resume, a transfer to a number and a choice in the line's
+menu change it without changing its state. The lifecycle is :mod:`dispatchd.domain.calls`.
+
 ``wait_seconds`` is offer to answer (or to abandonment), ``talk_seconds`` answer to end. Each change
-writes the call row, a ``hotline_call_events`` row and an outbox row on topic ``call`` (payload
-``{"event", "call"}``) with the hotline unit's path, in one transaction.
+writes the call row (its next version) and is recorded as entity ``call``
+(:func:`dispatchd.store.changes.record`: the audit log and the outbox, routed by the hotline unit's
+path), in one transaction.
 """
 
 from __future__ import annotations
@@ -271,6 +276,38 @@ def _state_conflict(row: Mapping[str, Any], ctx: Context) -> Conflict:
     )
 
 
+def state_conflict(row: Mapping[str, Any], ctx: Context) -> Conflict:
+    """Conflict ``call_state`` with the call as it is (for commands of other modules on a call)."""
+    return _state_conflict(row, ctx)
+
+
+async def record_event(
+    ctx: Context,
+    call_id: int,
+    user: User | None,
+    event: str,
+    data: Mapping[str, Any],
+    **columns: Any,
+) -> dict[str, Any]:
+    """One change of a call made elsewhere (hold, resume, transfer, a menu choice): the lifecycle's
+    next state (:mod:`dispatchd.domain.calls`), the columns given and the next version, recorded in
+    one transaction. :class:`~dispatchd.errors.Conflict` when ``event`` cannot happen now."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _locked(conn, call_id)
+        if row is None:
+            raise not_found("来电", "call")
+        row = await _change(
+            ctx,
+            conn,
+            row,
+            event,
+            actor=user,
+            data=data,
+            **(columns or {"state": row["state"]}),  # the version moves even when nothing else does
+        )
+    return call_json(ctx, row)
+
+
 class RemoteCall(Exception):
     """The call's SIP dialog lives on another instance: the command must be carried out there."""
 
@@ -312,7 +349,7 @@ async def answer(ctx: Context, call_id: int, user: User) -> dict[str, Any]:
                 row,
                 "answer",
                 actor=user,
-                answered_at=now,
+                answered_at=row["answered_at"] or now,  # a transferred call keeps its first answer
                 agent_user_id=user.id,
                 agent_name=user.username,
                 ringing_user_id=None,
@@ -382,7 +419,8 @@ async def caller_gone(
         )
         if row is None or row["state"] not in LIVE:
             return None
-        event = "abandon" if row["state"] in WAITING else "end"
+        # Waiting after a transfer is not abandoning: the caller was answered before.
+        event = "abandon" if row["state"] in WAITING and row["answered_at"] is None else "end"
         row = await _change(
             ctx,
             conn,
@@ -612,6 +650,28 @@ async def close_own_calls(ctx: Context, reason: str = "shutdown") -> int:
     """This instance stops: its SIP calls cannot go on."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         return await _close_calls_of(ctx, conn, [ctx.instance_id], reason)
+
+
+async def forget_recordings(ctx: Context, prefix: str) -> int:
+    """The retention deleted the recordings under ``prefix`` (a day folder): the calls that had one
+    no longer do, each change recorded (audit only: no board shows calls that old)."""
+    days = ctx.settings.voice.recording_days
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT * FROM hotline_calls WHERE recording LIKE $1 || '%' ORDER BY id FOR UPDATE", prefix
+        )
+        for row in rows:
+            await _change(
+                ctx,
+                conn,
+                row,
+                "recording_deleted",
+                actor_name="retention",
+                data={"days": days},
+                publish=False,
+                recording=None,
+            )
+    return len(rows)
 
 
 async def timeline(conn: asyncpg.Connection, call_id: int) -> list[dict[str, Any]]:

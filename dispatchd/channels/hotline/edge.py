@@ -10,9 +10,10 @@ A malformed message never reaches further than the agent: it is answered 400 or 
 in ``dispatchd_sip_malformed_total``, and the next message is taken as if nothing happened. Over
 TCP a stream that cannot be framed any more is answered 400 when possible and closed.
 
-Answered calls get a UDP port for the caller's audio; with ``[sip] record`` on, the G.711 payload
-is written as it comes to ``<data dir>/recordings/<yyyymmdd>/call-<id>.wav`` (μ-law or A-law WAV,
-readable by any player) — until the voice path to the officer exists, that is where the audio goes.
+Answered calls get a UDP port for the caller's audio, run by the voice switch
+(:mod:`dispatchd.channels.hotline.voice.switch`): bridged to the officer's console when the answer
+came with a WebRTC offer, and with ``[sip] record`` on recorded, both sides mixed, to
+``<data dir>/recordings/<yyyymmdd>/call-<id>.wav``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ import asyncio
 import contextlib
 import errno
 import itertools
-import struct
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 import structlog
 
-from dispatchd.channels.hotline import calls
+from dispatchd.channels.hotline import announce, calls
 from dispatchd.channels.hotline.agent import (
     AgentConfig,
     CallAbandoned,
@@ -40,9 +39,14 @@ from dispatchd.channels.hotline.agent import (
     HotlineAgent,
     Rejected,
 )
+from dispatchd.channels.hotline.dialer import Dialer
+from dispatchd.channels.hotline.sdp import SdpOffer
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
 from dispatchd.channels.hotline.slots import HOTLINES
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
+from dispatchd.channels.hotline.voice.prompts import PromptLibrary
+from dispatchd.channels.hotline.voice.switch import MediaOffer, VoiceSwitch, recording_paths
+from dispatchd.clock import SystemClock
 from dispatchd.context import Context
 from dispatchd.tasks import stop_tasks
 
@@ -82,7 +86,24 @@ class SipEdge:
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._recorders: dict[str, RtpRecorder] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        # Media runs on real time whatever the application clock says: packets arrive in it, and
+        # jitter, concealment, prompt pacing and the recording's timeline are measured in it.
+        self.voice = VoiceSwitch(SystemClock().monotonic)
+        self.prompts = PromptLibrary(directory.config_dir, settings.data.dir / "prompts")
+        self.dialer = Dialer(
+            self.agent,
+            self.voice,
+            settings,
+            local_host=lambda: (
+                settings.sip.advertise_host
+                or (self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1")
+            ),
+            bind=self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0",
+            monotonic=ctx.clock.monotonic,
+            transmit=self.transmit,
+            later=self.later,
+        )
 
     # -- life -------------------------------------------------------------------------------
 
@@ -106,6 +127,11 @@ class SipEdge:
             self._udp = udp
             self.ports = {"udp": bound, "tcp": bound}
             break
+        directory = self.ctx[HOTLINES]
+        escalating = self.ctx.settings.voice.escalate_after > 0 and self.dialer.trunk is not None
+        if escalating or any(announce.wanted(directory, route) for route in directory.values()):
+            loaded = await asyncio.to_thread(self.prompts.preload, directory)
+            log.info("voice_prompts_loaded", prompts=loaded)
         self._tasks = [
             asyncio.create_task(self._timer_loop(), name="sip-timers"),
             asyncio.create_task(self._event_loop(), name="sip-events"),
@@ -117,9 +143,9 @@ class SipEdge:
         for call in self.agent.calls():
             self.transmit(self.agent.hangup(call, self.ctx.clock.monotonic()))
         await stop_tasks(self._tasks)
-        for recorder in list(self._recorders.values()):
-            recorder.close()
-        self._recorders.clear()
+        self.dialer.close_all()  # calls out end: whoever waits on them goes on
+        await self.voice.close_all()
+        await stop_tasks(list(self._background))
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
@@ -187,43 +213,97 @@ class SipEdge:
 
     # -- commands from the call queue (SipControl) ----------------------------------------------
 
-    async def answer(self, call_key: str, call_id: int) -> str | None:
+    def media_host(self, call_key: str) -> str:
+        """The address the caller sends its audio to (our SDP's connection address)."""
         settings = self.ctx.settings
-        media_host = (
+        return (
             settings.sip.advertise_host
             or (self.host if self.host not in ("0.0.0.0", "::") else self.agent.local_host(call_key))
             or "127.0.0.1"
         )
+
+    async def answer(self, call_key: str, call_id: int) -> str | None:
+        """200 OK to the caller (unless it was answered already, for its prompts), the officer's
+        staged leg attached, the recording started; returns the recording's path under the data dir."""
+        settings = self.ctx.settings
         if call_key not in self.agent:
             raise CallStateError("call is gone")
-        path: Path | None = None
-        if settings.sip.record:
-            day = self.ctx.clock.now().strftime("%Y%m%d")
-            path = settings.data.dir / "recordings" / day / f"call-{call_id}.wav"
-        recorder = RtpRecorder(path)
-        loop = asyncio.get_running_loop()
+        created = self.voice.get(call_key) is None
         bind = self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0"
-        transport, _ = await loop.create_datagram_endpoint(lambda: recorder, local_addr=(bind, 0))
-        try:
-            effects = self.agent.answer(
-                call_key, media_host, transport.get_extra_info("sockname")[1], self.ctx.clock.monotonic()
-            )
-        except BaseException:
-            recorder.close()
-            raise
-        self._recorders[call_key] = recorder
-        self.transmit(effects)
-        if path is None:
+        media = await self.voice.open(call_key, bind, media_offer(self.agent.offer_of(call_key)))
+        staged = self.voice.take_staged(call_key)
+        if self.agent.call_state(call_key) == "ringing":
+            direction = "sendrecv" if staged is not None or media.mode != "idle" else "recvonly"
+            try:
+                effects = self.agent.answer(
+                    call_key, self.media_host(call_key), media.port, self.ctx.clock.monotonic(), direction
+                )
+            except BaseException:
+                if staged is not None:
+                    self.voice.stage(call_key, staged)  # the service closes it
+                if created:
+                    await self.voice.close(call_key)
+                raise
+            self.transmit(effects)
+        if staged is not None:
+            replaced = media.attach(staged)
+            if replaced is not None:
+                self.later(replaced.close())
+        else:
+            media.quiet()  # answered without a console: recorded only
+        if not settings.sip.record:
             return None
-        return str(path.relative_to(settings.data.dir))
+        mix, legs = recording_paths(
+            settings.data.dir, self.ctx.clock.now(), call_id, legs=settings.voice.record_legs
+        )
+        media.record(mix, legs)
+        return str(mix.relative_to(settings.data.dir))
+
+    def later(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` in the background (media closing, call-out followers, 叫应 runs); stopped
+        with the edge, its failure logged."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("voice_task_failed", error=repr(task.exception()))
 
     def hangup(self, call_key: str) -> None:
         self.transmit(self.agent.hangup(call_key, self.ctx.clock.monotonic()))
 
+    async def _announce(self, call_key: str, dialled: str, call: dict[str, Any]) -> None:
+        """Answer at once and play the greeting, menu and queue announcements, where configured."""
+        directory = self.ctx[HOTLINES]
+        route = directory.route(dialled)
+        offer = self.agent.offer_of(call_key)
+        if not announce.wanted(directory, route) or offer is None or call["state"] not in calls.WAITING:
+            return
+        if self.agent.call_state(call_key) != "ringing":
+            return
+        bind = self.host if self.host not in ("0.0.0.0", "::") else "0.0.0.0"
+        media = await self.voice.open(call_key, bind, media_offer(offer))
+        if self.agent.call_state(call_key) != "ringing":  # gone while the port was bound
+            await self.voice.close(call_key)
+            return
+        media.mode = "prompts"
+        self.transmit(
+            self.agent.answer(
+                call_key, self.media_host(call_key), media.port, self.ctx.clock.monotonic(), "sendrecv"
+            )
+        )
+        session = announce.Announcements(self.ctx, media, call, route, directory, self.prompts, self.later)
+        session.start()
+        log.info("call_announcements", call_id=call["id"], menu=route is not None and route.menu is not None)
+
+    def caller_offer(self, call_key: str) -> SdpOffer | None:
+        return self.agent.offer_of(call_key)
+
     def finished(self, call_key: str) -> None:
-        recorder = self._recorders.pop(call_key, None)
-        if recorder is not None:
-            recorder.close()
+        """The call is over: its media (both legs, the recording) is closed."""
+        self.later(self.voice.close(call_key))
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -254,9 +334,11 @@ class SipEdge:
 
     async def _apply(self, event: object) -> None:
         ctx = self.ctx
+        if self.dialer.event(event):
+            return  # a call out's
         if isinstance(event, CallOffered):
             try:
-                await calls.offer(
+                call = await calls.offer(
                     ctx,
                     calls.NewCall(
                         source="sip",
@@ -271,6 +353,7 @@ class SipEdge:
                 # Not in the queue, so nobody could answer it: refuse it rather than ring forever.
                 self.hangup(event.call)
                 raise
+            await self._announce(event.call, event.dialled, call)
         elif isinstance(event, CallAbandoned):
             await calls.caller_gone(ctx, "sip", event.call, event.reason)
         elif isinstance(event, CallEnded):
@@ -278,6 +361,25 @@ class SipEdge:
             await calls.caller_gone(ctx, "sip", event.call, event.reason)
         elif isinstance(event, CallConfirmed):
             log.debug("call_confirmed")
+            media = self.voice.get(event.call)
+            if media is not None and event.answer is not None:
+                codec = event.answer.audio_codec()
+                media.set_remote(
+                    event.answer.remote_rtp(), codec[0] if codec else None, event.answer.telephone_event()
+                )
+
+
+def media_offer(offer: SdpOffer | None) -> MediaOffer | None:
+    """What the media needs of the caller's SDP offer (None: there was none)."""
+    if offer is None:
+        return None
+    chosen = offer.audio_codec()
+    return MediaOffer(
+        codec=chosen[0] if chosen is not None else 0,
+        dtmf_payload_type=offer.telephone_event(),
+        remote=offer.remote_rtp(),
+        ptime=offer.packet_time(),
+    )
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -327,85 +429,3 @@ class _TcpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None:
             self.edge.connection_lost(self.peer.connection)
-
-
-# ---- recording ----------------------------------------------------------------------------------
-
-_WAV_FORMAT: Final = {0: 7, 8: 6}  # RTP payload type → WAVE format tag: PCMU → μ-law (7), PCMA → A-law (6)
-_MAX_RECORDING_BYTES: Final = 8000 * 3600 * 4  # four hours of G.711
-
-
-class RtpRecorder(asyncio.DatagramProtocol):
-    """Receives the caller's RTP (RFC 3550) and writes its G.711 payload into a WAV file.
-
-    The first PCMU or PCMA packet fixes the format; telephone-events and other payload types are
-    skipped; a repeated sequence number is written once. No decoding: WAV carries G.711 as is.
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._file: Any = None
-        self._format: int | None = None
-        self._payload_type: int | None = None
-        self._written = 0
-        self._recent: list[int] = []
-        self.transport: asyncio.BaseTransport | None = None
-        self.packets = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # (CPython's UDP transport is not an asyncio.DatagramTransport subclass: keep it as it is.)
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) < 12 or data[0] >> 6 != 2:
-            return
-        payload_type = data[1] & 0x7F
-        if payload_type not in _WAV_FORMAT or (self._payload_type not in (None, payload_type)):
-            return
-        sequence = struct.unpack("!H", data[2:4])[0]
-        if sequence in self._recent:
-            return
-        self._recent = [*self._recent[-63:], sequence]
-        offset = 12 + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= offset + 4:  # header extension
-            offset += 4 + 4 * struct.unpack("!H", data[offset + 2 : offset + 4])[0]
-        end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # padding
-        payload = data[offset:end]
-        self.packets += 1
-        if self.path is None or not payload or self._written + len(payload) > _MAX_RECORDING_BYTES:
-            return
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("wb")
-            self._file.write(b"\0" * 58)
-            self._payload_type = payload_type
-            self._format = _WAV_FORMAT[payload_type]
-        self._file.write(payload)
-        self._written += len(payload)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.write(wav_header(self._format or 7, self._written))
-            self._file.close()
-            self._file = None
-
-
-def wav_header(format_tag: int, data_bytes: int) -> bytes:
-    """A 58-byte WAVE header for 8 kHz mono 8-bit G.711 (a non-PCM format: fmt of 18 bytes and fact)."""
-    fmt = struct.pack("<HHIIHHH", format_tag, 1, 8000, 8000, 1, 8, 0)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 4 + (8 + len(fmt)) + 12 + 8 + data_bytes)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<I", len(fmt))
-        + fmt
-        + b"fact"
-        + struct.pack("<II", 4, data_bytes)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )

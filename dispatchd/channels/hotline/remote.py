@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import structlog
 
-from dispatchd.channels.hotline import calls
+from dispatchd.channels.hotline import calls, console
 from dispatchd.context import Context
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 from dispatchd.store.keys import hotline_commands, hotline_reply
@@ -28,8 +28,17 @@ log = structlog.get_logger("dispatchd.hotline")
 
 REPLY_TIMEOUT: Final = 5  # seconds to wait for the holder's reply
 
-Operation = Callable[[Context, int, User], Awaitable[dict[str, Any]]]
-OPERATIONS: Final[dict[str, Operation]] = {"answer": calls.answer, "hangup": calls.hangup}
+# Each takes (ctx, call id, user, **arguments); the arguments travel as JSON.
+Operation = Callable[..., Awaitable[dict[str, Any]]]
+OPERATIONS: Final[dict[str, Operation]] = {
+    "answer": console.answer,  # with ``offer``: bridged to the console's WebRTC peer
+    "hangup": calls.hangup,
+    "hold": console.hold,
+    "key": console.key,
+    "transfer": console.transfer,
+    "transfer_out": console.transfer_out,
+    "callout_hangup": console.hangup_callout,  # the id is the call out's
+}
 
 
 # Domain errors by name, so that a refusal on the holder is the same refusal here.
@@ -39,12 +48,12 @@ _KINDS: Final[dict[str, type[DomainError]]] = {
 
 
 async def on_holder(
-    ctx: Context, instance_id: str, op: str, call_id: int, user: User
+    ctx: Context, instance_id: str, op: str, call_id: int, user: User, **arguments: Any
 ) -> dict[str, Any]:
     """Run ``op`` on the instance holding the call; its result, or its error raised here."""
     redis = ctx.redis
     token = secrets.token_hex(12)
-    command = {"op": op, "call_id": call_id, "user_id": user.id, "reply": token}
+    command = {"op": op, "call_id": call_id, "user_id": user.id, "reply": token, "args": arguments}
     receivers = await redis.publish(hotline_commands(instance_id), json.dumps(command))
     if not receivers:
         raise Conflict(
@@ -71,12 +80,12 @@ async def on_holder(
     )
 
 
-async def run(ctx: Context, op: str, call_id: int, user: User) -> dict[str, Any]:
+async def run(ctx: Context, op: str, call_id: int, user: User, **arguments: Any) -> dict[str, Any]:
     """``op`` here when this instance holds the call, else on the holder."""
     try:
-        return await OPERATIONS[op](ctx, call_id, user)
+        return await OPERATIONS[op](ctx, call_id, user, **arguments)
     except calls.RemoteCall as remote:
-        return await on_holder(ctx, remote.instance_id, op, call_id, user)
+        return await on_holder(ctx, remote.instance_id, op, call_id, user, **arguments)
 
 
 def _refusal(kind: str, code: str, zh: str, en: str, extra: Any = None) -> dict[str, Any]:
@@ -89,7 +98,8 @@ async def _execute(ctx: Context, command: dict[str, Any]) -> dict[str, Any]:
     if user is None:
         return _refusal("NotFound", "not_found", "用户不存在", "no such user")
     try:
-        call = await OPERATIONS[str(command["op"])](ctx, int(command["call_id"]), user)
+        arguments = command.get("args") or {}
+        call = await OPERATIONS[str(command["op"])](ctx, int(command["call_id"]), user, **arguments)
     except DomainError as exc:
         return _refusal(type(exc).__name__, exc.code, exc.message_zh, exc.message_en, exc.extra)
     except calls.RemoteCall:

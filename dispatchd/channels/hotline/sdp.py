@@ -1,8 +1,9 @@
 """The SDP of a hotline call, sans I/O: read the caller's offer, write our answer (RFC 4566, RFC 3264).
 
 The command centre takes G.711 audio, as every carrier trunk and PBX offers it: PCMU (payload
-type 0) and PCMA (8), with RFC 4733 telephone-events for DTMF when offered. Until the officer's
-voice path exists the answer is ``recvonly``: the caller's audio goes to the recording only.
+type 0) and PCMA (8), with RFC 4733 telephone-events for DTMF when offered. The answer is
+``sendrecv`` when the caller will hear someone (an officer's console, prompts), ``recvonly`` when
+the call is answered for the recording only (a PBX desk answering it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class SdpMedia:
     rtpmap: dict[int, str] = field(default_factory=dict)
     connection: str | None = None
     direction: str = "sendrecv"
+    ptime: int | None = None  # RFC 4566 §6 a=ptime: milliseconds of media per packet it wants
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,12 @@ class SdpOffer:
                 return pt
         return None
 
+    def packet_time(self) -> int:
+        """Milliseconds per packet the caller wants to receive (a=ptime, 10–60; default 20)."""
+        audio = self.audio()
+        ptime = audio.ptime if audio is not None else None
+        return ptime if ptime is not None and 10 <= ptime <= 60 and ptime % 10 == 0 else 20
+
     def remote_rtp(self) -> tuple[str, int] | None:
         audio = self.audio()
         host = (audio.connection if audio else None) or self.connection
@@ -78,10 +86,18 @@ class _MediaDraft:
     rtpmap: dict[int, str] = field(default_factory=dict)
     connection: str | None = None
     direction: str = "sendrecv"
+    ptime: int | None = None
 
     def done(self) -> SdpMedia:
         return SdpMedia(
-            self.kind, self.port, self.proto, self.formats, self.rtpmap, self.connection, self.direction
+            self.kind,
+            self.port,
+            self.proto,
+            self.formats,
+            self.rtpmap,
+            self.connection,
+            self.direction,
+            self.ptime,
         )
 
 
@@ -124,6 +140,8 @@ def parse_sdp(text: str) -> SdpOffer:
                     media[-1].rtpmap[int(pt)] = encoding.strip()
             elif name in ("sendrecv", "sendonly", "recvonly", "inactive"):
                 media[-1].direction = name
+            elif name == "ptime" and attr.strip().isdigit():
+                media[-1].ptime = int(attr.strip())
     if not seen_version:
         raise SdpError("not an SDP session description (no v=0)")
     return SdpOffer(origin, connection, tuple(m.done() for m in media))
@@ -180,8 +198,11 @@ def _lines(session_id: int, version: int, host: str, body: list[str]) -> bytes:
     return ("\r\n".join(head + body) + "\r\n").encode("ascii")
 
 
-def build_answer(offer: SdpOffer, host: str, port: int, session_id: int, version: int = 1) -> bytes:
-    """Our answer (RFC 3264 §6): one audio stream in the offer's codec, received at ``host:port``.
+def build_answer(
+    offer: SdpOffer, host: str, port: int, session_id: int, version: int = 1, direction: str = "recvonly"
+) -> bytes:
+    """Our answer (RFC 3264 §6): one audio stream in the offer's codec, received at ``host:port``,
+    ``sendrecv`` or ``recvonly``; our packet time is the caller's (a=ptime).
 
     Streams other than the first audio one are refused with port 0, in the offer's order.
     """
@@ -200,13 +221,15 @@ def build_answer(offer: SdpOffer, host: str, port: int, session_id: int, version
             lines.append(f"a=rtpmap:{pt} {name}/8000")
             if dtmf is not None:
                 lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-15"]
-            lines += ["a=ptime:20", "a=recvonly"]
+            lines += [f"a=ptime:{offer.packet_time()}", f"a={direction}"]
         else:
             lines.append(f"m={media.kind} 0 {media.proto} {' '.join(media.formats)}")
     return _lines(session_id, version, host, lines)
 
 
-def build_offer(host: str, port: int, session_id: int, version: int = 1) -> bytes:
+def build_offer(
+    host: str, port: int, session_id: int, version: int = 1, direction: str = "recvonly"
+) -> bytes:
     """Our offer for a call that came without one (the offer then goes in the 200 OK, RFC 3261 §13.2.1)."""
     return _lines(
         session_id,
@@ -219,6 +242,6 @@ def build_offer(host: str, port: int, session_id: int, version: int = 1) -> byte
             "a=rtpmap:101 telephone-event/8000",
             "a=fmtp:101 0-15",
             "a=ptime:20",
-            "a=recvonly",
+            f"a={direction}",
         ],
     )

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Final, Protocol
 
+from dispatchd.channels.hotline.dialer import Dialer
 from dispatchd.channels.hotline.presence import Presence
+from dispatchd.channels.hotline.sdp import SdpOffer
+from dispatchd.channels.hotline.voice.prompts import PromptLibrary
+from dispatchd.channels.hotline.voice.switch import VoiceSwitch
 from dispatchd.context import Slot
 from dispatchd.domain.hotlines import HotlineDirectory
+from dispatchd.store.users import User
 
 
 class SipControl(Protocol):
@@ -23,7 +29,25 @@ class SipControl(Protocol):
         """End the call from our side (480 while it rings, BYE once answered)."""
 
     def finished(self, call_key: str) -> None:
-        """The call is over: stop its recording."""
+        """The call is over: close its media (both legs, the recording)."""
+
+    @property
+    def voice(self) -> VoiceSwitch:
+        """The media of the calls held here."""
+
+    @property
+    def dialer(self) -> Dialer:
+        """Calls out through the trunk."""
+
+    @property
+    def prompts(self) -> PromptLibrary:
+        """The prompts, read once."""
+
+    def caller_offer(self, call_key: str) -> SdpOffer | None:
+        """The caller's SDP offer, while the call lasts."""
+
+    def later(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` in the background, awaited when the edge closes."""
 
 
 @dataclass(slots=True)
@@ -43,3 +67,8 @@ SIP = Slot[SipRuntime]("sip")
 # The ports the SIP edge really bound: {"udp": 5060, "tcp": 5060} (tests bind port 0); empty
 # until it started, or when this instance runs without SIP intake. The same dict as SIP's ports.
 SIP_PORTS = Slot[dict[str, int]]("sip_ports")
+
+# 叫应: how a squad member's acceptance of an order is recorded — the squad app's own accept
+# (dispatchd.live.orders.accept), registered by the live capability, so the hotline does not import it.
+OrderAcceptance = Callable[[int, User], Awaitable[dict[str, Any]]]
+ORDER_ACCEPTANCE: Final = Slot[OrderAcceptance]("order_acceptance")

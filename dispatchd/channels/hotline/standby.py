@@ -10,7 +10,9 @@ trunk's traffic). The holder checks its lock connection every interval and close
 the connection is gone, so two instances never both believe they hold the port.
 
 The SIP dialogs of an instance live in its memory: calls in progress when it stops are closed
-(``instance_lost``) by the queue round of a surviving instance, as without standby.
+(``instance_lost``) by the queue round of a surviving instance, as without standby; its calls out
+are closed when its edge closes. :func:`edge_tasks` and :func:`close_edge` are what runs beside an
+edge and how it ends, with standby or without (``api``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import structlog
 from dispatchd.channels.hotline import calls, remote
 from dispatchd.channels.hotline.demo import run_demo
 from dispatchd.channels.hotline.edge import SipEdge
+from dispatchd.channels.hotline.escalation import keep_escalating
 from dispatchd.channels.hotline.slots import SIP
+from dispatchd.channels.hotline.voice import callouts
 from dispatchd.context import Context
 from dispatchd.tasks import raise_if_cancelling, stop_tasks
 
@@ -87,21 +91,39 @@ async def _while_locked(conn: asyncpg.Connection, serving: Awaitable[None], inte
 
 
 async def serve_edge(ctx: Context) -> None:
-    """Bind the SIP port and serve it (commands from other instances, the demo callers) until cancelled."""
+    """Bind the SIP port and serve it (with :func:`edge_tasks`) until cancelled."""
     settings = ctx.settings
     runtime = ctx[SIP]
     edge = SipEdge(ctx)
     runtime.ports.update(await edge.start(settings.sip.port))
     runtime.edge = edge
-    tasks = [asyncio.create_task(remote.serve_commands(ctx), name="hotline-commands")]
-    if settings.demo.enabled:
-        tasks.append(asyncio.create_task(run_demo(ctx), name="hotline-demo"))
+    tasks = edge_tasks(ctx, edge)
     try:
         await asyncio.Future()  # until cancelled
     finally:
         await stop_tasks(tasks)
-        runtime.edge = None
-        await edge.close()
-        with contextlib.suppress(Exception):
-            await calls.close_own_calls(ctx)
-        runtime.ports.clear()
+        await close_edge(ctx, edge)
+
+
+def edge_tasks(ctx: Context, edge: SipEdge) -> list[asyncio.Task[None]]:
+    """What runs beside a bound SIP edge, active/standby or not: commands from other instances,
+    叫应 (its calls go out through this edge) and the demo callers."""
+    tasks = [
+        asyncio.create_task(remote.serve_commands(ctx), name="hotline-commands"),
+        asyncio.create_task(keep_escalating(ctx, edge), name="voice-escalation"),
+    ]
+    if ctx.settings.demo.enabled:
+        tasks.append(asyncio.create_task(run_demo(ctx), name="hotline-demo"))
+    return tasks
+
+
+async def close_edge(ctx: Context, edge: SipEdge) -> None:
+    """The edge stops (its tasks stopped first): its calls in and out cannot go on, and are closed."""
+    runtime = ctx[SIP]
+    runtime.edge = None
+    await edge.close()
+    with contextlib.suppress(Exception):
+        await calls.close_own_calls(ctx)
+    with contextlib.suppress(Exception):
+        await callouts.close_own(ctx)
+    runtime.ports.clear()

@@ -22,11 +22,13 @@ Client transactions, for the BYE the hotline sends when the officer hangs up (§
 retransmits over UDP (T1 doubling, T2 once a provisional came), Timer F (64·T1) gives up
 (:class:`ClientTimeout`), Timer K (T4) absorbs response copies.
 
-INVITE client transactions, for the live-view INVITEs of the GB/T 28181 platform (§17.1.1 with
-RFC 6026): Timer A retransmits over UDP (T1 doubling) until a response, Timer B (64·T1) gives up
-while nothing came. A 2xx moves it to *Accepted* for Timer M = 64·T1, passing each 2xx copy up (the
-ACK of a 2xx is the TU's, §13.2.2.4). A final non-2xx is acknowledged here (§17.1.1.3: same branch,
-the response's To) and moves it to *Completed*, where copies are acknowledged again until Timer D.
+INVITE client transactions, for the hotline's calls out through a trunk and the live-view INVITEs
+of the GB/T 28181 platform (§17.1.1 with RFC 6026 §7.2): Timer A retransmits over UDP (T1 doubling)
+until a response, Timer B (64·T1) gives up while nothing came (after a provisional response there
+is no Timer B: the TU decides, with a CANCEL). A 2xx moves it to *Accepted* for Timer M = 64·T1,
+passing each 2xx copy up (the ACK of a 2xx is the TU's, §13.2.2.4). A final non-2xx is acknowledged
+here (§17.1.1.3: same branch, the response's To) and moves it to *Completed*, where copies are
+acknowledged again until Timer D (32 s over UDP).
 
 Matching (§17.2.3, §17.1.3): a request with an RFC 3261 branch (``z9hG4bK…``) matches by branch,
 sent-by and method (ACK matching its INVITE); an RFC 2543 request by Request-URI, From tag,

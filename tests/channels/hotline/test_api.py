@@ -288,7 +288,8 @@ async def eventually(probe: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def test_answered_call_audio_is_recorded(client: TestClient[Any, Any], make_user: UserFactory) -> None:
-    """The caller's audio after the answer lands in a G.711 WAV recording served by the API."""
+    """The caller's audio after the answer (no officer's console: recording only) lands in a 16-bit
+    PCM WAV served by the API."""
     officer = await make_user("duty_officer", COUNTY)
     port = client.server.app[CTX][SIP_PORTS]["udp"]
     caller = SipCaller("127.0.0.1", port, caller="13900000012", dialled="967999")
@@ -316,8 +317,9 @@ async def test_answered_call_audio_is_recorded(client: TestClient[Any, Any], mak
     ).read()
     assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
     format_tag, channels, rate = struct.unpack("<HHI", wav[20:28])
-    assert (format_tag, channels, rate) == (6, 1, 8000)  # A-law: the caller offered PCMA first
-    assert struct.unpack("<I", wav[54:58])[0] == 20 * 160 == len(wav) - 58
+    assert (format_tag, channels, rate) == (1, 1, 8000)  # 16-bit PCM: both sides can be mixed in it
+    data_bytes = struct.unpack("<I", wav[40:44])[0]
+    assert data_bytes == len(wav) - 44 and data_bytes >= 2 * 20 * 160  # all 20 packets, placed in time
 
 
 async def test_caller_who_gives_up_and_the_demo_desk(

@@ -28,6 +28,7 @@ import {
 } from "../model.js";
 import { liveIndicator, startPage, topBar } from "../shell.js";
 import { chime, unlock } from "../alarm.js";
+import { VoiceSession } from "../voice.js";
 
 // The loop's actions as the console offers them: key, look, dialog. Which of them a case offers to
 // this user is the server's to say (the case's allowed_actions), never a copy of its rules here.
@@ -89,6 +90,8 @@ const S = {
   available: false,
   newSinceLoad: 0,
   fresh: new Set(),
+  voice: null, // the call or call out on this console's headset: {kind, id, session, status, hold, keys}
+  voiceConfig: null,
 };
 
 let detailMap = null;
@@ -331,6 +334,7 @@ function renderDetail() {
   }
   if (S.config.features.orders && c.squad_unit !== null && c.squad_unit !== undefined) sections.push(ordersSection(c));
   if (S.config.features.meetings) sections.push(meetingsSection(c));
+  if (S.config.features.hotline) sections.push(voiceSection(c));
   if (S.config.features.cameras) sections.push(camerasSection(c));
   sections.push(
     h(
@@ -805,7 +809,17 @@ function callbackDialog() {
   const form = openDialog({
     title: `${t("action.callback")} · ${c.number}`,
     body: [
-      c.caller ? h("p", t("console.callback_number", { number: c.caller })) : h("p.muted", t("console.callback_no_number")),
+      c.caller
+        ? h(
+            "p",
+            t("console.callback_number", { number: c.caller }),
+            " ",
+            // The reporter is called on the officer's headset (a call out), then the outcome recorded here.
+            S.config.features.hotline && (c.allowed_actions || []).includes("call_out")
+              ? h("button.btn.btn-small", { type: "button", onclick: () => callBack(c) }, t("voice.call_back"))
+              : null,
+          )
+        : h("p.muted", t("console.callback_no_number")),
       h(
         "div.field.radio-row",
         h("label", h("input", { type: "radio", name: "reached", value: "yes", checked: true }), ` ${t("console.reached")}`),
@@ -1237,13 +1251,243 @@ function renderCalls() {
         history,
         h(
           "div.call-actions",
-          call.state !== "answered" && S.user.role === "duty_officer" ? h("button.btn.btn-small.btn-ok", { type: "button", onclick: act("answer") }, t("call.answer")) : null,
+          call.state !== "answered" && S.user.role === "duty_officer" ? h("button.btn.btn-small.btn-ok.answer", { type: "button", onclick: () => answerWithVoice(call) }, t("call.answer")) : null,
           !call.incident_id ? h("button.btn.btn-small.btn-primary", { type: "button", onclick: () => newCaseDialog(call) }, t("call.create_case")) : null,
           S.detail && !call.incident_id ? h("button.btn.btn-small", { type: "button", onclick: act("attach", { incident_id: S.detail.id }) }, t("call.attach", { number: S.detail.number })) : null,
-          answeredByMe || call.state !== "answered" ? h("button.btn.btn-small.btn-ghost", { type: "button", onclick: act("hangup") }, t("call.hangup")) : null,
+          answeredByMe || call.state !== "answered" ? h("button.btn.btn-small.btn-ghost.hangup", { type: "button", onclick: async () => { await act("hangup")(); if (S.voice && S.voice.kind === "call" && S.voice.id === String(call.id)) endVoice(); } }, t("call.hangup")) : null,
         ),
       );
     }),
+  );
+}
+
+// -- voice: answering on the headset, hold, transfer, keys, calls out (回访), recordings ------
+
+async function voiceConfig() {
+  if (!S.voiceConfig) {
+    try {
+      S.voiceConfig = await get("/api/v1/hotline/voice");
+    } catch {
+      S.voiceConfig = { ice_servers: [], calls_out: false };
+    }
+  }
+  return S.voiceConfig;
+}
+
+async function startVoice(kind) {
+  if (S.voice) {
+    toast(t("voice.busy"), "error");
+    return null;
+  }
+  const cfg = await voiceConfig();
+  const session = new VoiceSession({
+    iceServers: cfg.ice_servers || [],
+    onMessage: onVoiceMessage,
+    onState: (state) => {
+      if (S.voice && S.voice.session === session && (state === "failed" || state === "closed")) endVoice();
+    },
+  });
+  let offer;
+  try {
+    offer = await session.offer();
+  } catch {
+    session.close();
+    toast(t("voice.no_microphone"), "error");
+    return null;
+  }
+  S.voice = { kind, id: null, session, status: kind === "call" ? "connecting" : "dialling", hold: false, keys: [] };
+  return offer;
+}
+
+async function answerWithVoice(call) {
+  const offer = await startVoice("call");
+  if (!offer) return;
+  S.voice.id = String(call.id);
+  renderVoice();
+  try {
+    const r = await post(`/api/v1/hotline/calls/${call.id}/answer`, { offer });
+    await S.voice.session.accept(r.answer);
+    S.voice.status = "talking";
+    const { answer: _answer, ...fresh } = r;
+    S.live.calls.set(String(call.id), { ...call, ...fresh });
+  } catch (err) {
+    endVoice();
+    toast(errorText(err), "error");
+  }
+  renderCalls();
+  renderVoice();
+}
+
+async function callBack(c, number = null) {
+  const offer = await startVoice("callout");
+  if (!offer) return;
+  renderVoice();
+  try {
+    const body = { incident_id: c.id, offer, kind: number ? "department" : "callback" };
+    if (number) body.number = number;
+    const r = await post("/api/v1/hotline/callouts", body);
+    S.voice.id = String(r.id);
+    S.voice.number = r.number;
+    await S.voice.session.accept(r.answer);
+  } catch (err) {
+    endVoice();
+    toast(errorText(err), "error");
+  }
+  renderVoice();
+}
+
+function onVoiceMessage(m) {
+  if (!S.voice) return;
+  if (m.type === "dtmf") S.voice.keys.push(m.key);
+  else if (m.type === "hold") S.voice.hold = Boolean(m.on);
+  else if (m.type === "ringing") S.voice.status = "ringing";
+  else if (m.type === "answered") S.voice.status = "talking";
+  else if (m.type === "transferring") S.voice.status = "transferring";
+  else if (m.type === "transfer_failed") {
+    S.voice.status = "talking";
+    toast(t("voice.transfer_failed"), "error");
+  }
+  else if (m.type === "ended" || m.type === "transferred") {
+    const wasCallout = S.voice.kind === "callout";
+    endVoice();
+    if (wasCallout && S.detail) renderDetail();
+    return;
+  }
+  renderVoice();
+}
+
+function endVoice() {
+  if (S.voice) S.voice.session.close();
+  S.voice = null;
+  renderVoice();
+}
+
+async function voiceHangup() {
+  const v = S.voice;
+  if (!v) return;
+  try {
+    if (v.id) await post(v.kind === "call" ? `/api/v1/hotline/calls/${v.id}/hangup` : `/api/v1/hotline/callouts/${v.id}/hangup`);
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+  endVoice();
+  loadCalls();
+}
+
+async function voiceHold() {
+  const v = S.voice;
+  if (!v || v.kind !== "call" || !v.id) return;
+  try {
+    const r = await post(`/api/v1/hotline/calls/${v.id}/hold`, { hold: !v.hold });
+    v.hold = Boolean(r.on_hold);
+  } catch (err) {
+    toast(errorText(err), "error");
+  }
+  renderVoice();
+}
+
+async function transferDialog() {
+  const v = S.voice;
+  if (!v || v.kind !== "call") return;
+  let officers = [];
+  try {
+    officers = ((await get("/api/v1/hotline/presence")).officers || []).filter((o) => o.user_id !== S.user.id);
+  } catch (err) {
+    toast(errorText(err), "error");
+    return;
+  }
+  const select = h("select", { name: "user_id" }, [h("option", { value: "" }, "—"), ...officers.map((o) => h("option", { value: o.user_id }, `${o.display_name || o.username}${o.available ? "" : ` (${t("call.away")})`}`))]);
+  const number = h("input", { name: "number", inputmode: "tel", placeholder: "0577-6589 0101" });
+  const cfg = await voiceConfig();
+  openDialog({
+    title: t("voice.transfer"),
+    body: [
+      officers.length ? h("label.field", h("span", t("voice.transfer_to")), select) : h("p.muted", t("voice.nobody")),
+      cfg.calls_out ? h("label.field", h("span", t("voice.transfer_number")), number) : null,
+    ],
+    submit: t("voice.transfer"),
+    onSubmit: async () => {
+      if (number.value.trim()) {
+        // A department's number: the caller waits with music; answered, the officer's console is free.
+        await post(`/api/v1/hotline/calls/${v.id}/transfer`, { number: number.value.trim() });
+        v.status = "transferring";
+        renderVoice();
+        return;
+      }
+      if (!select.value) return;
+      await post(`/api/v1/hotline/calls/${v.id}/transfer`, { user_id: Number(select.value) });
+      endVoice();
+      loadCalls();
+    },
+  });
+}
+
+function renderVoice() {
+  let bar = document.getElementById("voice-bar");
+  if (!bar) {
+    const list = document.getElementById("call-list");
+    if (!list) return;
+    bar = h("div.voice-bar#voice-bar", { hidden: true, role: "status", "aria-live": "polite" });
+    list.before(bar);
+  }
+  const v = S.voice;
+  if (!v) {
+    bar.hidden = true;
+    bar.replaceChildren();
+    return;
+  }
+  const keypad = h(
+    "div.keypad",
+    [..."123456789*0#"].map((k) => h("button.btn.btn-small", { type: "button", dataset: { key: k }, onclick: () => v.session.sendKey(k) }, k)),
+  );
+  bar.hidden = false;
+  bar.dataset.status = v.hold ? "hold" : v.status;
+  bar.replaceChildren(
+    h(
+      "div.voice-top",
+      h("span.voice-dot"),
+      h("strong", t(v.hold ? "voice.on_hold" : `voice.${v.status}`)),
+      v.number ? h("span.muted", v.number) : null,
+      h("span.spacer"),
+      v.kind === "call" ? h("button.btn.btn-small.hold", { type: "button", onclick: voiceHold, "aria-pressed": String(v.hold) }, t(v.hold ? "voice.resume" : "voice.hold")) : null,
+      v.kind === "call" ? h("button.btn.btn-small.transfer", { type: "button", onclick: transferDialog }, t("voice.transfer")) : null,
+      h("button.btn.btn-small.btn-danger.voice-hangup", { type: "button", onclick: voiceHangup }, t("call.hangup")),
+    ),
+    h("div.voice-keys", h("span.muted", t("voice.keys")), h("span.keys", v.keys.join(" ") || "—")),
+    keypad,
+  );
+}
+
+/** Calls about the case: calling the reporter back (回访) and the recordings of its calls. */
+function voiceSection(c) {
+  const list = h("div.recordings", h("span.muted", t("console.loading")));
+  get("/api/v1/hotline/recordings", { incident_id: String(c.id) })
+    .then((r) => {
+      const items = r.recordings || [];
+      list.replaceChildren(
+        ...(items.length
+          ? items.map((item) =>
+              h(
+                "div.recording",
+                h("span", t(`voice.kind_${item.kind}`)),
+                h("span.muted", `${item.number || ""} · ${fmtDateTime(item.at)}`),
+                h("audio", { controls: true, preload: "none", src: withToken(item.url) }),
+              ),
+            )
+          : [h("span.muted", t("voice.no_recordings"))]),
+      );
+    })
+    .catch(() => list.replaceChildren(h("span.muted", t("voice.no_recordings"))));
+  const canCall = (c.allowed_actions || []).includes("call_out");
+  return h(
+    "section.d-section",
+    h(
+      "h3",
+      t("voice.calls"),
+      " ",
+      canCall && c.caller ? h("button.btn.btn-small#call-back", { type: "button", onclick: () => callBack(c) }, t("voice.call_back")) : null,
+    ),
+    list,
   );
 }
 
@@ -1403,6 +1647,15 @@ function onLive(msg) {
     const known = r.previous;
     // Rings here: this officer's console is the one the queue chose.
     if (r.kept && call.state === "ringing" && call.ringing_user_id === S.user.id && (!known || known.ringing_user_id !== S.user.id)) beep();
+    // The call is over, or went to another officer: the headset lets it go.
+    // (A ring that was on its way while this console answered is not a transfer: only once talking.)
+    const v = S.voice;
+    if (v && v.kind === "call" && v.id === String(call.id)) {
+      const gone = !LIVE_CALLS.includes(call.state);
+      const elsewhere = call.state === "answered" && call.agent_user_id !== S.user.id;
+      const transferred = call.state === "ringing" && v.status === "talking" && call.ringing_user_id !== S.user.id;
+      if (gone || elsewhere || transferred) endVoice();
+    }
     renderCalls();
   }
 }
@@ -1550,7 +1803,7 @@ async function main() {
   }
   const wanted = new URLSearchParams(location.search).get("case");
   if (wanted) selectCase(wanted);
-  window.dispatchdConsole = { S };
+  window.dispatchdConsole = { S, voiceInbound: () => (S.voice ? S.voice.session.inbound() : null) };
 }
 
 main();
