@@ -653,10 +653,12 @@ async def suggest_unit(ctx: Context, conn: asyncpg.Connection, row: Mapping[str,
 def _alert_json(alert: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
     kind = alert["kind"]
     number = (row["incident"] or {}).get("number")
+    unit = row["unit_name"] or "应急队伍"
     if kind == "order_declined":
-        zh, en = f"指令 #{row['id']}（事件 {number}）被拒绝", f"order #{row['id']} (case {number}) was declined"
+        zh, en = f"{unit}拒绝了事件 {number} 的指令", f"{row['unit_name'] or 'the squad'} declined the order of case {number}"
     else:
-        zh, en = f"指令 #{row['id']}（事件 {number}）超时未接受", f"order #{row['id']} (case {number}) not accepted in time"
+        zh = f"{unit}未在时限内接受事件 {number} 的指令"
+        en = f"{row['unit_name'] or 'the squad'} did not accept the order of case {number} in time"
     return {
         "id": alert["id"],
         "kind": kind,

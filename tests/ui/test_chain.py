@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from playwright.async_api import Page
+from playwright.async_api import Browser, Page
 
+from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
-from tests.conftest import COUNTY, Account, UserFactory
+from tests.conftest import COUNTY, Account, AppFactory, UserFactory
 from tests.incidents.helpers import JUSTICE, POLICE, act
 from tests.live.helpers import make_squad
 from tests.ui.conftest import (
@@ -285,3 +286,74 @@ async def test_an_invited_officer_joins_a_running_meeting_from_the_console_in_on
     await meet.close()
     watch.check()
     other_watch.check()
+
+
+async def test_a_squad_phone_shows_its_own_orders_only_and_drops_one_whose_case_ends(
+    browser: Browser, make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
+) -> None:
+    """Two squads of one township: each phone shows the order for its own unit and never the
+    other's. Orders not accepted in time alert the console, named by the squad; when the officer
+    rejects one case on the console that phone stops ringing and its order disappears, that alert
+    leaves the console, and no order of the case stays open. Switched to English, the console's
+    alerts and tabs and the phone's menu and order read in English without a reload."""
+    client = await make_client(live_timer_interval=0.05)
+    browsing = Browsing(client, browser)
+    try:
+        officer = await make_user("duty_officer", COUNTY)
+        ours, (member,) = await make_squad(client, officer, make_user, org=TOWNSHIP, name="马屿应急中队一组")
+        theirs, (other,) = await make_squad(client, officer, make_user, org=TOWNSHIP, name="安阳应急中队指挥车")
+        _, lat, lon = grid_point(org_tree)
+        case = await create_case(client, officer, lat, lon, description="仓库冒烟，有人员被困")
+        elsewhere = await create_case(client, officer, lat, lon, category="incident.dispute", description="邻里纠纷")
+        phone, phone_watch = await browsing.open_page("/squad", token=member.token, viewport=PHONE, mobile=True)
+        their_phone, their_watch = await browsing.open_page("/squad", token=other.token, viewport=PHONE, mobile=True)
+        for p in (phone, their_phone):
+            await p.wait_for_selector(".live[data-status='live']")
+        for c, unit in ((case, ours), (elsewhere, theirs)):
+            r = await client.post(
+                "/api/v1/orders",
+                json={"incident_id": c["id"], "unit_id": unit["id"], "instructions": "立即赶赴现场"},
+                headers=officer.headers,
+            )
+            assert r.status == 201, await r.text()
+        await phone.wait_for_selector("#order:not([hidden]) #accept")
+        await their_phone.wait_for_selector("#order:not([hidden]) #accept")
+        assert case["number"] in await phone.inner_text("#order")
+        assert elsewhere["number"] in await their_phone.inner_text("#order")
+        mine = await phone.evaluate("[...window.dispatchdSquad.S.orders.values()].map((o) => o.incident_id)")
+        assert mine == [case["id"]]
+        assert await phone.evaluate("window.dispatchdSquad.ringing()") is True
+
+        console, console_watch = await browsing.open_page(f"/console?case={case['id']}", token=officer.token, viewport=DESK)
+        await console.wait_for_selector(".live[data-status='live']")
+        clock.advance(61)
+        await console.wait_for_selector("#alerts-panel:not([hidden]) #alert-list li")
+        assert "马屿应急中队一组" in await console.inner_text("#alert-list")
+        await console.wait_for_selector(".d-actions [data-action='reject']")
+        await console.keyboard.press("r")
+        await console.fill(".dialog textarea[name='reason']", "经核实为误报")
+        await _submit_dialog(console)
+        await _state_is(console, "不予受理")
+
+        await phone.wait_for_selector("#order", state="hidden")
+        assert await phone.evaluate("window.dispatchdSquad.ringing()") is False
+        await wait_js(console, f"!document.querySelector('#alert-list').textContent.includes({case['number']!r})")
+        assert elsewhere["number"] in await console.inner_text("#alert-list")  # the other case's alert stays
+        assert not [o for o in await _orders(client, officer, case["id"]) if o["state"] in ("pending", "delivered", "accepted")]
+        # The other squad's order, of a case still open, stays on its phone.
+        assert elsewhere["number"] in await their_phone.inner_text("#order")
+        # English, without a reload: the console's alerts and tabs, the phone's menu and order.
+        await console.evaluate("window.__same_page = true")
+        await console.click(".topbar .lang-switch")
+        await wait_js(console, "document.querySelector('#alert-list').textContent.includes('did not accept the order')")
+        assert "安阳应急中队指挥车" in await console.inner_text("#alert-list")
+        assert await console.inner_text("#state-tabs [data-tab='open']") == "Open"
+        assert await console.evaluate("window.__same_page") is True
+        await their_phone.click("#menu-btn")
+        await their_phone.click("#menu .lang-switch")
+        await wait_js(their_phone, "document.querySelector('#menu .btn:last-child').textContent === 'Log out'")
+        await wait_js(their_phone, "document.querySelector('#accept').textContent === 'Accept'")
+        for w in (phone_watch, their_watch, console_watch):
+            w.check()
+    finally:
+        await browsing.close()

@@ -5,7 +5,7 @@
 // Correct after a reconnect: the server sends again every order this device has not acknowledged,
 // and the page keeps orders by id, so an order shows once however often it arrives; on every
 // connection the open orders are read again over HTTP, so a reload also shows accepted ones.
-import { audioReady, startRinging, stopRinging, unlock } from "../alarm.js";
+import { audioReady, isRinging, startRinging, stopRinging, unlock } from "../alarm.js";
 import { api, get, logout } from "../api.js";
 import { shrink } from "../photos.js";
 import { errorText, fmtDateTime, fmtDuration, h, toast } from "../dom.js";
@@ -557,7 +557,7 @@ async function main() {
   const onStatus = (status) => live.set(status === "reconnecting" && S.noUnit ? "no_unit" : status);
   S.socket = new LiveSocket("/ws/squad", { onMessage, onStatus, resume: false, ping: true });
   S.socket.start();
-  window.dispatchdSquad = { S };
+  window.dispatchdSquad = { S, ringing: isRinging };
 }
 
 main();
