@@ -1299,6 +1299,15 @@ async function startVoice(kind) {
   return offer;
 }
 
+/** The call ringing at this console, else the one waiting longest: answered on the headset. */
+function answerNext() {
+  const waiting = [...S.live.calls.values()].filter((c) => c.state !== "answered");
+  const call =
+    waiting.find((c) => c.state === "ringing" && c.ringing_user_id === S.user.id) ||
+    waiting.sort((a, b) => String(a.offered_at).localeCompare(String(b.offered_at)))[0];
+  if (call) answerWithVoice(call);
+}
+
 async function answerWithVoice(call) {
   const offer = await startVoice("call");
   if (!offer) return;
@@ -1692,6 +1701,8 @@ function helpDialog() {
     ["K / ↑", "console.k_prev"],
     ["/", "console.keys_search"],
     ["N", "console.new_case"],
+    ["W", "console.k_answer"],
+    ["H", "console.k_hangup"],
     ...ACTIONS.map((a) => [a.key.toUpperCase(), `action.${a.name}`]),
     ["Esc", "console.cancel"],
   ];
@@ -1720,6 +1731,9 @@ function onKey(ev) {
   if (ev.key === "/") return go(() => document.getElementById("q").focus());
   if (ev.key === "?") return go(helpDialog);
   if (key === "n") return go(() => newCaseDialog());
+  // The headset: W answers the call ringing here (or the longest waiting), H hangs up.
+  if (key === "w" && S.desk && S.user.role === "duty_officer" && S.config.features.hotline && !S.voice) return go(answerNext);
+  if (key === "h" && S.voice) return go(voiceHangup);
   const a = ACTIONS.find((x) => x.key === key);
   if (a && S.detail && allowed(a, S.detail)) go(() => runAction(a));
 }

@@ -47,7 +47,7 @@ async def chromium_with_microphone(tmp_path: Path) -> AsyncIterator[Any]:
 async def test_console_answers_in_chromium_and_hangs_up(
     make_client: AppFactory, make_user: UserFactory, chromium_with_microphone: Any
 ) -> None:
-    """Clicking 接听 answers with a WebRTC offer from the page: the caller hears the fake microphone's
+    """The answer key (W, as 接听) answers with a WebRTC offer from the page: the caller hears the fake microphone's
     1,000 Hz, the page receives the caller's audio, the key 7 the caller presses shows in the voice
     bar, and 挂断 sends the caller a BYE and ends the call; made a case, the call's recording plays in it."""
     client: TestClient[Any, Any] = await make_client(video_host_addresses="127.0.0.1")
@@ -63,7 +63,8 @@ async def test_console_answers_in_chromium_and_hangs_up(
         await page.wait_for_selector(f'.call[data-id="{call["id"]}"] button.answer')
         toasts: list[str] = []
         page.on("console", lambda message: toasts.append(message.text))
-        await page.click(f'.call[data-id="{call["id"]}"] button.answer')
+        # The answer key: W takes the waiting call on the headset, as 接听 does.
+        await page.keyboard.press("w")
         try:
             await page.wait_for_selector('#voice-bar[data-status="talking"]', timeout=30000)
         except Exception as exc:
