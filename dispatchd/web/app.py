@@ -17,7 +17,8 @@ from aiohttp import web
 
 from dispatchd.context import Context
 from dispatchd.errors import DomainError
-from dispatchd.web import auth, health, orgs, ui
+from dispatchd.store.outage import as_unavailable, begin_degraded
+from dispatchd.web import auth, headers, health, orgs, ui
 from dispatchd.web.appkeys import API_ROUTES, CTX, PUBLIC_RESOURCES
 from dispatchd.web.errors import ApiError, from_domain, from_http_exception, request_language
 from dispatchd.web.routing import add_routes
@@ -36,6 +37,7 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
     structlog.contextvars.bind_contextvars(request_id=rid)
     started = time.perf_counter()
     lang = request_language(request)
+    degraded = begin_degraded()
     response: web.StreamResponse
     try:
         response = await handler(request)
@@ -49,15 +51,23 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
         response = from_http_exception(exc).response(lang)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("unhandled_error", method=request.method, path=request.path)
-        response = ApiError(
-            500,
-            "internal",
-            "服务器内部错误，已记录",
-            "internal error; it has been logged",
-            extra={"request_id": rid},
-        ).response(lang)
+    except ConnectionError:
+        # The client went away (or was cut for sending too slowly): nobody is left to answer.
+        response = ApiError(408, "request_timeout", "请求未能读完，连接已断开", "the request was not read in time").response(lang)
+    except Exception as exc:
+        # A store that is down or hung is answered 503 with Retry-After, and logged once per outage.
+        refusal = as_unavailable(request.app[CTX], exc)
+        if refusal is not None:
+            response = from_domain(refusal).response(lang)
+        else:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            response = ApiError(
+                500,
+                "internal",
+                "服务器内部错误，已记录",
+                "internal error; it has been logged",
+                extra={"request_id": rid},
+            ).response(lang)
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
@@ -66,6 +76,9 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
     metrics.http_latency.labels(request.method, route).observe(elapsed)
     if not response.prepared:
         response.headers["X-Request-ID"] = rid
+        if degraded:
+            # Redis-only state was left out of this answer (PostgreSQL is the record): say so.
+            response.headers["Dispatchd-Degraded"] = ",".join(sorted(degraded))
     log.info(
         "http_request",
         method=request.method,
@@ -85,8 +98,10 @@ def http_app(ctx: Context) -> web.Application:
         client_max_size=ctx.settings.http.max_body_mb * 1024 * 1024,
     )
     app[CTX] = ctx
+    headers.setup(app)
     app[API_ROUTES] = []
     app[PUBLIC_RESOURCES] = set()
     add_routes(app, health.ROUTES + auth.ROUTES + orgs.ROUTES)
+    app.on_startup.append(auth.warm_up)
     ui.setup(app)
     return app
