@@ -116,6 +116,25 @@ def classify(exc: BaseException) -> Failure | None:
     return None
 
 
+# Values PostgreSQL refused as data (SQLSTATE class 22, or an argument asyncpg could not encode): the
+# input was wrong, and validation should have said so; the request is answered 422, not 500.
+_BAD_VALUES: Final = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.NumericValueOutOfRangeError,
+    asyncpg.exceptions.DatetimeFieldOverflowError,
+    asyncpg.exceptions.InvalidTextRepresentationError,
+    asyncpg.exceptions.InvalidDatetimeFormatError,
+    asyncpg.exceptions.StringDataRightTruncationError,
+    asyncpg.exceptions._base.DataError,
+)
+
+
+def refused_value(exc: BaseException) -> bool:
+    """Did PostgreSQL (or asyncpg) refuse a value of the request as data?"""
+    return isinstance(exc, _BAD_VALUES)
+
+
 # What a request had to do without (Redis-only state), for a header that says so.
 _DEGRADED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("dispatchd_degraded", default=None)
 

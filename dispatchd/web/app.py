@@ -17,7 +17,8 @@ from aiohttp import web
 
 from dispatchd.context import Context
 from dispatchd.errors import DomainError
-from dispatchd.store.outage import as_unavailable, begin_degraded
+from dispatchd.store.outage import as_unavailable, begin_degraded, refused_value
+from dispatchd.validate import text_is_storable
 from dispatchd.web import auth, headers, health, orgs, ui
 from dispatchd.web.appkeys import API_ROUTES, CTX, PUBLIC_RESOURCES
 from dispatchd.web.errors import ApiError, from_domain, from_http_exception, request_language
@@ -40,6 +41,7 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
     degraded = begin_degraded()
     response: web.StreamResponse
     try:
+        _check_characters(request)
         response = await handler(request)
     except ApiError as exc:
         response = exc.response(lang)
@@ -59,6 +61,13 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
         refusal = as_unavailable(request.app[CTX], exc)
         if refusal is not None:
             response = from_domain(refusal).response(lang)
+        elif refused_value(exc):
+            # The database refused a value the validation let through: a 422 for the client, and a
+            # line for the developers to add the missing check.
+            log.warning("store_refused_value", path=request.path, error=f"{type(exc).__name__}: {exc}"[:200])
+            response = ApiError(
+                422, "invalid_value", "请求中有无法保存的值", "the request holds a value that cannot be stored"
+            ).response(lang)
         else:
             log.exception("unhandled_error", method=request.method, path=request.path)
             response = ApiError(
@@ -89,6 +98,18 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
         remote=request.remote,
     )
     return response
+
+
+def _check_characters(request: web.Request) -> None:
+    """400 for a path or query with NUL or invalid Unicode: no handler or store ever sees them."""
+    texts = [request.path, *request.query.keys(), *request.query.values()]
+    if not all(text_is_storable(t) for t in texts):
+        raise ApiError(
+            400,
+            "bad_characters",
+            "地址或查询参数含 NUL 或无效的 Unicode 字符",
+            "the path or query holds NUL or invalid Unicode",
+        )
 
 
 def http_app(ctx: Context) -> web.Application:

@@ -10,9 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatchd.validate import Field, object_schema
+from dispatchd.errors import not_found
+from dispatchd.validate import INT64_MAX, Field, object_schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A path parameter of digits ({id:\d+}) is an id: a bigint in PostgreSQL.
+_DIGITS = re.compile(r"\{(\w+):\\d\+\}")
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,26 @@ def add_routes(app: web.Application, routes: Sequence[ApiRoute]) -> None:
     from dispatchd.web.appkeys import API_ROUTES, PUBLIC_RESOURCES  # appkeys imports this module
 
     for r in routes:
-        route = app.router.add_route(r.method, r.path, r.handler)
+        ids = tuple(_DIGITS.findall(r.path))
+        route = app.router.add_route(r.method, r.path, _ids_in_range(r.handler, ids) if ids else r.handler)
         app[API_ROUTES].append(r)
         if r.public:
             app[PUBLIC_RESOURCES].add(route.resource.canonical if route.resource else r.path)
+
+
+def _ids_in_range(handler: Handler, names: tuple[str, ...]) -> Handler:
+    """``handler`` behind a check that every id of the path fits a bigint: beyond it, nothing exists
+    (404), rather than an error of the database."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        for name in names:
+            digits = request.match_info.get(name, "")
+            if len(digits.lstrip("0")) > 19 or int(digits or "0") > INT64_MAX:
+                raise not_found()
+        return await handler(request)
+
+    checked.__name__ = getattr(handler, "__name__", "handler")
+    return checked
 
 
 _PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")
