@@ -50,6 +50,7 @@ from dispatchd.channels.gps.jt808 import (
 from dispatchd.clock import Clock
 from dispatchd.domain.units import LIVE, Position
 from dispatchd.metrics import Metrics
+from dispatchd.store.outage import store_failure
 from dispatchd.tasks import stop_tasks
 from dispatchd.units.devices import Device, new_secret
 
@@ -239,8 +240,10 @@ class Jt808Connection(asyncio.Protocol):
         async def step() -> None:
             try:
                 reply = await handler(header)
-            except Exception:
-                log.exception("jt808_step_failed", conn_id=self.conn_id, msg_id=f"0x{header.msg_id:04x}")
+            except Exception as exc:
+                # Result 1: the terminal tries again. A store outage is logged once, by its tracker.
+                if store_failure(self.intake.ctx, exc) is None:
+                    log.exception("jt808_step_failed", conn_id=self.conn_id, msg_id=f"0x{header.msg_id:04x}")
                 reply = self._general(header, ReplyResult.FAILURE)
             finally:
                 self._busy = False
@@ -292,6 +295,10 @@ class Jt808Connection(asyncio.Protocol):
             self._once("jt808_rate_limited")
             return self._general(header, ReplyResult.FAILURE)
         locations = body.locations if isinstance(body, LocationBatch) else (body,)
+        if not self.intake.sink.room(len(locations), "jt808"):
+            # PostgreSQL is away and the outage buffer is full: result 1, the terminal sends it again.
+            self._once("jt808_outage_buffer_full")
+            return self._general(header, ReplyResult.FAILURE)
         now = self.server.clock.now()
         alarm = False
         alarm_position: Position | None = None

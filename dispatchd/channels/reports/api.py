@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dispatchd.channels.reports import patrols, service
 from dispatchd.channels.reports import photos as formats
@@ -23,12 +24,12 @@ from dispatchd.errors import invalid, not_found
 from dispatchd.incidents import store as case_store
 from dispatchd.incidents.stats import register_section
 from dispatchd.tasks import start_task, stop_tasks
-from dispatchd.validate import Field, check_fields
+from dispatchd.validate import Field, check_fields, check_storable, may_hold_unstorable
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, require_role
 from dispatchd.web.errors import ApiError, bad_request
 from dispatchd.web.routing import ApiRoute, add_routes
-from dispatchd.web.validate import json_body, query_params
+from dispatchd.web.validate import json_body, parse_json, query_params
 
 TAG: Final = "reports"
 
@@ -57,13 +58,16 @@ def _bad_json(part: str) -> ApiError:
 
 
 def _parse_object(raw: bytes, part: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _bad_json(part) from None
+    data = parse_json(raw, f"“{part}”部分", f"the '{part}' part") if raw.strip() else None
     if not isinstance(data, dict):
         raise _bad_json(part)
+    if may_hold_unstorable(raw):
+        check_storable(data)
     return data
+
+
+def _malformed_multipart() -> ApiError:
+    return ApiError(400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body")
 
 
 async def read_submission(
@@ -107,19 +111,27 @@ async def _read_multipart(
     photo_limit_bytes: int,
 ) -> Submission:
     try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError):
-        raise ApiError(400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body") from None
+        return await _read_parts(request, store, stage, json_part, check, max_photos, photo_limit_bytes)
+    except (ValueError, AssertionError, HttpProcessingError):
+        # No boundary, a header line beyond aiohttp's limit, a part that does not parse.
+        raise _malformed_multipart() from None
+
+
+async def _read_parts(
+    request: web.Request,
+    store: MediaStore,
+    stage: Staging,
+    json_part: str,
+    check: Callable[[dict[str, Any]], Any],
+    max_photos: int,
+    photo_limit_bytes: int,
+) -> Submission:
+    reader = await request.multipart()
     data: dict[str, Any] | None = None
     parsed: Any = None
     count = 0
     while True:
-        try:
-            part = await reader.next()
-        except ValueError:
-            raise ApiError(
-                400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body"
-            ) from None
+        part = await reader.next()
         if part is None:
             break
         if isinstance(part, MultipartReader) or not isinstance(part, BodyPartReader):
