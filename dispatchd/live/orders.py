@@ -29,6 +29,7 @@ from dispatchd.errors import Conflict, conflict, not_found
 from dispatchd.incidents.store import may_view
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, bump, record, trail
+from dispatchd.store.outage import store_failure
 from dispatchd.store.users import User
 from dispatchd.units.service import nearest_units, set_unit_status
 
@@ -679,8 +680,9 @@ class OrderTimers:
                 await self.fire_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("order_timers_failed")
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
+                    log.exception("order_timers_failed")
             await asyncio.sleep(interval)
 
     async def fire_due(self) -> int:

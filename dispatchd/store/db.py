@@ -55,6 +55,11 @@ class _Acquire:
     ) -> None:
         try:
             await self._inner.__aexit__(exc_type, exc, tb)
+        except Exception:
+            # Giving back a connection stuck in a timed-out statement fails too (the pool closes
+            # it): the error that matters is the one the block raised, which goes on.
+            if exc is None:
+                raise
         finally:
             if exc is not None:
                 self._pool.failed(exc)

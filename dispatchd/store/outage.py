@@ -68,14 +68,18 @@ class Failure:
 _CONNECTION_GONE: Final = ("connection is closed", "another operation is in progress", "pool is closing")
 
 
-def _module_of_raiser(exc: BaseException) -> str:
-    """The top-level package of the innermost frame that raised ``exc`` (asyncpg, redis, ...)."""
-    name = ""
+def _store_in_traceback(exc: BaseException) -> str | None:
+    """The store whose client code ``exc`` was raised through (its traceback's frames), if any."""
+    packages = set()
     for frame, _ in traceback.walk_tb(exc.__traceback__):
         module = frame.f_globals.get("__name__", "")
-        if isinstance(module, str) and module:
-            name = module
-    return name.split(".", 1)[0]
+        if isinstance(module, str):
+            packages.add(module.split(".", 1)[0])
+    if "asyncpg" in packages:
+        return POSTGRES
+    if "redis" in packages:
+        return REDIS
+    return None
 
 
 def _one(exc: BaseException) -> Failure | None:
@@ -94,12 +98,12 @@ def _one(exc: BaseException) -> Failure | None:
         return Failure(POSTGRES, True, error)  # connection lost, shutting down, cannot connect now
     if isinstance(exc, asyncpg.InterfaceError) and any(m in str(exc) for m in _CONNECTION_GONE):
         return Failure(POSTGRES, True, error)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError) and "another operation" in str(exc):
+        return Failure(POSTGRES, True, error)  # a connection left broken by the server going away
     if isinstance(exc, TimeoutError | OSError):
-        raiser = _module_of_raiser(exc)
-        if raiser == "asyncpg":
-            return Failure(POSTGRES, True, error)
-        if raiser == "redis":
-            return Failure(REDIS, True, error)
+        store = _store_in_traceback(exc)
+        if store is not None:
+            return Failure(store, True, error)
     return None
 
 
