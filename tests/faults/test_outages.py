@@ -117,10 +117,10 @@ async def test_redis_away_login_tokens_units_and_handshakes_work(
         assert unit["id"] in [u["id"] for u in (await r.json())["units"]]
         r = await answer(client, "GET", f"/api/v1/units/nearest?lat={MAYU_LAT}&lon={MAYU_LON}", headers=auth)
         assert r.status == 200
-        async with client.ws_connect(board_path(officer) + "&console=1", timeout=DEADLINE) as ws:
+        async with client.ws_connect(board_path(officer) + "&console=1") as ws:
             snapshot = await ws.receive_json(timeout=10)
             assert snapshot["type"] == "snapshot" and snapshot["sections"]["units"] is not None
-        async with client.ws_connect(f"/ws/squad?token={members[0].token}", timeout=DEADLINE) as ws:
+        async with client.ws_connect(f"/ws/squad?token={members[0].token}") as ws:
             hello = await ws.receive_json(timeout=10)
             assert hello["type"] == "hello"
     assert len(events(logs, "store_unavailable", store="redis")) == 1
