@@ -327,6 +327,9 @@ class SipSettings:
     t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
     user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
     record: bool = field(default=True, metadata=_meta("record the caller's audio of answered calls under the data dir"))
+    max_connections_per_address: int = field(
+        default=64, metadata=_meta("open SIP TCP connections one address may hold (0 = no cap)", lo=0, hi=100000)
+    )
 
 
 @dataclass(frozen=True, slots=True)

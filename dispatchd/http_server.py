@@ -41,7 +41,7 @@ from dispatchd.store.outage import OUTAGES, POSTGRES, REDIS, Outages
 from dispatchd.tasks import stop_tasks
 from dispatchd.units import api as units
 from dispatchd.video import api as video
-from dispatchd.web.app import http_app
+from dispatchd.web.app import app_runner, http_app
 from dispatchd.web.appkeys import CTX
 
 log = structlog.get_logger("dispatchd.server")
@@ -155,9 +155,7 @@ async def serve(
             await announce_accounts(app[CTX])
 
         app.on_startup.append(seed)
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout
-    )
+    runner = app_runner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

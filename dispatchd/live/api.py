@@ -155,7 +155,12 @@ async def board_ws(request: web.Request) -> web.StreamResponse:
         if since < 0:
             raise invalid({"since": ("应为非负整数", "must be a non-negative integer")})
     ctx = request.app[CTX]
-    ws = web.WebSocketResponse(compress=ctx.settings.live.compression, max_msg_size=65536)
+    # Pings every heartbeat_interval: a board that stops answering them is closed (an idle, dead peer).
+    ws = web.WebSocketResponse(
+        compress=ctx.settings.live.compression,
+        max_msg_size=65536,
+        heartbeat=ctx.settings.live.heartbeat_interval,
+    )
     await ws.prepare(request)
     # A duty console (``console=1``) makes its officer present for the hotline queue while it is
     # connected: calls ring the logged-in officers (docs/hotline.md). A wall display does not.

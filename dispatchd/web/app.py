@@ -23,6 +23,13 @@ from dispatchd.web import auth, headers, health, orgs, ui
 from dispatchd.web.appkeys import API_ROUTES, CTX, PUBLIC_RESOURCES
 from dispatchd.web.errors import ApiError, from_domain, from_http_exception, request_language
 from dispatchd.web.routing import add_routes
+from dispatchd.web.server import (
+    ConnectionGuard,
+    GuardedRunner,
+    http_runner,
+    request_finished,
+    request_started,
+)
 
 log = structlog.get_logger("dispatchd.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -40,6 +47,7 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
     lang = request_language(request)
     degraded = begin_degraded()
     response: web.StreamResponse
+    request_started(request)
     try:
         _check_characters(request)
         response = await handler(request)
@@ -52,6 +60,7 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
             raise
         response = from_http_exception(exc).response(lang)
     except asyncio.CancelledError:
+        request_finished(request)
         raise
     except ConnectionError:
         # The client went away (or was cut for sending too slowly): nobody is left to answer.
@@ -77,6 +86,7 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
                 "internal error; it has been logged",
                 extra={"request_id": rid},
             ).response(lang)
+    request_finished(request)
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
@@ -126,3 +136,17 @@ def http_app(ctx: Context) -> web.Application:
     app.on_startup.append(auth.warm_up)
     ui.setup(app)
     return app
+
+
+def app_runner(app: web.Application, **kwargs: Any) -> GuardedRunner:
+    """The runner of the HTTP port: its connections guarded by the ``[http]`` limits."""
+    ctx = app[CTX]
+    http = ctx.settings.http
+    guard = ConnectionGuard(
+        "http",
+        ctx.metrics,
+        header_timeout=http.header_timeout,
+        body_timeout=http.body_timeout,
+        max_per_address=http.max_connections_per_address,
+    )
+    return http_runner(app, guard, keepalive_timeout=http.keepalive_timeout, **kwargs)

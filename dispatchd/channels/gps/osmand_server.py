@@ -41,6 +41,7 @@ from dispatchd.units.devices import Device
 from dispatchd.validate import MAX_DEPTH, json_depth, text_is_storable
 from dispatchd.web import headers
 from dispatchd.web.appkeys import CTX
+from dispatchd.web.server import ConnectionGuard, http_runner, request_finished, request_started
 
 log = structlog.get_logger("dispatchd.gps.osmand")
 
@@ -154,6 +155,7 @@ def _retry_later(request: web.Request, message: str) -> web.Response:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
+    request_started(request)
     try:
         return await _handle(request)
     except (web.HTTPException, asyncio.CancelledError):
@@ -167,6 +169,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if _first(request, "osmand_request_failed"):
             log.exception("osmand_request_failed", peer=str(_peer(request)))
         return _text(500, "internal error")
+    finally:
+        request_finished(request)
 
 
 def _first(request: web.Request, event: str) -> bool:
@@ -244,8 +248,23 @@ def build_osmand_app(ctx: Context, intake: GpsIntake) -> web.Application:
 
 
 async def serve_osmand(ctx: Context, intake: GpsIntake, host: str, port: int) -> AsyncGenerator[int, None]:
-    """Run the OsmAnd server while the generator is suspended; yields the bound port."""
-    runner = web.AppRunner(build_osmand_app(ctx, intake), access_log=None, handle_signals=False)
+    """Run the OsmAnd server while the generator is suspended; yields the bound port. Its connections
+    are guarded like the HTTP port's ([http] timeouts, [osmand] max_connections_per_address)."""
+    http = ctx.settings.http
+    guard = ConnectionGuard(
+        "osmand",
+        ctx.metrics,
+        header_timeout=http.header_timeout,
+        body_timeout=http.body_timeout,
+        max_per_address=ctx.settings.osmand.max_connections_per_address,
+    )
+    runner = http_runner(
+        build_osmand_app(ctx, intake),
+        guard,
+        keepalive_timeout=http.keepalive_timeout,
+        access_log=None,
+        handle_signals=False,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
