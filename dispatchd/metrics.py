@@ -33,7 +33,7 @@ class Metrics:
         )
         self.photos = Counter(
             "dispatchd_photos_total",
-            "photos received: stored, too_large, unsupported",
+            "photos received: stored, too_large, unsupported, too_many, rate_limited, disk_full",
             ["outcome"],
             registry=r,
         )

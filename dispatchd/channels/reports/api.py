@@ -7,20 +7,23 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from dispatchd.channels.reports import patrols, service
 from dispatchd.channels.reports import photos as formats
 from dispatchd.channels.reports.demo import run_demo
-from dispatchd.channels.reports.media import SHA256, MediaStore, Staging
+from dispatchd.channels.reports.media import SHA256, MediaStore, StagedPhoto, Staging, UploadAllowance
 from dispatchd.channels.reports.slots import MEDIA
+from dispatchd.context import Context
 from dispatchd.domain.incident import Action, State
-from dispatchd.errors import invalid, not_found
+from dispatchd.errors import DomainError, TooLarge, invalid, not_found
 from dispatchd.incidents import store as case_store
 from dispatchd.incidents.stats import register_section
 from dispatchd.tasks import start_task, stop_tasks
@@ -32,6 +35,7 @@ from dispatchd.web.routing import ApiRoute, add_routes
 from dispatchd.web.validate import json_body, parse_json, query_params
 
 TAG: Final = "reports"
+log = structlog.get_logger("dispatchd.reports")
 
 
 # -- reading a submission: a JSON body, or multipart/form-data with one JSON part and photo parts,
@@ -79,13 +83,18 @@ async def read_submission(
     check: Callable[[dict[str, Any]], Any],
     max_photos: int,
     photo_limit_bytes: int,
+    admit: Callable[[], None] = lambda: None,
+    received: Callable[[StagedPhoto], None] = lambda _staged: None,
 ) -> Submission:
     """The JSON object (from the body or the ``json_part`` part) checked by ``check`` as soon as it
-    arrives, and the photos staged in ``stage``. 400 for a malformed body, 413/415 for a photo,
-    422 for too many photos or bad fields."""
+    arrives, and the photos staged in ``stage`` (``admit`` is asked before each one and may refuse
+    it, ``received`` told after). 400 for a malformed body, 413 for a photo too large or too many
+    photos, 415 for a photo of another type, 422 for bad fields."""
     content_type = request.content_type
     if content_type == "multipart/form-data":
-        return await _read_multipart(request, store, stage, json_part, check, max_photos, photo_limit_bytes)
+        return await _read_multipart(
+            request, store, stage, json_part, check, max_photos, photo_limit_bytes, admit, received
+        )
     if content_type in ("application/json", "application/octet-stream") or not request.body_exists:
         try:
             raw = await request.read()
@@ -109,9 +118,13 @@ async def _read_multipart(
     check: Callable[[dict[str, Any]], Any],
     max_photos: int,
     photo_limit_bytes: int,
+    admit: Callable[[], None],
+    received: Callable[[StagedPhoto], None],
 ) -> Submission:
     try:
-        return await _read_parts(request, store, stage, json_part, check, max_photos, photo_limit_bytes)
+        return await _read_parts(
+            request, store, stage, json_part, check, max_photos, photo_limit_bytes, admit, received
+        )
     except (ValueError, AssertionError, HttpProcessingError):
         # No boundary, a header line beyond aiohttp's limit, a part that does not parse.
         raise _malformed_multipart() from None
@@ -125,6 +138,8 @@ async def _read_parts(
     check: Callable[[dict[str, Any]], Any],
     max_photos: int,
     photo_limit_bytes: int,
+    admit: Callable[[], None],
+    received: Callable[[StagedPhoto], None],
 ) -> Submission:
     reader = await request.multipart()
     data: dict[str, Any] | None = None
@@ -159,8 +174,14 @@ async def _read_parts(
         elif name == PHOTO_PART:
             count += 1
             if count > max_photos:
-                raise invalid({PHOTO_PART: (f"最多 {max_photos} 张照片", f"at most {max_photos} photos")})
-            await store.receive(stage, part, index=count, limit_bytes=photo_limit_bytes)
+                raise TooLarge(
+                    f"照片过多：最多 {max_photos} 张",
+                    f"too many photos: at most {max_photos}",
+                    code="too_many_photos",
+                    fields={PHOTO_PART: (f"最多 {max_photos} 张照片", f"at most {max_photos} photos")},
+                )
+            admit()
+            received(await store.receive(stage, part, index=count, limit_bytes=photo_limit_bytes))
         else:
             raise ApiError(
                 400,
@@ -221,23 +242,35 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 
 
 async def _read(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
-    """Read the body; count refused photos by reason."""
-    settings = request.app[CTX].settings.reports
+    """Read the body; each photo only if the disk and the uploader's allowance take it; count refused
+    photos by reason."""
+    ctx = request.app[CTX]
+    settings = ctx.settings.reports
     limit = int(settings.photo_max_mb * 1024 * 1024)
+    store = ctx[MEDIA]
+    user = current_user(request)
     try:
         return await read_submission(
             request,
-            request.app[CTX][MEDIA],
+            store,
             stage,
             json_part=json_part,
             check=check,
             max_photos=settings.max_photos,
             photo_limit_bytes=limit,
+            admit=lambda: store.admit(user.id, ctx.clock.monotonic()),
+            received=lambda staged: store.received(user.id, staged, ctx.clock.monotonic()),
         )
-    except ApiError as exc:
-        outcome = {"photo_too_large": "too_large", "unsupported_photo_type": "unsupported"}.get(exc.code)
+    except (ApiError, DomainError) as exc:
+        outcome = {
+            "photo_too_large": "too_large",
+            "unsupported_photo_type": "unsupported",
+            "photo_rate_exceeded": "rate_limited",
+            "disk_nearly_full": "disk_full",
+            "too_many_photos": "too_many",
+        }.get(exc.code)
         if outcome is not None:
-            request.app[CTX].metrics.photos.labels(outcome).inc()
+            ctx.metrics.photos.labels(outcome).inc()
         raise
 
 
@@ -648,7 +681,12 @@ PATROL_ROUTES: Final[list[ApiRoute]] = [
 def setup(app: web.Application) -> None:
     ctx = app[CTX]
     add_routes(app, ROUTES + PATROL_ROUTES)
-    ctx[MEDIA] = MediaStore(ctx.settings.data.dir / "media")
+    reports = ctx.settings.reports
+    ctx[MEDIA] = MediaStore(
+        ctx.settings.data.dir / "media",
+        min_free_bytes=reports.min_free_mb * 1024 * 1024,
+        allowance=UploadAllowance(reports.photos_per_hour, reports.photo_mb_per_hour * 1024 * 1024),
+    )
     register_section(ctx, "patrols", patrols.stats_section(ctx))
     app.cleanup_ctx.append(_reports_ctx)
 
@@ -658,7 +696,25 @@ async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
     # Temporary files untouched for an hour belong to no request any more.
     await asyncio.to_thread(ctx[MEDIA].prepare, ctx.clock.now().timestamp() - 3600)
     demo = start_task(ctx, run_demo(ctx), "reports-demo") if ctx.settings.demo.enabled else None
+    sweeper = start_task(ctx, _sweep_loop(ctx), "reports-tmp-sweep")
     yield
     # The simulated workers stop first, so that nothing is filed while the daemon drains.
     if demo is not None:
         await stop_tasks([demo])
+    await stop_tasks([sweeper])
+
+
+# Seconds between sweeps of media/tmp, and the age past which a temporary file belongs to nobody.
+_SWEEP_EVERY: Final = 600.0
+_TMP_STALE: Final = 3600.0
+
+
+async def _sweep_loop(ctx: Context) -> None:
+    """Every few minutes, what failed requests or a crash left in media/tmp goes (real time: files age
+    on the disk's clock)."""
+    while True:
+        await asyncio.sleep(_SWEEP_EVERY)
+        stale_before = time.time() - _TMP_STALE
+        removed = await asyncio.to_thread(ctx[MEDIA].sweep, stale_before)
+        if removed:
+            log.info("media_tmp_swept", files=removed)
