@@ -31,6 +31,10 @@ class ApiRoute:
     responses: dict[int, str] = field(default_factory=dict)
     content_type: str = "application/json"  # request body type when not JSON (multipart/form-data …)
     documented: bool = True
+    headers: Sequence[Field] = ()  # request headers the route reads (Idempotency-Key …)
+    # multipart/form-data with one JSON part of this name (the ``body`` fields) and ``photo`` parts;
+    # the same fields are taken as a plain JSON body too.
+    json_part: str = ""
 
 
 def add_routes(app: web.Application, routes: Sequence[ApiRoute]) -> None:
@@ -70,8 +74,18 @@ def openapi_document(routes: Sequence[ApiRoute], version: str) -> dict[str, Any]
         path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", r.path)
         op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag], "operationId": r.handler.__name__}
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(r.path)
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(pattern)}
+            for name, pattern in _PARAM_PATTERN.findall(r.path)
+        ]
+        params += [
+            {
+                "name": f.name,
+                "in": "header",
+                "required": f.required,
+                "schema": f.schema(),
+                **({"description": f.description} if f.description else {}),
+            }
+            for f in r.headers
         ]
         params += [
             {
@@ -85,7 +99,9 @@ def openapi_document(routes: Sequence[ApiRoute], version: str) -> dict[str, Any]
         ]
         if params:
             op["parameters"] = params
-        if r.body:
+        if r.body and r.json_part:
+            op["requestBody"] = {"required": True, "content": _multipart(r)}
+        elif r.body:
             op["requestBody"] = {
                 "required": True,
                 "content": {r.content_type: {"schema": object_schema(r.body)}},
@@ -96,6 +112,17 @@ def openapi_document(routes: Sequence[ApiRoute], version: str) -> dict[str, Any]
         if not r.public:
             op["security"] = [{"bearer": []}]
             responses.setdefault("401", {"description": "no valid bearer token", "content": _ERR})
+        responses.setdefault(
+            "503",
+            {
+                "description": "a store (PostgreSQL or Redis) is unavailable or busy: retry after Retry-After",
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                "content": _ERR,
+            },
+        )
+        responses.setdefault(
+            "405", {"description": "method not allowed; Allow lists those the path takes", "content": _ERR}
+        )
         responses.setdefault("default", {"description": "error", "content": _ERR})
         op["responses"] = responses
         paths.setdefault(path, {})[r.method.lower()] = op
@@ -113,6 +140,44 @@ def openapi_document(routes: Sequence[ApiRoute], version: str) -> dict[str, Any]
             "schemas": {"Error": _ERROR_SCHEMA},
         },
         "paths": paths,
+    }
+
+
+_PARAM_PATTERN = re.compile(r"\{(\w+)(?::([^}]+))?\}")
+
+
+def _path_schema(pattern: str) -> dict[str, Any]:
+    """A path parameter's schema: digits are an id (a bigint), another pattern a string that matches it."""
+    if pattern == r"\d+":
+        return {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+    if pattern:
+        return {"type": "string", "pattern": f"^{pattern}$"}
+    return {"type": "string", "pattern": "^[^/]+$"}
+
+
+def _multipart(r: ApiRoute) -> dict[str, Any]:
+    """The two bodies a route with photos takes: JSON, or multipart with the JSON part and photos."""
+    fields = object_schema(r.body)
+    return {
+        "application/json": {"schema": fields},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    r.json_part: {**fields, "description": "the fields, as one JSON object"},
+                    "photo": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "photos (JPEG, PNG or WebP, judged by content), each its own part",
+                    },
+                },
+                "required": [r.json_part],
+            },
+            "encoding": {
+                r.json_part: {"contentType": "application/json"},
+                "photo": {"contentType": "image/jpeg, image/png, image/webp"},
+            },
+        },
     }
 
 

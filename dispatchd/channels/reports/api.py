@@ -200,6 +200,12 @@ async def _read_parts(
     return Submission(data, parsed)
 
 _KEY_MAX: Final = 200
+IDEMPOTENCY_KEY: Final = Field(
+    "Idempotency-Key",
+    required=True,
+    max_length=_KEY_MAX,
+    description="one unique value per report (1–200 printable ASCII), sent again unchanged with every retry",
+)
 
 
 def idempotency_key(request: web.Request, *, required: bool) -> str | None:
@@ -448,7 +454,8 @@ ROUTES: Final[list[ApiRoute]] = [
         " header Idempotency-Key required",
         TAG,
         body=service.REPORT_FIELDS,
-        content_type="multipart/form-data",
+        json_part="report",
+        headers=(IDEMPOTENCY_KEY,),
         responses={
             201: "{incident_id, number, state, routed, photos, possible_duplicates}",
             200: "a retry with the same Idempotency-Key: the first answer, unchanged",
@@ -482,7 +489,7 @@ ROUTES: Final[list[ApiRoute]] = [
         "Verify (核查) a fed-back case: JSON or multipart with an `answer` JSON part and `photo` parts",
         TAG,
         body=service.ANSWER_FIELDS,
-        content_type="multipart/form-data",
+        json_part="answer",
         responses=_ANSWER_RESPONSES,
     ),
     ApiRoute(
@@ -492,7 +499,7 @@ ROUTES: Final[list[ApiRoute]] = [
         "Reopen (退回重办) a fed-back case with a reason: JSON or multipart with `answer` and `photo` parts",
         TAG,
         body=service.ANSWER_FIELDS,
-        content_type="multipart/form-data",
+        json_part="answer",
         responses=_ANSWER_RESPONSES,
     ),
     ApiRoute(
