@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WEBUI_STAMP := webui/node_modules/.installed
 
-.PHONY: run test lint bench clean-data
+.PHONY: run test lint faults bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ run: $(STAMP) $(WEBUI_STAMP)
 test: $(STAMP) $(WEBUI_STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no test ran" >&2; exit 1; fi; exit $$rc
+
+# The fault suite at full length: PostgreSQL and Redis frozen and stopped for 30 s each under load, the
+# daemon killed with SIGKILL (`make test` runs it with 5 s outages). Prints and writes its figures.
+FAULT_SECONDS ?= 30
+faults: $(STAMP)
+	DISPATCHD_FAULT_SECONDS=$(FAULT_SECONDS) $(BIN)/python -m pytest tests/faults -p no:cacheprovider -s \
+		-o timeout=1800 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dispatchd tests bench

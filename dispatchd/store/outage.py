@@ -65,7 +65,12 @@ class Failure:
 
 
 # InterfaceError messages of asyncpg that mean the connection is gone or stuck, not a misuse.
-_CONNECTION_GONE: Final = ("connection is closed", "another operation is in progress", "pool is closing")
+_CONNECTION_GONE: Final = (
+    "connection is closed",
+    "another operation is in progress",
+    "pool is closing",
+    "released back to the pool",
+)
 
 
 def _store_in_traceback(exc: BaseException) -> str | None:
