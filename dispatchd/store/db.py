@@ -53,6 +53,8 @@ class _Acquire:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if exc is not None:
+            self._pool.failed(exc)  # first: calls made while this connection is given back fail fast
         try:
             await self._inner.__aexit__(exc_type, exc, tb)
         except Exception:
@@ -60,9 +62,6 @@ class _Acquire:
             # it): the error that matters is the one the block raised, which goes on.
             if exc is None:
                 raise
-        finally:
-            if exc is not None:
-                self._pool.failed(exc)
 
     def __await__(self) -> Any:
         self._pool.check()

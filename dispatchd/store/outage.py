@@ -65,12 +65,9 @@ class Failure:
 
 
 # InterfaceError messages of asyncpg that mean the connection is gone or stuck, not a misuse.
-_CONNECTION_GONE: Final = (
-    "connection is closed",
-    "another operation is in progress",
-    "pool is closing",
-    "released back to the pool",
-)
+_CONNECTION_GONE: Final = ("connection is closed", "another operation is in progress", "pool is closing")
+# ... and one that means the connection was lost before (the pool took it back): not news of an outage.
+_CONNECTION_LOST_BEFORE: Final = "released back to the pool"
 
 
 def _store_in_traceback(exc: BaseException) -> str | None:
@@ -97,12 +94,16 @@ def _one(exc: BaseException) -> Failure | None:
         return Failure(REDIS, True, error)
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
         return Failure(POSTGRES, False, error)  # statement_timeout: slow, not down
+    if isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
+        return Failure(POSTGRES, False, error)  # deadlock or serialization failure: retry it
     if isinstance(exc, asyncpg.exceptions.InsufficientResourcesError):
         return Failure(POSTGRES, False, error)  # too many connections, disk full, out of memory
     if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError):
         return Failure(POSTGRES, True, error)  # connection lost, shutting down, cannot connect now
     if isinstance(exc, asyncpg.InterfaceError) and any(m in str(exc) for m in _CONNECTION_GONE):
         return Failure(POSTGRES, True, error)
+    if isinstance(exc, asyncpg.InterfaceError) and _CONNECTION_LOST_BEFORE in str(exc):
+        return Failure(POSTGRES, False, error)
     if isinstance(exc, asyncpg.exceptions.InternalClientError) and "another operation" in str(exc):
         return Failure(POSTGRES, True, error)  # a connection left broken by the server going away
     if isinstance(exc, TimeoutError | OSError):
@@ -299,8 +300,8 @@ def as_unavailable(ctx: Context, exc: BaseException) -> Unavailable | None:
 
 
 def log_unless_outage(ctx: Context, exc: BaseException, event: str, **fields: object) -> None:
-    """Log ``event`` as a warning, unless ``exc`` is a store failure (that is logged once per outage)."""
-    failure = store_failure(ctx, exc)
-    if failure is not None and failure.outage:
+    """Log ``event`` as a warning, unless ``exc`` is a store failure: an outage is logged once by the
+    tracker, and every failure is counted in ``dispatchd_store_failures_total``."""
+    if store_failure(ctx, exc) is not None:
         return
     log.warning(event, error=f"{type(exc).__name__}: {exc}"[:300], **fields)

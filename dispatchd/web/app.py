@@ -69,6 +69,9 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
         # A store that is down or hung is answered 503 with Retry-After, and logged once per outage.
         refusal = as_unavailable(request.app[CTX], exc)
         if refusal is not None:
+            if refusal.code == "store_busy":
+                # Not an outage (a deadlock, a statement cancelled, the pool full): one line, no traceback.
+                log.warning("store_busy", path=request.path, error=f"{type(exc).__name__}: {exc}"[:200])
             response = from_domain(refusal).response(lang)
         elif refused_value(exc):
             # The database refused a value the validation let through: a 422 for the client, and a

@@ -37,7 +37,8 @@ class Record:
     acked_fixes: set[tuple[str, int]] = field(default_factory=set)  # (device, unix time)
     board_seqs: list[int] = field(default_factory=list)
     board_connects: int = 0
-    late: list[tuple[str, str]] = field(default_factory=list)  # (phase, what) not answered in time
+    late: list[tuple[str, str, float]] = field(default_factory=list)  # (phase, what, started s into it)
+    phase_started: float = field(default_factory=time.monotonic)
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)  # (phase, status) counts
     slowest: dict[str, float] = field(default_factory=dict)  # phase -> slowest answer (s)
 
@@ -75,7 +76,7 @@ class Load:
                 async with http.request(method, url, **kw) as resp:
                     body = await resp.read()
         except TimeoutError:
-            self.r.late.append((self.r.phase, what))
+            self.r.late.append((self.r.phase, what, round(started - self.r.phase_started, 1)))
             return None, None
         except aiohttp.ClientError:
             # The daemon is not there (killed, restarting): refused at once, not a hang.

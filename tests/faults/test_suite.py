@@ -152,7 +152,7 @@ async def _squad(base: str, officer: str) -> tuple[int, dict[str, str]]:
 
 
 async def _phase(record: Record, name: str, seconds: float) -> None:
-    record.phase = name
+    record.phase, record.phase_started = name, time.monotonic()
     await asyncio.sleep(seconds)
 
 
@@ -184,17 +184,17 @@ async def test_nothing_acknowledged_is_lost_through_store_outages_and_a_crash(fa
         running = asyncio.create_task(load.run())
         await _phase(record, "steady", STEADY)
         for store in ("postgres", "redis"):
-            record.phase = f"{store} frozen"
+            record.phase, record.phase_started = f"{store} frozen", time.monotonic()
             faulty.freeze(store)
             await asyncio.sleep(OUTAGE)
             faulty.thaw()
             await _phase(record, f"after {store} frozen", STEADY)
-            record.phase = f"{store} stopped"
+            record.phase, record.phase_started = f"{store} stopped", time.monotonic()
             faulty.stop(store)
             await asyncio.sleep(OUTAGE)
             faulty.start(store)
             await _phase(record, f"after {store} stopped", STEADY * 2)
-        record.phase = "daemon killed"
+        record.phase, record.phase_started = "daemon killed", time.monotonic()
         daemon.kill()
         await asyncio.sleep(1)
         daemon.start()
