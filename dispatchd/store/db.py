@@ -31,6 +31,44 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+class _Transaction:
+    """A transaction that does not wait to roll back on a server that stopped answering.
+
+    asyncpg rolls a transaction back when its block raises; after a statement timed out because the
+    server is frozen, that ROLLBACK would wait out the deadline a second time. Closing the connection
+    rolls the transaction back just as surely (the server ends it with the session), at once.
+    """
+
+    __slots__ = ("_conn", "_inner")
+
+    def __init__(self, conn: asyncpg.Connection, inner: Any) -> None:
+        self._conn = conn
+        self._inner = inner
+
+    async def __aenter__(self) -> Any:
+        return await self._inner.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, TimeoutError):
+            failure = classify(exc)
+            if failure is not None and failure.store == POSTGRES and failure.outage:
+                self._conn.terminate()
+                return
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)  # start, commit, rollback: as asyncpg's
+
+
+class DeadlineConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg ships no types
+    """A connection whose transactions give up at once on a server that stopped answering."""
+
+    def transaction(self, **options: Any) -> Any:
+        return _Transaction(self, super().transaction(**options))
+
+
 class _Acquire:
     """``pool.acquire()`` with the pool's deadline and the outage check (await it or ``async with``)."""
 
@@ -104,7 +142,7 @@ def connect_options(settings: DatabaseSettings) -> dict[str, Any]:
 async def create_pool(url: str, settings: DatabaseSettings, outages: Outages | None = None) -> asyncpg.Pool:
     pool = DeadlinePool(
         url,
-        connection_class=asyncpg.Connection,
+        connection_class=DeadlineConnection,
         record_class=asyncpg.Record,
         min_size=settings.pool_min,
         max_size=settings.pool_max,
