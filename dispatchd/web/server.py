@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from dispatchd.metrics import Metrics
+from dispatchd.web.headers import apply as apply_headers
 
 log = structlog.get_logger("dispatchd.http")
 
@@ -119,6 +120,20 @@ class GuardedRequestHandler(RequestHandler):
             self._phase = "head"
             self._arm_head()
         super().data_received(data)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse, without echoing the request's bytes back
+        and with the server's own headers (no versions)."""
+        text = "the request could not be parsed" if status < 500 else None
+        response = super().handle_error(request, status, exc, text)
+        apply_headers("", response)
+        return response
 
     # -- where the request stands (called by the request middleware) ----------------------------
 

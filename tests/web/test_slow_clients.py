@@ -142,3 +142,21 @@ async def test_a_board_that_does_not_answer_pings_is_closed(make_client: AppFact
     while not await closed():
         assert loop.time() < deadline, "the idle board was not closed"
         await asyncio.sleep(0.1)
+
+
+async def test_a_malformed_request_is_one_info_line_without_its_bytes(
+    client: TestClient[Any, Any], caplog: Any
+) -> None:
+    """Bytes that are not HTTP get 400; aiohttp's log of it is one INFO line, no traceback, no bytes."""
+    import logging  # caplog reads the standard library's records
+
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    reader, writer = await _open(client.port)
+    writer.write(b"GET /\x00secret-bytes HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = await _until_closed(reader)
+    assert answer.split(b" ", 2)[1] == b"400" and b"secret-bytes" not in answer
+    assert b"Server: dispatchd" in answer and b"aiohttp/" not in answer
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records and all(r.levelno == logging.INFO and r.exc_info is None for r in records)
+    assert not any("secret-bytes" in r.getMessage() for r in records)
+    writer.close()
