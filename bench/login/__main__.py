@@ -19,7 +19,15 @@ import time
 
 import aiohttp
 
-from bench.fanout.common import free_port, percentile, prepare_database, start_dispatchd, stop, stores, wait_ready
+from bench.fanout.common import (
+    free_port,
+    percentile,
+    prepare_database,
+    start_dispatchd,
+    stop,
+    stores,
+    wait_ready,
+)
 from dispatchd.store import users
 
 
