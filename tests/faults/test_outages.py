@@ -78,6 +78,9 @@ async def test_postgres_away_every_route_answers_503_at_once(
             await assert_refused(await answer(client, method, path, **kw), "postgres")
         english = await answer(client, "GET", "/api/v1/orders", headers={**officer.headers, "Accept-Language": "en"})
         assert "unavailable" in (await english.json())["error"]["message"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(board_path(officer))
+        assert refused.value.status == 503  # the token cannot be checked: refused before the upgrade
         assert (await answer(client, "GET", "/healthz")).status == 200
         ready = await answer(client, "GET", "/readyz")
         assert ready.status == 503 and (await ready.json())["postgres"].startswith("down")
