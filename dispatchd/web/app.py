@@ -62,9 +62,15 @@ async def request_context(request: web.Request, handler: Any) -> web.StreamRespo
     except asyncio.CancelledError:
         request_finished(request)
         raise
-    except ConnectionError:
-        # The client went away (or was cut for sending too slowly): nobody is left to answer.
-        response = ApiError(408, "request_timeout", "请求未能读完，连接已断开", "the request was not read in time").response(lang)
+    except ConnectionError as exc:
+        refusal = as_unavailable(request.app[CTX], exc)  # a store refusing connections (TCP)
+        if refusal is not None:
+            response = from_domain(refusal).response(lang)
+        else:
+            # The client went away (or was cut for sending too slowly): nobody is left to answer.
+            response = ApiError(
+                408, "request_timeout", "请求未能读完，连接已断开", "the request was not read in time"
+            ).response(lang)
     except Exception as exc:
         # A store that is down or hung is answered 503 with Retry-After, and logged once per outage.
         refusal = as_unavailable(request.app[CTX], exc)

@@ -160,12 +160,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await _handle(request)
     except (web.HTTPException, asyncio.CancelledError):
         raise
-    except ConnectionError:
-        raise  # the phone went away
     except Exception as exc:
         if store_failure(request.app[CTX], exc) is not None:
             # A store that is down: "retry later", and one log line per outage (the tracker's).
             return _retry_later(request, "temporarily unable to take the position; retry")
+        if isinstance(exc, ConnectionError):
+            raise  # the phone went away
         if _first(request, "osmand_request_failed"):
             log.exception("osmand_request_failed", peer=str(_peer(request)))
         return _text(500, "internal error")
