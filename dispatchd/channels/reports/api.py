@@ -247,7 +247,7 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
     )
 
 
-async def _read(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
+async def read_part_and_photos(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
     """Read the body; each photo only if the disk and the uploader's allowance take it; count refused
     photos by reason."""
     ctx = request.app[CTX]
@@ -290,7 +290,7 @@ async def submit_report(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     store = ctx[MEDIA]
     async with store.staging() as stage:
-        submission = await _read(request, stage, "report", service.report_checker(ctx))
+        submission = await read_part_and_photos(request, stage, "report", service.report_checker(ctx))
         outcome = await service.submit_report(
             ctx,
             user,
@@ -371,7 +371,7 @@ def _answer_handler(action: Action) -> Any:
         ctx = request.app[CTX]
         store = ctx[MEDIA]
         async with store.staging() as stage:
-            submission = await _read(
+            submission = await read_part_and_photos(
                 request, stage, "answer", lambda data: check_fields(data, service.ANSWER_FIELDS)
             )
             case = await service.answer_task(
