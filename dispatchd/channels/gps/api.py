@@ -49,7 +49,7 @@ async def _positions_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.jt808.host or settings.http.host,
         settings.jt808.port,
         settings.jt808.idle_timeout,
-        settings.jt808.max_connections_per_address,
+        max_per_address=settings.jt808.max_connections_per_address,
     )
     demo: asyncio.Task[None] | None = None
     try:

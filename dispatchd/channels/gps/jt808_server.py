@@ -409,6 +409,7 @@ async def serve_jt808(
     host: str,
     port: int,
     idle_timeout: float,
+    *,
     max_per_address: int = 0,
 ) -> AsyncGenerator[tuple[Jt808Server, int], None]:
     """Run the JT/T 808 server while the generator is suspended; yields it and the bound port."""
