@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 WEBUI_STAMP := webui/node_modules/.installed
 
-.PHONY: run test lint bench clean-data deploy-test
+.PHONY: run test lint faults bench clean-data deploy-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ deploy-test: $(STAMP)
 	@bash .ci/deploy-deps
 	@$(BIN)/python -m pytest tests/deploy tests/channels/hotline/test_standby.py tests/test_ops.py $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make deploy-test: no test ran" >&2; exit 1; fi; exit $$rc
+
+# The fault suite at full length: PostgreSQL and Redis frozen and stopped for 30 s each under load, the
+# daemon killed with SIGKILL (`make test` runs it with 5 s outages). Prints and writes its figures.
+FAULT_SECONDS ?= 30
+faults: $(STAMP)
+	DISPATCHD_FAULT_SECONDS=$(FAULT_SECONDS) $(BIN)/python -m pytest tests/faults -p no:cacheprovider -s \
+		-o timeout=1800 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dispatchd tests bench

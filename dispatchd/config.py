@@ -41,6 +41,21 @@ class HttpSettings:
     port: int = field(default=8080, metadata=_port("HTTP port (0 picks a free one)"))
     shutdown_timeout: float = field(default=5.0, metadata=_meta("seconds to drain on SIGTERM", lo=0, hi=60))
     max_body_mb: int = field(default=100, metadata=_meta("largest request body in MB", lo=1, hi=1024))
+    header_timeout: float = field(
+        default=10.0, metadata=_meta("seconds a client has to send a request's headers", lo=1, hi=300)
+    )
+    body_timeout: float = field(
+        default=30.0, metadata=_meta("seconds a request body may go without a byte before it is cut", lo=1, hi=600)
+    )
+    keepalive_timeout: float = field(
+        default=75.0, metadata=_meta("seconds an idle keep-alive connection is kept", lo=1, hi=3600)
+    )
+    max_connections_per_address: int = field(
+        default=256, metadata=_meta("open connections one client address may hold (0 = no cap)", lo=0, hi=1000000)
+    )
+    retry_after: int = field(
+        default=5, metadata=_meta("Retry-After seconds of a 503 while a store is unavailable", lo=1, hi=600)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +63,26 @@ class DatabaseSettings:
     url: str = field(default="", metadata=_meta("PostgreSQL URL; empty = embedded server under data dir"))
     pool_min: int = field(default=2, metadata=_meta("smallest connection pool", lo=1, hi=100))
     pool_max: int = field(default=10, metadata=_meta("largest connection pool", lo=1, hi=500))
+    statement_timeout: float = field(
+        default=5.0, metadata=_meta("seconds a statement may run (the server cancels it)", lo=0.1, hi=3600)
+    )
+    acquire_timeout: float = field(
+        default=2.0, metadata=_meta("seconds to wait for a pooled connection", lo=0.05, hi=600)
+    )
+    connect_timeout: float = field(
+        default=3.0, metadata=_meta("seconds to open a connection", lo=0.1, hi=600)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
     url: str = field(default="", metadata=_meta("Redis URL; empty = embedded server under data dir"))
+    socket_timeout: float = field(
+        default=2.0, metadata=_meta("seconds a Redis command may wait for its answer", lo=0.05, hi=600)
+    )
+    connect_timeout: float = field(
+        default=2.0, metadata=_meta("seconds to open a Redis connection", lo=0.05, hi=600)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +102,18 @@ class PathSettings:
 class AuthSettings:
     token_ttl: int = field(
         default=43200, metadata=_meta("bearer token lifetime in seconds", lo=60, hi=30 * 86400)
+    )
+    address_failures: int = field(
+        default=20, metadata=_meta("failed logins from one address within the window before it waits (429)", lo=1, hi=100000)
+    )
+    failure_window: int = field(
+        default=900, metadata=_meta("seconds failed logins are remembered", lo=10, hi=86400)
+    )
+    account_free_failures: int = field(
+        default=3, metadata=_meta("failed logins of one account before its logins are slowed", lo=0, hi=1000)
+    )
+    account_max_delay: float = field(
+        default=5.0, metadata=_meta("longest delay in seconds before a login of a much-attacked account is checked", lo=0, hi=60)
     )
 
 
@@ -159,6 +201,9 @@ class OsmandSettings:
     reuse_port: bool = field(
         default=False, metadata=_meta("SO_REUSEPORT: several instances on one host share the port (one per core)")
     )
+    max_connections_per_address: int = field(
+        default=256, metadata=_meta("open connections one address may hold (0 = no cap)", lo=0, hi=1000000)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +211,10 @@ class Jt808Settings:
     host: str = field(default="", metadata=_meta("address the JT/T 808 TCP server binds; empty = [http] host"))
     port: int = field(default=5015, metadata=_port("JT/T 808 TCP port (0 picks a free one)"))
     idle_timeout: float = field(
-        default=600.0, metadata=_meta("seconds without a frame before a terminal is dropped", lo=10, hi=86400)
+        default=600.0, metadata=_meta("seconds without a frame before a terminal is dropped", lo=1, hi=86400)
+    )
+    max_connections_per_address: int = field(
+        default=256, metadata=_meta("open connections one address may hold (0 = no cap)", lo=0, hi=1000000)
     )
     reuse_port: bool = field(
         default=False, metadata=_meta("SO_REUSEPORT: several instances on one host share the port (one per core)")
@@ -213,6 +261,10 @@ class UnitSettings:
     )
     alarm_category: str = field(
         default="incident.criminal", metadata=_meta("taxonomy category of the case an emergency alarm opens")
+    )
+    outage_buffer: int = field(
+        default=200000,
+        metadata=_meta("fixes held while PostgreSQL is unreachable; past it devices are told to retry", lo=0, hi=10000000),
     )
 
 
@@ -291,6 +343,9 @@ class SipSettings:
     t4: float = field(default=5.0, metadata=_meta("RFC 3261 T4: seconds a message may live in the network", lo=0.5, hi=60))
     user_agent: str = field(default="dispatchd", metadata=_meta("Server and User-Agent header value"))
     record: bool = field(default=True, metadata=_meta("record answered calls (both sides) under the data dir"))
+    max_connections_per_address: int = field(
+        default=64, metadata=_meta("open SIP TCP connections one address may hold (0 = no cap)", lo=0, hi=100000)
+    )
     standby: bool = field(
         default=True,
         metadata=_meta("one SIP edge per deployment: bind only while holding the PostgreSQL advisory lock of the port"),
@@ -414,6 +469,16 @@ class ReportSettings:
         default=10.0, metadata=_meta("largest photo of a grid report in MB (larger: 413)", lo=0.01, hi=100)
     )
     max_photos: int = field(default=9, metadata=_meta("photos per report or verification, at most", lo=1, hi=50))
+    photos_per_hour: int = field(
+        default=120, metadata=_meta("photos one user may upload in an hour (more: 429)", lo=1, hi=100000)
+    )
+    photo_mb_per_hour: float = field(
+        default=500.0, metadata=_meta("MB of photos one user may upload in an hour (more: 429)", lo=1, hi=1000000)
+    )
+    min_free_mb: float = field(
+        default=1024.0,
+        metadata=_meta("free MB under the data dir below which photos are refused (507); text is still taken", lo=0, hi=1e9),
+    )
     patrols_per_day: int = field(
         default=2, metadata=_meta("patrol rule: patrols a grid worker makes a day", lo=1, hi=24)
     )

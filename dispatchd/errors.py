@@ -94,9 +94,15 @@ class Unavailable(DomainError):
     default_code = "unavailable"
 
     def __init__(
-        self, message_zh: str, message_en: str, *, retry_after: float = 5.0, code: str | None = None
+        self,
+        message_zh: str,
+        message_en: str,
+        *,
+        retry_after: float = 5.0,
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message_zh, message_en, code=code)
+        super().__init__(message_zh, message_en, code=code, extra=extra)
         self.retry_after = retry_after
 
 

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
-import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
@@ -35,16 +34,21 @@ from dispatchd.embedded import EmbeddedStores
 from dispatchd.incidents import api as incidents
 from dispatchd.live import api as live
 from dispatchd.metrics import Metrics
-from dispatchd.store.db import create_pool
+from dispatchd.store import db
+from dispatchd.store import redis as redis_store
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
+from dispatchd.store.outage import OUTAGES, POSTGRES, REDIS, Outages
 from dispatchd.tasks import stop_tasks
 from dispatchd.units import api as units
 from dispatchd.video import api as video
-from dispatchd.web.app import http_app
+from dispatchd.web.app import app_runner, http_app
 from dispatchd.web.appkeys import CTX
 
 log = structlog.get_logger("dispatchd.server")
+
+# Seconds a migration statement may take at start-up (requests have [database] statement_timeout).
+MIGRATION_TIMEOUT: Final = 3600.0
 
 # Each capability registers itself: routes, board sections, cleanup contexts, background tasks.
 CAPABILITIES: Final[tuple[Callable[[web.Application], None], ...]] = (
@@ -70,7 +74,7 @@ def build_context(
 ) -> Context:
     """The service context of one instance, without its stores (they open with the application)."""
     tree = tree or load_org_tree(settings.paths.orgs)
-    return Context(
+    ctx = Context(
         settings=settings,
         clock=clock or SystemClock(),
         orgs=tree,
@@ -79,6 +83,12 @@ def build_context(
         metrics=Metrics(),
         instance_id=uuid.uuid4().hex[:8],
     )
+    ctx[OUTAGES] = Outages(
+        ctx.metrics,
+        retry_after=settings.http.retry_after,
+        probe_timeout=max(settings.database.connect_timeout, settings.redis.connect_timeout) + 1.0,
+    )
+    return ctx
 
 
 def build_app(
@@ -103,19 +113,26 @@ def build_app(
             db_url = db_url or stores.postgres.url
             redis_url = redis_url or stores.redis.url
             log.info("embedded_stores_ready", data_dir=str(settings.data.dir))
+        outages = ctx[OUTAGES]
         try:
-            pool = await create_pool(db_url, settings.database)
+            pool = await db.create_pool(db_url, settings.database, outages)
             async with pool.acquire() as conn:
                 if migrate_on_start:
-                    applied = await migrate(conn)
+                    # Migrations may take longer than a request's statement timeout.
+                    await conn.execute("SET statement_timeout = 0")
+                    applied = await migrate(conn, statement_timeout=MIGRATION_TIMEOUT)
+                    await conn.execute("RESET statement_timeout")
                     if applied:
                         log.info("migrations_applied", versions=[m.version for m in applied])
                 await sync_org_tree(conn, ctx.orgs)
-            redis = aioredis.from_url(redis_url, decode_responses=False, health_check_interval=30)
+            redis = redis_store.open_redis(redis_url, settings.redis, outages)
             await redis.ping()
             ctx.attach_stores(pool, redis)
+            outages.probes[POSTGRES] = lambda: db.probe(db_url, settings.database)
+            outages.probes[REDIS] = lambda: redis_store.probe(redis_url, settings.redis)
             yield
             await stop_tasks(ctx.tasks)
+            await outages.close()
             await redis.aclose()
             await asyncio.wait_for(pool.close(), 5)
         finally:
@@ -157,9 +174,7 @@ async def serve(
             await announce_accounts(app[CTX])
 
         app.on_startup.append(seed)
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout
-    )
+    runner = app_runner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.http.shutdown_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

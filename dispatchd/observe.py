@@ -5,8 +5,10 @@ two small loops: queue depths, store health, event-loop lag and order latencies.
   their batched write, the database pool's busy connections, whether this instance holds the SIP
   port, and its identity (``dispatchd_instance_info``: version and instance id);
 * :func:`probe_stores` every ``PROBE_INTERVAL``: a ``SELECT 1`` and a ``PING`` with a deadline; a
-  failure counts in ``dispatchd_store_errors_total{store}`` and sets ``dispatchd_store_up`` to 0,
-  and the loop's own lateness is the event loop's lag (``dispatchd_event_loop_lag_seconds``);
+  failure counts in ``dispatchd_store_errors_total{store}`` and is handed to the outage tracker
+  (``store/outage.py``: ``dispatchd_store_up`` goes to 0, one log line per outage, its own probe
+  watches for the return), so a store that fails while nobody calls it is seen too; the loop's own
+  lateness is the event loop's lag (``dispatchd_event_loop_lag_seconds``);
 * :func:`measure_orders` every ``ORDER_INTERVAL``: order-to-receipt and order-to-acceptance over the
   orders of the last ``ORDER_WINDOW`` (p50, p95, max, from the orders' own times), the same figure on
   every instance (dashboards take the max).
@@ -33,6 +35,7 @@ from dispatchd.channels.gps.slots import SINK
 from dispatchd.channels.hotline.slots import SIP
 from dispatchd.context import Context, Slot
 from dispatchd.live.slots import BOARD_HUB
+from dispatchd.store.outage import OUTAGES
 from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.observe")
@@ -91,9 +94,6 @@ class OpsMetrics:
         self.store_errors = Counter(
             "dispatchd_store_errors_total", "failed store probes (SELECT 1, PING)", ["store"], registry=r
         )
-        self.store_up = Gauge(
-            "dispatchd_store_up", "1 when the last probe of the store succeeded", ["store"], registry=r
-        )
         self.loop_lag = Gauge(
             "dispatchd_event_loop_lag_seconds", "how late the event loop ran the last probe", registry=r
         )
@@ -121,14 +121,14 @@ async def probe_stores(ctx: Context, metrics: OpsMetrics, interval: float = PROB
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     await probe(ctx)
-                metrics.store_up.labels(store).set(1)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 raise_if_cancelling()
-                metrics.store_up.labels(store).set(0)
                 metrics.store_errors.labels(store).inc()
-                log.warning("store_probe_failed", store=store, error=f"{type(exc).__name__}: {exc}")
+                tracker = ctx.get(OUTAGES)
+                if tracker is not None:
+                    tracker.failed(store, f"{type(exc).__name__}: {exc}")
 
 
 async def _pg_probe(ctx: Context) -> None:

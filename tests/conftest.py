@@ -36,6 +36,7 @@ from dispatchd.store import users
 from dispatchd.store.db import init_connection
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
+from dispatchd.web.app import app_runner
 from dispatchd.web.appkeys import CTX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,6 +170,13 @@ def settings(clean_stores: StoreUrls, tmp_path: Path) -> Settings:
 AppFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
+class DispatchdServer(TestServer):
+    """The test server with the daemon's own runner (guarded connections, keep-alive window)."""
+
+    async def _make_runner(self, **kwargs: Any) -> Any:
+        return app_runner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def make_client(
     clean_stores: StoreUrls,
@@ -186,7 +194,7 @@ async def make_client(
         data_dir = tmp_path / f"data{next(counter)}"
         s = make_settings(clean_stores, data_dir, **overrides)
         app = build_app(s, clock, tree=org_tree, locator=grid_locator, taxonomy=taxonomy)
-        client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
+        client: TestClient[Any, Any] = TestClient(DispatchdServer(app, host="127.0.0.1", port=0))
         await client.start_server()
         clients.append(client)
         return client

@@ -100,6 +100,8 @@ def start_dispatchd(db: str, rd: str, data_dir: Path, port: int, **settings: str
         "DISPATCHD_LOG_LEVEL": "warning",
         "DISPATCHD_LOG_FORMAT": "json",
         "DISPATCHD_DATA_DIR": str(data_dir),
+        # Every simulated client comes from 127.0.0.1: no per-address cap in a benchmark.
+        "DISPATCHD_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0",
         **{f"DISPATCHD_{k.upper()}": v for k, v in settings.items()},
     }
     return subprocess.Popen(

@@ -402,6 +402,10 @@ async def main(args: argparse.Namespace) -> None:
                 "DISPATCHD_LOG_LEVEL": "warning",
                 "DISPATCHD_LOG_FORMAT": "json",
                 "DISPATCHD_DATA_DIR": str(tmp),
+                # Every simulated device comes from 127.0.0.1: no per-address cap in a benchmark.
+                "DISPATCHD_HTTP_MAX_CONNECTIONS_PER_ADDRESS": "0",
+                "DISPATCHD_OSMAND_MAX_CONNECTIONS_PER_ADDRESS": "0",
+                "DISPATCHD_JT808_MAX_CONNECTIONS_PER_ADDRESS": "0",
                 **dict(args.setting),
             }
             proc = await asyncio.to_thread(

@@ -32,6 +32,7 @@ from dispatchd.errors import DomainError
 from dispatchd.incidents import store
 from dispatchd.incidents.service import record_case, transition_locked
 from dispatchd.store.changes import SYSTEM
+from dispatchd.store.outage import store_failure
 from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.incidents.timers")
@@ -137,7 +138,8 @@ async def run_timers(ctx: Context) -> None:
             await fire_due(ctx)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bad round is logged; the next one tries again
+        except Exception as exc:  # a bad round is logged (an outage once); the next one tries again
             raise_if_cancelling()
-            log.exception("deadline_timers_failed")
+            if store_failure(ctx, exc) is None:
+                log.exception("deadline_timers_failed")
         await asyncio.sleep(interval)

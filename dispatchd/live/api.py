@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import structlog
@@ -24,6 +24,7 @@ from dispatchd.live.feed import Feed
 from dispatchd.live.orders import OrderTimers
 from dispatchd.live.slots import BOARD_HUB, FEED, ORDER_TIMERS, SQUAD_HUB
 from dispatchd.live.squad import SquadHub
+from dispatchd.store.outage import as_unavailable, store_failure
 from dispatchd.store.users import User
 from dispatchd.tasks import start_task, stop_tasks
 from dispatchd.units.slots import STATUS_REACTIONS
@@ -175,19 +176,35 @@ async def board_ws(request: web.Request) -> web.StreamResponse:
         if since < 0:
             raise invalid({"since": ("应为非负整数", "must be a non-negative integer")})
     ctx = request.app[CTX]
-    ws = web.WebSocketResponse(compress=ctx.settings.live.compression, max_msg_size=65536)
+    # Pings every heartbeat_interval: a board that stops answering them is closed (an idle, dead peer).
+    ws = web.WebSocketResponse(
+        compress=ctx.settings.live.compression,
+        max_msg_size=65536,
+        heartbeat=ctx.settings.live.heartbeat_interval,
+    )
     await ws.prepare(request)
     # A duty console (``console=1``) makes its officer present for the hotline queue while it is
     # connected: calls ring the logged-in officers (docs/hotline.md). A wall display does not.
     presence = ctx.get(PRESENCE) if request.query.get("console") == "1" else None
-    if presence is not None:
-        await presence.connected(user)
+    if presence is not None and not await _present(ctx, presence.connected(user)):
+        presence = None  # Redis is away: the board works, the officer is not offered calls meanwhile
     try:
         await _serve_board(ctx[BOARD_HUB], request, ws, user, since)
     finally:
         if presence is not None:
-            await asyncio.shield(presence.disconnected(user))
+            await asyncio.shield(_present(ctx, presence.disconnected(user)))
     return ws
+
+
+async def _present(ctx: Context, step: Awaitable[None]) -> bool:
+    """Run a hotline presence step (Redis); False when Redis is unavailable (logged once per outage)."""
+    try:
+        await step
+    except Exception as exc:
+        if store_failure(ctx, exc) is None:
+            raise
+        return False
+    return True
 
 
 async def _serve_board(
@@ -203,10 +220,15 @@ async def _serve_board(
             pass  # boards only listen; pings are answered by aiohttp
     except (ConnectionError, asyncio.CancelledError):
         pass
-    except Exception:
-        log.exception("board_failed", user=user.username)
-        if not ws.closed:
-            await ws.close(code=1011, message=b"internal error: reconnect")
+    except Exception as exc:
+        if store_failure(request.app[CTX], exc) is not None:
+            # RFC 6455 §7.4.1 1013 Try Again Later: a store is unavailable (logged once per outage).
+            if not ws.closed:
+                await ws.close(code=1013, message=b"store unavailable: reconnect later with since=")
+        else:
+            log.exception("board_failed", user=user.username)
+            if not ws.closed:
+                await ws.close(code=1011, message=b"internal error: reconnect")
     finally:
         hub.unregister(c)
 
@@ -221,13 +243,26 @@ async def squad_ws(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     hub = ctx[SQUAD_HUB]
-    c = await hub.open(ws, user, request_language(request))
+    try:
+        c = await hub.open(ws, user, request_language(request))
+    except Exception as exc:
+        if store_failure(ctx, exc) is None:
+            raise
+        # RFC 6455 §7.4.1 1013 Try Again Later: PostgreSQL is unavailable (logged once per outage).
+        await ws.close(code=1013, message=b"store unavailable: reconnect later")
+        return ws
     if c is None:
         return ws
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await hub.handle(c, msg.data)
+                try:
+                    await hub.handle(c, msg.data)
+                except Exception as exc:
+                    refusal = as_unavailable(ctx, exc)
+                    if refusal is None:
+                        raise
+                    c.send({"type": "error", **_device_error(refusal, c.lang)})
             elif msg.type == WSMsgType.BINARY:
                 c.send({"type": "error", "code": "invalid_json", "message": "binary messages are not used"})
     except (ConnectionError, asyncio.CancelledError):

@@ -47,6 +47,7 @@ from dispatchd.live.protocol import (
     snapshot_message,
     text_frame,
 )
+from dispatchd.store.outage import store_failure
 from dispatchd.store.users import User
 
 log = structlog.get_logger("dispatchd.live.board")
@@ -300,7 +301,9 @@ class BoardHub:
         sections: dict[str, Any] = {}
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("board_section_failed", section=name, error=f"{type(result).__name__}: {result}")
+                # null: the board shows the section as unavailable. A store outage is logged once.
+                if store_failure(ctx, result) is None:
+                    log.error("board_section_failed", section=name, error=f"{type(result).__name__}: {result}")
                 sections[name] = None
             else:
                 sections[name] = result

@@ -40,6 +40,7 @@ from dispatchd.live.protocol import (
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
 from dispatchd.store.changes import prune_outbox
+from dispatchd.store.outage import log_unless_outage
 from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.live.feed")
@@ -185,7 +186,7 @@ class Feed:
             except Exception as exc:
                 self.subscribed.clear()
                 raise_if_cancelling()
-                log.warning("feed_subscriber_error", error=f"{type(exc).__name__}: {exc}")
+                log_unless_outage(self.ctx, exc, "feed_subscriber_error")
             finally:
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
@@ -198,7 +199,7 @@ class Feed:
                 raise
             except Exception as exc:
                 raise_if_cancelling()
-                log.warning("feed_poll_error", error=f"{type(exc).__name__}: {exc}")
+                log_unless_outage(self.ctx, exc, "feed_poll_error")
             await asyncio.sleep(self.settings.relay_poll_interval)
 
     # -- relay -----------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Feed:
                 # Cleanup after a cancellation (UNLISTEN, unlock on a connection still busy with the
                 # cancelled query) can raise and so hide the CancelledError: the task must still stop.
                 raise_if_cancelling()
-                log.warning("relay_error", error=f"{type(exc).__name__}: {exc}")
+                log_unless_outage(self.ctx, exc, "relay_error")
             await asyncio.sleep(self.settings.relay_election_interval)
 
     async def _relay_start(self, conn: asyncpg.Connection) -> int:
@@ -296,7 +297,7 @@ class Feed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("relay_publish_failed", error=f"{type(exc).__name__}: {exc}")
+                log_unless_outage(self.ctx, exc, "relay_publish_failed")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

@@ -33,6 +33,7 @@ from dispatchd.incidents import service as cases
 from dispatchd.incidents.store import may_view
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, bump, record, trail
+from dispatchd.store.outage import store_failure
 from dispatchd.store.users import User, get_user
 from dispatchd.units.service import nearest_units, set_unit_status
 
@@ -389,6 +390,23 @@ async def unreceived_orders(conn: asyncpg.Connection, user_id: int) -> list[asyn
 # -- the device's answers -------------------------------------------------------------------------
 
 
+async def _lock_case_of(conn: asyncpg.Connection, order_id: int, mode: str) -> asyncpg.Record | None:
+    """Lock the order's case (and, for ``FOR SHARE``, its unit) before the order itself.
+
+    Lock order in every transaction that writes an order: the case, the unit, the order, and only
+    then the first recorded change, whose outbox lock is held until commit (store/changes.py). A row
+    lock taken after that lock waits while holding it, and deadlocks with a writer of that row that
+    waits for the outbox.
+    """
+    head = await conn.fetchrow("SELECT incident_id, unit_id FROM orders WHERE id = $1", order_id)
+    if head is None:
+        return None
+    await conn.execute(f"SELECT 1 FROM incidents WHERE id = $1 {mode}", head["incident_id"])
+    if mode == "FOR SHARE":
+        await conn.execute("SELECT 1 FROM squad_units WHERE id = $1 FOR UPDATE", head["unit_id"])
+    return head
+
+
 async def _member_order(conn: asyncpg.Connection, order_id: int, user: User) -> asyncpg.Record:
     row = await _lock(conn, order_id)
     if row is None or not await is_member(conn, row["unit_id"], user.id):
@@ -526,6 +544,9 @@ async def handled(
     if not note:
         raise invalid({"note": ("请说明处置情况", "say what was done")})
     async with ctx.pool.acquire() as conn, conn.transaction():
+        # The case first: its feedback step below locks it after this order's change is recorded,
+        # and a lock taken after the outbox's (held to commit) would deadlock with a case closing.
+        await _lock_case_of(conn, order_id, "FOR UPDATE")
         row = await _member_order(conn, order_id, user)
         now = ctx.clock.now()
         try:
@@ -773,11 +794,15 @@ async def resolve_alert(ctx: Context, alert_id: int, user: User, note: str | Non
 async def open_alerts(ctx: Context, codes: frozenset[str]) -> list[dict[str, Any]]:
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT a.*, o.incident AS order_incident, o.id AS oid FROM live_alerts a JOIN orders o ON o.id = a.order_id"
+            "SELECT a.*, o.incident AS order_incident, o.id AS oid, o.unit_name AS order_unit_name"
+            " FROM live_alerts a JOIN orders o ON o.id = a.order_id"
             " WHERE a.resolved_at IS NULL AND a.org_path && $1::text[] ORDER BY a.id DESC LIMIT 200",
             list(codes),
         )
-    return [_alert_json(r, {"id": r["oid"], "incident": r["order_incident"]}) for r in rows]
+    return [
+        _alert_json(r, {"id": r["oid"], "incident": r["order_incident"], "unit_name": r["order_unit_name"]})
+        for r in rows
+    ]
 
 
 # -- board sections -----------------------------------------------------------------------------
@@ -814,8 +839,9 @@ class OrderTimers:
                 await self.fire_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("order_timers_failed")
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
+                    log.exception("order_timers_failed")
             await asyncio.sleep(interval)
 
     async def fire_due(self) -> int:
@@ -832,6 +858,11 @@ class OrderTimers:
         fired = 0
         for order_id in ids:
             async with ctx.pool.acquire() as conn, conn.transaction():
+                # The case (shared: its steps wait, readers and new orders do not) and the unit
+                # before the order: an alert or a reassignment writes them after the first change
+                # is recorded (see _lock_case_of).
+                if await _lock_case_of(conn, order_id, "FOR SHARE") is None:
+                    continue
                 row = await conn.fetchrow(
                     "SELECT * FROM orders WHERE id = $1 AND (resend_at <= $2 OR accept_by <= $2)"
                     " FOR UPDATE SKIP LOCKED",

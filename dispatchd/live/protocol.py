@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from dispatchd.validate import INT64_MAX, INT64_MIN, MAX_DEPTH, json_depth, storable_problem
+
 # Close codes (RFC 6455 §7.4.2: 4000–4999 are for applications).
 CLOSE_GOING_AWAY = 1001  # the instance stops: reconnect (to any instance) with since=
 CLOSE_RESUME = 4001  # too slow, the queue overflowed: reconnect with since=<last seq received>
@@ -284,9 +286,12 @@ class SquadCommand:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise BadMessage("invalid", f"{name} must be an integer")
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise BadMessage("invalid", f"{name} must be an integer") from None
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise BadMessage("invalid", f"{name} is out of range (a 64-bit integer)")
+        return number
 
     def float_field(self, name: str, lo: float, hi: float, *, required: bool = True) -> float | None:
         value = self.fields.get(name)
@@ -294,6 +299,8 @@ class SquadCommand:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadMessage("invalid", f"{name} must be a number")
+        if isinstance(value, int) and not -1e300 < value < 1e300:
+            raise BadMessage("invalid", f"{name} must be between {lo:g} and {hi:g}")
         if not lo <= float(value) <= hi:
             raise BadMessage("invalid", f"{name} must be between {lo:g} and {hi:g}")
         return float(value)
@@ -303,12 +310,17 @@ def parse_squad_message(text: str) -> SquadCommand:
     """Parse one device message; raise :class:`BadMessage` when it is not one of :data:`SQUAD_IN`."""
     if len(text) > 16384:
         raise BadMessage("too_large", "a message is at most 16 KiB")
+    raw = text.encode("utf-8", "surrogatepass")
+    if json_depth(raw) > MAX_DEPTH:
+        raise BadMessage("too_deep", f"a message is nested at most {MAX_DEPTH} levels")
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadMessage("invalid_json", "not JSON") from None
     if not isinstance(obj, dict):
         raise BadMessage("invalid_json", "a message is a JSON object")
+    if storable_problem(obj) is not None:
+        raise BadMessage("invalid", "a message must not hold NUL or invalid Unicode")
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in SQUAD_IN:
         raise BadMessage("unknown_type", "type must be one of " + ", ".join(SQUAD_IN))

@@ -326,7 +326,10 @@ class SquadHub:
         raw_at = cmd.fields.get("at")
         if isinstance(raw_at, int | float) and not isinstance(raw_at, bool):
             # Browser geolocation timestamps are milliseconds since the epoch.
-            at = datetime.fromtimestamp(float(raw_at) / (1000 if raw_at > 1e11 else 1), UTC)
+            try:
+                at = datetime.fromtimestamp(float(raw_at) / (1000 if raw_at > 1e11 else 1), UTC)
+            except (ValueError, OverflowError, OSError):
+                raise BadMessage("invalid", "at must be a time in milliseconds since 1970") from None
         speed = cmd.float_field("speed", 0, 1000, required=False)
         unit_ids = [self._unit_of(c, cmd)] if cmd.fields.get("unit_id") is not None or len(c.units) == 1 else list(c.units)
         verdicts = {

@@ -37,21 +37,24 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply every pending migration; return the ones applied."""
+async def migrate(conn: asyncpg.Connection, *, statement_timeout: float | None = None) -> list[Migration]:
+    """Apply every pending migration; return the ones applied. ``statement_timeout`` bounds each statement
+    on the client side (None: the connection's command timeout); the caller lifts the session's
+    ``statement_timeout`` when migrations may run long."""
     applied: list[Migration] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=statement_timeout)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
+            " applied_at timestamptz NOT NULL DEFAULT now())",
+            timeout=statement_timeout,
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for mig in available_migrations():
             if mig.version in done:
                 continue
-            await conn.execute(mig.sql)
+            await conn.execute(mig.sql, timeout=statement_timeout)
             await conn.execute(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", mig.version, mig.name
             )

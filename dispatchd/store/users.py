@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -41,6 +42,13 @@ class UserError(ValueError):
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random password, made with the same parameters as real ones: a login with an
+    unknown name verifies against it, so that it takes as long as one with a known name."""
+    return _hasher.hash(secrets.token_urlsafe(24))
 
 
 def verify_password(password_hash: str, password: str) -> bool:

@@ -173,7 +173,8 @@ async def remove_device(request: web.Request) -> web.Response:
 
 
 NEAREST_QUERY = (
-    Field("lat", "number", required=True, minimum=-90, maximum=90),
+    # Redis GEO and Web Mercator end at ±85.05112878° (EPSG:3857); nothing is dispatched beyond.
+    Field("lat", "number", required=True, minimum=-85.05112878, maximum=85.05112878),
     Field("lon", "number", required=True, minimum=-180, maximum=180),
     Field(
         "status",
@@ -220,6 +221,8 @@ def _time(name: str, text: str) -> datetime:
         )
     except (ValueError, OverflowError, OSError):
         raise invalid({name: ("应为 ISO 8601 时间或 Unix 秒", "must be ISO 8601 or unix seconds")}) from None
+    if not 1970 <= value.year <= 9000:
+        raise invalid({name: ("应在 1970 至 9000 年之间", "must lie between the years 1970 and 9000")})
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

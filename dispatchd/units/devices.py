@@ -3,7 +3,8 @@
 Fixes arrive by the thousand a second; looking each device up in PostgreSQL would cost a round
 trip per fix. The directory keeps what it found for ``ttl`` seconds (unknown identifiers for
 ``negative_ttl``, so a flood of made-up ids cannot hammer the database) and is invalidated on this
-instance when a device is registered or changed.
+instance when a device is registered or changed. While PostgreSQL is unreachable, a device found
+before is still known (its entry is used past its time), so fixes keep coming in.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime
 import asyncpg
 
 from dispatchd.clock import Clock
+from dispatchd.store.outage import classify
 
 _JT808_ID = re.compile(r"^[0-9a-f]{1,20}$")
 _OSMAND_ID = re.compile(r"^[\x21-\x7e]{1,64}$")
@@ -91,10 +93,15 @@ class DeviceDirectory:
         now = self.clock.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM devices WHERE protocol = $1 AND identifier = $2", protocol, identifier
-            )
+        try:
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT * FROM devices WHERE protocol = $1 AND identifier = $2", protocol, identifier
+                )
+        except Exception as exc:
+            if hit is not None and hit[1] is not None and classify(exc) is not None:
+                return hit[1]  # PostgreSQL is away: what we knew of the device still holds
+            raise
         device = _device(row) if row else None
         if len(self._cache) > 200_000:
             self._cache.clear()

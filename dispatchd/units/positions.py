@@ -2,6 +2,9 @@
 
 Hash fields (bytes): ``lat lon at speed heading battery source device``; ``at`` is the fix time in
 unix seconds, absent numbers are empty strings.
+
+Redis only speeds things up: while it is unavailable, :func:`current_positions` reads each unit's
+last fix from its track in PostgreSQL instead (the answer then says it is degraded).
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
+import asyncpg
 from redis.asyncio import Redis
 
+from dispatchd.context import Context
 from dispatchd.domain.units import Position
 from dispatchd.store import keys
+from dispatchd.store.outage import REDIS, note_degraded, store_failure
 
 
 def _num(value: float | None) -> str:
@@ -74,3 +80,45 @@ async def read_positions(redis: Redis, unit_ids: Iterable[int]) -> dict[int, Pos
 
 async def read_position(redis: Redis, unit_id: int) -> Position | None:
     return (await read_positions(redis, [unit_id])).get(unit_id)
+
+
+async def last_track_positions(pool: asyncpg.Pool, unit_ids: Iterable[int]) -> dict[int, Position]:
+    """The newest fix of each unit from its track in PostgreSQL (one index probe per unit)."""
+    ids = list(unit_ids)
+    if not ids:
+        return {}
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT u.id, t.device_id, t.at, t.lat, t.lon, t.speed_kmh, t.heading, t.battery, t.source"
+            " FROM unnest($1::bigint[]) AS u(id) CROSS JOIN LATERAL ("
+            "  SELECT device_id, at, lat, lon, speed_kmh, heading, battery, source FROM track_points"
+            "  WHERE unit_id = u.id ORDER BY at DESC LIMIT 1) t",
+            ids,
+        )
+    return {
+        r["id"]: Position(
+            unit_id=r["id"],
+            device_id=r["device_id"],
+            lat=r["lat"],
+            lon=r["lon"],
+            at=r["at"],
+            source=r["source"],
+            speed_kmh=r["speed_kmh"],
+            heading=r["heading"],
+            battery=r["battery"],
+        )
+        for r in rows
+    }
+
+
+async def current_positions(ctx: Context, unit_ids: Iterable[int]) -> dict[int, Position]:
+    """Live positions from Redis; while Redis is unavailable, the last tracked fixes from PostgreSQL."""
+    ids = list(unit_ids)
+    try:
+        return await read_positions(ctx.redis, ids)
+    except Exception as exc:
+        failure = store_failure(ctx, exc)
+        if failure is None or failure.store != REDIS:
+            raise
+    note_degraded(REDIS)
+    return await last_track_positions(ctx.pool, ids)

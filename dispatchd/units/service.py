@@ -29,9 +29,10 @@ from dispatchd.store import keys
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, bump, record
 from dispatchd.store.orgs import unit_path
+from dispatchd.store.outage import REDIS, note_degraded, store_failure
 from dispatchd.store.users import User
 from dispatchd.units.devices import digest, new_secret, normalise_identifier
-from dispatchd.units.positions import read_positions
+from dispatchd.units.positions import current_positions, last_track_positions
 from dispatchd.units.slots import DEVICES, STATUS_REACTIONS
 
 UNIT_COLUMNS = "id, name, kind, org_code, org_path, status, version, created_at, updated_at"
@@ -156,7 +157,7 @@ async def get_unit(ctx: Context, unit_id: int, *, details: bool = True) -> dict[
             )
             unit["members"] = [dict(m) for m in members]
             unit["devices"] = [_device_json(d) for d in devices]
-    positions = await read_positions(ctx.redis, [unit_id])
+    positions = await current_positions(ctx, [unit_id])
     return attach_position(ctx, unit, positions.get(unit_id))
 
 
@@ -183,7 +184,7 @@ async def list_units(
     sql += " ORDER BY id"
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
-    positions = await read_positions(ctx.redis, [r["id"] for r in rows])
+    positions = await current_positions(ctx, [r["id"] for r in rows])
     return [attach_position(ctx, unit_record(r), positions.get(r["id"])) for r in rows]
 
 
@@ -248,7 +249,7 @@ async def set_unit_status(
     else:
         async with conn.transaction():
             unit = await run(conn)
-    positions = await read_positions(ctx.redis, [unit_id])
+    positions = await current_positions(ctx, [unit_id])
     return attach_position(ctx, unit, positions.get(unit_id))
 
 
@@ -442,21 +443,31 @@ async def nearest_units(
     ``fresh_only``.
     """
     settings = ctx.settings.units
-    found = await ctx.redis.geosearch(
-        keys.UNITS_GEO,
-        longitude=lon,
-        latitude=lat,
-        radius=settings.nearest_radius_km,
-        unit="km",
-        sort="ASC",
-    )
-    ids = [int(m) for m in found if isinstance(m, bytes | str)]
-    if not ids:
-        return []
-    sql = (
-        f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE id = ANY($1::bigint[]) AND org_code = ANY($2::text[])"
-    )
-    args: list[Any] = [ids, list(codes)]
+    ids: list[int] | None
+    try:
+        found = await ctx.redis.geosearch(
+            keys.UNITS_GEO,
+            longitude=lon,
+            latitude=lat,
+            radius=settings.nearest_radius_km,
+            unit="km",
+            sort="ASC",
+        )
+        ids = [int(m) for m in found if isinstance(m, bytes | str)]
+        if not ids:
+            return []
+    except Exception as exc:
+        failure = store_failure(ctx, exc)
+        if failure is None or failure.store != REDIS:
+            raise
+        # Redis is away: every unit of the jurisdiction is a candidate, placed by its last tracked fix.
+        note_degraded(REDIS)
+        ids = None
+    sql = f"SELECT {UNIT_COLUMNS} FROM squad_units WHERE org_code = ANY($1::text[])"
+    args: list[Any] = [list(codes)]
+    if ids is not None:
+        args.append(ids)
+        sql += f" AND id = ANY(${len(args)}::bigint[])"
     if status:
         args.append(status)
         sql += f" AND status = ${len(args)}"
@@ -465,12 +476,17 @@ async def nearest_units(
         sql += f" AND kind = ${len(args)}"
     async with ctx.pool.acquire() as conn:
         rows = await conn.fetch(sql, *args)
-    positions = await read_positions(ctx.redis, [r["id"] for r in rows])
+    if ids is None:
+        positions = await last_track_positions(ctx.pool, [r["id"] for r in rows])
+    else:
+        positions = await current_positions(ctx, [r["id"] for r in rows])
     now = ctx.clock.now()
     ranked: list[tuple[float, dict[str, Any]]] = []
     for r in rows:
         pos = positions.get(r["id"])
         if pos is None:
+            continue
+        if ids is None and haversine_m(lat, lon, pos.lat, pos.lon) > settings.nearest_radius_km * 1000:
             continue
         unit = attach_position(ctx, unit_record(r), pos)
         if fresh_only and unit["stale"]:

@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from dispatchd.validate import MAX_DEPTH, json_depth
+
 MAX_MESSAGE = 256 * 1024  # an SDP with many candidates stays well below this
 
 CHAIR_ONLY = frozenset({"rollcall", "rotate", "rotate_stop", "mute", "record", "end"})
@@ -51,9 +53,11 @@ def parse(raw: str | bytes) -> Message:
     """One client message; raises :class:`ProtocolError` naming what is wrong."""
     if len(raw) > MAX_MESSAGE:
         raise ProtocolError("too_large", "消息过大", "message too large")
+    if json_depth(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")) > MAX_DEPTH:
+        raise ProtocolError("too_deep", f"消息嵌套超过 {MAX_DEPTH} 层", f"message nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("bad_json", "消息不是有效的 JSON", "message is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_json", "消息应为 JSON 对象", "message must be a JSON object")

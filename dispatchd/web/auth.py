@@ -8,6 +8,7 @@ organisation rooted at their home unit.
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -15,9 +16,9 @@ import structlog
 from aiohttp import web
 
 from dispatchd.context import Context
-from dispatchd.errors import forbidden
+from dispatchd.errors import Throttled, forbidden
+from dispatchd.store import logins
 from dispatchd.store import users as user_store
-from dispatchd.store.keys import ratelimit
 from dispatchd.store.users import User
 from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX, PUBLIC_RESOURCES
@@ -90,44 +91,74 @@ def may_see(request: web.Request, unit_code: str) -> bool:
     return inside
 
 
-_LOGIN_FAILURES_ALLOWED = 10
-_LOGIN_WINDOW = 300
+def account_delay(failures: int, free: int, max_delay: float) -> float:
+    """Seconds to wait before checking a login of an account name that failed ``failures`` times:
+    nothing for the first ``free``, then a quarter second doubling with each failure, at most
+    ``max_delay``. It slows guessing against one account without ever refusing its owner."""
+    over = failures - free
+    if over <= 0 or max_delay <= 0:
+        return 0.0
+    return float(min(max_delay, 0.25 * 2 ** min(over - 1, 16)))
 
 
 async def login(request: web.Request) -> web.Response:
+    """Log in. Throttled per client address (429 past ``[auth] address_failures`` in the window) and
+    slowed per account name (:func:`account_delay`); an unknown name costs the same as a known one
+    (a dummy hash is verified); what was typed is never logged. PostgreSQL only: no Redis needed."""
+    ctx = request.app[CTX]
+    settings = ctx.settings.auth
     body = await json_body(request, LOGIN_FIELDS)
     username, password = body["username"], body["password"]
-    redis = request.app[CTX].redis
-    key = ratelimit("login", username)
-    failures = int(await redis.get(key) or 0)
-    if failures >= _LOGIN_FAILURES_ALLOWED:
-        raise ApiError(
-            429,
-            "too_many_attempts",
-            "登录失败次数过多，请 5 分钟后再试",
-            "too many failed logins; try again in 5 minutes",
+    address = request.remote or "unknown"
+    now = ctx.clock.now()
+    window = timedelta(seconds=settings.failure_window)
+    async with ctx.pool.acquire() as conn:
+        key = logins.account_key(await logins.hash_key(conn), username)
+        seen = await logins.failures(conn, address, key, now, window)
+    if seen.address >= settings.address_failures and seen.address_since is not None:
+        wait = max(1.0, (seen.address_since + window - now).total_seconds())
+        log.info("login_throttled", remote=address, failures=seen.address)
+        raise Throttled(
+            f"此地址登录失败次数过多，请 {math.ceil(wait / 60)} 分钟后再试（其他地址不受影响）",
+            f"too many failed logins from this address; try again in {math.ceil(wait / 60)} min"
+            " (other addresses are not affected)",
+            retry_after=wait,
+            code="too_many_attempts",
         )
-    async with request.app[CTX].pool.acquire() as conn:
+    delay = account_delay(seen.account, settings.account_free_failures, settings.account_max_delay)
+    if delay:
+        await asyncio.sleep(delay)  # pacing in real time, as a peer sees it
+    async with ctx.pool.acquire() as conn:
         found = await user_store.find_for_login(conn, username)
-        ok = False
-        if found is not None:
-            ok = await asyncio.to_thread(user_store.verify_password, found[1], password)
-        if not ok or found is None:
-            async with redis.pipeline() as pipe:
-                pipe.incr(key)
-                pipe.expire(key, _LOGIN_WINDOW)
-                await pipe.execute()
-            request.app[CTX].metrics.login_failures.inc()
-            log.info("login_failed", username=username)
-            raise ApiError(401, "bad_credentials", "用户名或密码错误", "wrong username or password")
-        user = found[0]
-        ttl = timedelta(seconds=request.app[CTX].settings.auth.token_ttl)
-        token, expires = await user_store.issue_token(conn, user.id, request.app[CTX].clock.now(), ttl)
-    await redis.delete(key)
-    log.info("login", username=user.username, role=user.role)
+    stored = found[1] if found is not None else await asyncio.to_thread(user_store.dummy_hash)
+    ok = await asyncio.to_thread(user_store.verify_password, stored, password)
+    if not ok or found is None:
+        async with ctx.pool.acquire() as conn:
+            await logins.record_failure(conn, address, key, ctx.clock.now(), window)
+        ctx.metrics.login_failures.inc()
+        # Never what was typed: a password typed into the name field must not reach the log.
+        log.info(
+            "login_failed",
+            account=found[0].username if found is not None else None,
+            reason="wrong_password" if found is not None else "unknown_account",
+            remote=address,
+        )
+        raise ApiError(401, "bad_credentials", "用户名或密码错误", "wrong username or password")
+    user = found[0]
+    ttl = timedelta(seconds=settings.token_ttl)
+    async with ctx.pool.acquire() as conn:
+        await logins.clear_account(conn, key)
+        token, expires = await user_store.issue_token(conn, user.id, ctx.clock.now(), ttl)
+    log.info("login", username=user.username, role=user.role, remote=address)
     return web.json_response(
-        {"token": token, "token_type": "Bearer", "expires_at": expires.isoformat(), "user": user.as_json()}
+        {"token": token, "token_type": "Bearer", "expires_at": expires.isoformat(), "user": user.as_json()},
+        headers={"Cache-Control": "no-store"},
     )
+
+
+async def warm_up(app: web.Application) -> None:
+    """Make the dummy hash before the first login with an unknown name would have to."""
+    await asyncio.to_thread(user_store.dummy_hash)
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -169,7 +200,11 @@ ROUTES = [
         "auth",
         public=True,
         body=LOGIN_FIELDS,
-        responses={200: "token", 401: "wrong credentials", 429: "locked"},
+        responses={
+            200: "token",
+            401: "wrong credentials",
+            429: "too many failed logins from this client address (Retry-After)",
+        },
     ),
     ApiRoute("POST", "/api/v1/auth/logout", logout, "Revoke the current token", "auth"),
     ApiRoute("GET", "/api/v1/auth/me", me, "The current user", "auth"),

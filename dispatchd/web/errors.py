@@ -152,4 +152,6 @@ _STATUS_TEXT: dict[int, tuple[str, str, str]] = {
 
 def from_http_exception(exc: web.HTTPException) -> ApiError:
     code, zh, en = _STATUS_TEXT.get(exc.status, ("error", "请求失败", exc.reason or "error"))
-    return ApiError(exc.status, code, zh, en)
+    # RFC 9110 §15.5.6: a 405 says which methods the resource takes.
+    kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return ApiError(exc.status, code, zh, en, headers=kept)

@@ -99,6 +99,7 @@ def content_security_policy(settings: MapSettings) -> str:
             "object-src 'none'",
             "base-uri 'none'",
             "form-action 'self'",
+            "frame-ancestors 'none'",
         ]
     )
 

@@ -9,21 +9,54 @@ from typing import Any
 from aiohttp import web
 
 from dispatchd.errors import invalid
-from dispatchd.validate import TYPE_ZH, Field, check_fields
+from dispatchd.validate import (
+    MAX_DEPTH,
+    TYPE_ZH,
+    Field,
+    check_fields,
+    check_storable,
+    json_depth,
+    may_hold_unstorable,
+)
 from dispatchd.web.errors import ApiError
+
+# Bodies of these types are taken as JSON (a browser's fetch without a type says text/plain).
+JSON_TYPES = frozenset({"application/json", "text/plain", "application/octet-stream"})
+
+
+def parse_json(raw: bytes, what_zh: str = "请求体", what_en: str = "request body") -> Any:
+    """Decoded JSON, or 400 naming the problem: not JSON, not UTF-8, a number too long, nesting
+    deeper than :data:`~dispatchd.validate.MAX_DEPTH` (checked before the parser recurses)."""
+    if json_depth(raw) > MAX_DEPTH:
+        raise ApiError(
+            400,
+            "json_too_deep",
+            f"{what_zh}嵌套超过 {MAX_DEPTH} 层",
+            f"{what_en} is nested deeper than {MAX_DEPTH} levels",
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # ValueError covers a malformed document and a number of more than 4,300 digits.
+        raise ApiError(400, "invalid_json", f"{what_zh}不是有效的 JSON", f"{what_en} is not valid JSON") from None
 
 
 async def json_body(request: web.Request, fields: Sequence[Field] | None = None) -> dict[str, Any]:
-    """Parse a JSON object body (400 when it is not one) and validate it when fields are given."""
-    try:
-        raw = await request.read()
-        data = json.loads(raw) if raw else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    """Parse a JSON object body (400 when it is not one, 415 for a form or multipart body) and
+    validate it when fields are given; text nobody can store (NUL, lone surrogates) is 422."""
+    if request.body_exists and request.content_type not in JSON_TYPES:
         raise ApiError(
-            400, "invalid_json", "请求体不是有效的 JSON", "request body is not valid JSON"
-        ) from None
+            415,
+            "unsupported_media_type",
+            "请求体应为 application/json",
+            "the body must be application/json",
+        )
+    raw = await request.read()
+    data = parse_json(raw) if raw.strip() else {}
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "请求体应为 JSON 对象", "request body must be a JSON object")
+    if may_hold_unstorable(raw):
+        check_storable(data)
     return check_fields(data, fields) if fields is not None else data
 
 

@@ -17,6 +17,7 @@ from dispatchd.channels.gps.jt808_server import serve_jt808
 from dispatchd.channels.gps.osmand_server import serve_osmand
 from dispatchd.channels.gps.sink import PositionSink
 from dispatchd.channels.gps.slots import INTAKE, JT808_SERVER, SINK
+from dispatchd.store.outage import OUTAGES
 from dispatchd.tasks import stop_tasks
 from dispatchd.units.devices import DeviceDirectory
 from dispatchd.units.slots import DEVICES, GPS_PORTS, POSITIONS
@@ -34,7 +35,9 @@ async def _positions_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     settings = ctx.settings
     devices = ctx[DEVICES] = DeviceDirectory(ctx.pool, ctx.clock)
-    sink = ctx[SINK] = PositionSink(ctx.redis, ctx.pool, ctx.clock, settings.units, ctx.metrics)
+    sink = ctx[SINK] = PositionSink(
+        ctx.redis, ctx.pool, ctx.clock, settings.units, ctx.metrics, ctx.get(OUTAGES)
+    )
     ctx[POSITIONS] = sink
     intake = ctx[INTAKE] = GpsIntake(ctx, sink, devices)
     flusher = asyncio.create_task(sink.run(), name="gps-sink")
@@ -47,6 +50,7 @@ async def _positions_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.jt808.port,
         settings.jt808.idle_timeout,
         settings.jt808.reuse_port,
+        max_per_address=settings.jt808.max_connections_per_address,
     )
     demo: asyncio.Task[None] | None = None
     try:

@@ -18,6 +18,7 @@ from dispatchd.context import Context
 from dispatchd.domain.units import Position, TokenBucket
 from dispatchd.incidents.service import create_incident
 from dispatchd.store import keys
+from dispatchd.store.outage import log_unless_outage, store_failure
 from dispatchd.units.devices import Device, DeviceDirectory
 from dispatchd.units.positions import read_position
 
@@ -86,7 +87,7 @@ class GpsIntake:
         try:
             await self.ctx.redis.delete(keys.unit_alarm(unit_id))
         except Exception as exc:
-            log.warning("gps_alarm_clear_failed", unit_id=unit_id, error=f"{type(exc).__name__}: {exc}")
+            log_unless_outage(self.ctx, exc, "gps_alarm_clear_failed", unit_id=unit_id)
 
     async def _open_case(self, device: Device, protocol: str, position: Position | None) -> None:
         redis = self.ctx.redis
@@ -132,8 +133,9 @@ class GpsIntake:
             )
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("gps_alarm_case_failed", unit_id=device.unit_id)
+        except Exception as exc:
+            if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
+                log.exception("gps_alarm_case_failed", unit_id=device.unit_id)
             self._alarming.discard(device.unit_id)  # the next report with the bit tries again
             try:
                 await redis.delete(key)

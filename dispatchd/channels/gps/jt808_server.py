@@ -50,6 +50,7 @@ from dispatchd.channels.gps.jt808 import (
 from dispatchd.clock import Clock
 from dispatchd.domain.units import LIVE, Position
 from dispatchd.metrics import Metrics
+from dispatchd.store.outage import store_failure
 from dispatchd.tasks import stop_tasks
 from dispatchd.units.devices import Device, new_secret
 
@@ -98,6 +99,7 @@ class Jt808Connection(asyncio.Protocol):
         self.conn_id = f"jt808-{next(_ids)}"
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.address = ""
         self.device: Device | None = None
         self.serial = 0
         self.good_frames = 0
@@ -111,14 +113,21 @@ class Jt808Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        if not self.server.admit(self.address):
+            transport.close()  # past [jt808] max_connections_per_address: the terminal tries later
+            return
+        self.transport = transport
         self.server.connections.add(self)
         self.server.metrics.connections.labels("jt808").inc()
         log.debug("jt808_connected", conn_id=self.conn_id, peer=self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused at connection_made
+        self.server.release(self.address)
         self.server.connections.discard(self)
         self.server.metrics.connections.labels("jt808").dec()
         log.debug("jt808_disconnected", conn_id=self.conn_id, peer=self.peer, frames=self.good_frames)
@@ -239,8 +248,10 @@ class Jt808Connection(asyncio.Protocol):
         async def step() -> None:
             try:
                 reply = await handler(header)
-            except Exception:
-                log.exception("jt808_step_failed", conn_id=self.conn_id, msg_id=f"0x{header.msg_id:04x}")
+            except Exception as exc:
+                # Result 1: the terminal tries again. A store outage is logged once, by its tracker.
+                if store_failure(self.intake.ctx, exc) is None:
+                    log.exception("jt808_step_failed", conn_id=self.conn_id, msg_id=f"0x{header.msg_id:04x}")
                 reply = self._general(header, ReplyResult.FAILURE)
             finally:
                 self._busy = False
@@ -292,6 +303,10 @@ class Jt808Connection(asyncio.Protocol):
             self._once("jt808_rate_limited")
             return self._general(header, ReplyResult.FAILURE)
         locations = body.locations if isinstance(body, LocationBatch) else (body,)
+        if not self.intake.sink.room(len(locations), "jt808"):
+            # PostgreSQL is away and the outage buffer is full: result 1, the terminal sends it again.
+            self._once("jt808_outage_buffer_full")
+            return self._general(header, ReplyResult.FAILURE)
         now = self.server.clock.now()
         alarm = False
         alarm_position: Position | None = None
@@ -320,14 +335,33 @@ class Jt808Connection(asyncio.Protocol):
 
 
 class Jt808Server:
-    def __init__(self, intake: GpsIntake, clock: Clock, metrics: Metrics, idle_timeout: float) -> None:
+    def __init__(
+        self, intake: GpsIntake, clock: Clock, metrics: Metrics, idle_timeout: float, max_per_address: int = 0
+    ) -> None:
         self.intake = intake
         self.clock = clock
         self.metrics = metrics
         self.idle_timeout = idle_timeout
+        self.max_per_address = max_per_address
+        self.per_address: dict[str, int] = {}
         self.connections: set[Jt808Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._waiting: dict[asyncio.Future[bool], list[tuple[Jt808Connection, Header, bytes]]] = {}
+
+    def admit(self, address: str) -> bool:
+        count = self.per_address.get(address, 0)
+        if self.max_per_address and count >= self.max_per_address:
+            self.metrics.http_cut.labels("jt808", "per_address_cap").inc()
+            return False
+        self.per_address[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        count = self.per_address.get(address, 0) - 1
+        if count > 0:
+            self.per_address[address] = count
+        else:
+            self.per_address.pop(address, None)
 
     def answer_when_stored(self, conn: Jt808Connection, header: Header, reply: bytes) -> None:
         """Send ``reply`` once the fixes of ``header``'s message are stored (result 1 if that failed).
@@ -376,9 +410,11 @@ async def serve_jt808(
     port: int,
     idle_timeout: float,
     reuse_port: bool = False,
+    *,
+    max_per_address: int = 0,
 ) -> AsyncGenerator[tuple[Jt808Server, int], None]:
     """Run the JT/T 808 server while the generator is suspended; yields it and the bound port."""
-    server = Jt808Server(intake, clock, metrics, idle_timeout)
+    server = Jt808Server(intake, clock, metrics, idle_timeout, max_per_address)
     loop = asyncio.get_running_loop()
     tcp = await loop.create_server(
         lambda: Jt808Connection(server), host, port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096

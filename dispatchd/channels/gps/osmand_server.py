@@ -12,9 +12,11 @@ Accepted, on any path:
 The device key goes in the query or form field ``key`` (put it in the client's server URL:
 ``http://host:5055/?key=…``), or in ``Authorization: Bearer …`` or as the password of HTTP Basic.
 
-Answers: 200 when the fixes are stored (or were filtered out: a client must not retry those),
-400 naming the bad field, 401 for an unknown device or a wrong key, 429 past the per-device rate,
-503 when the stores cannot take the fix (the client retries later).
+Answers: 200 when the fixes are stored, or held while PostgreSQL is unreachable (or were filtered
+out: a client must not retry those), 400 naming the bad field (JSON nested deeper than 32 levels
+included), 401 for an unknown device or a wrong key, 405 with Allow for another method, 429 past the
+per-device rate, 503 with Retry-After when the fix cannot be taken now (the outage buffer is full, or
+the device is not known yet and PostgreSQL is unreachable): the client sends it again later.
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ from aiohttp import web
 
 from dispatchd.channels.gps.intake import GpsIntake
 from dispatchd.channels.gps.osmand import Fix, OsmandError, parse_json, parse_query
+from dispatchd.channels.gps.sink import HELD_BACK
 from dispatchd.context import Context
 from dispatchd.domain.units import Position
+from dispatchd.store.outage import OUTAGES, store_failure
 from dispatchd.units.devices import Device
+from dispatchd.validate import MAX_DEPTH, json_depth, text_is_storable
+from dispatchd.web import headers
 from dispatchd.web.appkeys import CTX
+from dispatchd.web.server import ConnectionGuard, http_runner, request_finished, request_started
 
 log = structlog.get_logger("dispatchd.gps.osmand")
 
@@ -83,12 +90,16 @@ async def _read_fixes(request: web.Request, received: Any) -> tuple[list[Fix], s
     """The fixes of the request and the key it carries; raises OsmandError for bad input."""
     params = {k: request.query.get(k, "") for k in request.query}
     key = params.pop("key", None)
+    if not all(text_is_storable(t) for t in (*params, *params.values())):
+        raise OsmandError("query", "holds NUL or invalid Unicode")
     if request.method == "POST" and request.content_type == "application/json":
         body = await request.read()
+        if json_depth(body) > MAX_DEPTH:
+            raise OsmandError("body", f"JSON nested deeper than {MAX_DEPTH} levels")
         try:
             root = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise OsmandError("body", f"not JSON: {error}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise OsmandError("body", f"not JSON: {str(error)[:100]}") from None
         items = root if isinstance(root, list) else [root]
         fixes: list[Fix] = []
         for item in items[:1000]:
@@ -137,15 +148,29 @@ def _is_sos(fix: Fix) -> bool:
     return isinstance(alarm, str) and alarm.strip().lower() in _SOS
 
 
+def _retry_later(request: web.Request, message: str) -> web.Response:
+    outages = request.app[CTX].get(OUTAGES)
+    retry = str(int(outages.retry_after)) if outages is not None else "5"
+    return _text(503, message, {"Retry-After": retry})
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
+    request_started(request)
     try:
         return await _handle(request)
     except (web.HTTPException, asyncio.CancelledError):
         raise
-    except Exception:  # a store that is down must not become a 500 with a traceback per request
+    except Exception as exc:
+        if store_failure(request.app[CTX], exc) is not None:
+            # A store that is down: "retry later", and one log line per outage (the tracker's).
+            return _retry_later(request, "temporarily unable to take the position; retry")
+        if isinstance(exc, ConnectionError):
+            raise  # the phone went away
         if _first(request, "osmand_request_failed"):
             log.exception("osmand_request_failed", peer=str(_peer(request)))
-        return _text(503, "temporarily unable to take the position; retry")
+        return _text(500, "internal error")
+    finally:
+        request_finished(request)
 
 
 def _first(request: web.Request, event: str) -> bool:
@@ -194,13 +219,21 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             _once(request, "osmand_rate_limited", device=fix.device_id[:64])
             return _text(429, "too many requests", {"Retry-After": "1"})
         devices[fix.device_id] = device
+    if not intake.sink.room(len(fixes), "osmand"):
+        # The database is away and the outage buffer is full: nothing of this is kept; send it again.
+        return _retry_later(request, "the server cannot hold more positions now; retry")
+    held_back = False
     for fix in fixes:
         device = devices[fix.device_id]
         position = _position(device, fix)
         verdict = intake.submit(position, received)
+        held_back = held_back or verdict == HELD_BACK
         intake.alarm_state(device, "osmand", _is_sos(fix), position if verdict == "live" else None)
     if not await asyncio.shield(intake.sink.written()):
-        return _text(503, "temporarily unable to store the position; retry")
+        return _text(500, "the position could not be stored")
+    if held_back:
+        # The database is away and the outage buffer is full: this fix was not kept; send it again.
+        return _retry_later(request, "the server cannot hold more positions now; retry")
     return web.Response(status=200)
 
 
@@ -210,12 +243,28 @@ def build_osmand_app(ctx: Context, intake: GpsIntake) -> web.Application:
     sub[INTAKE] = intake
     sub[_SEEN] = {}
     sub.router.add_route("*", "/{tail:.*}", handle)
+    headers.setup(sub)
     return sub
 
 
 async def serve_osmand(ctx: Context, intake: GpsIntake, host: str, port: int) -> AsyncGenerator[int, None]:
-    """Run the OsmAnd server while the generator is suspended; yields the bound port."""
-    runner = web.AppRunner(build_osmand_app(ctx, intake), access_log=None, handle_signals=False)
+    """Run the OsmAnd server while the generator is suspended; yields the bound port. Its connections
+    are guarded like the HTTP port's ([http] timeouts, [osmand] max_connections_per_address)."""
+    http = ctx.settings.http
+    guard = ConnectionGuard(
+        "osmand",
+        ctx.metrics,
+        header_timeout=http.header_timeout,
+        body_timeout=http.body_timeout,
+        max_per_address=ctx.settings.osmand.max_connections_per_address,
+    )
+    runner = http_runner(
+        build_osmand_app(ctx, intake),
+        guard,
+        keepalive_timeout=http.keepalive_timeout,
+        access_log=None,
+        handle_signals=False,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=ctx.settings.osmand.reuse_port or None)

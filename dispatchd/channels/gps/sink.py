@@ -14,12 +14,22 @@ is synchronous and cheap: it judges the fix against the unit's live position
   unit listing their new positions, in one statement (:func:`dispatchd.store.changes.publish_batch`).
 
 Callers that must not answer before the fix is stored await :meth:`PositionSink.written`.
+
+While PostgreSQL is unreachable, track batches are held in memory, oldest first, and written when it
+answers again; a fix is acknowledged once it is written *or held*. Past ``[units] outage_buffer``
+held fixes, :meth:`PositionSink.submit` refuses new ones (``outage_buffer_full``, counted) and the
+protocol servers answer "retry" (OsmAnd 503 with Retry-After, JT/T 808 result 1): nothing
+acknowledged is dropped. Each batch carries an id written with it in the same transaction
+(``gps_batches``), so a batch whose write went unanswered is not written twice. While Redis is
+unreachable the newest fix of each unit waits for it (the track in PostgreSQL is the record).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +44,7 @@ from dispatchd.domain.units import LIVE, TRACK_ONLY, FixRules, Position, judge_f
 from dispatchd.metrics import Metrics
 from dispatchd.store import keys
 from dispatchd.store.changes import publish_batch
+from dispatchd.store.outage import Outages, classify
 
 log = structlog.get_logger("dispatchd.gps")
 
@@ -76,8 +87,10 @@ return written
 # Units per script call: bounds how long one call keeps Redis busy.
 LIVE_CHUNK = 2000
 
-# Most track rows held while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
-MAX_BACKLOG = 500_000
+# The verdict of a fix refused because the outage buffer is full: the device must send it again.
+HELD_BACK = "outage_buffer_full"
+# Seconds between prunes of gps_batches (ids of written batches are kept a day).
+_PRUNE_EVERY = 3600.0
 
 
 def _num(value: float | None) -> str:
@@ -86,9 +99,16 @@ def _num(value: float | None) -> str:
 
 class PositionSink:
     def __init__(
-        self, redis: Redis, pool: asyncpg.Pool, clock: Clock, settings: UnitSettings, metrics: Metrics
+        self,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        clock: Clock,
+        settings: UnitSettings,
+        metrics: Metrics,
+        outages: Outages | None = None,
     ) -> None:
         self.redis = redis
+        self.outages = outages
         self.pool = pool
         self.clock = clock
         self.settings = settings
@@ -102,6 +122,10 @@ class PositionSink:
         self._last: dict[int, Position] = {}
         self._live: dict[int, Position] = {}
         self._track: list[tuple[Any, ...]] = []
+        # Batches whose write failed (PostgreSQL unreachable), oldest first, and their rows in all.
+        self._backlog: deque[tuple[uuid.UUID, list[tuple[Any, ...]]]] = deque()
+        self._held = 0
+        self._pruned_at: float | None = None
         self._dirty: set[int] = set()
         self._published: dict[int, float] = {}
         self._org_paths: dict[int, list[str]] = {}
@@ -132,6 +156,10 @@ class PositionSink:
         if key not in self._fixes:
             self.metrics.gps_filtered.labels(fix.source, verdict).inc()
             return verdict
+        if self._backlog and self._held + len(self._track) >= self.settings.outage_buffer:
+            # PostgreSQL is away and the buffer is full: refuse, so that the device keeps the fix.
+            self.metrics.gps_refused.labels(fix.source, HELD_BACK).inc()
+            return HELD_BACK
         self._counted[key] = self._counted.get(key, 0) + 1
         self._track.append(
             (
@@ -156,7 +184,8 @@ class PositionSink:
         return verdict
 
     def written(self) -> asyncio.Future[bool]:
-        """Resolves once everything submitted so far is in Redis and PostgreSQL (False if a write failed).
+        """Resolves once everything submitted so far is in PostgreSQL or held until it is back (True),
+        or was dropped because PostgreSQL refused it as data (False).
 
         One future per batch, shared by every fix in it: await it through ``asyncio.shield``.
         """
@@ -177,7 +206,29 @@ class PositionSink:
 
     @property
     def pending(self) -> bool:
-        return bool(self._live or self._track)
+        return bool(self._live or self._track or self._backlog)
+
+    def room(self, fixes: int, protocol: str) -> bool:
+        """Whether ``fixes`` more can be taken now; when not (PostgreSQL is away and the outage buffer
+        is full), they are counted as refused and the device must send them again. Ask before
+        submitting a message's fixes, so that a message is taken whole or not at all."""
+        if self._backlog and self._held + len(self._track) + fixes > self.settings.outage_buffer:
+            self.metrics.gps_refused.labels(protocol, HELD_BACK).inc(fixes)
+            return False
+        return True
+
+    @property
+    def held(self) -> int:
+        """Fixes held while PostgreSQL is unreachable."""
+        return self._held + (len(self._track) if self._backlog else 0)
+
+    def _quiet(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a store outage (logged once by the outage tracker, not here)."""
+        if self.outages is not None:
+            failure = self.outages.note(exc)
+        else:
+            failure = classify(exc)
+        return failure is not None and failure.outage
 
     # -- out -----------------------------------------------------------------------------------
 
@@ -185,7 +236,7 @@ class PositionSink:
         """Write whatever is queued now (read paths call this: what this instance took is readable)."""
         if self._live:
             await self.flush_live()
-        if self._track:
+        if self._track or self._backlog:
             await self.flush_track()
         if self._dirty:
             await self.publish()
@@ -215,7 +266,8 @@ class PositionSink:
                     self.metrics.gps_batch_rows.labels("redis").inc(len(batch))
             except Exception as exc:
                 self.metrics.gps_writes.labels("redis", "error").inc()
-                log.warning("gps_live_write_failed", units=len(batch), error=f"{type(exc).__name__}: {exc}")
+                if not self._quiet(exc):
+                    log.warning("gps_live_write_failed", units=len(batch), error=f"{type(exc).__name__}: {exc}")
                 for uid, p in batch.items():  # keep the newest for the next attempt
                     self._live.setdefault(uid, p)
                 return False
@@ -227,29 +279,64 @@ class PositionSink:
             self._fixes[key].inc(n)
 
     async def flush_track(self) -> None:
+        """Write the queued fixes as one batch, after any held batches, oldest first."""
         async with self._track_lock:
             rows, self._track = self._track, []
             done, self._track_done = self._track_done, None
-            # The live part of these fixes goes first, so that "written" means readable too.
-            ok = await self.flush_live()
+            # The live part of these fixes goes first, so that "written" means readable too (when
+            # Redis is away it waits for Redis: the track in PostgreSQL is the record).
+            await self.flush_live()
+            ok = True
+            if rows:
+                self._backlog.append((uuid.uuid4(), rows))
+                self._held += len(rows)
             try:
-                if rows:
-                    async with self.pool.acquire() as conn:
-                        await conn.copy_records_to_table("track_points", records=rows, columns=TRACK_COLUMNS)
-                    self.metrics.gps_writes.labels("postgres", "ok").inc()
-                    self.metrics.gps_batch_rows.labels("postgres").inc(len(rows))
-            except Exception as exc:
-                ok = False
-                self.metrics.gps_writes.labels("postgres", "error").inc()
-                log.warning("gps_track_write_failed", rows=len(rows), error=f"{type(exc).__name__}: {exc}")
-                self._track = rows + self._track
-                if len(self._track) > MAX_BACKLOG:
-                    dropped = len(self._track) - MAX_BACKLOG
-                    del self._track[:dropped]
-                    self.metrics.gps_writes.labels("postgres", "dropped").inc(dropped)
+                while self._backlog:
+                    batch, batch_rows = self._backlog[0]
+                    try:
+                        await self._write_batch(batch, batch_rows)
+                    except Exception as exc:
+                        if classify(exc) is not None:
+                            self._quiet(exc)  # an outage begins (logged once), or the store is busy
+                            raise  # hold the batch, try again at the next tick
+                        # PostgreSQL refused the rows themselves: keeping them would block the rest.
+                        log.exception("gps_track_batch_refused", rows=len(batch_rows))
+                        self.metrics.gps_writes.labels("postgres", "refused").inc()
+                        ok = ok and batch_rows is not rows
+                    else:
+                        self.metrics.gps_writes.labels("postgres", "ok").inc()
+                        self.metrics.gps_batch_rows.labels("postgres").inc(len(batch_rows))
+                    self._backlog.popleft()
+                    self._held -= len(batch_rows)
+            except Exception:
+                self.metrics.gps_writes.labels("postgres", "held").inc()
             finally:
                 if done is not None and not done.done():
                     done.set_result(ok)
+            await self._prune()
+
+    async def _write_batch(self, batch: uuid.UUID, rows: list[tuple[Any, ...]]) -> None:
+        """COPY the rows unless the batch is already written (a write whose answer was lost)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await conn.fetchval(
+                "INSERT INTO gps_batches (batch) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true", batch
+            )
+            if fresh:
+                await conn.copy_records_to_table("track_points", records=rows, columns=TRACK_COLUMNS)
+
+    async def _prune(self) -> None:
+        mono = self.clock.monotonic()
+        if self._backlog or (self._pruned_at is not None and mono - self._pruned_at < _PRUNE_EVERY):
+            return
+        self._pruned_at = mono
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "DELETE FROM gps_batches WHERE written_at < $1", self.clock.now() - timedelta(days=1)
+                )
+        except Exception as exc:
+            if not self._quiet(exc):
+                log.warning("gps_batches_prune_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def publish(self) -> None:
         """Outbox rows (topic ``positions``, one per org unit) for changed units, each unit at most once
@@ -316,8 +403,9 @@ class PositionSink:
                 waited = 0.0
                 try:
                     await step()
-                except Exception:  # the steps catch store errors; anything else must not stop the loop
-                    log.exception("gps_flush_failed")
+                except Exception as exc:  # nothing may stop the loop; an outage is logged once
+                    if not self._quiet(exc):
+                        log.exception("gps_flush_failed")
 
         tick = self.settings.live_flush_s
         await asyncio.gather(
@@ -336,6 +424,8 @@ class PositionSink:
             await asyncio.wait_for(self.flush_pending(), 5)
         except Exception as exc:
             log.warning("gps_final_flush_failed", error=f"{type(exc).__name__}: {exc}")
+        if self.held:
+            log.warning("gps_held_fixes_lost", fixes=self.held)
 
 
 def _json_num(value: float | None) -> str:

@@ -32,6 +32,7 @@ from dispatchd.domain.hotlines import CALLERS_OUT, load_hotlines
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import NotFound, invalid, not_found
 from dispatchd.incidents.stats import StatsSection, register_section
+from dispatchd.store.outage import store_failure
 from dispatchd.tasks import raise_if_cancelling, stop_tasks
 from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX
@@ -785,6 +786,7 @@ async def _queue_loop(ctx: Context) -> None:
             await calls.queue_round(ctx)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             raise_if_cancelling()
-            log.exception("hotline_queue_round_failed")
+            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
+                log.exception("hotline_queue_round_failed")

@@ -201,12 +201,24 @@ class SipEdge:
     # -- TCP connections ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> int | None:
-        if len(self._connections) >= _MAX_TCP_CONNECTIONS:
+        if len(self._connections) >= _MAX_TCP_CONNECTIONS or not self._address_admitted(transport):
             transport.close()
             return None
         connection = next(self._connection_ids)
         self._connections[connection] = transport
         return connection
+
+    def _address_admitted(self, transport: asyncio.Transport) -> bool:
+        """Fewer than ``[sip] max_connections_per_address`` open from this peer's address (0: no cap)."""
+        cap = self.ctx.settings.sip.max_connections_per_address
+        if not cap:
+            return True
+        address = transport.get_extra_info("peername")[0]
+        open_here = sum(1 for t in self._connections.values() if t.get_extra_info("peername")[0] == address)
+        if open_here < cap:
+            return True
+        self.ctx.metrics.http_cut.labels("sip", "per_address_cap").inc()
+        return False
 
     def connection_lost(self, connection: int) -> None:
         self._connections.pop(connection, None)

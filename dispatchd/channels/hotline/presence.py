@@ -36,6 +36,7 @@ from dispatchd.store.keys import (
     HOTLINE_OFFICERS,
     hotline_instance,
 )
+from dispatchd.store.outage import classify
 from dispatchd.store.users import User
 from dispatchd.tasks import raise_if_cancelling
 
@@ -191,7 +192,8 @@ class Presence:
                     await self.reap()
                 except Exception as exc:
                     raise_if_cancelling()
-                    log.warning("hotline_presence_beat_failed", error=f"{type(exc).__name__}: {exc}")
+                    if classify(exc) is None:  # a Redis outage is logged once, by its tracker
+                        log.warning("hotline_presence_beat_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(PRESENCE_BEAT)
         finally:
             with contextlib.suppress(Exception):

@@ -746,6 +746,13 @@ ROUTES: Final[list[ApiRoute]] = [
         public=True,
         body=POST_FIELDS,
         content_type="application/x-www-form-urlencoded",
+        headers=(
+            Field(
+                "Idempotency-Key",
+                max_length=200,
+                description="optional: one unique value per request (printable ASCII), sent again with a retry",
+            ),
+        ),
         responses={
             201: "[{service_request_id, service_notice, account_id}]",
             200: "a retry (same Idempotency-Key)",

@@ -7,30 +7,35 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import structlog
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dispatchd.channels.reports import patrols, service
 from dispatchd.channels.reports import photos as formats
 from dispatchd.channels.reports.demo import run_demo
-from dispatchd.channels.reports.media import SHA256, MediaStore, Staging
+from dispatchd.channels.reports.media import SHA256, MediaStore, StagedPhoto, Staging, UploadAllowance
 from dispatchd.channels.reports.slots import MEDIA
+from dispatchd.context import Context
 from dispatchd.domain.incident import Action, State
-from dispatchd.errors import DomainError, invalid, not_found
+from dispatchd.errors import DomainError, TooLarge, invalid, not_found
 from dispatchd.incidents import store as case_store
 from dispatchd.incidents.stats import register_section
 from dispatchd.tasks import start_task, stop_tasks
-from dispatchd.validate import Field, check_fields
+from dispatchd.validate import Field, check_fields, check_storable, may_hold_unstorable
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, require_role
 from dispatchd.web.errors import ApiError, bad_request
 from dispatchd.web.routing import ApiRoute, add_routes
-from dispatchd.web.validate import json_body, query_params
+from dispatchd.web.validate import json_body, parse_json, query_params
 
 TAG: Final = "reports"
+log = structlog.get_logger("dispatchd.reports")
 
 
 # -- reading a submission: a JSON body, or multipart/form-data with one JSON part and photo parts,
@@ -57,13 +62,16 @@ def _bad_json(part: str) -> ApiError:
 
 
 def _parse_object(raw: bytes, part: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _bad_json(part) from None
+    data = parse_json(raw, f"“{part}”部分", f"the '{part}' part") if raw.strip() else None
     if not isinstance(data, dict):
         raise _bad_json(part)
+    if may_hold_unstorable(raw):
+        check_storable(data)
     return data
+
+
+def _malformed_multipart() -> ApiError:
+    return ApiError(400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body")
 
 
 async def read_submission(
@@ -75,13 +83,18 @@ async def read_submission(
     check: Callable[[dict[str, Any]], Any],
     max_photos: int,
     photo_limit_bytes: int,
+    admit: Callable[[], None] = lambda: None,
+    received: Callable[[StagedPhoto], None] = lambda _staged: None,
 ) -> Submission:
     """The JSON object (from the body or the ``json_part`` part) checked by ``check`` as soon as it
-    arrives, and the photos staged in ``stage``. 400 for a malformed body, 413/415 for a photo,
-    422 for too many photos or bad fields."""
+    arrives, and the photos staged in ``stage`` (``admit`` is asked before each one and may refuse
+    it, ``received`` told after). 400 for a malformed body, 413 for a photo too large or too many
+    photos, 415 for a photo of another type, 422 for bad fields."""
     content_type = request.content_type
     if content_type == "multipart/form-data":
-        return await _read_multipart(request, store, stage, json_part, check, max_photos, photo_limit_bytes)
+        return await _read_multipart(
+            request, store, stage, json_part, check, max_photos, photo_limit_bytes, admit, received
+        )
     if content_type in ("application/json", "application/octet-stream") or not request.body_exists:
         try:
             raw = await request.read()
@@ -105,21 +118,35 @@ async def _read_multipart(
     check: Callable[[dict[str, Any]], Any],
     max_photos: int,
     photo_limit_bytes: int,
+    admit: Callable[[], None],
+    received: Callable[[StagedPhoto], None],
 ) -> Submission:
     try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError):
-        raise ApiError(400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body") from None
+        return await _read_parts(
+            request, store, stage, json_part, check, max_photos, photo_limit_bytes, admit, received
+        )
+    except (ValueError, AssertionError, HttpProcessingError):
+        # No boundary, a header line beyond aiohttp's limit, a part that does not parse.
+        raise _malformed_multipart() from None
+
+
+async def _read_parts(
+    request: web.Request,
+    store: MediaStore,
+    stage: Staging,
+    json_part: str,
+    check: Callable[[dict[str, Any]], Any],
+    max_photos: int,
+    photo_limit_bytes: int,
+    admit: Callable[[], None],
+    received: Callable[[StagedPhoto], None],
+) -> Submission:
+    reader = await request.multipart()
     data: dict[str, Any] | None = None
     parsed: Any = None
     count = 0
     while True:
-        try:
-            part = await reader.next()
-        except ValueError:
-            raise ApiError(
-                400, "invalid_multipart", "multipart 请求体无效", "malformed multipart body"
-            ) from None
+        part = await reader.next()
         if part is None:
             break
         if isinstance(part, MultipartReader) or not isinstance(part, BodyPartReader):
@@ -147,8 +174,14 @@ async def _read_multipart(
         elif name == PHOTO_PART:
             count += 1
             if count > max_photos:
-                raise invalid({PHOTO_PART: (f"最多 {max_photos} 张照片", f"at most {max_photos} photos")})
-            await store.receive(stage, part, index=count, limit_bytes=photo_limit_bytes)
+                raise TooLarge(
+                    f"照片过多：最多 {max_photos} 张",
+                    f"too many photos: at most {max_photos}",
+                    code="too_many_photos",
+                    fields={PHOTO_PART: (f"最多 {max_photos} 张照片", f"at most {max_photos} photos")},
+                )
+            admit()
+            received(await store.receive(stage, part, index=count, limit_bytes=photo_limit_bytes))
         else:
             raise ApiError(
                 400,
@@ -167,6 +200,12 @@ async def _read_multipart(
     return Submission(data, parsed)
 
 _KEY_MAX: Final = 200
+IDEMPOTENCY_KEY: Final = Field(
+    "Idempotency-Key",
+    required=True,
+    max_length=_KEY_MAX,
+    description="one unique value per report (1–200 printable ASCII), sent again unchanged with every retry",
+)
 
 
 def idempotency_key(request: web.Request, *, required: bool) -> str | None:
@@ -209,23 +248,35 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
 
 
 async def read_part_and_photos(request: web.Request, stage: Staging, json_part: str, check: Any) -> Submission:
-    """Read the body; count refused photos by reason."""
-    settings = request.app[CTX].settings.reports
+    """Read the body; each photo only if the disk and the uploader's allowance take it; count refused
+    photos by reason."""
+    ctx = request.app[CTX]
+    settings = ctx.settings.reports
     limit = int(settings.photo_max_mb * 1024 * 1024)
+    store = ctx[MEDIA]
+    user = current_user(request)
     try:
         return await read_submission(
             request,
-            request.app[CTX][MEDIA],
+            store,
             stage,
             json_part=json_part,
             check=check,
             max_photos=settings.max_photos,
             photo_limit_bytes=limit,
+            admit=lambda: store.admit(user.id, ctx.clock.monotonic()),
+            received=lambda staged: store.received(user.id, staged, ctx.clock.monotonic()),
         )
     except (ApiError, DomainError) as exc:
-        outcome = {"photo_too_large": "too_large", "unsupported_photo_type": "unsupported"}.get(exc.code)
+        outcome = {
+            "photo_too_large": "too_large",
+            "unsupported_photo_type": "unsupported",
+            "photo_rate_exceeded": "rate_limited",
+            "disk_nearly_full": "disk_full",
+            "too_many_photos": "too_many",
+        }.get(exc.code)
         if outcome is not None:
-            request.app[CTX].metrics.photos.labels(outcome).inc()
+            ctx.metrics.photos.labels(outcome).inc()
         raise
 
 
@@ -403,7 +454,8 @@ ROUTES: Final[list[ApiRoute]] = [
         " header Idempotency-Key required",
         TAG,
         body=service.REPORT_FIELDS,
-        content_type="multipart/form-data",
+        json_part="report",
+        headers=(IDEMPOTENCY_KEY,),
         responses={
             201: "{incident_id, number, state, routed, photos, possible_duplicates}",
             200: "a retry with the same Idempotency-Key: the first answer, unchanged",
@@ -437,7 +489,7 @@ ROUTES: Final[list[ApiRoute]] = [
         "Verify (核查) a fed-back case: JSON or multipart with an `answer` JSON part and `photo` parts",
         TAG,
         body=service.ANSWER_FIELDS,
-        content_type="multipart/form-data",
+        json_part="answer",
         responses=_ANSWER_RESPONSES,
     ),
     ApiRoute(
@@ -447,7 +499,7 @@ ROUTES: Final[list[ApiRoute]] = [
         "Reopen (退回重办) a fed-back case with a reason: JSON or multipart with `answer` and `photo` parts",
         TAG,
         body=service.ANSWER_FIELDS,
-        content_type="multipart/form-data",
+        json_part="answer",
         responses=_ANSWER_RESPONSES,
     ),
     ApiRoute(
@@ -636,7 +688,12 @@ PATROL_ROUTES: Final[list[ApiRoute]] = [
 def setup(app: web.Application) -> None:
     ctx = app[CTX]
     add_routes(app, ROUTES + PATROL_ROUTES)
-    ctx[MEDIA] = MediaStore(ctx.settings.data.dir / "media")
+    reports = ctx.settings.reports
+    ctx[MEDIA] = MediaStore(
+        ctx.settings.data.dir / "media",
+        min_free_bytes=reports.min_free_mb * 1024 * 1024,
+        allowance=UploadAllowance(reports.photos_per_hour, reports.photo_mb_per_hour * 1024 * 1024),
+    )
     register_section(ctx, "patrols", patrols.stats_section(ctx))
     app.cleanup_ctx.append(_reports_ctx)
 
@@ -646,7 +703,25 @@ async def _reports_ctx(app: web.Application) -> AsyncIterator[None]:
     # Temporary files untouched for an hour belong to no request any more.
     await asyncio.to_thread(ctx[MEDIA].prepare, ctx.clock.now().timestamp() - 3600)
     demo = start_task(ctx, run_demo(ctx), "reports-demo") if ctx.settings.demo.enabled else None
+    sweeper = start_task(ctx, _sweep_loop(ctx), "reports-tmp-sweep")
     yield
     # The simulated workers stop first, so that nothing is filed while the daemon drains.
     if demo is not None:
         await stop_tasks([demo])
+    await stop_tasks([sweeper])
+
+
+# Seconds between sweeps of media/tmp, and the age past which a temporary file belongs to nobody.
+_SWEEP_EVERY: Final = 600.0
+_TMP_STALE: Final = 3600.0
+
+
+async def _sweep_loop(ctx: Context) -> None:
+    """Every few minutes, what failed requests or a crash left in media/tmp goes (real time: files age
+    on the disk's clock)."""
+    while True:
+        await asyncio.sleep(_SWEEP_EVERY)
+        stale_before = time.time() - _TMP_STALE
+        removed = await asyncio.to_thread(ctx[MEDIA].sweep, stale_before)
+        if removed:
+            log.info("media_tmp_swept", files=removed)

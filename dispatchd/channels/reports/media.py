@@ -6,7 +6,12 @@ its size limited while it streams. The original and its public copy (no GPS, EXI
 chunks) wait in ``media/tmp/`` until the transaction that records them commits; then each is moved
 to ``media/<aa>/<sha256>`` with an atomic rename (the same content under the same name, so two
 instances placing the same photo at once do no harm). A request that fails leaves nothing: its
-temporary files are removed when its :class:`Staging` closes.
+temporary files are removed when its :class:`Staging` closes; what a crash leaves in ``media/tmp/``
+is swept at start and every few minutes (:meth:`MediaStore.sweep`).
+
+Before each photo is taken, :meth:`MediaStore.admit` checks the disk (below ``[reports]
+min_free_mb`` photos are refused, 507, while text reports go on) and the uploader's allowance
+(:class:`UploadAllowance`: photos and megabytes per hour, 429 with Retry-After past it).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import os
 import re
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,7 +32,7 @@ from typing import Final, Protocol
 import structlog
 
 from dispatchd.channels.reports import photos
-from dispatchd.errors import TooLarge, UnsupportedMedia
+from dispatchd.errors import InsufficientStorage, Throttled, TooLarge, UnsupportedMedia
 
 log = structlog.get_logger("dispatchd.reports")
 
@@ -121,29 +128,105 @@ class Staging:
 
     def cleanup(self) -> None:
         for path in self._temps:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # what cannot go now goes with the next sweep
                 path.unlink()
         self._temps.clear()
+
+
+class UploadAllowance:
+    """What each user may still upload: photos and bytes, refilled evenly to so many an hour
+    (in memory, per instance). Time is the caller's (monotonic seconds)."""
+
+    def __init__(self, photos_per_hour: int, bytes_per_hour: float) -> None:
+        self.photos_per_hour = float(photos_per_hour)
+        self.bytes_per_hour = float(bytes_per_hour)
+        self._left: dict[int, tuple[float, float, float]] = {}  # user -> (photos, bytes, at)
+
+    def _refilled(self, user_id: int, now: float) -> tuple[float, float]:
+        photos, nbytes, at = self._left.get(user_id, (self.photos_per_hour, self.bytes_per_hour, now))
+        hours = max(0.0, now - at) / 3600
+        return (
+            min(self.photos_per_hour, photos + hours * self.photos_per_hour),
+            min(self.bytes_per_hour, nbytes + hours * self.bytes_per_hour),
+        )
+
+    def wait(self, user_id: int, now: float) -> float:
+        """Seconds until the user may upload another photo (0: now)."""
+        photos, nbytes = self._refilled(user_id, now)
+        self._left[user_id] = (photos, nbytes, now)
+        if len(self._left) > 100_000:
+            self._left = {user_id: self._left[user_id]}
+        photo_wait = 0.0 if photos >= 1 else (1 - photos) / self.photos_per_hour * 3600
+        byte_wait = 0.0 if nbytes > 0 else (1 - nbytes) / self.bytes_per_hour * 3600
+        return max(photo_wait, byte_wait)
+
+    def spend(self, user_id: int, size: int, now: float) -> None:
+        photos, nbytes = self._refilled(user_id, now)
+        self._left[user_id] = (photos - 1, nbytes - size, now)
+
+
+def photo_rate_exceeded(wait: float) -> Throttled:
+    minutes = max(1, math.ceil(wait / 60))
+    return Throttled(
+        f"上传照片过多，请 {minutes} 分钟后再传（文字上报不受影响）",
+        f"too many photos uploaded; try again in {minutes} min (reports without photos are still taken)",
+        retry_after=wait,
+        code="photo_rate_exceeded",
+    )
+
+
+def disk_nearly_full() -> InsufficientStorage:
+    return InsufficientStorage(
+        "服务器存储空间不足，暂不接收照片；不带照片的上报仍可提交",
+        "the server's disk is nearly full: photos are refused for now; send the report without them",
+        code="disk_nearly_full",
+    )
 
 
 class MediaStore:
     """Photos under ``root`` (``<data dir>/media``), one file per digest."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, min_free_bytes: float = 0, allowance: UploadAllowance | None = None) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
+        self.min_free_bytes = min_free_bytes
+        self.allowance = allowance
+
+    def free_bytes(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free
+
+    def admit(self, user_id: int, now: float) -> None:
+        """May ``user_id`` send a photo now? Raises InsufficientStorage (507) below the free-space
+        floor, Throttled (429) past the user's allowance."""
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            raise disk_nearly_full()
+        if self.allowance is not None:
+            wait = self.allowance.wait(user_id, now)
+            if wait > 0:
+                raise photo_rate_exceeded(wait)
+
+    def received(self, user_id: int, staged: StagedPhoto, now: float) -> None:
+        if self.allowance is not None:
+            self.allowance.spend(user_id, staged.size, now)
+
+    def sweep(self, stale_before: float) -> int:
+        """Remove temporary files last written before ``stale_before`` (a POSIX time); return how many."""
+        removed = 0
+        for leftover in self.tmp_dir.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < stale_before:
+                    leftover.unlink()
+                    removed += 1
+        return removed
 
     def prepare(self, stale_before: float | None = None) -> None:
         """Create the directories; drop temporary files a crashed process left behind, those last
         written before ``stale_before`` (a POSIX time): instances sharing the data directory may
         be receiving photos right now."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        if stale_before is None:
-            return
-        for leftover in self.tmp_dir.glob("*.part"):
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < stale_before:
-                    leftover.unlink()
+        if stale_before is not None:
+            self.sweep(stale_before)
 
     def path(self, sha256: str) -> Path:
         if not SHA256.match(sha256):

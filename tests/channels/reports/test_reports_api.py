@@ -201,7 +201,7 @@ async def test_bad_fields_are_named_in_both_languages(
         client, worker, {"category": "hazard.fire", "description": "x"}, expect=422, lang="en"
     )
     assert nowhere["error"]["fields"] == {"location": "location or address is required"}
-    # Malformed bodies are 400; too many photos 422; an unknown part 400; no JSON part 400.
+    # Malformed bodies are 400; too many photos 413; an unknown part 400; no JSON part 400.
     resp = await client.post(
         "/api/v1/reports",
         data=b"{not json",
@@ -209,7 +209,7 @@ async def test_bad_fields_are_named_in_both_languages(
     )
     assert resp.status == 400
     ten = [(f"{i}.png", png(), "image/png") for i in range(10)]
-    _, data = await submit(client, worker, form(report_body(org_tree), ten), expect=422, lang="en")
+    _, data = await submit(client, worker, form(report_body(org_tree), ten), expect=413, lang="en")
     assert data["error"]["fields"] == {"photo": "at most 9 photos"}
     _, data = await submit(client, worker, form(None, [("a.png", png(), "image/png")]), expect=400)
     assert data["error"]["code"] == "missing_part"
