@@ -45,6 +45,48 @@ CHECKS = [
 ]
 
 
+def _import_schemathesis_fully() -> None:
+    """Make schemathesis import, now, the modules it would import lazily during the run.
+
+    pytest rewrites the modules of every installed pytest plugin (schemathesis is one) on first
+    import, which parses their source with ``ast``. CPython 3.11 keeps one AST recursion counter per
+    interpreter: a parse in the event-loop thread (a traceback's caret line when something is
+    logged) while the run's thread rewrites a module fails the latter with "AST constructor
+    recursion depth mismatch". Importing everything at collection, with one thread, avoids it."""
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "warm-up", "version": "1"},
+        "paths": {
+            "/w/{id}": {
+                "post": {
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"t": {"type": "string", "pattern": "^a"}}}
+                            }
+                        }
+                    },
+                    "responses": {"200": {"description": "ok"}},
+                }
+            }
+        },
+    }
+    for result in schemathesis.openapi.from_dict(doc).get_all_operations():
+        op = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(max_examples=1, database=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(op.as_strategy(generation_mode=mode))
+            def draw(case: Any) -> None:
+                case.as_transport_kwargs(base_url="http://127.0.0.1:9")
+
+            draw()
+
+
+_import_schemathesis_fully()
+
+
 async def _objects(client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree) -> dict[str, Any]:
     """Real objects for the paths to reach: a case, a squad with a member and a device, an order,
     a report with a photo, a patrol. Returns path-parameter values by path prefix."""
