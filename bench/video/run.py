@@ -1,12 +1,12 @@
 """Forwarding benchmark: K publishers and S subscribers of synthetic VP8 through an SFU on this machine.
 
     .venv/bin/python bench/video/run.py --publishers 4 --subscribers 50 --seconds 20 [--janus]
-    .venv/bin/python bench/video/run.py --target --janus --janus-event-loops 1    # 200 streams, 10 × 20
+    .venv/bin/python bench/video/run.py --target --janus --janus-event-loops 1    # 400 streams, 20 × 20
 
 The SFU under test runs in its own process so that its CPU time is measured alone:
 
-* ``dispatchd`` — the forwarding path of dispatchd.video (aiortc peers, the receiver tap, sources
-  and forwarding tracks), without the database and HTTP API around it;
+* ``dispatchd`` — the forwarding path of dispatchd.video (aiortc peers, the receiver tap, sources,
+  slots sending straight to each subscriber's SRTP session), without the database and HTTP API;
 * ``janus`` — Debian's Janus with its VideoRoom plugin, driven over its HTTP API (with ``--janus``).
 
 The load generator (this process) plays a pre-encoded 640×480 VP8 clip at 30 fps from each publisher
@@ -14,14 +14,15 @@ and counts the frames each subscriber receives without decoding them; with ``--l
 (implied by ``--target``) from the RTP headers on the socket, cheap enough for 200 streams on two
 cores next to the SFU. Printed per SFU: its CPU (percent of one core, all threads), per forwarded
 stream, frames received per second against the expected S × 30, and for dispatchd the latency the
-server adds (marker packet in → packet handed to the sender), median and 95th percentile. An SFU
-that delivers less than 95 % of the expected frames gets an ``error`` instead of a ratio: its CPU
-figure would describe a lighter load.
+server adds (marker packet in → the frame's packets handed to the subscriber's socket), median and
+95th percentile. An SFU that delivers less than 95 % of the expected frames gets an ``error``
+instead of a ratio: its CPU figure would describe a lighter load.
 
-Every peer offers a single host candidate, ``--address`` (by default this machine's first
-non-loopback IPv4 address): Janus (libnice) never gathers candidates on a loopback interface, so a
-loopback-only load generator cannot reach it. Packets to a local address still never leave the
-machine. The run stops by itself after ``--seconds`` and removes Janus's temporary configuration.
+Traffic stays on this machine, never on its external interface: the SFUs run in a network namespace
+the benchmark creates (``ip netns``) joined to this one by a veth pair of private addresses, and
+removes at the end — Janus (libnice) never gathers candidates on a loopback interface, so it needs
+such an address. Without root (``--loopback``), dispatchd alone is measured on 127.0.0.1. The run
+stops by itself after ``--seconds`` and removes the namespace and Janus's temporary configuration.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import fractions
 import json
 import os
@@ -45,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aioice.ice
 import av
 import numpy as np
 from aiohttp import ClientSession, web
@@ -55,26 +56,74 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from dispatchd.video import seam  # noqa: E402
-from dispatchd.video.forward import ForwardedTrack, Source  # noqa: E402
+from dispatchd.video.forward import RtpForwarder, Source  # noqa: E402
 from dispatchd.video.framing import EncodedFrame, unwrap16  # noqa: E402
 
 FPS = 30
 # Below this share of the expected frames an SFU's CPU figure is not comparable.
 MIN_DELIVERED = 0.95
-# The issue's target: 10 publishers, 20 subscribers each.
-TARGET_PUBLISHERS, TARGET_SUBSCRIBERS = 10, 200
+# The target: 20 publishers, 20 subscribers each (400 forwarded streams).
+TARGET_PUBLISHERS, TARGET_SUBSCRIBERS = 20, 400
+# The namespace's veth pair: a private /30, the load generator on this side, the SFUs on the other.
+HOST_ADDRESS, SFU_ADDRESS = "10.203.0.1", "10.203.0.2"
+LOCK_FILE = Path(tempfile.gettempdir()) / "dispatchd-bench-video.lock"
 
 
 class BenchError(RuntimeError):
     """The load did not come up as asked; the run has no figures for this SFU."""
 
 
-def machine_address() -> str | None:
-    """This machine's first non-loopback IPv4 address (aioice's own interface listing)."""
-    for address in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False):
-        if not address.startswith("127."):
-            return str(address)
-    return None
+class Namespace:
+    """A network namespace for the SFUs, reached over a veth pair; removed again by :meth:`remove`.
+
+    ``ip netns add benchvidN``; ``ip link add bvNh type veth peer name bvNn netns benchvidN``; a /30
+    of 10.203.0.0 on the two ends; both ends and the namespace's loopback up.
+    """
+
+    PREFIX = "benchvid"
+
+    def __init__(self) -> None:
+        tag = os.getpid() % 100000
+        self.name = f"{self.PREFIX}{tag}"
+        self.host_link, self.ns_link = f"bv{tag}h", f"bv{tag}n"
+
+    @staticmethod
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    @classmethod
+    def remove_stale(cls) -> None:
+        """Namespaces left by a benchmark that was killed: their process is gone."""
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(cls.PREFIX) and name[len(cls.PREFIX) :].isdigit():
+                tag = name[len(cls.PREFIX) :]
+                if not any(Path(f"/proc/{pid}").exists() for pid in (int(tag),)):
+                    subprocess.run(["ip", "link", "del", f"bv{tag}h"], capture_output=True)
+                    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+    def create(self) -> None:
+        self.remove_stale()
+        self.ip("netns", "add", self.name)
+        try:
+            self.ip("link", "add", self.host_link, "type", "veth", "peer", "name", self.ns_link, "netns", self.name)
+            self.ip("addr", "add", f"{HOST_ADDRESS}/30", "dev", self.host_link)
+            self.ip("link", "set", self.host_link, "up")
+            self.ip("-n", self.name, "addr", "add", f"{SFU_ADDRESS}/30", "dev", self.ns_link)
+            self.ip("-n", self.name, "link", "set", self.ns_link, "up")
+            self.ip("-n", self.name, "link", "set", "lo", "up")
+        except subprocess.CalledProcessError:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_link], capture_output=True)  # both ends go
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the namespace (``ip netns exec`` execs it: the pid is the SFU's)."""
+        return ["ip", "netns", "exec", self.name, *argv]
 
 
 def encoded_clip(frames: int = 60, width: int = 640, height: int = 480) -> list[bytes]:
@@ -149,35 +198,19 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 
 # -- the dispatchd SFU process ----------------------------------------------------------------------
-class TimedTrack(ForwardedTrack):
-    """A forwarding track that notes how long each frame waited inside the server."""
-
-    delays: list[float] = []  # noqa: RUF012  # shared by every track of the process
-
-    def __init__(self) -> None:
-        super().__init__("video", queue_frames=60)
-        self._arrived: dict[int, float] = {}
-
-    def offer(self, source: Source, frame: EncodedFrame) -> bool:
-        arrived = time.perf_counter()
-        queued = super().offer(source, frame)
-        if queued and self._last_out is not None:
-            self._arrived[self._last_out] = arrived
-        return queued
-
-    async def recv(self) -> av.Packet:
-        packet = await super().recv()
-        arrived = self._arrived.pop(packet.pts or 0, None)
-        if arrived is not None:
-            TimedTrack.delays.append(time.perf_counter() - arrived)
-        return packet
-
-
 async def sfu_server(port: int, address: str) -> None:
     seam.limit_host_addresses([address])
     seam.check_version()
     sources: list[Source] = []
     pcs: list[RTCPeerConnection] = []
+    senders: list[seam.DirectSender] = []
+    delays: list[float] = []
+    sent = [0]  # frames handed to subscribers' sockets
+
+    def timed(frame: EncodedFrame) -> None:
+        # Marker packet in (the frame's arrival) -> its packets handed to this subscriber's socket.
+        delays.append(time.monotonic() - frame.arrival)
+        sent[0] += 1
 
     async def publish(request: web.Request) -> web.Response:
         offer = await request.json()
@@ -200,23 +233,36 @@ async def sfu_server(port: int, address: str) -> None:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
         t = pc.getTransceivers()[0]
         seam.restrict_codecs(t, "VP8")
-        track = TimedTrack()
-        t.sender.replaceTrack(track)
+        slot = RtpForwarder("video")
+        slot.on_sent = timed
+        direct = seam.DirectSender(t, slot)
+        senders.append(direct)
         t.direction = "sendonly"
-        seam.on_keyframe_request(t.sender, track.request_keyframe)
-        track.show(sources[int(body["source"]) % len(sources)])
+        slot.show(sources[int(body["source"]) % len(sources)])
+
+        @pc.on("connectionstatechange")
+        def connected() -> None:
+            if pc.connectionState == "connected":
+                direct.start()
+
         await pc.setLocalDescription(await pc.createAnswer())
         return web.json_response({"sdp": pc.localDescription.sdp, "type": "answer"})
 
     async def latencies(request: web.Request) -> web.Response:
-        delays = sorted(TimedTrack.delays)
-        TimedTrack.delays.clear()
-        if not delays:
-            return web.json_response({})
+        ordered = sorted(delays)
+        delays.clear()
+        counts = {
+            "sfu_frames_in": sum(source.frames_in for source in sources),
+            "sfu_frames_sent": sent[0],
+            "sfu_socket_drops": sum(direct.dropped for direct in senders),
+        }
+        if not ordered:
+            return web.json_response(counts)
         return web.json_response(
             {
-                "added_latency_ms_median": round(1000 * statistics.median(delays), 3),
-                "added_latency_ms_p95": round(1000 * delays[int(0.95 * (len(delays) - 1))], 3),
+                "added_latency_ms_median": round(1000 * statistics.median(ordered), 3),
+                "added_latency_ms_p95": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 3),
+                **counts,
             }
         )
 
@@ -226,7 +272,7 @@ async def sfu_server(port: int, address: str) -> None:
     app.router.add_get("/latencies", latencies)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, address, port).start()
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -335,8 +381,9 @@ async def drive(args: argparse.Namespace, clip: list[bytes], sfu: Sfu) -> dict[s
                 counter.count_on_socket(pc)
         await connected(pcs[args.publishers :], "subscriber", 15 + 0.1 * len(counters))
         await asyncio.sleep(args.warmup)
+        counts0: dict[str, float] = {}
         if sfu.latencies is not None:
-            await sfu.latencies()  # drop the warm-up's
+            counts0 = await sfu.latencies()  # drop the warm-up's
         before, sent0 = [c.frames for c in counters], sum(t.n for t in clips)
         lost0 = sum(c.lost for c in counters)
         drops0 = udp_drops(sfu.pid), udp_drops(os.getpid())
@@ -347,6 +394,7 @@ async def drive(args: argparse.Namespace, clip: list[bytes], sfu: Sfu) -> dict[s
         after, sent1 = [c.frames for c in counters], sum(t.n for t in clips)
         lost = sum(c.lost for c in counters) - lost0
         latency = await sfu.latencies() if sfu.latencies is not None else {}
+        up = sum(pc.connectionState == "connected" for pc in pcs[: args.publishers])
     finally:
         for pc in pcs:
             with contextlib.suppress(Exception):
@@ -370,9 +418,17 @@ async def drive(args: argparse.Namespace, clip: list[bytes], sfu: Sfu) -> dict[s
         "load_generator_cpu_percent_of_core": round(100 * (own1 - own0) / wall, 1),
         "udp_drops_sfu": drops1[0] - drops0[0],
         "udp_drops_load_generator": drops1[1] - drops0[1],
+        "publishers_connected_at_end": up,
     }
     if args.light_receivers:
         result["rtp_packets_lost"] = lost
+    for key in ("sfu_frames_in", "sfu_frames_sent"):
+        if key in latency:
+            # What the SFU itself received and handed out, per second: a shortfall in what the
+            # receivers counted that the SFU does not show is the load generator's.
+            result[key + "_per_second"] = round((latency.pop(key) - counts0.get(key, 0)) / wall, 1)
+    if "sfu_socket_drops" in latency:
+        latency["sfu_socket_drops"] -= counts0.get("sfu_socket_drops", 0)
     result.update(latency)
     if received < MIN_DELIVERED * expected:
         result["error"] = (
@@ -385,17 +441,15 @@ async def drive(args: argparse.Namespace, clip: list[bytes], sfu: Sfu) -> dict[s
 
 async def load_dispatchd(args: argparse.Namespace, clip: list[bytes]) -> dict[str, Any]:
     port = 18_000 + os.getpid() % 1000
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, __file__, "--serve", str(port), "--address", args.address],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, __file__, "--serve", str(port), "--address", args.sfu_address]
+    if args.netns is not None:
+        command = args.netns.command(command)
+    proc = await asyncio.to_thread(subprocess.Popen, command, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         if (await asyncio.to_thread(proc.stdout.readline)).strip() != "ready":
             raise BenchError(f"the dispatchd SFU process did not start (exit {proc.poll()})")
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://{args.sfu_address}:{port}"
         async with ClientSession() as http:
 
             async def exchange(pc: RTCPeerConnection, path: str, extra: dict[str, Any]) -> None:
@@ -421,7 +475,7 @@ async def load_dispatchd(args: argparse.Namespace, clip: list[bytes]) -> dict[st
 
 
 # -- Janus VideoRoom ---------------------------------------------------------------------------------
-# A throw-away configuration: HTTP API on loopback, VideoRoom only, ICE on the bench's address.
+# A throw-away configuration: HTTP API and ICE on the namespace's address, VideoRoom only.
 # session_timeout = 0: the load generator sends no keep-alives while it measures.
 JANUS_CONF = """general: {{ configs_folder = "{d}" plugins_folder = "{lib}/plugins" transports_folder = "{lib}/transports"
  events_folder = "{lib}/events" loggers_folder = "{lib}/loggers"
@@ -434,7 +488,7 @@ events: {{ broadcast = false }}
 loggers: {{ disable = "libjanus_jsonlog.so" }}
 """
 JANUS_LIB = "/usr/lib/x86_64-linux-gnu/janus"
-JANUS_HTTP = 'general: {{ json = "plain" base_path = "/janus" http = true port = {port} ip = "127.0.0.1" }}\nadmin: {{ admin_http = false }}\n'
+JANUS_HTTP = 'general: {{ json = "plain" base_path = "/janus" http = true port = {port} ip = "{address}" }}\nadmin: {{ admin_http = false }}\n'
 JANUS_ROOM = 'general: { }\nroom-1234: { description = "bench" publishers = 100 bitrate = 0 fir_freq = 10 videocodec = "vp8" audiocodec = "opus" }\n'
 ROOM = 1234
 
@@ -515,20 +569,22 @@ async def load_janus(args: argparse.Namespace, clip: list[bytes]) -> dict[str, A
         JANUS_CONF.format(
             d=conf,
             lib=JANUS_LIB,
-            address=args.address,
+            address=args.sfu_address,
             event_loops=f"event_loops = {args.janus_event_loops} " if args.janus_event_loops else "",
         )
     )
-    (conf / "janus.transport.http.jcfg").write_text(JANUS_HTTP.format(port=port))
+    (conf / "janus.transport.http.jcfg").write_text(JANUS_HTTP.format(port=port, address=args.sfu_address))
     (conf / "janus.plugin.videoroom.jcfg").write_text(JANUS_ROOM)
     command = [binary, "-F", str(conf), "-C", str(conf / "janus.jcfg"), "-N", "-o"]
     command += ["-d", "4", "-D", "-L", args.janus_log] if args.janus_log else ["-d", "2"]
+    if args.netns is not None:
+        command = args.netns.command(command)
     try:
         proc = await asyncio.to_thread(
             subprocess.Popen, command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         try:
-            base = f"http://127.0.0.1:{port}"
+            base = f"http://{args.sfu_address}:{port}"
             async with ClientSession() as http:
                 for _ in range(100):
                     with contextlib.suppress(OSError):
@@ -564,7 +620,7 @@ async def main() -> int:
     parser.add_argument(
         "--target",
         action="store_true",
-        help=f"the 200-stream target: {TARGET_PUBLISHERS} publishers, {TARGET_SUBSCRIBERS} subscribers",
+        help=f"the 400-stream target: {TARGET_PUBLISHERS} publishers, {TARGET_SUBSCRIBERS} subscribers",
     )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=3)
@@ -573,7 +629,11 @@ async def main() -> int:
         action="store_true",
         help="count frames from RTP headers on the socket (no SRTP, no aiortc receive path): far cheaper",
     )
-    parser.add_argument("--address", help="the one ICE host address of every peer (default: this machine's)")
+    parser.add_argument(
+        "--loopback",
+        action="store_true",
+        help="no namespace (needs no root): dispatchd alone, on 127.0.0.1 (Janus does not gather on loopback)",
+    )
     parser.add_argument("--janus", action="store_true", help="also measure Janus VideoRoom on the same load")
     parser.add_argument(
         "--janus-event-loops",
@@ -584,6 +644,7 @@ async def main() -> int:
     )
     parser.add_argument("--janus-log", metavar="FILE", help="Janus's output at debug level 4, for debugging")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)  # the SFU process's own address
     args = parser.parse_args()
     if args.serve:
         await sfu_server(args.serve, args.address)
@@ -595,21 +656,40 @@ async def main() -> int:
     if args.target:
         args.publishers, args.subscribers = TARGET_PUBLISHERS, TARGET_SUBSCRIBERS
         args.light_receivers = True
-    args.address = args.address or machine_address()
-    if args.address is None:
-        parser.error("no non-loopback IPv4 address to use (Janus ignores loopback): give one with --address")
-    if args.janus and args.address.startswith("127."):
-        parser.error("Janus never gathers ICE candidates on a loopback interface: give another --address")
-    seam.limit_host_addresses([args.address])
-    clip = await asyncio.to_thread(encoded_clip)
-    results: dict[str, Any] = {"dispatchd": await measure(args, clip, load_dispatchd)}
-    if args.janus:
-        results["janus"] = await measure(args, clip, load_janus)
-        d, j = results["dispatchd"], results["janus"]
-        if "error" not in d and "error" not in j:
-            results["cpu_per_stream_ratio_dispatchd_to_janus"] = round(
-                d["cpu_percent_per_stream"] / j["cpu_percent_per_stream"], 2
-            )
+    # One run at a time: two would share the namespace's addresses and each other's CPU.
+    lock = LOCK_FILE.open("w")  # held for the whole run, released when the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("bench/video: waiting for another run to finish", file=sys.stderr)
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+    if args.loopback and args.janus:
+        parser.error("Janus never gathers ICE candidates on a loopback interface: run without --loopback (as root)")
+    if not args.loopback and os.geteuid() != 0:
+        parser.error("the SFUs run in a network namespace, which needs root; --loopback measures dispatchd alone")
+    args.netns = None
+    if args.loopback:
+        args.sfu_address = host = "127.0.0.1"
+    else:
+        args.netns = Namespace()
+        args.netns.create()
+        args.sfu_address, host = SFU_ADDRESS, HOST_ADDRESS
+    try:
+        seam.limit_host_addresses([host])
+        clip = await asyncio.to_thread(encoded_clip)
+        results: dict[str, Any] = {"load_average_before": os.getloadavg()[0]}
+        results["dispatchd"] = await measure(args, clip, load_dispatchd)
+        if args.janus:
+            results["janus"] = await measure(args, clip, load_janus)
+            d, j = results["dispatchd"], results["janus"]
+            if "error" not in d and "error" not in j:
+                results["cpu_per_stream_ratio_dispatchd_to_janus"] = round(
+                    d["cpu_percent_per_stream"] / j["cpu_percent_per_stream"], 2
+                )
+        results["load_average_after"] = os.getloadavg()[0]
+    finally:
+        if args.netns is not None:
+            args.netns.remove()
     print(json.dumps(results, indent=2))
     errors = [f"{name}: {r['error']}" for name, r in results.items() if isinstance(r, dict) and "error" in r]
     for line in errors:

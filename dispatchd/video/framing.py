@@ -33,6 +33,10 @@ class EncodedFrame:
     keyframe: bool
     discontinuity: bool = False  # frames were skipped before this one
     ssrc: int = 0
+    # The publisher's RTP payloads (descriptors included), forwarded as they are; None when the
+    # frame did not come by RTP (an RTSP camera) and is packetised by its source.
+    payloads: list[bytes] | None = None
+    arrival: float = 0.0  # monotonic seconds when its last packet arrived (passed in by the edge)
 
 
 def is_keyframe(codec: str, data: bytes) -> bool:
@@ -82,6 +86,7 @@ class _Packet:
     timestamp: int
     marker: bool
     data: bytes
+    payload: bytes | None
 
 
 class FrameAssembler:
@@ -110,8 +115,15 @@ class FrameAssembler:
         self.frames_skipped = 0
 
     def push(
-        self, sequence_number: int, timestamp: int, marker: bool, data: bytes, ssrc: int = 0
+        self,
+        sequence_number: int,
+        timestamp: int,
+        marker: bool,
+        data: bytes,
+        ssrc: int = 0,
+        payload: bytes | None = None,
     ) -> tuple[list[EncodedFrame], bool]:
+        """One packet: ``data`` depayloaded, ``payload`` as it came (kept for forwarding when given)."""
         seq = sequence_number if self._highest is None else unwrap16(sequence_number, self._highest)
         if self._next is not None and seq < self._next - _RESTART_GAP:
             self._restart()  # the sender restarted its sequence numbers: a new stream
@@ -119,12 +131,12 @@ class FrameAssembler:
         if self._highest is None or seq > self._highest:
             self._highest = seq
         if self.kind == "audio":
-            return self._push_audio(seq, timestamp, data, ssrc), False
+            return self._push_audio(seq, timestamp, data, ssrc, payload), False
         if self._next is None or (not self._released and seq < self._next):
             self._next = seq
         if seq < self._next or seq in self._packets:
             return [], False  # late, or a duplicate (a retransmission that crossed the original)
-        self._packets[seq] = _Packet(timestamp, marker, data)
+        self._packets[seq] = _Packet(timestamp, marker, data, payload)
         if marker:
             self._insert_marker(seq)
         frames: list[EncodedFrame] = []
@@ -148,12 +160,15 @@ class FrameAssembler:
         self._released = False
         self._discontinuity = True
 
-    def _push_audio(self, seq: int, timestamp: int, data: bytes, ssrc: int) -> list[EncodedFrame]:
+    def _push_audio(
+        self, seq: int, timestamp: int, data: bytes, ssrc: int, payload: bytes | None
+    ) -> list[EncodedFrame]:
         if self._next is not None and seq < self._next:
             return []
         self._next = seq + 1
         self._released = True
-        return [EncodedFrame(data, self._unwrap_timestamp(timestamp), True, False, ssrc)]
+        payloads = None if payload is None else [payload]
+        return [EncodedFrame(data, self._unwrap_timestamp(timestamp), True, False, ssrc, payloads)]
 
     def _insert_marker(self, seq: int) -> None:
         markers = self._markers
@@ -172,6 +187,7 @@ class FrameAssembler:
             return None
         seq = start
         parts: list[bytes] = []
+        payloads: list[bytes] | None = []
         while True:
             packet = self._packets.get(seq)
             if packet is None:
@@ -182,6 +198,11 @@ class FrameAssembler:
                 seq -= 1
                 break
             parts.append(packet.data)
+            if payloads is not None:
+                if packet.payload is None:
+                    payloads = None
+                else:
+                    payloads.append(packet.payload)
             if packet.marker:
                 break
             seq += 1
@@ -197,6 +218,7 @@ class FrameAssembler:
             is_keyframe(self.codec, data),
             self._discontinuity,
             ssrc,
+            payloads,
         )
         self._discontinuity = False
         self.frames_released += 1

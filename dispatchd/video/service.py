@@ -202,6 +202,11 @@ class VideoCollector(Collector):
                 totals.skips,
             ),
             CounterMetricFamily(
+                "dispatchd_video_layer_switches",
+                "slots moved to another simulcast layer of the same site (size or link)",
+                totals.layer_switches,
+            ),
+            CounterMetricFamily(
                 "dispatchd_video_renegotiations",
                 "new offers the server asked participants for (renegotiate)",
                 totals.renegotiations,

@@ -6,7 +6,9 @@ the server answers, so offers never cross (no glare). See docs/video.md for the 
 Participant → server: ``offer`` {sdp}, ``candidate`` {candidate, sdpMid, sdpMLineIndex} (trickle ICE;
 ``candidate`` null or empty at the end), ``hand`` {raised}, ``leave``; the chair also sends
 ``rollcall`` {participant|null}, ``rotate`` {participants?, interval?}, ``rotate_stop``,
-``mute`` {participant, muted}, ``record`` {on}, ``end``.
+``mute`` {participant, muted}, ``record`` {on}, ``end``, ``wall_allow`` {participant, allowed}. The
+chair and the sites it allowed lay out their own wall: ``layout`` {tiles: 0|1|4|9|16}, ``page``
+{page}, ``page_rotate`` {interval?}, ``page_rotate_stop``.
 
 Server → participant: ``welcome``, ``answer`` {sdp}, ``roster``, ``screen``, ``renegotiate``
 (make a new offer: what you receive needs other slots), ``muted`` {muted}, ``recording`` {on},
@@ -23,8 +25,9 @@ from dispatchd.validate import MAX_DEPTH, json_depth
 
 MAX_MESSAGE = 256 * 1024  # an SDP with many candidates stays well below this
 
-CHAIR_ONLY = frozenset({"rollcall", "rotate", "rotate_stop", "mute", "record", "end"})
-_TYPES = frozenset({"offer", "candidate", "hand", "leave"}) | CHAIR_ONLY
+CHAIR_ONLY = frozenset({"rollcall", "rotate", "rotate_stop", "mute", "record", "end", "wall_allow"})
+WALL = frozenset({"layout", "page", "page_rotate", "page_rotate_stop"})
+_TYPES = frozenset({"offer", "candidate", "hand", "leave"}) | CHAIR_ONLY | WALL
 
 
 class ProtocolError(ValueError):
@@ -46,6 +49,12 @@ class Message:
             return None
         if not isinstance(value, str) or len(value) > max_length:
             raise ProtocolError("bad_field", f"字段 {name} 应为字符串", f"field {name} must be a string")
+        return value
+
+    def int_field(self, name: str) -> int:
+        value = self.data.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ProtocolError("bad_field", f"字段 {name} 应为整数", f"field {name} must be an integer")
         return value
 
 
@@ -75,6 +84,10 @@ def parse(raw: str | bytes) -> Message:
         raise ProtocolError("bad_field", "缺少布尔字段", "a boolean field is missing")
     elif kind == "record" and not isinstance(data.get("on"), bool):
         raise ProtocolError("bad_field", "缺少布尔字段 on", "boolean field on is missing")
+    elif kind == "wall_allow" and not isinstance(data.get("allowed"), bool):
+        raise ProtocolError("bad_field", "缺少布尔字段 allowed", "boolean field allowed is missing")
+    elif kind in ("layout", "page"):
+        msg.int_field("tiles" if kind == "layout" else "page")
     return msg
 
 

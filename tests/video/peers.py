@@ -84,6 +84,7 @@ class MeetingPeer:
         self.me: dict[str, Any] = {}
         self.received: dict[str, list[str]] = defaultdict(list)  # mid -> colours decoded, in order
         self.frames_by_mid: dict[str, int] = defaultdict(int)
+        self.sizes: dict[str, list[tuple[int, int]]] = defaultdict(list)  # mid -> decoded (width, height)
         self.audio_frames = 0
         self._answer: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -167,12 +168,20 @@ class MeetingPeer:
                 frame = await track.recv()
                 self.frames_by_mid[mid] += 1
                 if isinstance(frame, av.VideoFrame):
+                    self.sizes[mid].append((frame.width, frame.height))
                     if self.frames_by_mid[mid] % 3 == 0:  # sample: colour conversion costs CPU
                         self.received[mid].append(dominant_colour(frame))
                 else:
                     self.audio_frames += 1
         except Exception:
             return
+
+    def layer_of(self, participant: str) -> str | None:
+        """The simulcast rid the server says it forwards of ``participant`` (None: one encoding)."""
+        for slot in self.screen.get("slots", []):
+            if slot["kind"] == "video" and slot["participant"] == participant:
+                return slot.get("layer")
+        return None
 
     def slot_of(self, participant: str, kind: str = "video") -> str | None:
         """The mid on which this peer is being sent ``participant``'s video (or audio), per the last screen."""

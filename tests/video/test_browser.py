@@ -117,3 +117,39 @@ async def test_two_chromium_pages_see_each_other_after_roll_call(
     finally:
         await third.close()
         await context.close()
+
+
+async def test_the_meeting_page_keeps_its_title_and_tells_each_side_what_it_waits_for(
+    video_client: TestClient[Any, Any], make_user: UserFactory, browser: Any
+) -> None:
+    """The chair alone in its meeting is told it waits for the sites (never "waiting for the
+    chair"), and the meeting's title stays in the page's header; a site that joins sees the chair
+    named on its screen, and once the chair leaves, is told it waits for the chair."""
+    officer = await make_user("duty_officer", COUNTY)
+    data = await create_meeting(video_client, officer.headers, invite=["330381001"], title="安阳劳资纠纷会商")
+    chair = await (await browser.new_context()).new_page()
+    site = await (await browser.new_context()).new_page()
+    try:
+        await chair.goto(page_url(video_client, data["chair_link"]["url"]))
+
+        async def chair_waits_for_sites() -> bool:
+            return bool(await chair.locator("#empty").text_content() == "等待各方接入…")
+
+        await poll(chair_waits_for_sites)
+        assert await chair.locator("#title").text_content() == "安阳劳资纠纷会商"
+        assert await chair.locator("header").is_visible()
+        await site.goto(page_url(video_client, data["links"][0]["url"]))
+
+        async def chair_named_on_the_site() -> bool:
+            captions = await site.locator(".tile:not([hidden]) figcaption").all_text_contents()
+            return any("主持" in c for c in captions)
+
+        await poll(chair_named_on_the_site)
+        await chair.context.close()
+
+        async def site_waits_for_chair() -> bool:
+            return bool(await site.locator("#empty").text_content() == "等待主持人…")
+
+        await poll(site_waits_for_chair)
+    finally:
+        await site.close()

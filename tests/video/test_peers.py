@@ -167,3 +167,30 @@ async def test_metrics_count_rooms_streams_frames_and_keyframe_requests(
     finally:
         for peer in (chair, b, c):
             await peer.close()
+
+
+async def test_a_site_lays_out_a_wall_only_once_the_chair_allows_it(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """A site's own wall is refused until the chair allows it (允许电视墙); then the site chooses a 4-way
+    wall, receives the chair and the other site on it, and decodes the other site that the chair-and-
+    speaker view would not have shown it; turning its wall off goes back to the chair alone."""
+    chair, b, c = await _three(video_client, make_user)
+    try:
+        await b.send("layout", tiles=4)
+        await b.wait_for(lambda: any(m["type"] == "error" and m["code"] == "no_wall" for m in b.messages))
+        await chair.send("wall_allow", participant=b.id, allowed=True)
+        await b.wait_for(lambda: b.id in b.screen.get("screen", {}).get("wall_allowed", []))
+        await b.send("layout", tiles=4)
+        await b.wait_for(lambda: (b.screen.get("wall") or {}).get("tiles") == 4)
+        assert b.screen["shown"] == [chair.id, c.id]  # roll order: the chair, then the other site
+        await b.wait_for(lambda: b.slot_of(c.id) is not None)
+        mid = b.slot_of(c.id)
+        assert mid is not None
+        await b.wait_for(lambda: "blue" in b.received[mid])
+        assert {s["size"] for s in b.screen["slots"] if s["participant"]} == {"medium"}
+        await b.send("layout", tiles=0)
+        await b.wait_for(lambda: b.screen.get("wall") is None and b.screen["shown"] == [chair.id])
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()

@@ -29,14 +29,31 @@ def test_version_is_pinned() -> None:
 
 
 async def test_private_names_exist() -> None:
-    """Every private attribute the seam replaces exists on real aiortc objects of the pinned release."""
+    """Every private attribute the seam replaces or reads exists on real aiortc objects of the pinned
+    release: the receiver's jitter buffer, decoder queue, NACK generator, RTX map and RTP handler,
+    the sender's keyframe and RTCP handlers and sender-report counters, the negotiated codecs and
+    header extensions, the outbound SRTP session and the ICE connection's selected pairs."""
     pc = RTCPeerConnection()
     try:
         t = pc.addTransceiver("video")
-        for name in (seam._JITTER_BUFFER, seam._DECODER_QUEUE, seam._SEND_RTCP_PLI):
+        for name in (
+            seam._JITTER_BUFFER,
+            seam._DECODER_QUEUE,
+            seam._SEND_RTCP_PLI,
+            seam._NACK_GENERATOR,
+            seam._RTX_SSRC,
+            seam._HANDLE_RTP,
+        ):
             assert hasattr(t.receiver, name), name
         assert callable(getattr(t.sender, seam._SEND_KEYFRAME))
+        assert callable(getattr(t.sender, seam._HANDLE_RTCP))
+        for name in (seam._SR_NTP, seam._SR_RTP, seam._SR_PACKETS, seam._SR_OCTETS):
+            assert isinstance(getattr(t.sender, name), int), name
         assert isinstance(getattr(t, seam._CODECS), list)
+        assert isinstance(getattr(t, seam._HEADER_EXTENSIONS), list)
+        dtls = t.sender.transport
+        assert hasattr(dtls, seam._TX_SRTP)
+        assert isinstance(getattr(getattr(dtls.transport, seam._ICE_CONNECTION), seam._NOMINATED), dict)
         tap = seam.tap_receiver(t.receiver, "video", "VP8", lambda frame: None)
         assert getattr(t.receiver, seam._JITTER_BUFFER) is tap
     finally:

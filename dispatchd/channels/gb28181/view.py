@@ -24,6 +24,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from dispatchd.channels.gb28181.streams import CameraStream, StreamManager
 from dispatchd.config import VideoSettings
 from dispatchd.errors import Conflict, Invalid
+from dispatchd.rtc import close_peer
 from dispatchd.video import seam
 from dispatchd.video.forward import ForwardedTrack, ForwardingTotals, Source
 from dispatchd.video.room import ice_configuration
@@ -101,7 +102,7 @@ class Viewers:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
         except BaseException:
-            await pc.close()
+            await close_peer(pc)
             raise
         stream, source = self.streams.acquire(camera_id, device_id, mode)
         session = ViewSession(session_id, camera_id, user, pc, track, stream, source)
@@ -136,7 +137,7 @@ class Viewers:
         session.track.stop()
         self.streams.release(session.camera_id, session.source)
         with contextlib.suppress(Exception):
-            await session.pc.close()
+            await close_peer(session.pc)
         log.info("gb28181_view_closed", camera=session.camera_id, session=session.id)
         return True
 

@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from dispatchd.channels.hotline.voice import g711, seam
 from dispatchd.channels.hotline.voice.jitter import OutFrame
+from dispatchd.rtc import close_peer
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -128,7 +129,7 @@ class OfficerLeg:
             leg.answer_sdp = pc.localDescription.sdp
             return leg
         except BaseException:
-            await pc.close()
+            await close_peer(pc)
             raise
 
     # -- to the browser ---------------------------------------------------------------------
@@ -237,4 +238,4 @@ class OfficerLeg:
         self.track.stop()
         if self._reader is not None:
             self._reader.cancel()
-        await self.pc.close()
+        await close_peer(self.pc)
