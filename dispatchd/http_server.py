@@ -87,6 +87,7 @@ def build_context(
         ctx.metrics,
         retry_after=settings.http.retry_after,
         probe_timeout=max(settings.database.connect_timeout, settings.redis.connect_timeout) + 1.0,
+        stale_after_recovery=db.connect_options(settings.database)["command_timeout"],
     )
     return ctx
 

@@ -87,13 +87,28 @@ ENVELOPE = _obj(
     "One change of one entity.",
 )
 
+_STORES_DOWN = {
+    "type": "array",
+    "items": {"enum": ["postgres", "redis"]},
+    "description": "the stores the serving instance sees down now: postgres — changes cannot be saved "
+    "(requests answer 503, try again); redis — live positions and presence come from PostgreSQL and "
+    "may lag",
+}
+
 BOARD_OUT = {
     "snapshot": _typed(
         "snapshot",
-        {"seq": _INT, "at": _TIME, "org": _STR, "sections": {"type": "object", "description": "name -> data"}},
+        {
+            "seq": _INT,
+            "at": _TIME,
+            "org": _STR,
+            "sections": {"type": "object", "description": "name -> data"},
+            "stores_down": _STORES_DOWN,
+        },
         ["seq", "sections"],
         "First message without since= (or when since= is too old): the jurisdiction as of seq. Sections: "
-        "incidents (open cases, counters), units (status, position), calls, meetings, orders, alerts.",
+        "incidents (open cases, counters), units (status, position), calls, meetings, orders, alerts; "
+        "a section that could not be read is null.",
     ),
     "resumed": _typed(
         "resumed",
@@ -117,9 +132,13 @@ BOARD_OUT = {
     },
     "heartbeat": _typed(
         "heartbeat",
-        {"at": _TIME, "head": {"type": "integer", "description": "every change up to head was sent before"}},
+        {
+            "at": _TIME,
+            "head": {"type": "integer", "description": "every change up to head was sent before"},
+            "stores_down": _STORES_DOWN,
+        },
         ["at", "head"],
-        "Sent every [live] heartbeat_interval seconds.",
+        "Sent every [live] heartbeat_interval seconds, and at once when a store goes down or comes back.",
     ),
 }
 

@@ -47,7 +47,7 @@ from dispatchd.live.protocol import (
     snapshot_message,
     text_frame,
 )
-from dispatchd.store.outage import store_failure
+from dispatchd.store.outage import OUTAGES, store_failure
 from dispatchd.store.users import User
 
 log = structlog.get_logger("dispatchd.live.board")
@@ -81,7 +81,18 @@ class Frame:
 
 
 class BoardClient:
-    __slots__ = ("backlog", "closing", "conn_id", "cursor", "live", "org", "registered_at", "transport", "user", "ws")
+    __slots__ = (
+        "backlog",
+        "closing",
+        "conn_id",
+        "cursor",
+        "live",
+        "org",
+        "registered_at",
+        "transport",
+        "user",
+        "ws",
+    )
 
     def __init__(self, ws: Socket, transport: asyncio.Transport, user: User, seq: int) -> None:
         self.ws = ws
@@ -110,6 +121,17 @@ class BoardHub:
         self._wake = asyncio.Event()
         self._snapshots: dict[str, asyncio.Future[tuple[int, str]]] = {}
         self._closers: set[asyncio.Task[None]] = set()
+        # A store going down or coming back is told to every board at once, in a heartbeat.
+        self.outages = ctx.get(OUTAGES)
+        if self.outages is not None:
+            self.outages.listeners.append(self._stores_changed)
+
+    def _stores_changed(self, store: str, down: bool) -> None:
+        self._heartbeat_due = True
+        self._wake.set()
+
+    def stores_down(self) -> list[str]:
+        return self.outages.down() if self.outages is not None else []
 
     @property
     def client_count(self) -> int:
@@ -152,7 +174,11 @@ class BoardHub:
         if rows or heartbeat:
             changes = [(r, encode_change(r)) for r in rows]
             beat = (
-                text_frame(dumps(heartbeat_message(self.clock.now(), self.received)).encode()) if heartbeat else b""
+                text_frame(
+                    dumps(heartbeat_message(self.clock.now(), self.received, self.stores_down())).encode()
+                )
+                if heartbeat
+                else b""
             )
             # Route each row to the jurisdictions on its path (a handful of lookups per row,
             # however many jurisdictions are connected); rows stay in seq order per jurisdiction.
@@ -270,6 +296,8 @@ class BoardHub:
 
     async def close_all(self) -> None:
         """The instance stops: every board is told to go elsewhere and resume (1001)."""
+        if self.outages is not None and self._stores_changed in self.outages.listeners:
+            self.outages.listeners.remove(self._stores_changed)
         clients = [c for g in self.groups.values() for c in g]
         for c in clients:
             self._remove(c)
@@ -303,11 +331,13 @@ class BoardHub:
             if isinstance(result, BaseException):
                 # null: the board shows the section as unavailable. A store outage is logged once.
                 if store_failure(ctx, result) is None:
-                    log.error("board_section_failed", section=name, error=f"{type(result).__name__}: {result}")
+                    log.error(
+                        "board_section_failed", section=name, error=f"{type(result).__name__}: {result}"
+                    )
                 sections[name] = None
             else:
                 sections[name] = result
-        return seq, dumps(snapshot_message(seq, self.clock.now(), org, sections))
+        return seq, dumps(snapshot_message(seq, self.clock.now(), org, sections, self.stores_down()))
 
     def register(self, ws: Socket, transport: asyncio.Transport, user: User) -> BoardClient:
         """A new board: frames for it are queued from now on (its start is :meth:`start`)."""

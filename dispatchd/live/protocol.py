@@ -239,16 +239,26 @@ def change_message(row: ChangeRow) -> dict[str, Any]:
     }
 
 
-def snapshot_message(seq: int, at: datetime, org: str, sections: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "snapshot", "seq": seq, "at": at.isoformat(), "org": org, "sections": dict(sections)}
+def snapshot_message(
+    seq: int, at: datetime, org: str, sections: Mapping[str, Any], stores_down: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``stores_down``: the stores the serving instance sees down (the board says what that means)."""
+    return {
+        "type": "snapshot",
+        "seq": seq,
+        "at": at.isoformat(),
+        "org": org,
+        "sections": dict(sections),
+        "stores_down": list(stores_down),
+    }
 
 
 def resumed_message(since: int) -> dict[str, Any]:
     return {"type": "resumed", "since": since}
 
 
-def heartbeat_message(at: datetime, head: int) -> dict[str, Any]:
-    return {"type": "heartbeat", "at": at.isoformat(), "head": head}
+def heartbeat_message(at: datetime, head: int, stores_down: Sequence[str] = ()) -> dict[str, Any]:
+    return {"type": "heartbeat", "at": at.isoformat(), "head": head, "stores_down": list(stores_down)}
 
 
 # -- squad messages ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ down, taking a connection fails at once with :class:`~dispatchd.store.outage.Sto
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import TracebackType
 from typing import Any
@@ -113,6 +114,17 @@ class DeadlinePool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
         self.outages = outages
+        self._expiring: set[asyncio.Future[None]] = set()
+        if outages is not None:
+            outages.listeners.append(self._store_changed)
+
+    def _store_changed(self, store: str, down: bool) -> None:
+        """PostgreSQL is back: connections that lived through the outage (a statement timed out on
+        them, a reset that never finished) are replaced, not handed to the next request."""
+        if store == POSTGRES and not down and not self.is_closing():
+            expiring = asyncio.ensure_future(self.expire_connections())
+            self._expiring.add(expiring)
+            expiring.add_done_callback(self._expiring.discard)
 
     def acquire(self, *, timeout: float | None = None) -> Any:
         return _Acquire(self, self.acquire_timeout if timeout is None else timeout)

@@ -40,7 +40,10 @@ POSTGRES: Final = "postgres"
 REDIS: Final = "redis"
 STORES: Final = (POSTGRES, REDIS)
 
-_NAMES: Final = {POSTGRES: ("数据库", "the database (PostgreSQL)"), REDIS: ("实时数据服务", "the live-data store (Redis)")}
+_NAMES: Final = {
+    POSTGRES: ("数据库", "the database (PostgreSQL)"),
+    REDIS: ("实时数据服务", "the live-data store (Redis)"),
+}
 
 
 class StoreDown(Exception):
@@ -146,7 +149,9 @@ def refused_value(exc: BaseException) -> bool:
 
 
 # What a request had to do without (Redis-only state), for a header that says so.
-_DEGRADED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("dispatchd_degraded", default=None)
+_DEGRADED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "dispatchd_degraded", default=None
+)
 
 
 def begin_degraded() -> set[str]:
@@ -169,6 +174,7 @@ Probe = Callable[[], Awaitable[object]]
 class _State:
     down_since: float | None = None
     refused: int = 0
+    recovered_at: float | None = None
     error: str = ""
     probe: asyncio.Task[None] | None = None
 
@@ -181,12 +187,31 @@ class Outages:
     retry_after: float = 5.0
     probe_interval: float = 0.5
     probe_timeout: float = 2.0
+    # A call that began during an outage may fail after the store is back (its deadline ran out, its
+    # connection was broken): within this many seconds of a recovery a failure is such old news,
+    # not a new outage. The longest deadline of a store call (PostgreSQL's command timeout).
+    stale_after_recovery: float = 0.0
     probes: dict[str, Probe] = field(default_factory=dict)
+    # Called with (store, down) when a store goes down or comes back: the boards are told at once,
+    # the pool drops the connections that lived through the outage.
+    listeners: list[Callable[[str, bool], None]] = field(default_factory=list)
     _states: dict[str, _State] = field(default_factory=lambda: {s: _State() for s in STORES})
     _closed: bool = False
 
     def is_down(self, store: str) -> bool:
         return self._states[store].down_since is not None
+
+    def down(self) -> list[str]:
+        """The stores this instance sees down now, in :data:`STORES` order."""
+        return [s for s in STORES if self._states[s].down_since is not None]
+
+    def _changed(self, store: str) -> None:
+        down = self.is_down(store)
+        for listener in list(self.listeners):
+            try:
+                listener(store, down)
+            except Exception:
+                log.exception("store_listener_failed")
 
     def check(self, store: str) -> None:
         """Raise :class:`StoreDown` at once while ``store`` is known to be down."""
@@ -208,12 +233,16 @@ class Outages:
         state = self._states[store]
         if state.down_since is not None or self._closed:
             return
-        state.down_since = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        if state.recovered_at is not None and now - state.recovered_at < self.stale_after_recovery:
+            return
+        state.down_since = now
         state.refused = 0
         state.error = error
         self.metrics.store_up.labels(store).set(0)
         self.metrics.store_outages.labels(store).inc()
         log.warning("store_unavailable", store=store, error=error)
+        self._changed(store)
         if store in self.probes:
             state.probe = asyncio.create_task(self._probe(store), name=f"store-probe-{store}")
 
@@ -224,8 +253,10 @@ class Outages:
         down_s = asyncio.get_running_loop().time() - state.down_since
         state.down_since = None
         state.probe = None
+        state.recovered_at = asyncio.get_running_loop().time()
         self.metrics.store_up.labels(store).set(1)
         log.info("store_recovered", store=store, down_s=round(down_s, 1), refused=state.refused)
+        self._changed(store)
 
     async def _probe(self, store: str) -> None:
         probe = self.probes[store]

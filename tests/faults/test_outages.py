@@ -101,16 +101,23 @@ async def test_redis_away_login_tokens_units_and_handshakes_work(
     make_client: AppFactory, make_user: UserFactory, faults: FaultStores, fault: str
 ) -> None:
     """Redis hung or stopped: login, token checks, the unit list (positions from the track, marked
-    degraded), the board's snapshot and the squad's hello all work, from PostgreSQL alone."""
+    degraded), the board's snapshot and the squad's hello all work, from PostgreSQL alone; a board
+    already open is told at once that Redis is down (and a new one in its snapshot), and told again
+    when it is back."""
     client = await make_client(**FAST)
     officer = await make_user("duty_officer", COUNTY)
     unit, members = await make_squad(client, officer, make_user)
+    wall = await client.ws_connect(board_path(officer))
+    first = await wall.receive_json(timeout=10)
+    assert first["type"] == "snapshot" and first["stores_down"] == []
     with capture_logs() as logs:
         faults.freeze("redis") if fault == "freeze" else faults.stop("redis")
         r = await answer(
             client, "POST", "/api/v1/auth/login", json={"username": officer.user.username, "password": PASSWORD}
         )
         assert r.status == 200, await r.text()
+        told = await _heartbeat_saying(wall, ["redis"])
+        assert told["head"] >= first["seq"]
         assert r.headers["Cache-Control"] == "no-store"
         token = (await r.json())["token"]
         auth = {"Authorization": f"Bearer {token}"}
@@ -123,11 +130,24 @@ async def test_redis_away_login_tokens_units_and_handshakes_work(
         async with client.ws_connect(board_path(officer) + "&console=1") as ws:
             snapshot = await ws.receive_json(timeout=10)
             assert snapshot["type"] == "snapshot" and snapshot["sections"]["units"] is not None
+            assert snapshot["stores_down"] == ["redis"]
         async with client.ws_connect(f"/ws/squad?token={members[0].token}") as ws:
             hello = await ws.receive_json(timeout=10)
             assert hello["type"] == "hello"
+        faults.restore()
+        await _heartbeat_saying(wall, [])
+        await wall.close()
     assert len(events(logs, "store_unavailable", store="redis")) == 1
     assert events(logs, "unhandled_error") == []
+
+
+async def _heartbeat_saying(ws: aiohttp.ClientWebSocketResponse, down: list[str]) -> dict[str, Any]:
+    """The first heartbeat within 10 s whose ``stores_down`` is ``down`` (well before the periodic one)."""
+    async with asyncio.timeout(10):
+        while True:
+            msg = await ws.receive_json()
+            if msg["type"] == "heartbeat" and msg["stores_down"] == down:
+                return dict(msg)
 
 
 async def _osmand_unit(client: TestClient[Any, Any], make_user: UserFactory) -> tuple[str, int]:

@@ -9,6 +9,7 @@
 // message whose seq (if any) is newer than the last one seen.
 import { get, session } from "./api.js";
 import { noteServerTime } from "./clock.js";
+import { onLanguageChange, t } from "./i18n.js";
 
 const HEARTBEAT_MS = 15000; // send a ping this often
 const SILENCE_MS = 40000; // no message at all for this long: the connection is dead
@@ -95,6 +96,9 @@ export class LiveSocket {
         return;
       }
       if ((msg.type === "snapshot" || msg.type === "heartbeat") && msg.at) noteServerTime(msg.at);
+      if ((msg.type === "snapshot" || msg.type === "heartbeat") && Array.isArray(msg.stores_down)) {
+        showStoresDown(msg.stores_down);
+      }
       // A heartbeat says every change up to `head` was sent before it: a safe place to resume from.
       if (msg.type === "heartbeat" && typeof msg.head === "number" && this.seq !== null && msg.head > this.seq) {
         this.seq = msg.head;
@@ -180,3 +184,30 @@ export class LiveSocket {
     this.seq = null;
   }
 }
+
+// -- stores the server sees down -----------------------------------------------------------------
+
+let storesDown = [];
+
+/** A bar at the top of the page while the server reports a store down: what it means for the
+ * people at this screen (PostgreSQL: changes are refused, try again; Redis: positions may lag). */
+export function showStoresDown(down) {
+  storesDown = down.filter((s) => s === "postgres" || s === "redis");
+  let bar = document.getElementById("stores-down");
+  if (!storesDown.length) {
+    if (bar) bar.remove();
+    return;
+  }
+  if (!bar) {
+    bar = document.createElement("div");
+    bar.id = "stores-down";
+    bar.className = "stores-down";
+    bar.setAttribute("role", "alert");
+    document.body.prepend(bar);
+  }
+  bar.textContent = storesDown.map((s) => t(`live.store_down.${s}`)).join(" ");
+}
+
+onLanguageChange(() => {
+  if (storesDown.length) showStoresDown(storesDown);
+});

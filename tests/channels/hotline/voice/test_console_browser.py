@@ -102,8 +102,12 @@ async def test_console_answers_in_chromium_and_hangs_up(
         assert source is not None and f"/api/v1/hotline/calls/{call['id']}/recording" in source
         duration = await wait_js(
             page,
-            "(() => { const a = document.querySelector('.recording audio'); a.preload = 'auto'; a.load();"
-            " return new Promise(r => a.addEventListener('loadedmetadata', () => r(a.duration), {once: true})); })()",
+            # The case view may render again (a live change) and replace the element: look it up on
+            # every try, and give up a try that waits too long.
+            "(() => { const a = document.querySelector('.recording audio'); if (!a) return null;"
+            " if (a.readyState >= 1) return a.duration; a.preload = 'auto'; a.load();"
+            " return new Promise(r => { a.addEventListener('loadedmetadata', () => r(a.duration), {once: true});"
+            " setTimeout(() => r(null), 3000); }); })()",
         )
         assert duration > 1.0  # a real WAV the browser reads, seconds long
         watch.check()
