@@ -8,6 +8,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from dispatchd.domain.orgs import OrgTree
+from dispatchd.store.outage import OUTAGES
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, PASSWORD, UserFactory
 from tests.ui.conftest import (
     DESK,
@@ -178,3 +180,29 @@ async def test_squad_member_in_no_unit_is_told_so(browsing: Browsing, make_user:
     await page.wait_for_selector(".live[data-status='no_unit']")
     assert "未编入" in await page.inner_text("#idle h2")
     watch.check()
+
+
+async def test_the_wall_and_the_console_say_when_a_store_is_down(browsing: Browsing, make_user: UserFactory) -> None:
+    """When the instance sees Redis go down, the open wall and console show at once what that means
+    (positions may lag), in the chosen language, and the bar goes when Redis is back; PostgreSQL's
+    bar asks to try again."""
+    leader = await make_user("duty_officer", COUNTY)
+    wall, wall_watch = await browsing.open_page("/board", token=leader.token, user=leader.user.as_json(), viewport=WALL)
+    desk, desk_watch = await browsing.open_page("/console", token=leader.token, user=leader.user.as_json())
+    for page in (wall, desk):
+        await page.wait_for_selector('.live[data-status="live"]')
+    outages = browsing.client.server.app[CTX][OUTAGES]
+    outages.failed("redis", "ConnectionError: test")
+    for page in (wall, desk):
+        bar = await page.wait_for_selector("#stores-down", timeout=5000)
+        assert "位置" in (await bar.inner_text())
+    outages.failed("postgres", "ConnectionError: test")
+    await wait_js(wall, "(document.querySelector('#stores-down') || {}).textContent?.includes('重试')")
+    await wall.click(".lang-switch")
+    await wait_js(wall, "(document.querySelector('#stores-down') || {}).textContent?.includes('try again')")
+    outages.recovered("postgres")
+    outages.recovered("redis")
+    for page in (wall, desk):
+        await wait_js(page, "document.querySelector('#stores-down') === null")
+    wall_watch.check()
+    desk_watch.check()
