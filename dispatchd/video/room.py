@@ -281,16 +281,7 @@ class Room:
                     raise ProtocolError(
                         "bad_field", "participants 应为字符串数组", "participants must be strings"
                     )
-                interval = msg.data.get("interval", self.settings.rotation_interval)
-                if (
-                    not isinstance(interval, int | float)
-                    or isinstance(interval, bool)
-                    or not 1 <= interval <= 3600
-                ):
-                    raise ProtocolError(
-                        "bad_field", "interval 应在 1 到 3600 秒之间", "interval must be 1–3600 s"
-                    )
-                self.screen.rotate(sites, float(interval), self._monotonic())
+                self.screen.rotate(sites, self._interval(msg), self._monotonic())
                 await self._audit("rotate", {"sites": self.screen.as_json()["rotation"]}, True)
             elif msg.type == "rotate_stop":
                 self.screen.stop_rotation()
@@ -319,6 +310,13 @@ class Room:
             raise ProtocolError(exc.code, exc.message_zh, exc.message_en) from None
         await self.relayout(roster=True)
 
+    def _interval(self, msg: Message) -> float:
+        """A rotation's seconds per step (sites or pages): 1–3600, the configured one by default."""
+        interval = msg.data.get("interval", self.settings.rotation_interval)
+        if not isinstance(interval, int | float) or isinstance(interval, bool) or not 1 <= interval <= 3600:
+            raise ProtocolError("bad_field", "interval 应在 1 到 3600 秒之间", "interval must be 1–3600 s")
+        return float(interval)
+
     async def wall_command(self, p: Participant, msg: Message) -> None:
         """A wall's layout, page and page rotation: the chair's, or a site's the chair allowed."""
         try:
@@ -327,16 +325,7 @@ class Room:
             elif msg.type == "page":
                 self.screen.turn_page(p.id, msg.int_field("page"))
             elif msg.type == "page_rotate":
-                interval = msg.data.get("interval", self.settings.rotation_interval)
-                if (
-                    not isinstance(interval, int | float)
-                    or isinstance(interval, bool)
-                    or not 1 <= interval <= 3600
-                ):
-                    raise ProtocolError(
-                        "bad_field", "interval 应在 1 到 3600 秒之间", "interval must be 1–3600 s"
-                    )
-                self.screen.rotate_pages(p.id, float(interval), self._monotonic())
+                self.screen.rotate_pages(p.id, self._interval(msg), self._monotonic())
             elif msg.type == "page_rotate_stop":
                 self.screen.stop_pages(p.id)
         except LayoutError as exc:

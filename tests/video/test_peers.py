@@ -97,6 +97,31 @@ async def test_only_the_chair_commands_and_hands_reach_the_chair(
             await peer.close()
 
 
+async def test_a_rotation_interval_out_of_range_is_refused_by_name(
+    video_client: TestClient[Any, Any], make_user: UserFactory
+) -> None:
+    """The chair's site rotation and page rotation refuse an interval outside 1–3600 s with
+    ``bad_field`` naming it, and accept one inside."""
+    chair, b, c = await _three(video_client, make_user)
+    try:
+        for kind, extra in (("rotate", {"participants": [b.id, c.id]}), ("page_rotate", {})):
+            for bad in (0, 3601, True):
+                before = len(chair.messages)
+                await chair.send(kind, interval=bad, **extra)
+                await chair.wait_for(
+                    lambda before=before: any(
+                        m["type"] == "error" and m["code"] == "bad_field" and "interval" in m.get("message", "")
+                        for m in chair.messages[before:]
+                    )
+                )
+        room = next(iter(video_client.server.app[CTX][ROOMS].rooms.values()))
+        await chair.send("rotate", participants=[b.id, c.id], interval=5)
+        await chair.wait_for(lambda: room.screen.as_json()["rotation"] is not None)
+    finally:
+        for peer in (chair, b, c):
+            await peer.close()
+
+
 async def test_the_server_asks_for_a_new_offer_when_a_participant_lacks_slots(
     video_client: TestClient[Any, Any], make_user: UserFactory
 ) -> None:
