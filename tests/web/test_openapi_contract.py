@@ -28,12 +28,15 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.web.appkeys import CTX
+from tests.channels.hotline.test_api import KEY, ring
 from tests.channels.reports.helpers import form, png, report_body
 from tests.conftest import COUNTY, AppFactory, UserFactory
 from tests.live.helpers import GRID, TOWN, make_case, make_squad, order
 from tests.units.helpers import add_device
+from tests.video.conftest import create_meeting
 
 EXAMPLES = int(os.environ.get("DISPATCHD_CONTRACT_EXAMPLES", "8"))
 CHECKS = [
@@ -87,10 +90,15 @@ def _import_schemathesis_fully() -> None:
 _import_schemathesis_fully()
 
 
-async def _objects(client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree) -> dict[str, Any]:
+async def _objects(
+    client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
+) -> dict[str, Any]:
     """Real objects for the paths to reach: a case, a squad with a member and a device, an order,
-    a report with a photo, a patrol. Returns path-parameter values by path prefix."""
+    a report with a photo, a patrol, a hotline call (from the CTI webhook) and a meeting. Returns
+    path-parameter values by path prefix."""
     officer = await make_user("duty_officer", COUNTY)
+    call = await ring(client, clock, "contract-call", "13900001111", "967999")
+    meeting = await create_meeting(client, officer.headers, invite=[TOWN])
     case = await make_case(client, officer, org_tree)
     unit, members = await make_squad(client, officer, make_user, org=TOWN)
     device = await add_device(client, officer.headers, unit["id"], "osmand", "contract-1")
@@ -113,6 +121,8 @@ async def _objects(client: TestClient[Any, Any], make_user: UserFactory, org_tre
         "/api/v1/patrols/": {"id": patrol.get("id", 1)},
         "/api/v1/media/": {"sha": report["photos"][0]["sha256"]},
         "/api/v1/orgs/": {"code": TOWN},
+        "/api/v1/hotline/calls/": {"id": call["id"]},
+        "/api/v1/meetings/": {"id": meeting["id"]},
     }
 
 
@@ -167,12 +177,17 @@ def _exercise(doc: dict[str, Any], base: str, token: str, objects: dict[str, Any
 
 
 async def test_every_operation_keeps_to_the_document(
-    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
 ) -> None:
     """Generated requests to every documented operation (valid, invalid, and reaching existing
     objects) never get a 5xx nor an answer the document does not describe."""
-    client = await make_client(reports_photos_per_hour=100000, auth_account_max_delay=0)
-    objects = await _objects(client, make_user, org_tree)
+    client = await make_client(
+        reports_photos_per_hour=100000,
+        auth_account_max_delay=0,
+        hotline_cti_hmac_key=KEY,
+        video_host_addresses="127.0.0.1",
+    )
+    objects = await _objects(client, make_user, org_tree, clock)
     admin = await make_user("admin", COUNTY)
     doc = await (await client.get("/api/openapi.json")).json()
     base = f"http://127.0.0.1:{client.port}"
@@ -188,6 +203,7 @@ async def test_every_operation_keeps_to_the_document(
         if s.name.endswith("_total") and s.value
     }
     assert ("/api/v1/reports", "201") in answered and ("/api/v1/incidents/{id}", "200") in answered
+    assert ("/api/v1/hotline/calls/{id}", "200") in answered and ("/api/v1/meetings/{id}", "200") in answered
 
 
 async def test_the_document_declares_what_the_server_reads(client: TestClient[Any, Any]) -> None:
