@@ -18,6 +18,8 @@ from structlog.testing import capture_logs
 
 from dispatchd.clock import FakeClock
 from dispatchd.web.appkeys import CTX
+from tests.channels.hotline.voice.conftest import sip_port, waiting_call
+from tests.channels.hotline.voice.peers import ToneCaller
 from tests.channels.test_jt808_server import Terminal, location, register_2013
 from tests.conftest import COUNTY, PASSWORD, AppFactory, UserFactory
 from tests.faults.stores import FaultStores
@@ -148,6 +150,43 @@ async def _heartbeat_saying(ws: aiohttp.ClientWebSocketResponse, down: list[str]
             msg = await ws.receive_json()
             if msg["type"] == "heartbeat" and msg["stores_down"] == down:
                 return dict(msg)
+
+
+@pytest.mark.parametrize("fault", ["freeze", "stop"])
+async def test_a_call_the_database_cannot_take_is_refused_503_with_retry_after(
+    make_client: AppFactory, make_user: UserFactory, faults: FaultStores, fault: str
+) -> None:
+    """PostgreSQL hung or stopped: a call to 967999 from a real SIP caller is refused with 503 and
+    Retry-After (not left ringing, nobody could answer it), with one store_unavailable line and no
+    traceback; once PostgreSQL is back the next call rings and is queued."""
+    client = await make_client(**FAST, video_host_addresses="127.0.0.1")
+    officer = await make_user("duty_officer", COUNTY)
+    port = sip_port(client)
+    with capture_logs() as logs:
+        faults.freeze("postgres") if fault == "freeze" else faults.stop("postgres")
+        caller = ToneCaller("127.0.0.1", port)
+        try:
+            await caller.call()
+            await asyncio.wait_for(caller.answered.wait(), 10)
+            assert caller.final is not None and caller.final.status == 503
+            assert int(caller.final.headers.get("Retry-After") or 0) >= 1
+        finally:
+            await caller.close()
+        faults.restore()
+
+        async def ready() -> bool:
+            return (await answer(client, "GET", "/api/v1/units", headers=officer.headers)).status == 200
+
+        await eventually(ready, within=20)
+        again = ToneCaller("127.0.0.1", port, caller="13800002222")
+        try:
+            await again.call()
+            queued = await waiting_call(client, officer.headers)
+            assert queued["caller"] == "13800002222" and not again.answered.is_set()
+        finally:
+            await again.close()
+    assert len(events(logs, "store_unavailable", store="postgres")) == 1
+    assert events(logs, "sip_event_failed") == [] and events(logs, "unhandled_error") == []
 
 
 async def _osmand_unit(client: TestClient[Any, Any], make_user: UserFactory) -> tuple[str, int]:

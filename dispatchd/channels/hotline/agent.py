@@ -461,6 +461,19 @@ class HotlineAgent:
             return []
         return self._send_bye(found, now)
 
+    def refuse_unavailable(self, call: str, retry_after: int, now: float) -> list[Effect]:
+        """Refuse a call still ringing because the call record cannot be written now: ``503 Service
+        Unavailable`` with ``Retry-After`` (§21.5.4, §20.33), which tells the carrier or proxy to try
+        another server or again later (RFC 3263 §4.3). A call past ringing is hung up as usual."""
+        found = self._calls.get(call)
+        if found is None or found.state != "ringing":
+            return self.hangup(call, now)
+        self._calls.pop(call, None)
+        final = self._decorate(
+            response_to(found.invite, 503, to_tag=found.local_tag, extra=[("Retry-After", str(retry_after))])
+        )
+        return self._handle(self.transactions.respond(found.invite_key, final, now), now)
+
     # -- the transaction user ---------------------------------------------------------------
 
     def _handle(self, effects: Sequence[object], now: float) -> list[Effect]:

@@ -48,6 +48,7 @@ from dispatchd.channels.hotline.voice.prompts import PromptLibrary
 from dispatchd.channels.hotline.voice.switch import MediaOffer, VoiceSwitch, recording_paths
 from dispatchd.clock import SystemClock
 from dispatchd.context import Context
+from dispatchd.store.outage import store_failure
 from dispatchd.tasks import stop_tasks
 
 log = structlog.get_logger("dispatchd.sip")
@@ -361,10 +362,15 @@ class SipEdge:
                         instance_id=ctx.instance_id,
                     ),
                 )
-            except Exception:
+            except Exception as exc:
                 # Not in the queue, so nobody could answer it: refuse it rather than ring forever.
-                self.hangup(event.call)
-                raise
+                # A store outage is answered 503 with Retry-After and logged once, by the tracker.
+                if store_failure(ctx, exc) is None:
+                    self.hangup(event.call)
+                    raise
+                retry = max(1, round(ctx.settings.http.retry_after))
+                self.transmit(self.agent.refuse_unavailable(event.call, retry, ctx.clock.monotonic()))
+                return
             await self._announce(event.call, event.dialled, call)
         elif isinstance(event, CallAbandoned):
             await calls.caller_gone(ctx, "sip", event.call, event.reason)

@@ -173,6 +173,18 @@ def test_officer_refuses_a_ringing_call(agent: HotlineAgent) -> None:
     assert call not in agent
 
 
+def test_a_call_that_cannot_be_recorded_is_refused_503_with_retry_after(agent: HotlineAgent) -> None:
+    """A ringing call the store cannot take is answered 503 with Retry-After (§21.5.4), so the
+    carrier tries elsewhere or later; one past ringing is hung up as usual."""
+    call, _ = ring(agent)
+    [refusal] = [m for m in sent(agent.refuse_unavailable(call, 5, 1.0)) if isinstance(m, Response)]
+    assert refusal.status == 503 and refusal.headers.get("Retry-After") == "5"
+    assert call not in agent
+    other, _ = ring(agent, call_id="second@x", branch="z9hG4bKinv2")
+    sent(agent.answer(other, "10.0.0.5", 30000, 0.0))
+    assert statuses(agent.refuse_unavailable(other, 5, 0.1)) == []  # before the ACK: the BYE waits (§15)
+
+
 def test_reinvite_refreshes_with_the_same_answer(agent: HotlineAgent) -> None:
     """A re-INVITE in the confirmed dialog gets 200 with the SDP already agreed."""
     call, _ = ring(agent)

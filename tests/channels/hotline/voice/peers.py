@@ -74,6 +74,7 @@ class ToneCaller:
         self.received: list[tuple[int, int, bytes]] = []  # (payload type, sequence, payload)
         self.answered = asyncio.Event()
         self.final_status = 0
+        self.final: Response | None = None
         self.bye_received = asyncio.Event()
         self.bye_answered = asyncio.Event()
         self.sending = True
@@ -148,6 +149,7 @@ class ToneCaller:
             if isinstance(message, Response) and message.cseq.method == "INVITE":
                 if message.status >= 200 and not self.answered.is_set():
                     self.final_status = message.status
+                    self.final = message
                     self.to_tag = message.to.tag or ""
                     if message.status < 300:
                         contact = message.headers.get("Contact")
