@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import shapely
 
-from dispatchd.domain.orgs import LEVELS, OrgTree
+from dispatchd.domain.orgs import DEPARTMENT_KINDS, LEVELS, OrgTree
 from dispatchd.domain.taxonomy import PRIORITIES, Taxonomy, format_duration, parse_duration
 
 # Levels of response, lowest first (Ⅳ级 general … Ⅰ级 especially serious).
@@ -50,6 +50,8 @@ UNIT_KINDS: Final = ("team", "vehicle", "person", "motorbike", "ebike")
 PERSON_ROLES: Final = ("duty_officer", "leader", "squad_member", "grid_worker", "department_handler")
 
 _CODE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+# What no text of a plan may hold: C0 controls but tab and line ends, DEL, lone surrogates.
+_CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _TOP_KEYS: Final = frozenset({"code", "name", "name_en", "org", "description", "trigger", "levels"})
 _TRIGGER_KEYS: Final = frozenset({"categories", "priorities", "min_reports", "units", "warning_events", "level"})
 _LEVEL_KEYS: Final = frozenset({"description", "groups", "forces", "consult", "notices", "steps"})
@@ -247,6 +249,8 @@ class _Reader:
             return ""
         if not isinstance(value, str) or (required and not value.strip()):
             raise self.fail(key, "must be a non-empty string" if required else "must be a string")
+        if _CONTROL.search(value):
+            raise self.fail(key, "holds control characters")
         if len(value) > max_length:
             raise self.fail(key, f"longer than {max_length} characters")
         return value.strip()
@@ -254,7 +258,7 @@ class _Reader:
     def strings(self, value: object, key: str) -> tuple[str, ...]:
         if value is None:
             return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and not _CONTROL.search(v) for v in value):
             raise self.fail(key, "must be a list of non-empty strings")
         if len(value) > _MAX_ITEMS:
             raise self.fail(key, f"more than {_MAX_ITEMS} entries")
@@ -295,10 +299,8 @@ class _Reader:
         )
         if sel.role is not None and sel.role not in PERSON_ROLES:
             raise self.fail(f"{key}.role", "must be one of " + ", ".join(PERSON_ROLES))
-        if sel.department is not None and self.tree is not None:
-            kinds = {d.kind for d in self.tree.departments.values()}
-            if sel.department not in kinds:
-                raise self.fail(f"{key}.department", "unknown department kind; known: " + ", ".join(sorted(kinds)))
+        if sel.department is not None and sel.department not in DEPARTMENT_KINDS:
+            raise self.fail(f"{key}.department", "unknown department kind; known: " + ", ".join(sorted(DEPARTMENT_KINDS)))
         return sel
 
     def trigger(self, raw: object) -> Trigger:
@@ -385,7 +387,7 @@ class _Reader:
         for i, s in enumerate(self.items(lv.get("steps"), f"{key}.steps")):
             sk = f"{key}.steps[{i}]"
             st = self.table(s, sk, frozenset({"type", "title", "title_en", "within"}))
-            if st.get("type") not in STEP_TYPES:
+            if not isinstance(st.get("type"), str) or st["type"] not in STEP_TYPES:
                 raise self.fail(f"{sk}.type", "must be one of " + ", ".join(STEP_TYPES))
             try:
                 within = parse_duration(st.get("within"))  # type: ignore[arg-type]  # checked by parse_duration
