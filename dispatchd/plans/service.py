@@ -1147,32 +1147,44 @@ async def propose_due(ctx: Context) -> list[int]:
         for prow, plan in plans:
             if (prow["id"], case["id"]) in seen or not rules.matches(plan, facts):
                 continue
-            async with ctx.pool.acquire() as conn, conn.transaction():
-                locked = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", case["id"])
-                if locked is None or locked["state"] not in _OPEN_CASE_STATES:
-                    continue
-                act = await conn.fetchrow(
-                    "INSERT INTO plan_activations (plan_id, plan_version, incident_id, area_code, org_path, state, level,"
-                    " proposed_at, created_at, updated_at)"
-                    " SELECT $1, $2, $3, $4, $5, 'proposed', $6, $7, $7, $7"
-                    " WHERE NOT EXISTS (SELECT 1 FROM plan_activations WHERE plan_id = $1 AND incident_id = $3)"
-                    " RETURNING *",
-                    prow["id"],
-                    prow["current_version"],
-                    case["id"],
-                    _place_of(locked),
-                    list(locked["org_path"]),
-                    plan.trigger.level,
-                    now,
-                )
-                if act is None:
-                    continue
-                await _record_activation(
-                    ctx, conn, act, "proposed", Actor(None, "system"), from_state=None, detail={"reports": facts.reports}
-                )
+            try:
+                act = await _propose(ctx, prow, plan, case["id"], facts.reports)
+            except asyncpg.UniqueViolationError:
+                act = None  # another instance proposed it at the same moment
+            if act is None:
+                continue
             made.append(act["id"])
             log.info("plan_proposed", activation_id=act["id"], plan_id=prow["id"], incident_id=case["id"])
     return made
+
+
+async def _propose(ctx: Context, prow: Mapping[str, Any], plan: Plan, incident_id: int, reports: int) -> asyncpg.Record | None:
+    """Propose the plan for the case, unless it was ever proposed or run on it; the proposal."""
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        locked = await conn.fetchrow("SELECT * FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
+        if locked is None or locked["state"] not in _OPEN_CASE_STATES:
+            return None
+        act = await conn.fetchrow(
+            "INSERT INTO plan_activations (plan_id, plan_version, incident_id, area_code, org_path, state, level,"
+            " proposed_at, created_at, updated_at)"
+            " SELECT $1, $2, $3, $4, $5, 'proposed', $6, $7, $7, $7"
+            " WHERE NOT EXISTS (SELECT 1 FROM plan_activations WHERE plan_id = $1 AND incident_id = $3)"
+            " RETURNING *",
+            prow["id"],
+            prow["current_version"],
+            incident_id,
+            _place_of(locked),
+            list(locked["org_path"]),
+            plan.trigger.level,
+            now,
+        )
+        if act is None:
+            return None
+        await _record_activation(
+            ctx, conn, act, "proposed", Actor(None, "system"), from_state=None, detail={"reports": reports}
+        )
+    return act
 
 
 # -- what the case, the board and the statistics show ------------------------------------------------
