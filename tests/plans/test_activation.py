@@ -144,7 +144,7 @@ async def test_matching_case_proposes_and_confirming_runs_the_plan(
     assert await service.propose_due(ctx) == [], "a case is proposed a plan once"
     got = await (await client.get(f"/api/v1/incidents/{case['id']}", headers=people["officer"].headers)).json()
     mine = [a for a in [got["plan"], *got["plan"]["proposals"]] if a.get("plan_id") == plan["id"]]
-    assert mine and got["plan"]["state"] == "proposed" or any(p["plan_id"] == plan["id"] for p in got["plan"]["proposals"])
+    assert (mine and got["plan"]["state"] == "proposed") or any(p["plan_id"] == plan["id"] for p in got["plan"]["proposals"])
     async with ctx.pool.acquire() as conn:
         proposal = await conn.fetchval(
             "SELECT id FROM plan_activations WHERE plan_id = $1 AND incident_id = $2 AND state = 'proposed'", plan["id"], case["id"]

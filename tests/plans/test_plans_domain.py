@@ -11,7 +11,16 @@ import pytest
 import shapely
 
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.domain.plans import CaseFacts, Circle, PlanError, covered_grids, load_plans, matches, matches_warning, parse_plan
+from dispatchd.domain.plans import (
+    CaseFacts,
+    Circle,
+    PlanError,
+    covered_grids,
+    load_plans,
+    matches,
+    matches_warning,
+    parse_plan,
+)
 from dispatchd.domain.taxonomy import Taxonomy
 from dispatchd.plans.cap import CapError, parse
 from tests.conftest import ROOT, SHARED
