@@ -548,7 +548,7 @@ async def _apply_levels(
 ) -> dict[str, Any]:
     """Carry out what ``levels`` add, in the caller's transaction (every lock already taken)."""
     now, actor = ctx.clock.now(), Actor.of(user)
-    place = _place_of(case)
+    place = str(act["area_code"])
     made: dict[str, Any] = {"groups": 0, "orders": [], "notices": 0, "steps": 0, "shortfalls": []}
     for lv in levels:
         for g in lv.groups:
@@ -671,7 +671,7 @@ async def _consult(
     if not consults:
         return act["meeting_id"]  # type: ignore[no-any-return]
     tree, now, actor = ctx.orgs, ctx.clock.now(), Actor.of(user)
-    place = _place_of(case)
+    place = str(act["area_code"])
     first = consults[0]
     chair = (rules.place_unit_at(tree, place, first.chair) if first.chair else None) or case["owner_unit"]
     units: list[str] = []

@@ -161,7 +161,7 @@ async def receive(ctx: Context, document: bytes, actor: Actor) -> dict[str, Any]
             await record(conn, Change.of("warning", old, "superseded", warning_json(old, tree), actor, now, from_state="active", detail={"by": row["id"]}))
         await record(conn, Change.of("warning", row, "received", warning_json(row, tree), actor, now, detail={"grids": len(grids)}))
         notified = await _ask_acknowledgement(ctx, conn, row, alert, grids, townships, actor)
-    log.info("warning_received", warning_id=row["id"], event=alert.event, grids=len(grids), units=townships, notices=notified)
+    log.info("warning_received", warning_id=row["id"], warning_event=alert.event, grids=len(grids), units=townships, notices=notified)
     activations = await _start_plans(ctx, row["id"], alert, townships)
     wake_notices(ctx)
     async with ctx.pool.acquire() as conn:
