@@ -270,15 +270,48 @@ def _person_name(row: Mapping[str, Any]) -> str:
     return str(row["display_name"] or row["username"])
 
 
+# The roles and department kinds as people say them (a role nobody fills is shown by name).
+_ROLE_NAMES: Final = {
+    "duty_officer": "值班员",
+    "leader": "领导",
+    "squad_member": "应急队员",
+    "grid_worker": "网格员",
+    "department_handler": "部门经办人",
+}
+_KIND_NAMES: Final = {
+    "police": "公安",
+    "justice": "司法",
+    "work_safety": "安监",
+    "fire": "消防",
+    "environment": "环保",
+    "market": "市场监管",
+    "enforcement": "综合执法",
+    "social_security": "社保",
+    "petition": "信访",
+    "emergency_squad": "应急中队",
+    "civil_affairs": "民政",
+    "health": "卫健",
+    "transport": "交通",
+    "water": "水利",
+    "housing": "住建",
+    "education": "教育",
+    "other": "其他部门",
+}
+
+
 def _selector_label(ctx: Context, sel: rules.Selector, place: str) -> str:
-    """Who a selector means, in words (for a role nobody fills)."""
-    units = target_units(ctx, place, sel.at)
-    where = "、".join(ctx.orgs.get(u).name for u in units[:3] if u in ctx.orgs) or place
+    """Who a selector means, in words (for a role nobody fills): 安阳街道·领导, 瑞安市民政局."""
     if sel.user is not None:
         return sel.user
+    units = [u for u in target_units(ctx, place, sel.at) if u in ctx.orgs]
+    where = "、".join(ctx.orgs.get(u).name for u in units[:3]) or place
     if sel.role is not None:
-        return f"{where}·{sel.role}"
-    return f"{where}·{sel.department}"
+        return f"{where}·{_ROLE_NAMES.get(sel.role, sel.role)}"
+    assert sel.department is not None
+    found = [d for u in units if (d := ctx.orgs.find_department(u, sel.department)) is not None]
+    if found:
+        return "、".join(dict.fromkeys(d.name for d in found[:3]))
+    return f"{where}·{_KIND_NAMES.get(sel.department, sel.department)}"
 
 
 # -- notices -----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ function levelName(p) {
 export function stepTimer(s) {
   if (s.done_at) return h("span.plan-timer.plan-done", t("plan.done_at", { when: fmtDateTime(s.done_at) }));
   if (s.cancelled) return h("span.plan-timer.muted", t("plan.step_cancelled"));
-  const left = Math.round((new Date(s.due_at).getTime() - serverNow().getTime()) / 1000);
+  const left = Math.round((new Date(s.due_at).getTime() - serverNow()) / 1000);
   if (left < 0) return h("span.plan-timer.plan-overdue", t("plan.overdue_by", { d: fmtDuration(-left) }));
   return h("span.plan-timer.plan-left", t("plan.time_left", { d: fmtDuration(left) }));
 }
