@@ -265,7 +265,7 @@ async def poll_feed(ctx: Context) -> None:
     async with aiohttp.ClientSession() as session:
         while True:
             try:
-                await _poll_once(ctx, session, s.cap_feed_url, seen)
+                await poll_once(ctx, session, s.cap_feed_url, seen)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -274,7 +274,9 @@ async def poll_feed(ctx: Context) -> None:
             await asyncio.sleep(s.cap_poll_interval)
 
 
-async def _poll_once(ctx: Context, session: aiohttp.ClientSession, url: str, seen: set[str]) -> None:
+async def poll_once(ctx: Context, session: aiohttp.ClientSession, url: str, seen: set[str]) -> None:
+    """One poll of the feed: an alert document is taken as it is; a feed's links not ``seen`` yet are
+    fetched and taken (a refused alert is logged, not fatal)."""
     limit = ctx.settings.plans.cap_max_kb * 1024
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as resp:
         body = await resp.content.read(limit + 1)

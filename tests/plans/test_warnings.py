@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.plans import warnings
 from dispatchd.store import apikeys
@@ -116,3 +120,64 @@ async def test_cap_endpoint_authenticates_and_refuses_bad_input(
     r = await client.post("/api/v1/alerts/cap", data=far, headers={**officer.headers, **CAP})
     err = await r.json()
     assert r.status == 422 and "area" in err["error"]["fields"], err
+
+
+async def test_a_polled_feed_brings_its_alerts_in_once(make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree) -> None:
+    """An Atom feed on a loopback HTTP server links one CAP alert: a poll takes it (the grid worker
+    is asked to acknowledge), a second poll does not fetch it again."""
+    client = await make_client(**QUIET)
+    ctx = app_of(client)
+    worker = await make_user("grid_worker", GRID)
+    fetched: list[str] = []
+    app = web.Application()
+    server = TestServer(app, host="127.0.0.1", port=0)
+
+    async def feed(request: web.Request) -> web.Response:
+        fetched.append("feed")
+        link = f"http://127.0.0.1:{server.port}/alerts/1.xml"
+        atom = f'<feed xmlns="http://www.w3.org/2005/Atom"><title>预警</title><entry><title>台风</title><link href="{link}"/></entry></feed>'
+        return web.Response(body=atom.encode(), content_type="application/atom+xml")
+
+    async def alert(request: web.Request) -> web.Response:
+        fetched.append("alert")
+        return web.Response(body=cap_document(org_tree, identifier="feed-1"), content_type="application/cap+xml")
+
+    app.router.add_get("/feed.atom", feed)
+    app.router.add_get("/alerts/1.xml", alert)
+    await server.start_server()
+    try:
+        seen: set[str] = set()
+        async with aiohttp.ClientSession() as session:
+            await warnings.poll_once(ctx, session, f"http://127.0.0.1:{server.port}/feed.atom", seen)
+            await warnings.poll_once(ctx, session, f"http://127.0.0.1:{server.port}/feed.atom", seen)
+    finally:
+        await server.close()
+    assert fetched == ["feed", "alert", "feed"]
+    mine = await (await client.get("/api/v1/plan-notices", headers=worker.headers)).json()
+    assert len(mine["notices"]) == 1 and "台风" in mine["notices"][0]["text"]
+
+
+async def test_a_plan_started_by_hand_on_an_area(make_client: AppFactory, make_user: UserFactory) -> None:
+    """A duty officer starts the typhoon plan on a township: a case is opened for it and the plan's
+    patrol group holds the township's grid workers; again is 409; outside the jurisdiction 404;
+    a grid worker may not (403)."""
+    client = await make_client(**QUIET)
+    officer = await make_user("duty_officer", COUNTY)
+    town_officer = await make_user("duty_officer", "330381002")
+    worker = await make_user("grid_worker", GRID)
+    plans = (await (await client.get("/api/v1/plans", headers=officer.headers)).json())["plans"]
+    typhoon = next(p for p in plans if p["code"] == "typhoon-flood")
+    r = await client.post(f"/api/v1/areas/{TOWN}/plan", json={"plan": typhoon["id"]}, headers=officer.headers)
+    act = await r.json()
+    assert r.status == 201, act
+    assert act["area"]["code"] == TOWN and act["state"] == "active" and act["incident_id"]
+    case = await (await client.get(f"/api/v1/incidents/{act['incident_id']}", headers=officer.headers)).json()
+    assert case["owner_unit"] == TOWN and case["category"] == "hazard.work_safety.flood_typhoon"
+    patrol = next(g for g in act["groups"] if g["name"] == "巡查组")
+    assert worker.user.id in {m["user_id"] for m in patrol["members"]}
+    r = await client.post(f"/api/v1/areas/{TOWN}/plan", json={"plan": typhoon["id"]}, headers=officer.headers)
+    assert r.status == 409
+    r = await client.post(f"/api/v1/areas/{TOWN}/plan", json={"plan": typhoon["id"]}, headers=town_officer.headers)
+    assert r.status == 404
+    r = await client.post(f"/api/v1/areas/{GRID}/plan", json={"plan": typhoon["id"]}, headers=worker.headers)
+    assert r.status == 403
