@@ -1023,6 +1023,9 @@ async def raise_level(ctx: Context, activation_id: int, level: str, user: User) 
         act = await conn.fetchrow("SELECT * FROM plan_activations WHERE id = $1 FOR UPDATE", activation_id)
         if act["state"] != "active" or not rules.higher(chosen, act["level"]):
             raise conflict("预案状态已变化", "the plan changed meanwhile", code="stale_plan")
+        if act["meeting_id"] is not None:
+            # Invitations added below write the meeting row: lock it before the first recorded change.
+            await conn.execute("SELECT 1 FROM meetings WHERE id = $1 FOR UPDATE", act["meeting_id"])
         before = act["level"]
         made = await _apply_levels(ctx, conn, act, plan, levels, case, picks, user)
         act = await conn.fetchrow(
@@ -1058,6 +1061,16 @@ async def stand_down(ctx: Context, activation_id: int, user: User, reason: str |
         act = await conn.fetchrow("SELECT * FROM plan_activations WHERE id = $1 FOR UPDATE", activation_id)
         if act["state"] != "active":
             raise conflict("预案未在运行", f"the plan is {act['state']}", code="not_active")
+        # Every row written below is locked before the first recorded change (the outbox lock).
+        await conn.execute(
+            "SELECT 1 FROM orders WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", order_ids
+        )
+        if act["meeting_id"] is not None:
+            await conn.execute("SELECT 1 FROM meetings WHERE id = $1 FOR UPDATE", act["meeting_id"])
+        await conn.execute(
+            "SELECT 1 FROM plan_notices WHERE activation_id = $1 AND state IN ('sent', 'delivered') ORDER BY id FOR UPDATE",
+            activation_id,
+        )
         now, actor = ctx.clock.now(), Actor.of(user)
         cancelled = await live_orders.cancel_orders(ctx, conn, order_ids, user, "plan_stood_down")
         meeting_id = act["meeting_id"]
@@ -1289,10 +1302,17 @@ async def stats_section(conn: asyncpg.Connection, org: str, start: datetime, end
         "activations": int(acts["activations"] or 0),
         "proposed": int(acts["proposed"] or 0),
         "dismissed": int(acts["dismissed"] or 0),
-        "steps": {
-            r["type"]: {"done": int(r["done"]), "median_s": float(r["median_s"]) if r["median_s"] is not None else None, "late": int(r["late"])}
+        "steps": [
+            {
+                "code": r["type"],
+                "name": STEP_TYPES[r["type"]][0],
+                "name_en": STEP_TYPES[r["type"]][1],
+                "done": int(r["done"]),
+                "median_s": float(r["median_s"]) if r["median_s"] is not None else None,
+                "late": int(r["late"]),
+            }
             for r in steps
-        },
+        ],
         "notices": sent,
         "acknowledged": int(acks["acknowledged"] or 0),
         "escalated": int(acks["escalated"] or 0),

@@ -101,6 +101,11 @@ async def receive(ctx: Context, document: bytes, actor: Actor) -> dict[str, Any]
                 )
                 if row is None or row["state"] != "active":
                     continue
+                # Its open notices are written below: locked before the first recorded change.
+                await conn.execute(
+                    "SELECT 1 FROM plan_notices WHERE warning_id = $1 AND state IN ('sent', 'delivered') ORDER BY id FOR UPDATE",
+                    row["id"],
+                )
                 row = await conn.fetchrow(
                     "UPDATE warnings SET state = 'cancelled', version = version + 1 WHERE id = $1 RETURNING *", row["id"]
                 )

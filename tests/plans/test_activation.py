@@ -201,6 +201,10 @@ async def test_matching_case_proposes_and_confirming_runs_the_plan(
     step = p["checklist"][0]["id"]
     r = await client.post(f"/api/v1/plan-activations/{p['id']}/steps/{step}/done", headers=people["officer"].headers)
     assert r.status == 200 and (await r.json())["checklist"][0]["done_at"]
+    stats = await (await client.get("/api/v1/stats", headers=people["officer"].headers)).json()
+    assert stats["plans"]["steps"] == [
+        {"code": "report", "name": "信息报告", "name_en": "report", "done": 1, "median_s": 660.0, "late": 1}
+    ]
     _ = clean_stores
 
 
@@ -346,5 +350,6 @@ async def test_sms_through_the_gateway_and_escalation_to_the_deputy(
     stats = await (await client.get("/api/v1/stats", headers=people["officer"].headers)).json()
     figures = stats["plans"]
     assert figures["activations"] == 1 and figures["escalated"] == 1 and figures["acknowledged"] == 1
+    assert figures["ack_rate"] == 0.5  # the leader did not answer; the deputy did
     await asyncio.sleep(0)
     _ = json
