@@ -12,6 +12,7 @@ from dispatchd.domain.orgs import OrgTree
 from dispatchd.plans import service
 from tests.conftest import COUNTY, UserFactory
 from tests.live.helpers import app_of
+from tests.plans.helpers import cap_document
 from tests.ui.conftest import DESK, WALL, Browsing, create_case, grid_point, screenshot, wait_js
 
 pytestmark = pytest.mark.browser
@@ -21,7 +22,8 @@ async def test_officer_confirms_a_proposed_plan_and_sees_the_checklist(
     browsing: Browsing, client: TestClient[Any, Any], make_user: UserFactory, org_tree: OrgTree
 ) -> None:
     """A wage-claim case proposes the shipped 群体性讨薪 plan; on the console the officer presses Q and
-    the plan runs: Ⅳ级, the five steps with time left, the three groups; the board lists it."""
+    the plan runs: Ⅳ级, the five steps with time left, the three groups; after a typhoon warning the
+board lists both plans and the warning with its acknowledgements, and draws the warning's area."""
     officer = await make_user("duty_officer", COUNTY)
     await make_user("leader", "330381001")
     _, lat, lon = grid_point(org_tree)
@@ -39,8 +41,19 @@ async def test_officer_confirms_a_proposed_plan_and_sees_the_checklist(
     assert await page.text_content(".plan-section .plan-level") == "Ⅳ级（一般）"
     await wait_js(page, "[...document.querySelectorAll('.timeline strong')].some(e => e.textContent.startsWith('启动应急预案'))")
     await screenshot(page, "console-plan")
+    r = await client.post(
+        "/api/v1/alerts/cap", data=cap_document(org_tree), headers={**officer.headers, "Content-Type": "application/cap+xml"}
+    )
+    assert r.status == 202, await r.text()
     wall, wall_watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
     await wall.wait_for_selector("#plan-list li[data-id]")
-    assert "群体性讨薪" in (await wall.text_content("#plan-list") or "")
+    await wait_js(wall, "document.querySelectorAll('.map-area-overlay.map-warning').length === 1")
+    await screenshot(wall, "board-plans")
+    # The warning (first) with its acknowledgements, and both plans: 群体性讨薪 and 防台防汛 (started by it).
+    assert await wall.text_content("#plan-count") == "3"
+    first = await wall.text_content("#plan-list li:first-child") or ""
+    assert "台风" in first and "已叫应 0/1" in first
+    section = await service.board_section(app_of(client), app_of(client).orgs.descendants(COUNTY))
+    assert {p["plan_code"] for p in section} == {"mass-incident-wage", "typhoon-flood"}
     watch.check()
     wall_watch.check()
