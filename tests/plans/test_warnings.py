@@ -11,8 +11,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.plans import warnings
+from dispatchd.plans import notices, warnings
 from dispatchd.store import apikeys
 from tests.conftest import AppFactory, UserFactory
 from tests.live.helpers import app_of
@@ -181,3 +182,35 @@ async def test_a_plan_started_by_hand_on_an_area(make_client: AppFactory, make_u
     assert r.status == 404
     r = await client.post(f"/api/v1/areas/{GRID}/plan", json={"plan": typhoon["id"]}, headers=worker.headers)
     assert r.status == 403
+
+
+async def test_a_grid_worker_who_does_not_acknowledge_is_passed_to_the_township_duty_officer(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
+) -> None:
+    """No 叫应 within plans.escalate_after: the grid worker's notice goes to the township's duty
+    officer (no deputy on record), not a second earlier; the leader's acknowledged one does not."""
+    client = await make_client(**QUIET)
+    ctx = app_of(client)
+    officer = await make_user("duty_officer", COUNTY)
+    worker = await make_user("grid_worker", GRID)
+    leader = await make_user("leader", TOWN)
+    town_officer = await make_user("duty_officer", TOWN)
+    r = await client.post("/api/v1/alerts/cap", data=cap_document(org_tree), headers={**officer.headers, **CAP})
+    body = await r.json()
+    assert r.status == 202, body
+    leader_notice = next(n for n in body["notices"] if n["user_id"] == leader.user.id)
+    assert (await client.post(f"/api/v1/plan-notices/{leader_notice['id']}/ack", headers=leader.headers)).status == 200
+    clock.advance(599)
+    assert await notices.escalate_due(ctx) == []
+    clock.advance(2)
+    made = await notices.escalate_due(ctx)
+    mine = await (await client.get("/api/v1/plan-notices", headers=town_officer.headers)).json()
+    passed = {n["id"]: n for n in mine["notices"] if n["id"] in made}
+    # The grid worker's 叫应, and the typhoon plan's notice to the leader (who answered only the warning).
+    assert len(made) == 2 and set(passed) == set(made)
+    from_warning = [n for n in passed.values() if n["warning_id"] == body["id"]]
+    assert len(from_warning) == 1 and "未叫应" in from_warning[0]["text"]
+    assert any(n["activation_id"] == body["activations"][0]["id"] for n in passed.values())
+    async with ctx.pool.acquire() as conn:
+        state = await conn.fetchval("SELECT state FROM plan_notices WHERE warning_id = $1 AND user_id = $2", body["id"], worker.user.id)
+    assert state == "escalated"
