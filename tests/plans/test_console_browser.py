@@ -26,6 +26,8 @@ async def test_officer_confirms_a_proposed_plan_and_sees_the_checklist(
 board lists both plans and the warning with its acknowledgements, and draws the warning's area."""
     officer = await make_user("duty_officer", COUNTY)
     await make_user("leader", "330381001")
+    _grid, _, _ = grid_point(org_tree)
+    worker = await make_user("grid_worker", _grid)
     _, lat, lon = grid_point(org_tree)
     case = await create_case(client, officer, lat, lon, category="incident.stability.wage_claim", description="工人聚集讨薪")
     await service.propose_due(app_of(client))
@@ -42,17 +44,21 @@ board lists both plans and the warning with its acknowledgements, and draws the 
     await wait_js(page, "[...document.querySelectorAll('.timeline strong')].some(e => e.textContent.startsWith('启动应急预案'))")
     await screenshot(page, "console-plan")
     r = await client.post(
-        "/api/v1/alerts/cap", data=cap_document(org_tree), headers={**officer.headers, "Content-Type": "application/cap+xml"}
+        "/api/v1/alerts/cap", data=cap_document(org_tree, _grid), headers={**officer.headers, "Content-Type": "application/cap+xml"}
     )
     assert r.status == 202, await r.text()
     wall, wall_watch = await browsing.open_page("/board", token=officer.token, viewport=WALL)
     await wall.wait_for_selector("#plan-list li[data-id]")
     await wait_js(wall, "document.querySelectorAll('.map-area-overlay.map-warning').length === 1")
+    worker_notice = next(n for n in (await r.json())["notices"] if n["user_id"] == worker.user.id)
+    r = await client.post(f"/api/v1/plan-notices/{worker_notice['id']}/ack", headers=worker.headers)
+    assert r.status == 200
+    await wait_js(wall, "document.querySelector('#plan-list li:first-child .plan-who')?.textContent === 'grid_worker-330381001001G001-3'")
     await screenshot(wall, "board-plans")
     # The warning (first) with its acknowledgements, and both plans: 群体性讨薪 and 防台防汛 (started by it).
     assert await wall.text_content("#plan-count") == "3"
     first = await wall.text_content("#plan-list li:first-child") or ""
-    assert "台风" in first and "已叫应 0/1" in first
+    assert "台风" in first and "已叫应 1/2" in first  # the grid worker answered, the township leader not yet
     section = await service.board_section(app_of(client), app_of(client).orgs.descendants(COUNTY))
     assert {p["plan_code"] for p in section} == {"mass-incident-wage", "typhoon-flood"}
     watch.check()

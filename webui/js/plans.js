@@ -256,12 +256,15 @@ export function planBoardItem(p) {
 
 export function warningBoardItem(w) {
   const acks = w.acks || { asked: 0, acknowledged: 0 };
+  // Who has answered (叫应), by name: the wall shows it next to the count.
+  const who = (acks.people || []).filter((p) => p.state === "acknowledged").map((p) => p.name).filter(Boolean);
   return h(
     "li",
     { dataset: { id: w.id } },
     h("span.warn-badge", w.event),
     h("span.grow", `${w.headline || w.event} · ${(w.units || []).map((u) => pick({ name: u.name, name_en: u.name_en }, u.code)).join("、")}`),
     h(`span${acks.acknowledged < acks.asked ? ".plan-overdue" : ".plan-done"}`, t("plan.acks", { done: acks.acknowledged, asked: acks.asked })),
+    who.length ? h("span.plan-who", who.join("、")) : null,
   );
 }
 
