@@ -33,6 +33,8 @@ board lists both plans and the warning with its acknowledgements, and draws the 
     await service.propose_due(app_of(client))
     page, watch = await browsing.open_page(f"/console?case={case['id']}", token=officer.token, viewport=DESK)
     await page.wait_for_selector("#plan-confirm")
+    # The proposal waits in the side column too, with a way to open its case.
+    await page.wait_for_selector("#plan-list li[data-state='proposed']")
     await page.keyboard.press("q")
     await page.wait_for_selector(".plan-checklist li")
     steps = await page.evaluate("[...document.querySelectorAll('.plan-checklist li')].length")
@@ -42,6 +44,7 @@ board lists both plans and the warning with its acknowledgements, and draws the 
     assert groups == ["谈判组", "安抚组", "现场对接组"]
     assert await page.text_content(".plan-section .plan-level") == "Ⅳ级（一般）"
     await wait_js(page, "[...document.querySelectorAll('.timeline strong')].some(e => e.textContent.startsWith('启动应急预案'))")
+    await page.wait_for_selector("#plan-list li[data-state='active']")
     await screenshot(page, "console-plan")
     r = await client.post(
         "/api/v1/alerts/cap", data=cap_document(org_tree, _grid), headers={**officer.headers, "Content-Type": "application/cap+xml"}

@@ -416,6 +416,42 @@ function planKey() {
   return null;
 }
 
+/** The jurisdiction's proposed and running plans: a proposal waits for the duty officer's key. */
+let plansTimer = 0;
+
+function loadPlans() {
+  clearTimeout(plansTimer);
+  plansTimer = setTimeout(async () => {
+    try {
+      S.plans = (await get("/api/v1/plan-activations")).activations || [];
+    } catch {
+      return; // keep what is shown
+    }
+    renderPlans();
+  }, 300);
+}
+
+function renderPlans() {
+  const panel = document.getElementById("plans-panel");
+  if (!panel) return;
+  const list = (S.plans || []).slice().sort((a, b) => Number(b.state === "proposed") - Number(a.state === "proposed") || b.id - a.id);
+  panel.hidden = !list.length;
+  document.getElementById("plan-count").textContent = list.length;
+  document.getElementById("plan-list").replaceChildren(
+    ...list.map((p) =>
+      h(
+        "li",
+        { dataset: { id: p.id, state: p.state } },
+        h(`span.plan-level.pl-${p.level}`, p.level),
+        h("strong.grow", pick(p.plan_name, p.plan_code)),
+        h(`span.plan-state.ps-${p.state}`, t(`plan.state_${p.state}`)),
+        p.overdue_steps ? h("span.plan-overdue", t("plan.n_overdue", { n: p.overdue_steps })) : null,
+        p.incident_id ? h("button.btn.btn-small", { type: "button", onclick: () => selectCase(p.incident_id) }, t("console.open")) : null,
+      ),
+    ),
+  );
+}
+
 function renderNotices() {
   const panel = document.getElementById("notices-panel");
   if (!panel || !S.notices) return;
@@ -1694,6 +1730,7 @@ function onLive(msg) {
     }
   } else if (r.entity === "plan_activation") {
     const a = r.item;
+    loadPlans();
     if (S.detail && String(a.incident_id) === String(S.detail.id)) selectCase(S.detail.id, { focusList: false });
     if (r.action === "proposed" && canRunPlans()) {
       toast(t("plan.proposed_toast", { name: pick(a.plan_name, a.plan_code || ""), area: pick({ name: a.area && a.area.name, name_en: a.area && a.area.name_en }, "") }), "error", 15000);
@@ -1836,6 +1873,7 @@ async function main() {
     renderMeetings();
     renderPresence();
     renderNotices();
+    renderPlans();
     applyI18n(document);
   });
   const [taxonomy, orgs] = await Promise.all([
@@ -1864,6 +1902,7 @@ async function main() {
   useDialog(openDialog);
   S.notices = new MyNotices(user.id, renderNotices);
   await S.notices.load();
+  if (S.desk) loadPlans();
   setInterval(() => {
     renderCalls();
     loadPresence();
