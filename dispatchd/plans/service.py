@@ -1146,14 +1146,18 @@ async def complete_step(ctx: Context, activation_id: int, step_id: int, user: Us
 # -- proposals ---------------------------------------------------------------------------------------
 
 
-async def _facts_rows(conn: asyncpg.Connection, since: datetime) -> list[asyncpg.Record]:
+async def _facts_rows(conn: asyncpg.Connection, since: datetime, categories: Sequence[str]) -> list[asyncpg.Record]:
+    """Open cases of the window in the triggers' categories (or below them), with their reports."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT i.*, 1 + (SELECT count(*) FROM incidents m WHERE m.merged_into = i.id)"
         " + (SELECT count(*) FROM audit_log a WHERE a.entity = 'incident' AND a.entity_id = i.id::text"
         " AND a.action = 'attach') AS reports"
-        " FROM incidents i WHERE i.created_at >= $1 AND i.state = ANY($2::text[]) ORDER BY i.id",
+        " FROM incidents i WHERE i.created_at >= $1 AND i.state = ANY($2::text[])"
+        " AND EXISTS (SELECT 1 FROM unnest($3::text[]) c WHERE i.category = c OR i.category LIKE c || '.%')"
+        " ORDER BY i.id",
         since,
         _OPEN_CASE_STATES,
+        list(categories),
     )
     return rows
 
@@ -1172,7 +1176,7 @@ async def propose_due(ctx: Context) -> list[int]:
         plans = [(r, p) for r, p in plans if p.trigger.categories]
         if not plans:
             return []
-        found = await _facts_rows(conn, since)
+        found = await _facts_rows(conn, since, sorted({c for _, p in plans for c in p.trigger.categories}))
         if not found:
             return []
         seen = {

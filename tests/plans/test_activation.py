@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
+from dispatchd.incidents import service as cases
 from dispatchd.plans import notices, service
 from tests.conftest import Account, AppFactory, StoreUrls, UserFactory
 from tests.incidents.helpers import point_in
@@ -353,3 +354,45 @@ async def test_sms_through_the_gateway_and_escalation_to_the_deputy(
     assert figures["ack_rate"] == 0.5  # the leader did not answer; the deputy did
     await asyncio.sleep(0)
     _ = json
+
+
+async def test_cases_that_do_not_match_are_not_proposed(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
+) -> None:
+    """A P3 wage claim, a fire hazard and a wage claim in another township (the trigger's units) get
+    no proposal of the posted plan; a second report attached to a case counts towards min_reports."""
+    client = await make_client(**QUIET)
+    ctx = app_of(client)
+    people = await _people(make_user)
+    body = plan_body()
+    body["trigger"]["min_reports"] = 2
+    r = await client.post("/api/v1/plans", json=body, headers=people["admin"].headers)
+    plan = await r.json()
+    lat, lon = point_in(org_tree, GRID)
+    olat, olon = point_in(org_tree, "330381002001G001")
+
+    async def report(category: str, priority: str, at: tuple[float, float]) -> dict[str, Any]:
+        r = await client.post(
+            "/api/v1/incidents",
+            json={"category": category, "description": "测试", "location": {"lat": at[0], "lon": at[1]}, "priority": priority},
+            headers=people["officer"].headers,
+        )
+        out: dict[str, Any] = await r.json()
+        assert r.status == 201, out
+        return out
+
+    await report("incident.stability.wage_claim", "P3", (lat, lon))
+    await report("hazard.fire", "P1", (lat, lon))
+    await report("incident.stability.wage_claim", "P1", (olat, olon))
+    once = await report("incident.stability.wage_claim", "P1", (lat, lon))
+
+    async def proposed_for_plan() -> list[int]:
+        await service.propose_due(ctx)
+        async with ctx.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT incident_id FROM plan_activations WHERE plan_id = $1", plan["id"])
+        return [r["incident_id"] for r in rows]
+
+    assert await proposed_for_plan() == []  # one report is not enough (min_reports = 2)
+    await cases.attach_report(ctx, once["id"], channel="hotline", caller="13800138000")
+    assert await proposed_for_plan() == [once["id"]]
+    _ = clock
