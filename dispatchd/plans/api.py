@@ -177,9 +177,9 @@ async def set_contact(request: web.Request) -> web.Response:
     return _json(out)
 
 
-async def _cap_actor(request: web.Request) -> Actor:
+async def _cap_actor(request: web.Request) -> tuple[Actor, str]:
     """An officer's bearer token (admin, duty officer, leader) or an API key (X-Api-Key), as the
-    other machine endpoints take them."""
+    other machine endpoints take them; with the unit whose subtree it may warn."""
     ctx = request.app[CTX]
     token = bearer_token(request)
     if token:
@@ -188,26 +188,26 @@ async def _cap_actor(request: web.Request) -> Actor:
             raise ApiError(401, "unauthorized", "未登录或令牌无效", "no valid bearer token")
         if user.role not in CAP_ROLES:
             raise Forbidden("此操作需要管理员、值班员或领导角色", "this needs an admin, duty officer or leader")
-        return Actor.of(user)
+        return Actor.of(user), user.org
     key = request.headers.get("X-Api-Key") or request.query.get("api_key")
     if key:
         async with ctx.pool.acquire() as conn:
             found = await find_api_key(conn, key)
         if found is not None:
-            return Actor(None, f"apikey:{found.name}")
+            return Actor(None, f"apikey:{found.name}"), found.org
     raise ApiError(401, "unauthorized", "需要令牌或 API 密钥", "a bearer token or an X-Api-Key is required")
 
 
 async def post_cap(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    actor = await _cap_actor(request)
+    actor, scope = await _cap_actor(request)
     if request.content_type not in CAP_TYPES:
         raise UnsupportedMedia("请求体应为 CAP 1.2 XML（application/cap+xml）", "the body must be CAP 1.2 XML (application/cap+xml)")
     limit = ctx.settings.plans.cap_max_kb * 1024
     document = await request.content.read(limit + 1)
     if len(document) > limit:
         raise TooLarge("CAP 文档过大", f"the CAP document is larger than {ctx.settings.plans.cap_max_kb} KB")
-    out = await warnings.receive(ctx, document, actor)
+    out = await warnings.receive(ctx, document, actor, scope)
     return _json(out, status=202)
 
 

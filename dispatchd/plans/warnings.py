@@ -79,9 +79,10 @@ def _common_path(ctx: Context, units: list[str]) -> list[str]:
     return common
 
 
-async def receive(ctx: Context, document: bytes, actor: Actor) -> dict[str, Any]:
+async def receive(ctx: Context, document: bytes, actor: Actor, scope: str | None = None) -> dict[str, Any]:
     """Take a CAP document: record the warning, ask the covered grids' people to acknowledge, start
-    the plans it triggers. Answers what it covered (units, grids), the notices and activations."""
+    the plans it triggers. Answers what it covered (units, grids), the notices and activations.
+    ``scope``: the unit whose subtree the sender may warn (the poster's, the API key's); None: all."""
     if len(document) > ctx.settings.plans.cap_max_kb * 1024:
         raise invalid({"document": ("文档过大", "the document is too large")})
     try:
@@ -90,6 +91,8 @@ async def receive(ctx: Context, document: bytes, actor: Actor) -> dict[str, Any]
         raise invalid({exc.field: (exc.message_zh, exc.message_en)}) from None
     now, tree = ctx.clock.now(), ctx.orgs
     grids = _covered(ctx, alert)
+    if scope is not None:
+        grids = [g for g in grids if tree.is_within(g, scope)]
     townships = rules.covered_units(tree, grids, "township")
     path = _common_path(ctx, townships) if townships else []
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -122,7 +125,7 @@ async def receive(ctx: Context, document: bytes, actor: Actor) -> dict[str, Any]
             log.info("warning_cancelled", identifier=alert.identifier, warnings=cancelled)
             return {"cancelled": cancelled, "units": [], "grids": [], "notices": 0, "activations": []}
         if not grids:
-            raise invalid({"area": ("警报区域未覆盖任何网格", "the alert's area covers no grid of this system")})
+            raise invalid({"area": ("警报区域未覆盖您辖区内的任何网格", "the alert's area covers no grid of this system within your jurisdiction")})
         previous = None
         for sender, identifier in alert.references:
             previous = await conn.fetchrow(

@@ -108,6 +108,10 @@ async def test_cap_endpoint_authenticates_and_refuses_bad_input(
     assert r.status == 202, await r.text()
     r = await client.post("/api/v1/alerts/cap", json={"a": 1}, headers=officer.headers)
     assert r.status == 415
+    elsewhere = await make_user("duty_officer", "330381002")  # another township: not this grid's
+    r = await client.post("/api/v1/alerts/cap", data=doc.replace(b"k-1", b"k-3"), headers={**elsewhere.headers, **CAP})
+    err = await r.json()
+    assert r.status == 422 and "area" in err["error"]["fields"], err
     r = await client.post("/api/v1/alerts/cap", data=b"<feed/>", headers={**officer.headers, **CAP})
     err = await r.json()
     assert (r.status == 422 and "alert" in err["error"]["fields"] and "CAP" in err["error"]["message"]) or r.status == 422
