@@ -70,6 +70,47 @@ class PlanError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+# The reasons of PlanError in Chinese (the API answers zh-CN first): English prefix -> Chinese.
+_REASONS_ZH: Final = (
+    ("unknown key; allowed: ", "未知的键，可用："),
+    ("must be one of ", "取值应为以下之一："),
+    ("a level is one of ", "响应级别应为以下之一："),
+    ("must be a table", "应为表（对象）"),
+    ("must be a non-empty string", "应为非空字符串"),
+    ("must be a string", "应为字符串"),
+    ("holds control characters", "含有控制字符"),
+    ("must be a list of non-empty strings", "应为非空字符串的列表"),
+    ("must be a list", "应为列表"),
+    ("must be an integer between ", "应为整数，范围 "),
+    ("must be more than 0 and at most 30 days", "应大于 0 且不超过 30 天"),
+    ("name exactly one of user, role, department", "user、role、department 须且只能指定一项"),
+    ("name at least one level to invite", "至少邀请一个层级"),
+    ("name at least one way: ", "至少指定一种通知方式："),
+    ("name categories or warning_events (or both)", "须指定 categories 或 warning_events（或两者）"),
+    ("unknown department kind; known: ", "未知的部门类型，可用："),
+    ("a group needs at least one member", "工作组至少需要一名成员"),
+    ("unknown category ", "未知的事件类别 "),
+    ("unknown unit ", "未知的单位 "),
+    ("longer than ", "过长"),
+    ("more than ", "条目过多"),
+    ("must be a lower-case name", "应为小写名称（a–z、0–9、_ 和 -，最长 64）"),
+    ("must be a table of levels", "应为各响应级别（IV、III、II、I）的表，至少一个"),
+    ("level ", "触发级别未在 levels 中定义"),
+    ("bad duration", "时长格式错误，应如 5m、2h、1d、1h30m"),
+)
+# Reasons whose rest (the values they name) follows the Chinese as it is.
+_KEEP_REST: Final = ("：", " ")
+
+
+def reason_zh(reason: str) -> str:
+    """A PlanError's reason in Chinese (the English kept after it where it names values)."""
+    for prefix, zh in _REASONS_ZH:
+        if reason.startswith(prefix):
+            rest = reason[len(prefix) :].replace(" and ", "–")
+            return zh + rest if zh.endswith(_KEEP_REST) else zh
+    return reason
+
+
 @dataclass(frozen=True, slots=True)
 class Selector:
     """Who: a named person (``user``), or the people of a role or of a department kind at a level

@@ -58,7 +58,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _plan_error(exc: PlanError) -> DomainError:
     key = exc.key or "plan"
-    return invalid({key: (f"预案内容有误：{exc.reason}", exc.reason)})
+    return invalid({key: (rules.reason_zh(exc.reason), exc.reason)})
 
 
 def _level_name(level: str) -> dict[str, str]:

@@ -130,3 +130,13 @@ def test_our_cap_file_and_hostile_xml(org_tree: OrgTree) -> None:
     assert err.value.field == "document"
     with pytest.raises(CapError):
         parse(b"<rss/>")
+
+
+def test_reasons_read_in_chinese_first(org_tree: OrgTree, taxonomy: Taxonomy) -> None:
+    """The reasons a plan is refused for have Chinese wording (the API answers zh-CN first)."""
+    body = plan_body()
+    body["levels"]["IV"]["forces"][0]["count"] = 0
+    with pytest.raises(PlanError) as err:
+        parse_plan(body, tree=org_tree, taxonomy=taxonomy)
+    assert reason_zh(err.value.reason) == "应为整数，范围 1–50"
+    assert reason_zh("unknown key; allowed: a, b") == "未知的键，可用：a, b"
