@@ -20,6 +20,7 @@ from dispatchd.domain.plans import (
     matches,
     matches_warning,
     parse_plan,
+    reason_zh,
 )
 from dispatchd.domain.taxonomy import Taxonomy
 from dispatchd.plans.cap import CapError, parse
