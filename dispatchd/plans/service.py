@@ -301,17 +301,24 @@ _KIND_NAMES: Final = {
 
 def _selector_label(ctx: Context, sel: rules.Selector, place: str) -> str:
     """Who a selector means, in words (for a role nobody fills): 安阳街道·领导, 瑞安市民政局."""
+    return _selector_names(ctx, sel, place)[0]
+
+
+def _selector_names(ctx: Context, sel: rules.Selector, place: str) -> tuple[str, str]:
+    """(zh-CN, en) of :func:`_selector_label`."""
     if sel.user is not None:
-        return sel.user
-    units = [u for u in target_units(ctx, place, sel.at) if u in ctx.orgs]
-    where = "、".join(ctx.orgs.get(u).name for u in units[:3]) or place
+        return sel.user, sel.user
+    units = [ctx.orgs.get(u) for u in target_units(ctx, place, sel.at) if u in ctx.orgs][:3]
+    zh_where = "、".join(u.name for u in units) or place
+    en_where = ", ".join(u.name_en or u.name for u in units) or place
     if sel.role is not None:
-        return f"{where}·{_ROLE_NAMES.get(sel.role, sel.role)}"
+        return f"{zh_where}·{_ROLE_NAMES.get(sel.role, sel.role)}", f"{en_where} · {sel.role.replace('_', ' ')}"
     assert sel.department is not None
-    found = [d for u in units if (d := ctx.orgs.find_department(u, sel.department)) is not None]
+    found = list({d.code: d for u in units if (d := ctx.orgs.find_department(u.code, sel.department)) is not None}.values())
     if found:
-        return "、".join(dict.fromkeys(d.name for d in found[:3]))
-    return f"{where}·{_KIND_NAMES.get(sel.department, sel.department)}"
+        return "、".join(d.name for d in found), ", ".join(d.name_en or d.name for d in found)
+    kind = sel.department.replace("_", " ")
+    return f"{zh_where}·{_KIND_NAMES.get(sel.department, sel.department)}", f"{en_where} · {kind}"
 
 
 # -- notices -----------------------------------------------------------------------------------------
@@ -594,7 +601,15 @@ async def _apply_levels(
                     )
                 if not found:
                     members.append(
-                        {"label": m.label, "label_en": m.label_en, "user_id": None, "name": _selector_label(ctx, m.who, place), "unit": None, "vacant": True}
+                        {
+                            "label": m.label,
+                            "label_en": m.label_en,
+                            "user_id": None,
+                            "name": _selector_names(ctx, m.who, place)[0],
+                            "name_en": _selector_names(ctx, m.who, place)[1],
+                            "unit": None,
+                            "vacant": True,
+                        }
                     )
             await conn.execute(
                 "INSERT INTO plan_groups (activation_id, level, name, name_en, members, created_at) VALUES ($1, $2, $3, $4, $5, $6)",

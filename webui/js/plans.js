@@ -106,7 +106,7 @@ export function planSection(c, { act, ask, join, canRun }) {
             h(
               "span",
               (g.members || []).map((m) =>
-                h(`span.plan-member${m.vacant ? ".vacant" : ""}`, `${pick({ name: m.label, name_en: m.label_en }, m.label)}：${m.vacant ? t("plan.vacant", { who: m.name }) : m.name}`),
+                h(`span.plan-member${m.vacant ? ".vacant" : ""}`, `${pick({ name: m.label, name_en: m.label_en }, m.label)}：${m.vacant ? t("plan.vacant", { who: pick({ name: m.name, name_en: m.name_en }, m.name) }) : m.name}`),
               ),
             ),
           ),
