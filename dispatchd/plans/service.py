@@ -141,9 +141,11 @@ async def _store_plan(
         now,
     )
     actor = Actor.of(user, "config")
+    # Read from the files at start-up: audited, not news for the boards (nothing changed on screen).
     await record(
         conn,
         Change.of("plan", _plan_change(row), action, plan_json(row, body), actor, now, detail={"version": row["current_version"], "source": source}),
+        publish=source == "api",
     )
     log.info("plan_saved", plan_id=row["id"], plan_code=plan.code, version=row["current_version"], source=source)
     return row, True
