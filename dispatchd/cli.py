@@ -24,6 +24,7 @@ from dispatchd.clock import SystemClock
 from dispatchd.config import ConfigError, Settings, describe, load_settings, summary
 from dispatchd.domain.hotlines import load_hotlines
 from dispatchd.domain.orgs import load_org_tree
+from dispatchd.domain.plans import load_plans
 from dispatchd.domain.taxonomy import load_taxonomy
 from dispatchd.embedded import EmbeddedStores
 from dispatchd.logs import configure_logging
@@ -59,9 +60,10 @@ def _validate_config_files(settings: Settings) -> None:
         if not path.exists():
             raise ConfigError(name, str(path), "does not exist")
     try:
-        load_org_tree(settings.paths.orgs)
+        tree = load_org_tree(settings.paths.orgs)
         taxonomy = load_taxonomy(settings.paths.taxonomy)
         load_hotlines(settings.paths.hotlines, taxonomy)
+        load_plans(settings.paths.plans, tree, taxonomy)
     except ValueError as exc:
         raise ConfigError("config files", "…", str(exc)) from None
 

@@ -96,6 +96,7 @@ class PathSettings:
     taxonomy: Path = field(default=Path("config/taxonomy.toml"), metadata=_meta("case taxonomy"))
     hotlines: Path = field(default=Path("config/hotlines.toml"), metadata=_meta("hotline routing"))
     webui: Path = field(default=Path("webui"), metadata=_meta("directory of the web UI"))
+    plans: Path = field(default=Path("config/plans"), metadata=_meta("directory of emergency plan TOML files"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,6 +501,35 @@ class ReportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanSettings:
+    propose_interval: float = field(
+        default=5.0, metadata=_meta("seconds between looks for open cases that match a plan's trigger", lo=0.05, hi=3600)
+    )
+    propose_window: int = field(
+        default=86400, metadata=_meta("only cases reported within this many seconds are proposed a plan", lo=60, hi=30 * 86400)
+    )
+    escalate_after: int = field(
+        default=600, metadata=_meta("seconds a notice may stay unacknowledged before it goes to the deputy", lo=10, hi=86400)
+    )
+    timer_interval: float = field(
+        default=5.0, metadata=_meta("seconds between looks for due escalations", lo=0.05, hi=3600)
+    )
+    sms_gateway: str = field(default="", metadata=_meta("URL of the HTTP SMS gateway; empty = no SMS (recorded as unavailable)"))
+    sms_style: str = field(
+        default="generic",
+        metadata=_meta("request shape of the SMS gateway", choices=("generic", "aliyun", "tencent")),
+    )
+    sms_sign: str = field(default="", metadata=_meta("SMS signature (短信签名) the carrier registered"))
+    sms_template: str = field(default="", metadata=_meta("SMS template id (Aliyun TemplateCode, Tencent TemplateId)"))
+    sms_app_id: str = field(default="", metadata=_meta("SMS application id (Tencent SmsSdkAppId, Aliyun AccessKeyId)"))
+    sms_api_key: str = field(default="", metadata=_meta("bearer secret sent to the SMS gateway (never logged)"))
+    sms_timeout: float = field(default=5.0, metadata=_meta("seconds an SMS request may take", lo=0.1, hi=120))
+    cap_feed_url: str = field(default="", metadata=_meta("URL of a CAP 1.2 feed to poll (an alert or an Atom/RSS list of alerts); empty = none"))
+    cap_poll_interval: float = field(default=300.0, metadata=_meta("seconds between polls of the CAP feed", lo=5, hi=86400))
+    cap_max_kb: int = field(default=512, metadata=_meta("largest CAP document taken, in KB", lo=4, hi=10240))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -521,6 +551,7 @@ class Settings:
     hotline: HotlineSettings = field(default_factory=HotlineSettings)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
     gb28181: Gb28181Settings = field(default_factory=Gb28181Settings)
+    plans: PlanSettings = field(default_factory=PlanSettings)
 
     @property
     def embedded_database(self) -> bool:
@@ -661,6 +692,7 @@ def _resolve_paths(settings: Settings, root: Path) -> Settings:
             taxonomy=abs_(paths.taxonomy),
             hotlines=abs_(paths.hotlines),
             webui=abs_(paths.webui),
+            plans=abs_(paths.plans),
         ),
     )
 

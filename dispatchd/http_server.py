@@ -34,6 +34,7 @@ from dispatchd.embedded import EmbeddedStores
 from dispatchd.incidents import api as incidents
 from dispatchd.live import api as live
 from dispatchd.metrics import Metrics
+from dispatchd.plans import api as plans
 from dispatchd.store import db
 from dispatchd.store import redis as redis_store
 from dispatchd.store.migrate import migrate
@@ -61,6 +62,7 @@ CAPABILITIES: Final[tuple[Callable[[web.Application], None], ...]] = (
     reports.setup,
     open311.setup,
     gb28181.setup,
+    plans.setup,
 )
 
 

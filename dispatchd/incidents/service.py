@@ -55,7 +55,7 @@ from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, conflict, invalid, not_found
 from dispatchd.incidents import store
 from dispatchd.incidents.query import CaseQuery, find
-from dispatchd.incidents.slots import CASE_ENDED
+from dispatchd.incidents.slots import CASE_ENDED, CASE_EXTRAS
 from dispatchd.incidents.store import CHANNELS
 from dispatchd.store.changes import Actor as ChangeActor
 from dispatchd.store.changes import Change, record
@@ -351,6 +351,8 @@ async def _full_json(
             *(str(a) for a in allowed_actions(current, actor, tree, rules_of(ctx))),
             *case_operations(current, actor, tree, CONVENERS, CALLERS_OUT),
         ]
+    for name, extra in (ctx.get(CASE_EXTRAS) or {}).items():
+        case[name] = await extra(ctx, conn, row, viewer)
     return case
 
 

@@ -354,6 +354,16 @@ def event_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# An emergency plan's steps as the case's timeline names them (with the plan's name).
+_PLAN_STEPS: Final[Mapping[str, tuple[str, str]]] = {
+    "proposed": ("建议启动应急预案", "plan proposed"),
+    "activated": ("启动应急预案", "plan activated"),
+    "raised": ("应急响应升级", "plan response raised"),
+    "stood_down": ("应急响应终止", "plan stood down"),
+    "dismissed": ("不启动应急预案", "plan proposal dismissed"),
+    "step_done": ("预案步骤完成", "plan step done"),
+}
+
 # An order's steps as the case's timeline names them, with the squad unit's name.
 _ORDER_STEPS: Final[Mapping[str, tuple[str, str]]] = {
     "created": ("派出指令", "order sent"),
@@ -404,7 +414,22 @@ async def timeline(conn: asyncpg.Connection, incident_id: int) -> list[dict[str,
     if orders:
         steps = await changes.trails(conn, "order", list(orders))
         events += [order_event_json(r, orders[int(r["entity_id"])]) for r in steps if r["action"] != "receipt"]
-        events.sort(key=lambda e: (e["at"] or "", 0 if e.get("source") != "order" else 1))
+    # The emergency plans run on the case (proposed, activated, raised, stood down: docs/plans.md).
+    plans = [r["id"] for r in await conn.fetch("SELECT id FROM plan_activations WHERE incident_id = $1", incident_id)]
+    if plans:
+        for r in await changes.trails(conn, "plan_activation", plans):
+            event = event_json(r)
+            zh, en = _PLAN_STEPS.get(r["action"], (r["action"], r["action"]))
+            plan = (r["data"] or {}).get("plan_name") or {}
+            event["source"] = "plan"
+            event["action"] = f"plan.{r['action']}"
+            event["action_name"] = {
+                "zh-CN": f"{zh}：{plan.get('zh-CN', '')}".rstrip("："),
+                "en": f"{en}: {plan.get('en', '')}".rstrip(": "),
+            }
+            events.append(event)
+    if orders or plans:
+        events.sort(key=lambda e: (e["at"] or "", 0 if e.get("source") not in ("order", "plan") else 1))
     return events
 
 

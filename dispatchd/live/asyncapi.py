@@ -168,6 +168,13 @@ SQUAD_OUT = {
     "unit_status": _typed(
         "unit_status", {"unit_id": _INT, "status": _STR}, ["unit_id", "status"], "The unit's status changed."
     ),
+    "notice": _typed(
+        "notice",
+        {"notice": {"type": "object"}},
+        ["notice"],
+        "A notice to this person (an emergency plan's, or a warning's 叫应: docs/plans.md), new or changed; "
+        "acknowledged with POST /api/v1/plan-notices/{id}/ack. Dedupe by notice.id.",
+    ),
     "ok": _typed(
         "ok",
         {"for": _STR, "order_id": _INT, "state": _STR, "order": ORDER_SCHEMA},

@@ -517,6 +517,25 @@ async def cancel_case_orders(
     log.info("case_orders_cancelled", incident_id=case["id"], orders=[r["id"] for r in rows])
 
 
+async def cancel_orders(
+    ctx: Context, conn: asyncpg.Connection, order_ids: Sequence[int], user: User | None, reason: str
+) -> list[int]:
+    """Cancel those of ``order_ids`` still open, inside the caller's transaction (an emergency plan
+    standing down): the squads are told, alerts resolved, units free again. The caller has locked
+    the orders' case and units first (the lock order of this module); returns the ids cancelled."""
+    rows = await conn.fetch(
+        "SELECT * FROM orders WHERE id = ANY($1::bigint[]) AND state IN ('pending', 'delivered', 'accepted')"
+        " ORDER BY id FOR UPDATE",
+        list(order_ids),
+    )
+    for row in rows:
+        step = machine.cancel(as_machine(row), ctx.clock.now())
+        after = await _apply(conn, ctx, row, step, user, data={"reason": reason})
+        await _resolve_alerts(ctx, conn, row["id"], user, reason)
+        await _release_unit(ctx, conn, after["unit_id"], user, on_site=True)
+    return [r["id"] for r in rows]
+
+
 async def report_progress(
     ctx: Context, conn: asyncpg.Connection, unit_id: int, status: str, actor: User | str | None
 ) -> None:

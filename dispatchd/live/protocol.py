@@ -273,7 +273,7 @@ SQUAD_IN: Mapping[str, tuple[str, ...]] = {
     "ping": (),
 }
 # What the server sends on /ws/squad.
-SQUAD_OUT = ("hello", "order", "order_update", "unit_status", "ok", "error", "pong")
+SQUAD_OUT = ("hello", "order", "order_update", "unit_status", "notice", "ok", "error", "pong")
 
 DEVICE_STATUSES = ("available", "en_route", "on_scene", "returning", "off_duty")
 

@@ -124,7 +124,7 @@ class SquadHub:
     # -- the feed --------------------------------------------------------------------------------
 
     def on_rows(self, rows: Sequence[ChangeRow]) -> None:
-        mine = [r for r in rows if r.topic in ("order", "unit")]
+        mine = [r for r in rows if r.topic in ("order", "unit", "plan_notice")]
         if mine:
             self._rows.put_nowait(mine)
 
@@ -182,6 +182,11 @@ class SquadHub:
                     c.send(order_update_message(order))
         elif row.topic == "unit":
             await self._unit_changed(row)
+        elif row.topic == "plan_notice":
+            # A notice to a person (docs/plans.md) reaches their phones too, wherever they connect.
+            user_id = row.entity.get("user_id")
+            for c in list(self._by_user.get(user_id, ()) if isinstance(user_id, int) else ()):
+                c.send({"type": "notice", "notice": row.entity})
 
     async def _unit_changed(self, row: ChangeRow) -> None:
         unit = row.entity

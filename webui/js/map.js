@@ -218,12 +218,43 @@ export class MapView {
         this.labels.push({ f, lv, x: c[0], y: c[1] });
       }
     }
+    if (this.areas) this.drawAreas();
     this.labelLayer.replaceChildren();
     for (const l of this.labels) {
       l.el = svg("text", { class: `map-label map-label-${l.lv}`, "text-anchor": "middle" });
       l.el.textContent = labelOf(l.f);
       this.labelLayer.append(l.el);
     }
+    this.schedule();
+  }
+
+  /** Areas drawn over the boundaries under ``name`` (a warning's polygons): rings of [lon, lat]. */
+  setAreas(name, rings, cls = "") {
+    this.areas = this.areas || new Map();
+    this.areas.set(name, { rings, cls });
+    this.drawAreas();
+  }
+
+  drawAreas() {
+    if (!this.areaGroup) this.areaGroup = svg("g", { class: "map-overlay" });
+    this.areaGroup.replaceChildren();
+    if (!this.bounds) return; // drawn with the boundaries, which set the origin
+    const [ox, oy] = this.origin;
+    for (const [name, { rings, cls }] of this.areas || []) {
+      for (const ring of rings) {
+        const d =
+          "M" +
+          ring
+            .map(([lon, lat]) => {
+              const [x, y] = this.world(lon, lat);
+              return `${((x - ox) * BASE).toFixed(1)},${((y - oy) * BASE).toFixed(1)}`;
+            })
+            .join("L") +
+          "Z";
+        this.areaGroup.append(svg("path", { d, class: `map-area-overlay ${cls}`, "data-area": name }));
+      }
+    }
+    this.shapes.append(this.areaGroup);
     this.schedule();
   }
 

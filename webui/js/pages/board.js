@@ -26,6 +26,7 @@ import {
   UNIT_STATUSES,
 } from "../model.js";
 import { languageSwitch, liveIndicator, startPage } from "../shell.js";
+import { planBoardItem, warningBoardItem, warningRings } from "../plans.js";
 
 const CHANNEL_ORDER = ["hotline", "grid_report", "open311", "officer", "walk_in", "video", "alarm"];
 const state = new BoardState();
@@ -37,6 +38,35 @@ let bannerTimer = 0;
 let renderQueued = false;
 const fresh = new Set(); // ids of items that just arrived, flashed once
 const unitNames = new Map(); // org code -> name, for meetings convened by a unit
+// Emergency plans proposed or running, and active warnings with who acknowledged (docs/plans.md):
+// from the snapshot's sections, then fetched again when one of them changes.
+const plans = { activations: [], warnings: [] };
+let plansTimer = 0;
+
+function refreshPlans() {
+  clearTimeout(plansTimer);
+  plansTimer = setTimeout(async () => {
+    try {
+      const [a, w] = await Promise.all([get("/api/v1/plan-activations"), get("/api/v1/warnings")]);
+      plans.activations = a.activations || [];
+      plans.warnings = w.warnings || [];
+      renderPlans();
+    } catch {
+      /* keep what is shown */
+    }
+  }, 800);
+}
+
+function renderPlans() {
+  const running = plans.activations;
+  document.getElementById("plan-count").textContent = running.length + plans.warnings.length;
+  const items = [
+    ...plans.warnings.map((w) => ({ kind: "warning", w })),
+    ...running.map((p) => ({ kind: "plan", p })),
+  ];
+  fitList(document.getElementById("plan-list"), items, (x) => (x.kind === "warning" ? warningBoardItem(x.w) : planBoardItem(x.p)), "plan.none_running");
+  if (map) map.setAreas("warnings", plans.warnings.flatMap(warningRings), "map-warning");
+}
 
 function scheduleRender() {
   if (renderQueued) return;
@@ -331,6 +361,7 @@ function render() {
   renderLists();
   renderSquads();
   renderMeetings();
+  renderPlans();
   renderMap();
   fresh.clear();
 }
@@ -376,6 +407,8 @@ function onMessage(msg) {
   switch (msg.type) {
     case "snapshot":
       state.applySnapshot(msg);
+      plans.activations = (msg.sections && msg.sections.plans) || [];
+      plans.warnings = (msg.sections && msg.sections.warnings) || [];
       tickClock();
       refreshRate();
       scheduleRender();
@@ -390,6 +423,18 @@ function onMessage(msg) {
       if (r && r.item && r.item.id !== undefined) fresh.add(`${r.entity}:${r.item.id}`);
       if (r && r.entity === "incident" && r.reported && r.kept) showBanner(r.item);
       if (r && r.entity === "incident" && r.action === "close") refreshRate();
+      if (r && (r.entity === "plan_activation" || r.entity === "warning" || (r.entity === "plan_notice" && r.item && r.item.warning_id))) {
+        refreshPlans();
+        if (r.entity === "warning" && r.action === "received") {
+          const el = document.getElementById("board-banner");
+          el.className = "board-banner banner-P1";
+          el.textContent = t("plan.warning_toast", { event: r.item.event || "", headline: r.item.headline || "" });
+          el.hidden = false;
+          clearTimeout(bannerTimer);
+          bannerTimer = setTimeout(() => (el.hidden = true), 30000);
+          chime();
+        }
+      }
       if (r && r.entity === "meeting" && r.kept && INVITING.includes(r.action) && invitedHere(r.item)) {
         showMeetingBanner(r.item);
         chime();

@@ -29,6 +29,7 @@ import {
 import { liveIndicator, startPage, topBar } from "../shell.js";
 import { chime, unlock } from "../alarm.js";
 import { VoiceSession } from "../voice.js";
+import { MyNotices, PLAN_KEY, planSection, startDialogFor, stepTimer, useDialog } from "../plans.js";
 
 // The loop's actions as the console offers them: key, look, dialog. Which of them a case offers to
 // this user is the server's to say (the case's allowed_actions), never a copy of its rules here.
@@ -333,6 +334,7 @@ function renderDetail() {
     );
   }
   if (S.config.features.orders && c.squad_unit !== null && c.squad_unit !== undefined) sections.push(ordersSection(c));
+  if (c.plan !== undefined) sections.push(planSection(c, { act: planAct, ask: reasonAsk, join: joinMeeting, canRun: canRunPlans() }));
   if (S.config.features.meetings) sections.push(meetingsSection(c));
   if (S.config.features.hotline) sections.push(voiceSection(c));
   if (S.config.features.cameras) sections.push(camerasSection(c));
@@ -378,6 +380,84 @@ function renderDetail() {
     ...sections,
   );
   drawDetailMap(mapBox, c);
+}
+
+// -- emergency plans (docs/plans.md) -----------------------------------------------------------
+
+function canRunPlans() {
+  return ["duty_officer", "leader"].includes(S.user.role);
+}
+
+/** Post to a plan of the open case (confirm, raise, stand down, a step) and show the case after it. */
+async function planAct(path, body) {
+  const id = S.detail && S.detail.id;
+  try {
+    await post(path, body);
+  } catch (err) {
+    toast(errorText(err), "error", 8000);
+  }
+  if (id) await selectCase(id, { focusList: false });
+}
+
+function reasonAsk(title, onReason) {
+  openDialog({
+    title: `${title} · ${S.detail.number}`,
+    body: [textField("reason", "plan.reason")],
+    submit: title,
+    onSubmit: (f) => onReason(f.reason.value.trim() || null),
+  });
+}
+
+/** Q: confirm the case's proposed plan, or choose one to start. */
+function planKey() {
+  const p = S.detail && S.detail.plan;
+  if (p && p.state === "proposed") return planAct(`/api/v1/plan-activations/${p.id}/confirm`, {});
+  if (!p || !["proposed", "active"].includes(p.state)) return startDialogFor(S.detail, planAct);
+  return null;
+}
+
+/** The jurisdiction's proposed and running plans: a proposal waits for the duty officer's key. */
+let plansTimer = 0;
+
+function loadPlans() {
+  clearTimeout(plansTimer);
+  plansTimer = setTimeout(async () => {
+    try {
+      S.plans = (await get("/api/v1/plan-activations")).activations || [];
+    } catch {
+      return; // keep what is shown
+    }
+    renderPlans();
+  }, 300);
+}
+
+function renderPlans() {
+  const panel = document.getElementById("plans-panel");
+  if (!panel) return;
+  const list = (S.plans || []).slice().sort((a, b) => Number(b.state === "proposed") - Number(a.state === "proposed") || b.id - a.id);
+  panel.hidden = !list.length;
+  document.getElementById("plan-count").textContent = list.length;
+  document.getElementById("plan-list").replaceChildren(
+    ...list.map((p) =>
+      h(
+        "li",
+        { dataset: { id: p.id, state: p.state } },
+        h(`span.plan-level.pl-${p.level}`, p.level),
+        h("strong.grow", pick(p.plan_name, p.plan_code)),
+        h(`span.plan-state.ps-${p.state}`, t(`plan.state_${p.state}`)),
+        p.overdue_steps ? h("span.plan-overdue", t("plan.n_overdue", { n: p.overdue_steps })) : null,
+        p.incident_id ? h("button.btn.btn-small", { type: "button", onclick: () => selectCase(p.incident_id) }, t("console.open")) : null,
+      ),
+    ),
+  );
+}
+
+function renderNotices() {
+  const panel = document.getElementById("notices-panel");
+  if (!panel || !S.notices) return;
+  const n = S.notices.render(document.getElementById("notice-list"));
+  document.getElementById("notice-count").textContent = n;
+  panel.hidden = !n;
 }
 
 function transitionText(e) {
@@ -1648,6 +1728,21 @@ function onLive(msg) {
       toast(t("console.meeting_invited", { title: m.title || "", org: unitName(m.org) }), "ok", 15000);
       chime();
     }
+  } else if (r.entity === "plan_activation") {
+    const a = r.item;
+    loadPlans();
+    if (S.detail && String(a.incident_id) === String(S.detail.id)) selectCase(S.detail.id, { focusList: false });
+    if (r.action === "proposed" && canRunPlans()) {
+      toast(t("plan.proposed_toast", { name: pick(a.plan_name, a.plan_code || ""), area: pick({ name: a.area && a.area.name, name_en: a.area && a.area.name_en }, "") }), "error", 15000);
+      beep();
+    }
+  } else if (r.entity === "plan_notice") {
+    if (S.notices && S.notices.apply(r.item)) {
+      toast(r.item.text, "error", 15000);
+      chime();
+    }
+  } else if (r.entity === "warning") {
+    if (r.action === "received") toast(t("plan.warning_toast", { event: r.item.event || "", headline: r.item.headline || "" }), "error", 15000);
   } else if (r.entity === "alert") {
     if (r.kept && !r.previous) beep();
     renderAlerts();
@@ -1703,6 +1798,7 @@ function helpDialog() {
     ["N", "console.new_case"],
     ["W", "console.k_answer"],
     ["H", "console.k_hangup"],
+    ["Q", "plan.k_plan"],
     ...ACTIONS.map((a) => [a.key.toUpperCase(), `action.${a.name}`]),
     ["Esc", "console.cancel"],
   ];
@@ -1734,6 +1830,7 @@ function onKey(ev) {
   // The headset: W answers the call ringing here (or the longest waiting), H hangs up.
   if (key === "w" && S.desk && S.user.role === "duty_officer" && S.config.features.hotline && !S.voice) return go(answerNext);
   if (key === "h" && S.voice) return go(voiceHangup);
+  if (key === PLAN_KEY && S.detail && S.detail.plan !== undefined && canRunPlans() && isOpen(S.detail)) return go(planKey);
   const a = ACTIONS.find((x) => x.key === key);
   if (a && S.detail && allowed(a, S.detail)) go(() => runAction(a));
 }
@@ -1775,6 +1872,8 @@ async function main() {
     renderAlerts();
     renderMeetings();
     renderPresence();
+    renderNotices();
+    renderPlans();
     applyI18n(document);
   });
   const [taxonomy, orgs] = await Promise.all([
@@ -1800,6 +1899,10 @@ async function main() {
     await loadCalls();
     await loadAlerts();
   }
+  useDialog(openDialog);
+  S.notices = new MyNotices(user.id, renderNotices);
+  await S.notices.load();
+  if (S.desk) loadPlans();
   setInterval(() => {
     renderCalls();
     loadPresence();
@@ -1817,6 +1920,15 @@ async function main() {
   }
   const wanted = new URLSearchParams(location.search).get("case");
   if (wanted) selectCase(wanted);
+  setInterval(() => {
+    // The checklist's timers count down with the server's clock (only the timers are redrawn).
+    const p = S.detail && S.detail.plan;
+    if (!p || p.state !== "active") return;
+    for (const s of p.checklist || []) {
+      const old = document.querySelector(`.plan-checklist li[data-step="${s.id}"] .plan-timer`);
+      if (old) old.replaceWith(stepTimer(s));
+    }
+  }, 5000);
   window.dispatchdConsole = { S, voiceInbound: () => (S.voice ? S.voice.session.inbound() : null) };
 }
 

@@ -30,6 +30,7 @@ const S = {
   watch: null,
   lastSent: null,
   pending: new Map(), // requests waiting for ok/error: key -> {resolve, reject}
+  notices: new Map(), // notices to this person (plans, warnings' 叫应): id -> notice
 };
 
 let orderMap = null;
@@ -219,7 +220,42 @@ function renderUnit() {
   );
 }
 
+/** Notices to this person still waiting for 叫应, each acknowledged with one tap. */
+function renderNotices() {
+  const box = document.getElementById("notices");
+  if (!box) return;
+  const open = [...S.notices.values()].filter((n) => ["sent", "delivered"].includes(n.state)).sort((a, b) => b.id - a.id);
+  box.hidden = !open.length;
+  box.replaceChildren(
+    ...open.map((n) =>
+      h(
+        "div.notice-card",
+        { dataset: { id: n.id } },
+        h("p", n.text || ""),
+        h(
+          "button.btn.btn-primary.big-btn.ack",
+          {
+            type: "button",
+            onclick: async () => {
+              try {
+                const done = await api("POST", `/api/v1/plan-notices/${n.id}/ack`, { body: {} });
+                S.notices.set(String(n.id), done);
+                if (!S.unseen.size) stopRinging();
+                renderNotices();
+              } catch (err) {
+                toast(errorText(err), "error");
+              }
+            },
+          },
+          t("plan.ack"),
+        ),
+      ),
+    ),
+  );
+}
+
 function render() {
+  renderNotices();
   renderUnit();
   renderOrder();
   renderRecent();
@@ -303,6 +339,18 @@ function onMessage(msg) {
         toast(t("squad.order_withdrawn", { number: (o.incident || {}).number || "" }), "info", 8000);
       }
       render();
+      break;
+    }
+    case "notice": {
+      // A plan's or a warning's notice to this person: shown until acknowledged (叫应).
+      const n = msg.notice || {};
+      const known = S.notices.get(String(n.id));
+      S.notices.set(String(n.id), n);
+      if (!known && ["sent", "delivered"].includes(n.state)) {
+        startRinging();
+        toast(n.text || "", "error", 15000);
+      }
+      renderNotices();
       break;
     }
     case "unit_status": {

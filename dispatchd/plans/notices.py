@@ -1,0 +1,306 @@
+"""Notices that reach people: the console (the change feed), SMS through the gateway, receipts,
+acknowledgement (叫应), and escalation to the deputy of whoever did not acknowledge in time.
+
+A notice is entity ``plan_notice``; its ``org_path`` is the person's unit, so the person's console
+(and those above it) hears of every change through the change feed. SMS goes out after the commit
+that made the notice: the loop claims it (an audited change), calls the gateway, and records the
+answer. Escalation runs on the application clock (tests move a FakeClock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import asyncpg
+import structlog
+
+from dispatchd.context import Context
+from dispatchd.domain.plans import Selector
+from dispatchd.errors import conflict, invalid, not_found
+from dispatchd.plans import sms
+from dispatchd.plans.service import add_notice, notice_json, people
+from dispatchd.plans.slots import NOTICES_WAKE
+from dispatchd.store.changes import SYSTEM, Actor, Change, record
+from dispatchd.store.outage import log_unless_outage
+from dispatchd.store.users import User
+from dispatchd.tasks import raise_if_cancelling
+
+log = structlog.get_logger("dispatchd.plans.notices")
+
+# Who stands in for a warning's grid worker when no deputy is on record.
+WARNING_DEPUTY = Selector(role="duty_officer", at="township")
+
+
+async def _person(conn: asyncpg.Connection, user_id: int | None) -> asyncpg.Record | None:
+    if user_id is None:
+        return None
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, username, display_name, role, org_code, department_code FROM users WHERE id = $1", user_id
+    )
+    return row
+
+
+async def _change(
+    ctx: Context,
+    conn: asyncpg.Connection,
+    notice_id: int,
+    columns: Mapping[str, Any],
+    action: str,
+    actor: Actor,
+    *,
+    from_state: str,
+    detail: Mapping[str, Any] | None = None,
+    publish: bool = True,
+) -> asyncpg.Record:
+    names = list(columns)
+    sets = "".join(f"{n} = ${i + 2}, " for i, n in enumerate(names))
+    row: asyncpg.Record = await conn.fetchrow(
+        f"UPDATE plan_notices SET {sets}updated_at = ${len(names) + 2}, version = version + 1 WHERE id = $1 RETURNING *",
+        notice_id,
+        *[columns[n] for n in names],
+        ctx.clock.now(),
+    )
+    person = await _person(conn, row["user_id"])
+    name = (person["display_name"] or person["username"]) if person is not None else None
+    await record(
+        conn,
+        Change.of("plan_notice", row, action, notice_json(row, name), actor, ctx.clock.now(), from_state=from_state, detail=detail),
+        publish=publish,
+    )
+    return row
+
+
+async def _own_notice(conn: asyncpg.Connection, notice_id: int, user: User) -> asyncpg.Record:
+    row: asyncpg.Record | None = await conn.fetchrow("SELECT * FROM plan_notices WHERE id = $1 FOR UPDATE", notice_id)
+    if row is None or row["user_id"] != user.id:
+        raise not_found("通知", "notice")
+    return row
+
+
+async def receipt(ctx: Context, notice_id: int, user: User) -> dict[str, Any]:
+    """The person's console showed the notice: it is delivered."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _own_notice(conn, notice_id, user)
+        deliveries = dict(row["deliveries"])
+        if (deliveries.get("console") or {}).get("state") == "delivered":
+            return notice_json(row)
+        deliveries["console"] = {"state": "delivered", "at": ctx.clock.now().isoformat()}
+        state = "delivered" if row["state"] == "sent" else row["state"]
+        row = await _change(ctx, conn, notice_id, {"deliveries": deliveries, "state": state}, "delivered", Actor.of(user), from_state=row["state"])
+    return notice_json(row)
+
+
+async def acknowledge(ctx: Context, notice_id: int, user: User) -> dict[str, Any]:
+    """The person acknowledges (叫应): no escalation any more."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await _own_notice(conn, notice_id, user)
+        if row["state"] == "acknowledged":
+            return notice_json(row)
+        if row["state"] in ("cancelled", "failed"):
+            raise conflict("该通知已关闭", f"the notice is {row['state']}", code="notice_closed")
+        now = ctx.clock.now()
+        deliveries = dict(row["deliveries"])
+        if "console" in deliveries and deliveries["console"].get("state") != "delivered":
+            deliveries["console"] = {"state": "delivered", "at": now.isoformat()}
+        row = await _change(
+            ctx,
+            conn,
+            notice_id,
+            {"state": "acknowledged", "acknowledged_at": now, "acknowledged_by": user.id, "escalate_at": None, "deliveries": deliveries},
+            "acknowledged",
+            Actor.of(user),
+            from_state=row["state"],
+        )
+    log.info("notice_acknowledged", notice_id=notice_id, activation_id=row["activation_id"], warning_id=row["warning_id"])
+    return notice_json(row)
+
+
+async def my_notices(ctx: Context, user: User, *, open_only: bool = True) -> list[dict[str, Any]]:
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT * FROM plan_notices WHERE user_id = $1"
+            + (" AND state IN ('sent', 'delivered', 'escalated')" if open_only else "")
+            + " ORDER BY id DESC LIMIT 100",
+            user.id,
+        )
+    return [notice_json(r, user.display_name or user.username) for r in rows]
+
+
+async def set_contact(ctx: Context, admin: User, user_id: int, mobile: str | None, deputy_user_id: int | None) -> dict[str, Any]:
+    """How to reach a person (mobile) and who stands in (deputy); admins of the person's unit."""
+    mobile = (mobile or "").strip() or None
+    if mobile is not None and not (mobile.lstrip("+").isdigit() and 6 <= len(mobile) <= 20):
+        raise invalid({"mobile": ("手机号码格式错误", "not a phone number")})
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        person = await _person(conn, user_id)
+        if person is None or not ctx.orgs.is_within(person["org_code"], admin.org):
+            raise not_found("用户", "user")
+        if deputy_user_id is not None:
+            deputy = await _person(conn, deputy_user_id)
+            if deputy is None or deputy_user_id == user_id:
+                raise invalid({"deputy_user_id": ("代理人不存在或为本人", "no such deputy, or the person themself")})
+        await conn.execute(
+            "INSERT INTO plan_contacts (user_id, mobile, deputy_user_id, updated_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (user_id) DO UPDATE SET mobile = $2, deputy_user_id = $3, updated_at = $4",
+            user_id,
+            mobile,
+            deputy_user_id,
+            ctx.clock.now(),
+        )
+    log.info("contact_set", user_id=user_id, has_mobile=mobile is not None, deputy_user_id=deputy_user_id)
+    return {"user_id": user_id, "mobile": sms.mask(mobile) if mobile else None, "deputy_user_id": deputy_user_id}
+
+
+# -- SMS ---------------------------------------------------------------------------------------------
+
+
+async def send_pending_sms(ctx: Context, session: aiohttp.ClientSession, limit: int = 20) -> int:
+    """Send the SMS of notices waiting for it; how many were tried."""
+    s = ctx.settings.plans
+    if not s.sms_gateway:
+        return 0
+    tried = 0
+    for _ in range(limit):
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM plan_notices WHERE deliveries->'sms'->>'state' = 'pending' AND state IN ('sent', 'delivered')"
+                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            )
+            if row is None:
+                break
+            mobile = await conn.fetchval("SELECT mobile FROM plan_contacts WHERE user_id = $1", row["user_id"])
+            deliveries = dict(row["deliveries"])
+            if not mobile:
+                deliveries["sms"] = {"state": "failed", "detail": "无手机号码 / no mobile number on record", "at": ctx.clock.now().isoformat()}
+                await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "sms_failed", SYSTEM, from_state=row["state"])
+                continue
+            deliveries["sms"] = {"state": "sending", "at": ctx.clock.now().isoformat()}
+            row = await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "sms_sending", SYSTEM, from_state=row["state"], publish=False)
+        tried += 1
+        request = sms.build_request(
+            s.sms_style, mobile=mobile, text=row["text"], sign=s.sms_sign, template=s.sms_template, app_id=s.sms_app_id, secret=s.sms_api_key
+        )
+        ok, detail = False, ""
+        try:
+            async with session.post(
+                s.sms_gateway,
+                data=json.dumps(request.body, ensure_ascii=False).encode(),
+                headers=request.headers,
+                timeout=aiohttp.ClientTimeout(total=s.sms_timeout),
+            ) as resp:
+                text = await resp.text()
+                try:
+                    answer: Any = json.loads(text) if text else {}
+                except ValueError:
+                    answer = {}
+                ok, detail = sms.accepted(s.sms_style, resp.status, answer)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ok, detail = False, f"gateway unreachable: {type(exc).__name__}"
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow("SELECT * FROM plan_notices WHERE id = $1 FOR UPDATE", row["id"])
+            deliveries = dict(current["deliveries"])
+            deliveries["sms"] = {"state": "delivered" if ok else "failed", "detail": detail, "at": ctx.clock.now().isoformat()}
+            state = "delivered" if ok and current["state"] == "sent" else current["state"]
+            await _change(
+                ctx, conn, row["id"], {"deliveries": deliveries, "state": state}, "sms_sent" if ok else "sms_failed", SYSTEM, from_state=current["state"]
+            )
+        log.info("notice_sms", notice_id=row["id"], accepted=ok, style=s.sms_style, mobile=sms.mask(mobile))
+    return tried
+
+
+# -- escalation --------------------------------------------------------------------------------------
+
+
+async def _deputy(ctx: Context, conn: asyncpg.Connection, row: Mapping[str, Any]) -> asyncpg.Record | None:
+    """The person's deputy on record, else the one the plan names (relative to the place)."""
+    deputy_id = await conn.fetchval("SELECT deputy_user_id FROM plan_contacts WHERE user_id = $1", row["user_id"])
+    if deputy_id is not None:
+        return await _person(conn, deputy_id)
+    selector = row["deputy"]
+    if row["warning_id"] is not None and not selector:
+        selector = WARNING_DEPUTY.as_json()
+    if not selector:
+        return None
+    place = row["org_path"][-1]
+    if row["activation_id"] is not None:
+        place = await conn.fetchval("SELECT area_code FROM plan_activations WHERE id = $1", row["activation_id"]) or place
+    sel = Selector(user=selector.get("user"), role=selector.get("role"), department=selector.get("department"), at=selector.get("at"))
+    for candidate in await people(ctx, conn, sel, place):
+        if candidate["id"] != row["user_id"]:
+            return candidate
+    return None
+
+
+async def escalate_due(ctx: Context, limit: int = 50) -> list[int]:
+    """Notices unacknowledged at their ``escalate_at`` go to the person's deputy (a new notice);
+    the ids of the new notices."""
+    made: list[int] = []
+    now = ctx.clock.now()
+    for _ in range(limit):
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM plan_notices WHERE escalate_at <= $1 AND state IN ('sent', 'delivered')"
+                " ORDER BY escalate_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                now,
+            )
+            if row is None:
+                break
+            deputy = await _deputy(ctx, conn, row)
+            if deputy is None:
+                await _change(
+                    ctx, conn, row["id"], {"escalate_at": None}, "escalation_failed", SYSTEM, from_state=row["state"],
+                    detail={"reason": "no deputy"},
+                )
+                continue
+            original = await _person(conn, row["user_id"])
+            who = (original["display_name"] or original["username"]) if original is not None else row["label"]
+            new = await add_notice(
+                ctx,
+                conn,
+                person=deputy,
+                label=f"{deputy['display_name'] or deputy['username']}（代 {who}）",
+                via=list(row["via"]),
+                text=f"【未叫应，转代理人】{row['text']}",
+                actor=SYSTEM,
+                activation_id=row["activation_id"],
+                warning_id=row["warning_id"],
+                level=row["level"],
+                escalates=row["id"],
+                fallback_org=row["org_path"][-1],
+            )
+            await _change(
+                ctx, conn, row["id"], {"state": "escalated", "escalated_to": new["id"], "escalate_at": None}, "escalated", SYSTEM,
+                from_state=row["state"], detail={"deputy": deputy["id"]},
+            )
+        made.append(new["id"])
+        log.info("notice_escalated", notice_id=row["id"], to_notice=new["id"], deputy_id=deputy["id"])
+    return made
+
+
+async def run_notices(ctx: Context) -> None:
+    """The loop: SMS waiting to go out, escalations due; woken at once by a new notice."""
+    wake = ctx[NOTICES_WAKE]
+    interval = ctx.settings.plans.timer_interval
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                await send_pending_sms(ctx, session)
+                await escalate_due(ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise_if_cancelling()
+                log_unless_outage(ctx, exc, "plan_notices_failed")
+            wake.clear()
+            try:
+                async with asyncio.timeout(interval):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+
+
+__all__ = ["acknowledge", "escalate_due", "my_notices", "receipt", "run_notices", "send_pending_sms", "set_contact"]

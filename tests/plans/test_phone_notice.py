@@ -1,0 +1,46 @@
+"""A notice to a squad member reaches their phone over /ws/squad (a real websocket on loopback),
+as well as their console's feed; acknowledging it from the phone's API closes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatchd.domain.orgs import OrgTree
+from tests.conftest import AppFactory, UserFactory
+from tests.live.helpers import make_case, make_squad
+from tests.plans.helpers import COUNTY, GRID, TOWN, plan_body
+
+
+async def test_a_squad_member_named_in_a_notice_gets_it_on_the_phone(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """The plan names a squad member by login: after activation the phone's socket carries a
+    ``notice`` message with the text; the member acknowledges it and the plan shows acknowledged."""
+    client = await make_client(plans_propose_interval=3600, plans_timer_interval=3600)
+    officer = await make_user("duty_officer", COUNTY)
+    admin = await make_user("admin", COUNTY)
+    _, members = await make_squad(client, officer, make_user, org=TOWN, name="机动队")
+    member = members[0]
+    body = plan_body()
+    body["levels"]["IV"]["notices"].append({"user": member.user.username, "via": ["console"], "text": "机动队立即集结"})
+    r = await client.post("/api/v1/plans", json=body, headers=admin.headers)
+    plan = await r.json()
+    assert r.status == 201, plan
+    case = await make_case(client, officer, org_tree, grid=GRID, category="incident.stability.wage_claim")
+    async with client.ws_connect(f"/ws/squad?token={member.token}") as ws:
+        hello = await ws.receive_json(timeout=10)
+        assert hello["type"] == "hello"
+        r = await client.post(f"/api/v1/incidents/{case['id']}/plan", json={"plan": plan["id"]}, headers=officer.headers)
+        assert r.status == 201, await r.text()
+        notice: dict[str, Any] | None = None
+        for _ in range(20):
+            msg = await ws.receive_json(timeout=10)
+            if msg["type"] == "notice":
+                notice = msg["notice"]
+                break
+        assert notice is not None and notice["text"].startswith("机动队立即集结") and notice["user_id"] == member.user.id
+    r = await client.post(f"/api/v1/plan-notices/{notice['id']}/ack", headers=member.headers)
+    assert r.status == 200 and (await r.json())["state"] == "acknowledged"
+    act = await (await client.get(f"/api/v1/incidents/{case['id']}", headers=officer.headers)).json()
+    mine = next(n for n in act["plan"]["notices"] if n["user_id"] == member.user.id)
+    assert mine["state"] == "acknowledged" and mine["acknowledged_at"]
