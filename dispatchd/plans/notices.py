@@ -12,21 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import asyncpg
 import structlog
 
+from dispatchd.channels.hotline.slots import PERSON_CALLS, PersonCall, PersonCaller
 from dispatchd.context import Context
 from dispatchd.domain.plans import Selector
-from dispatchd.errors import conflict, invalid, not_found
+from dispatchd.errors import DomainError, conflict, invalid, not_found
 from dispatchd.plans import sms
 from dispatchd.plans.service import add_notice, notice_json, people
 from dispatchd.plans.slots import NOTICES_WAKE
 from dispatchd.store.changes import SYSTEM, Actor, Change, record
 from dispatchd.store.outage import log_unless_outage
-from dispatchd.store.users import User
+from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.plans.notices")
@@ -212,6 +213,98 @@ async def send_pending_sms(ctx: Context, session: aiohttp.ClientSession, limit: 
     return tried
 
 
+# -- phone calls -------------------------------------------------------------------------------------
+
+
+async def call_pending(ctx: Context, calling: set[asyncio.Task[None]], limit: int = 20) -> int:
+    """Ring the people of notices waiting for a call (on the instance holding the SIP port): each
+    is claimed (``calling``) and rung in the background; how many were started."""
+    caller = ctx.get(PERSON_CALLS)
+    if caller is None or not caller.ready():
+        return 0
+    started = 0
+    for _ in range(limit):
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM plan_notices WHERE deliveries->'call'->>'state' = 'pending' AND state IN ('sent', 'delivered')"
+                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            )
+            if row is None:
+                break
+            mobile = await conn.fetchval("SELECT mobile FROM plan_contacts WHERE user_id = $1", row["user_id"])
+            deliveries = dict(row["deliveries"])
+            now = ctx.clock.now().isoformat()
+            if not mobile:
+                deliveries["call"] = {"state": "failed", "detail": "无手机号码 / no mobile number on record", "at": now}
+                await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "call_failed", SYSTEM, from_state=row["state"])
+                continue
+            incident_id = None
+            if row["activation_id"] is not None:
+                incident_id = await conn.fetchval(
+                    "SELECT incident_id FROM plan_activations WHERE id = $1", row["activation_id"]
+                )
+            deliveries["call"] = {"state": "calling", "at": now}
+            row = await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "calling", SYSTEM, from_state=row["state"])
+        task = asyncio.create_task(_ring(ctx, caller, row, mobile, incident_id), name=f"notice-call-{row['id']}")
+        calling.add(task)
+        task.add_done_callback(calling.discard)
+        started += 1
+    return started
+
+
+_CALL_RESULTS: Final = {
+    "acknowledged": ("delivered", "已接听并按1确认 / answered, acknowledged with key 1"),
+    "not_acknowledged": ("delivered", "已接听，未按1确认 / answered, not acknowledged"),
+    "busy": ("failed", "占线 / busy"),
+    "no_answer": ("failed", "无人接听 / no answer"),
+}
+
+
+async def _ring(
+    ctx: Context, caller: PersonCaller, row: Mapping[str, Any], mobile: str, incident_id: int | None
+) -> None:
+    notice_id, user_id = int(row["id"]), row["user_id"]
+
+    async def by_key_1() -> bool:
+        async with ctx.pool.acquire() as conn:
+            user = await get_user(conn, user_id)
+        if user is None:
+            return False
+        try:
+            await acknowledge(ctx, notice_id, user)
+        except DomainError:
+            return False  # the notice was closed meanwhile
+        return True
+
+    try:
+        result = await caller.call(
+            PersonCall(
+                number=mobile,
+                text=row["text"],
+                org=row["org_path"][-1],
+                callee_id=user_id,
+                acknowledge=by_key_1,
+                incident_id=incident_id,
+            )
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log_unless_outage(ctx, exc, "notice_call_failed", notice_id=notice_id)
+        result = "failed"
+    state, detail = _CALL_RESULTS.get(result, ("failed", "呼叫失败 / the call failed"))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        current = await conn.fetchrow("SELECT * FROM plan_notices WHERE id = $1 FOR UPDATE", notice_id)
+        deliveries = dict(current["deliveries"])
+        deliveries["call"] = {"state": state, "detail": detail, "result": result, "at": ctx.clock.now().isoformat()}
+        new_state = "delivered" if state == "delivered" and current["state"] == "sent" else current["state"]
+        await _change(
+            ctx, conn, notice_id, {"deliveries": deliveries, "state": new_state}, "called", SYSTEM,
+            from_state=current["state"], detail={"result": result},
+        )
+    log.info("notice_called", notice_id=notice_id, result=result, mobile=sms.mask(mobile))
+
+
 # -- escalation --------------------------------------------------------------------------------------
 
 
@@ -282,25 +375,33 @@ async def escalate_due(ctx: Context, limit: int = 50) -> list[int]:
 
 
 async def run_notices(ctx: Context) -> None:
-    """The loop: SMS waiting to go out, escalations due; woken at once by a new notice."""
+    """The loop: SMS waiting to go out, calls to ring, escalations due; woken at once by a new notice.
+    Calls under way when it stops are cancelled (the SIP edge ends their legs)."""
     wake = ctx[NOTICES_WAKE]
     interval = ctx.settings.plans.timer_interval
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                await send_pending_sms(ctx, session)
-                await escalate_due(ctx)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                raise_if_cancelling()
-                log_unless_outage(ctx, exc, "plan_notices_failed")
-            wake.clear()
-            try:
-                async with asyncio.timeout(interval):
-                    await wake.wait()
-            except TimeoutError:
-                pass
+    calling: set[asyncio.Task[None]] = set()
+    try:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await send_pending_sms(ctx, session)
+                    await call_pending(ctx, calling)
+                    await escalate_due(ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    raise_if_cancelling()
+                    log_unless_outage(ctx, exc, "plan_notices_failed")
+                wake.clear()
+                try:
+                    async with asyncio.timeout(interval):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+    finally:
+        for task in list(calling):
+            task.cancel()
+        if calling:
+            await asyncio.wait(list(calling), timeout=5)
 
-
-__all__ = ["acknowledge", "escalate_due", "my_notices", "receipt", "run_notices", "send_pending_sms", "set_contact"]
+__all__ = ["acknowledge", "call_pending", "escalate_due", "my_notices", "receipt", "run_notices", "send_pending_sms", "set_contact"]

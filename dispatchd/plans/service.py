@@ -20,6 +20,7 @@ from typing import Any, Final
 import asyncpg
 import structlog
 
+from dispatchd.channels.hotline.slots import PERSON_CALLS
 from dispatchd.context import Context
 from dispatchd.domain import plans as rules
 from dispatchd.domain.incident import OPEN_STATES
@@ -47,8 +48,8 @@ _OPEN_CASE_STATES: Final = [str(s) for s in OPEN_STATES]
 # People one selector may name at most (all grid workers of a township's grids, say).
 _MAX_PEOPLE: Final = 200
 CALL_UNAVAILABLE: Final = (
-    "自动外呼通知尚未接入：请按号码人工回拨",
-    "automatic calls for notices are not wired to the hotline's calls out: call the number by hand",
+    "未配置外呼中继（[voice] trunk）：请按号码人工拨打",
+    "no trunk for calls out is configured ([voice] trunk): call the number by hand",
 )
 
 
@@ -363,6 +364,8 @@ def _deliveries(ctx: Context, via: Sequence[str], has_person: bool) -> dict[str,
                 if ctx.settings.plans.sms_gateway
                 else {"state": "unavailable", "detail": "未配置短信网关 / no SMS gateway configured"}
             )
+        elif ctx.get(PERSON_CALLS) is not None:
+            out[v] = {"state": "pending"}  # rung by the instance holding the SIP port (plans.notices)
         else:
             out[v] = {"state": "unavailable", "detail": " / ".join(CALL_UNAVAILABLE)}
     return out

@@ -20,9 +20,11 @@ import structlog
 from aiohttp import web
 
 from dispatchd.channels.hotline import calls, console, remote
+from dispatchd.channels.hotline.dialer import trunk_of
 from dispatchd.channels.hotline.edge import SipEdge
+from dispatchd.channels.hotline.notify import PersonCalls
 from dispatchd.channels.hotline.presence import Presence
-from dispatchd.channels.hotline.slots import HOTLINES, PRESENCE, SIP, SIP_PORTS, SipRuntime
+from dispatchd.channels.hotline.slots import HOTLINES, PERSON_CALLS, PRESENCE, SIP, SIP_PORTS, SipRuntime
 from dispatchd.channels.hotline.standby import close_edge, edge_tasks, hold_sip_port
 from dispatchd.channels.hotline.stats import call_statistics
 from dispatchd.channels.hotline.voice import callouts, recordings
@@ -722,6 +724,8 @@ def setup(app: web.Application) -> None:
     runtime = ctx[SIP] = SipRuntime()
     ctx[SIP_PORTS] = runtime.ports
     calls.hotline_org(ctx)  # a wrong [hotline] org stops the start, with its name
+    if trunk_of(ctx.settings) is not None:
+        ctx[PERSON_CALLS] = PersonCalls(ctx)
     add_routes(app, ROUTES)
     ctx.board_sections["calls"] = calls.board_section
     register_section(ctx, "hotline", _stats_section(ctx))

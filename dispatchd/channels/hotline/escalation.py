@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -24,13 +25,14 @@ from dispatchd.channels.hotline.slots import HOTLINES, ORDER_ACCEPTANCE
 from dispatchd.channels.hotline.voice import callouts
 from dispatchd.channels.hotline.voice.switch import recording_paths
 from dispatchd.context import Context
+from dispatchd.domain.hotlines import Prompt
 from dispatchd.errors import DomainError
 from dispatchd.store.users import get_user
 from dispatchd.tasks import raise_if_cancelling
 
 log = structlog.get_logger("dispatchd.voice")
 
-__all__ = ["escalate", "keep_escalating"]
+__all__ = ["escalate", "keep_escalating", "ring_for_key"]
 
 
 async def keep_escalating(ctx: Context, edge: Any, interval: float = 1.0) -> None:
@@ -73,7 +75,6 @@ async def escalate(ctx: Context, edge: Any, order_id: int, unit_id: int) -> str:
 
 async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
     """Ring one person; True when they accepted the order."""
-    settings = ctx.settings.voice
     directory = ctx[HOTLINES]
     callout = await callouts.create(
         ctx,
@@ -85,6 +86,33 @@ async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
         order_id=order["id"],
         callee_id=target["user_id"],
     )
+    accepted = await ring_for_key(
+        ctx,
+        edge,
+        callout,
+        directory.prompts.escalation,
+        directory.prompts.escalation_accepted,
+        lambda: _accept(ctx, order["id"], int(target["user_id"])),
+        ("accepted", "not_accepted"),
+    )
+    log.info("escalation_call", order_id=order["id"], callee_id=target["user_id"], accepted=accepted)
+    return accepted
+
+
+async def ring_for_key(
+    ctx: Context,
+    edge: Any,
+    callout: dict[str, Any],
+    prompt: Prompt,
+    confirmation: Prompt,
+    on_one: Callable[[], Awaitable[bool]],
+    results: tuple[str, str],
+) -> bool:
+    """Dial ``callout``'s number through the trunk; whoever answers hears ``prompt`` (twice at most)
+    and pressing 1 runs ``on_one``; when that holds they hear ``confirmation``. The call out is
+    recorded at each step and ends with ``results[0]`` (1 pressed and ``on_one`` held) or
+    ``results[1]``; busy, no answer or a failure end it ``failed``. True when ``on_one`` held."""
+    settings = ctx.settings.voice
     outbound: Outbound = await edge.dialer.dial(callout["number"])
     await callouts.record(ctx, callout["id"], "dialled", external_id=outbound.key)
     if not await _answered(edge, outbound, settings.ring_timeout):
@@ -122,19 +150,19 @@ async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
     keys: asyncio.Queue[str] = asyncio.Queue()
     media.on_key = keys.put_nowait
     media.mode = "prompts"
-    prompt = edge.prompts.encoded(directory.prompts.escalation, media.codec, beeps=3)
+    spoken = edge.prompts.encoded(prompt, media.codec, beeps=3)
     pressed: str | None = None
     for _ in range(2):
-        media.play([("escalation", prompt)])
-        pressed = await _key(keys, outbound, len(prompt) / 8000 + settings.escalate_key_timeout)
+        media.play([("prompt", spoken)])
+        pressed = await _key(keys, outbound, len(spoken) / 8000 + settings.escalate_key_timeout)
         if pressed is not None or outbound.over.done():
             break
-    accepted = False
+    held = False
     if pressed == "1" and not outbound.over.done():
-        accepted = await _accept(ctx, order["id"], int(target["user_id"]))
-        if accepted:
-            confirm = edge.prompts.encoded(directory.prompts.escalation_accepted, media.codec, beeps=1)
-            media.play([("accepted", confirm)])
+        held = await on_one()
+        if held:
+            confirm = edge.prompts.encoded(confirmation, media.codec, beeps=1)
+            media.play([("confirmed", confirm)])
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(len(confirm) / 8000 + 0.3):
                     await asyncio.shield(outbound.over)
@@ -148,17 +176,11 @@ async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
         callout["id"],
         "ended",
         state="ended",
-        result="accepted" if accepted else "not_accepted",
+        result=results[0] if held else results[1],
         ended_at=ctx.clock.now(),
     )
-    log.info(
-        "escalation_call",
-        order_id=order["id"],
-        callee_id=target["user_id"],
-        pressed=pressed,
-        accepted=accepted,
-    )
-    return accepted
+    log.debug("call_out_keyed", callout_id=callout["id"], pressed=pressed, held=held)
+    return held
 
 
 async def _answered(edge: Any, outbound: Outbound, ring_for: float) -> bool:

@@ -72,3 +72,30 @@ SIP_PORTS = Slot[dict[str, int]]("sip_ports")
 # (dispatchd.live.orders.accept), registered by the live capability, so the hotline does not import it.
 OrderAcceptance = Callable[[int, User], Awaitable[dict[str, Any]]]
 ORDER_ACCEPTANCE: Final = Slot[OrderAcceptance]("order_acceptance")
+
+
+@dataclass(frozen=True, slots=True)
+class PersonCall:
+    """A call that speaks ``text`` to a person and takes key 1 as their acknowledgement: whom to ring
+    (``number``, ``callee_id``, their unit ``org``), what pressing 1 does (``acknowledge``: True
+    when it took) and the case it is about, if any (listed with the case's calls). Placed by
+    :class:`dispatchd.channels.hotline.notify.PersonCalls`."""
+
+    number: str
+    text: str
+    org: str
+    callee_id: int | None
+    acknowledge: Callable[[], Awaitable[bool]]
+    incident_id: int | None = None
+
+
+class PersonCaller(Protocol):
+    def ready(self) -> bool:
+        """This instance can place the call now (it holds the SIP port, a trunk is configured)."""
+
+    async def call(self, call: PersonCall) -> str:
+        """Ring once; ``acknowledged``, ``not_acknowledged``, ``busy``, ``no_answer`` or ``failed``."""
+
+
+# Set when a trunk for calls out is configured ([voice] trunk); plans' notices ring through it.
+PERSON_CALLS: Final = Slot[PersonCaller]("hotline_person_calls")

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 ENTITY: Final = "callout"
-KINDS: Final = ("callback", "department", "escalation")
+KINDS: Final = ("callback", "department", "escalation", "notice")
 LIVE: Final = ("dialling", "ringing", "answered")
 AWAITING_ACCEPT: Final = ("pending", "delivered")
 
