@@ -47,6 +47,10 @@ OPEN: Final = ("proposed", "active")
 _OPEN_CASE_STATES: Final = [str(s) for s in OPEN_STATES]
 # People one selector may name at most (all grid workers of a township's grids, say).
 _MAX_PEOPLE: Final = 200
+# pg_advisory_xact_lock(int4, int4) namespace of starting a plan on an area ("plan" in ASCII); the
+# two-int key space does not overlap the bigint one of store.changes and store.migrate.
+PLAN_AREA_LOCK: Final = 0x706C616E
+
 CALL_UNAVAILABLE: Final = (
     "未配置外呼中继（[voice] trunk）：请按号码人工拨打",
     "no trunk for calls out is configured ([voice] trunk): call the number by hand",
@@ -937,7 +941,19 @@ async def activate_on_area(
     codes = tree.descendants(user.org) if user is not None else tree.descendants(county)
     candidates = await _candidates(ctx, plan.levels_up_to(chosen), lat, lon, codes)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        # Units first (the new case's row is this transaction's own), then the case, then the plan.
+        # One start per plan and area at a time (two warnings for the same township arriving
+        # together), then the check again under that lock; units next (the new case's row is this
+        # transaction's own), then the case, then the plan.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", PLAN_AREA_LOCK, f"{plan_id}:{area_code}")
+        busy = await conn.fetchval(
+            "SELECT id FROM plan_activations WHERE plan_id = $1 AND area_code = $2 AND state IN ('proposed', 'active')",
+            plan_id,
+            area_code,
+        )
+        if busy is not None:
+            raise conflict(
+                "该预案已在此区域启动", "the plan already runs for this area", code="plan_active", extra={"activation_id": busy}
+            )
         picks = await _lock_units(conn, candidates)
         opened = await cases.create_incident(
             ctx,

@@ -5,6 +5,7 @@ the open acknowledgements; bad input is a clear 4xx."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -186,6 +187,30 @@ async def test_a_plan_started_by_hand_on_an_area(make_client: AppFactory, make_u
     assert r.status == 404
     r = await client.post(f"/api/v1/areas/{GRID}/plan", json={"plan": typhoon["id"]}, headers=worker.headers)
     assert r.status == 403
+
+
+async def test_two_starts_of_one_plan_on_one_area_at_once_make_one_activation(
+    make_client: AppFactory, make_user: UserFactory
+) -> None:
+    """Two starts of the typhoon plan on the same township at the same moment (two warnings, two
+    officers): one activation and one case; the other start is refused 409."""
+    client = await make_client(**QUIET)
+    first = await make_user("duty_officer", COUNTY)
+    second = await make_user("duty_officer", COUNTY)
+    plans = (await (await client.get("/api/v1/plans", headers=first.headers)).json())["plans"]
+    typhoon = next(p for p in plans if p["code"] == "typhoon-flood")
+    answers = await asyncio.gather(
+        *(
+            client.post(f"/api/v1/areas/{TOWN}/plan", json={"plan": typhoon["id"]}, headers=who.headers)
+            for who in (first, second)
+        )
+    )
+    assert sorted(r.status for r in answers) == [201, 409]
+    async with app_of(client).pool.acquire() as conn:
+        made = await conn.fetchval(
+            "SELECT count(*) FROM plan_activations WHERE plan_id = $1 AND area_code = $2", typhoon["id"], TOWN
+        )
+    assert made == 1
 
 
 async def test_a_grid_worker_who_does_not_acknowledge_is_passed_to_the_township_duty_officer(
