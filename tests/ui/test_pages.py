@@ -191,6 +191,8 @@ async def test_the_wall_and_the_console_say_when_a_store_is_down(browsing: Brows
     desk, desk_watch = await browsing.open_page("/console", token=leader.token, user=leader.user.as_json())
     for page in (wall, desk):
         await page.wait_for_selector('.live[data-status="live"]')
+    for watch in (wall_watch, desk_watch):
+        watch.expect("status of 503")  # what the pages fetch while PostgreSQL is down is refused so
     outages = browsing.client.server.app[CTX][OUTAGES]
     outages.failed("redis", "ConnectionError: test")
     for page in (wall, desk):
