@@ -159,6 +159,28 @@ async def set_contact(ctx: Context, admin: User, user_id: int, mobile: str | Non
 # -- SMS ---------------------------------------------------------------------------------------------
 
 
+async def _next_pending(
+    ctx: Context, conn: asyncpg.Connection, way: str
+) -> tuple[asyncpg.Record, str | None] | None:
+    """The next open notice waiting to go out by ``way`` (``sms``, ``call``), locked, with its
+    person's mobile; None when there is none. A person with no mobile on record: that way is marked
+    failed (action ``{way}_failed``) and the mobile is None."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM plan_notices WHERE deliveries->$1->>'state' = 'pending' AND state IN ('sent', 'delivered')"
+        " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        way,
+    )
+    if row is None:
+        return None
+    mobile: str | None = await conn.fetchval("SELECT mobile FROM plan_contacts WHERE user_id = $1", row["user_id"])
+    if mobile:
+        return row, mobile
+    deliveries = dict(row["deliveries"])
+    deliveries[way] = {"state": "failed", "detail": "无手机号码 / no mobile number on record", "at": ctx.clock.now().isoformat()}
+    await _change(ctx, conn, row["id"], {"deliveries": deliveries}, f"{way}_failed", SYSTEM, from_state=row["state"])
+    return row, None
+
+
 async def send_pending_sms(ctx: Context, session: aiohttp.ClientSession, limit: int = 20) -> int:
     """Send the SMS of notices waiting for it; how many were tried."""
     s = ctx.settings.plans
@@ -167,18 +189,13 @@ async def send_pending_sms(ctx: Context, session: aiohttp.ClientSession, limit: 
     tried = 0
     for _ in range(limit):
         async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT * FROM plan_notices WHERE deliveries->'sms'->>'state' = 'pending' AND state IN ('sent', 'delivered')"
-                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            )
-            if row is None:
+            claimed = await _next_pending(ctx, conn, "sms")
+            if claimed is None:
                 break
-            mobile = await conn.fetchval("SELECT mobile FROM plan_contacts WHERE user_id = $1", row["user_id"])
-            deliveries = dict(row["deliveries"])
-            if not mobile:
-                deliveries["sms"] = {"state": "failed", "detail": "无手机号码 / no mobile number on record", "at": ctx.clock.now().isoformat()}
-                await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "sms_failed", SYSTEM, from_state=row["state"])
+            row, mobile = claimed
+            if mobile is None:
                 continue
+            deliveries = dict(row["deliveries"])
             deliveries["sms"] = {"state": "sending", "at": ctx.clock.now().isoformat()}
             row = await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "sms_sending", SYSTEM, from_state=row["state"], publish=False)
         tried += 1
@@ -225,19 +242,14 @@ async def call_pending(ctx: Context, calling: set[asyncio.Task[None]], limit: in
     started = 0
     for _ in range(limit):
         async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT * FROM plan_notices WHERE deliveries->'call'->>'state' = 'pending' AND state IN ('sent', 'delivered')"
-                " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            )
-            if row is None:
+            claimed = await _next_pending(ctx, conn, "call")
+            if claimed is None:
                 break
-            mobile = await conn.fetchval("SELECT mobile FROM plan_contacts WHERE user_id = $1", row["user_id"])
+            row, mobile = claimed
+            if mobile is None:
+                continue
             deliveries = dict(row["deliveries"])
             now = ctx.clock.now().isoformat()
-            if not mobile:
-                deliveries["call"] = {"state": "failed", "detail": "无手机号码 / no mobile number on record", "at": now}
-                await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "call_failed", SYSTEM, from_state=row["state"])
-                continue
             incident_id = None
             if row["activation_id"] is not None:
                 incident_id = await conn.fetchval(

@@ -38,6 +38,36 @@ async def _leader_notice(client: TestClient[Any, Any], people: dict[str, Account
     return await eventually(reached)
 
 
+async def _activate(
+    make_client: AppFactory,
+    make_user: UserFactory,
+    org_tree: OrgTree,
+    trunk_port: int,
+    mobile: str | None,
+    **settings: Any,
+) -> tuple[TestClient[Any, Any], dict[str, Account], dict[str, Any]]:
+    """An instance whose calls out go to the trunk on ``trunk_port``; the leader's mobile on record
+    (if given); the test plan started by hand on a matching case. (client, people, activation)."""
+    client = await make_client(
+        video_host_addresses="127.0.0.1",
+        voice_trunk=f"127.0.0.1:{trunk_port}",
+        plans_propose_interval=3600,
+        plans_timer_interval=0.05,
+        **settings,
+    )
+    people = await _people(make_user)
+    if mobile is not None:
+        await _contact(client, people, mobile)
+    plan = await _post_plan(client, people["admin"])
+    case = await _case(client, people["officer"], org_tree)
+    r = await client.post(
+        f"/api/v1/incidents/{case['id']}/plan", json={"plan": plan["id"]}, headers=people["officer"].headers
+    )
+    act: dict[str, Any] = await r.json()
+    assert r.status == 201, act
+    return client, people, act
+
+
 async def test_the_leader_hears_the_notice_and_acknowledges_it_with_key_1(
     make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
 ) -> None:
@@ -47,21 +77,7 @@ async def test_the_leader_hears_the_notice_and_acknowledges_it_with_key_1(
     trunk = PhoneTrunk({LEADER_MOBILE: "answer"})
     port = await trunk.start()
     try:
-        client = await make_client(
-            video_host_addresses="127.0.0.1",
-            voice_trunk=f"127.0.0.1:{port}",
-            plans_propose_interval=3600,
-            plans_timer_interval=0.05,
-        )
-        people = await _people(make_user)
-        await _contact(client, people, LEADER_MOBILE)
-        plan = await _post_plan(client, people["admin"])
-        case = await _case(client, people["officer"], org_tree)
-        r = await client.post(
-            f"/api/v1/incidents/{case['id']}/plan", json={"plan": plan["id"]}, headers=people["officer"].headers
-        )
-        act = await r.json()
-        assert r.status == 201, act
+        client, people, act = await _activate(make_client, make_user, org_tree, port, LEADER_MOBILE)
         await until(lambda: trunk.rung == [LEADER_MOBILE], limit=20)
         phone = trunk.call_to(LEADER_MOBILE)
         assert phone is not None
@@ -73,7 +89,7 @@ async def test_the_leader_hears_the_notice_and_acknowledges_it_with_key_1(
         assert notice["deliveries"]["call"]["result"] == "acknowledged"
         assert notice["state"] == "acknowledged" and notice["acknowledged_by"] == people["leader"].user.id
         calls = await (
-            await client.get(f"/api/v1/hotline/callouts?incident_id={case['id']}", headers=people["officer"].headers)
+            await client.get(f"/api/v1/hotline/callouts?incident_id={act['incident_id']}", headers=people["officer"].headers)
         ).json()
         [made] = [c for c in calls["callouts"] if c["kind"] == "notice"]
         assert made["number"] == LEADER_MOBILE and made["result"] == "acknowledged"
@@ -90,24 +106,25 @@ async def test_a_leader_who_does_not_answer_is_recorded_and_nothing_is_acknowled
     trunk = PhoneTrunk({LEADER_MOBILE: "ring"})
     port = await trunk.start()
     try:
-        client = await make_client(
-            video_host_addresses="127.0.0.1",
-            voice_trunk=f"127.0.0.1:{port}",
-            voice_ring_timeout=5,
-            plans_propose_interval=3600,
-            plans_timer_interval=0.05,
-        )
-        people = await _people(make_user)
-        await _contact(client, people, LEADER_MOBILE)
-        plan = await _post_plan(client, people["admin"])
-        case = await _case(client, people["officer"], org_tree)
-        r = await client.post(
-            f"/api/v1/incidents/{case['id']}/plan", json={"plan": plan["id"]}, headers=people["officer"].headers
-        )
-        act = await r.json()
-        assert r.status == 201, act
+        client, people, act = await _activate(make_client, make_user, org_tree, port, LEADER_MOBILE, voice_ring_timeout=5)
         notice = await _leader_notice(client, people, act["id"], "failed")
         assert notice["deliveries"]["call"]["result"] == "no_answer"
         assert notice["state"] in ("sent", "delivered") and notice["acknowledged_at"] is None
+    finally:
+        await trunk.close()
+
+
+async def test_a_person_without_a_mobile_is_not_rung_and_the_notice_says_why(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """No mobile on record for the leader: nothing is dialled, the notice's call is failed with
+    "no mobile number on record", and the notice stays open for the console."""
+    trunk = PhoneTrunk({})
+    port = await trunk.start()
+    try:
+        client, people, act = await _activate(make_client, make_user, org_tree, port, None)
+        notice = await _leader_notice(client, people, act["id"], "failed")
+        assert "no mobile number" in notice["deliveries"]["call"]["detail"]
+        assert trunk.rung == [] and notice["acknowledged_at"] is None
     finally:
         await trunk.close()
