@@ -270,7 +270,7 @@ ROUTES: Final[list[ApiRoute]] = [
         "PUT",
         r"/api/v1/plan-contacts/{id:\d+}",
         set_contact,
-        "A person's mobile (for SMS) and deputy (for escalation); admins",
+        "A person's mobile (for SMS and calls) and deputy (for escalation); admins",
         TAG,
         body=CONTACT_FIELDS,
         responses={200: "the contact, the number masked", 403: "admins only", 404: "unknown user", 422: "invalid"},
