@@ -52,6 +52,7 @@ from dispatchd.channels.gb28181.streams import StreamManager
 from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipParseError, StreamFramer
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
 from dispatchd.context import Context
+from dispatchd.store.outage import store_failure
 from dispatchd.tasks import stop_tasks
 
 log = structlog.get_logger("dispatchd.gb28181")
@@ -314,8 +315,9 @@ class GbEdge:
                     await service.device_seen(self.ctx, online)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("gb28181_housekeeping_failed")
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
+                    log.exception("gb28181_housekeeping_failed")
 
     async def refresh_credentials(self) -> None:
         fresh = await service.own_credentials(self.ctx)

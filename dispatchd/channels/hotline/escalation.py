@@ -27,6 +27,7 @@ from dispatchd.channels.hotline.voice.switch import recording_paths
 from dispatchd.context import Context
 from dispatchd.domain.hotlines import Prompt
 from dispatchd.errors import DomainError
+from dispatchd.store.outage import store_failure
 from dispatchd.store.users import get_user
 from dispatchd.tasks import raise_if_cancelling
 
@@ -48,9 +49,10 @@ async def keep_escalating(ctx: Context, edge: Any, interval: float = 1.0) -> Non
                 edge.later(escalate(ctx, edge, int(row["order_id"]), int(row["unit_id"])))
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             raise_if_cancelling()
-            log.exception("escalation_round_failed")
+            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
+                log.exception("escalation_round_failed")
 
 
 async def escalate(ctx: Context, edge: Any, order_id: int, unit_id: int) -> str:

@@ -21,6 +21,7 @@ from dispatchd.channels.hotline import calls, console
 from dispatchd.context import Context
 from dispatchd.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
 from dispatchd.store.keys import hotline_commands, hotline_reply
+from dispatchd.store.outage import store_failure
 from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling
 
@@ -129,8 +130,9 @@ async def serve_commands(ctx: Context) -> None:
                     pipe.rpush(key, json.dumps(outcome, ensure_ascii=False, default=str))
                     pipe.expire(key, 30)
                     await pipe.execute()
-            except Exception:
-                log.exception("hotline_command_failed")
+            except Exception as exc:
+                if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
+                    log.exception("hotline_command_failed")
     finally:
         with contextlib.suppress(Exception):
             await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped

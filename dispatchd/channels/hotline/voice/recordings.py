@@ -27,6 +27,7 @@ from dispatchd.channels.hotline.voice import callouts
 from dispatchd.context import Context
 from dispatchd.errors import NotFound
 from dispatchd.incidents.store import visibility_sql
+from dispatchd.store.outage import store_failure
 from dispatchd.store.users import User
 
 log = structlog.get_logger("dispatchd.voice")
@@ -138,6 +139,7 @@ async def keep_purging(ctx: Context, forget_calls: Forget, interval: float = 360
             await purge(ctx, ctx.clock.now(), forget_calls)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("recordings_purge_failed")
+        except Exception as exc:
+            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
+                log.exception("recordings_purge_failed")
         await asyncio.sleep(interval)
