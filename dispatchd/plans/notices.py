@@ -10,8 +10,10 @@ answer. Escalation runs on the application clock (tests move a FakeClock).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any, Final
 
 import aiohttp
@@ -233,12 +235,48 @@ async def send_pending_sms(ctx: Context, session: aiohttp.ClientSession, limit: 
 # -- phone calls -------------------------------------------------------------------------------------
 
 
-async def call_pending(ctx: Context, calling: set[asyncio.Task[None]], limit: int = 20) -> int:
+def _forget(calling: dict[int, asyncio.Task[None]], notice_id: int, _done: asyncio.Task[None]) -> None:
+    calling.pop(notice_id, None)
+
+
+# The longest a notice call lasts (ringing, the notice spoken twice, the confirmation), and more: a
+# notice still ``calling`` after it, rung by no call of the instance holding the SIP port, was being
+# rung by an instance that stopped, and is rung again.
+CALL_AT_MOST: Final = timedelta(minutes=10)
+
+
+async def _redial_interrupted(ctx: Context, in_flight: Iterable[int]) -> int:
+    """Put notices whose call was cut by a stopped instance back to ``pending``; how many."""
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT * FROM plan_notices WHERE deliveries->'call'->>'state' = 'calling' AND state IN ('sent', 'delivered')"
+            " AND (deliveries->'call'->>'at')::timestamptz < $1 AND NOT (id = ANY($2::bigint[]))"
+            " ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED",
+            now - CALL_AT_MOST,
+            list(in_flight),
+        )
+        for row in rows:
+            deliveries = dict(row["deliveries"])
+            deliveries["call"] = {
+                "state": "pending",
+                "detail": "上次呼叫中断，重拨 / the last call was cut off: ringing again",
+                "at": now.isoformat(),
+            }
+            await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "call_interrupted", SYSTEM, from_state=row["state"])
+    for row in rows:
+        log.info("notice_call_interrupted", notice_id=row["id"])
+    return len(rows)
+
+
+async def call_pending(ctx: Context, calling: dict[int, asyncio.Task[None]], limit: int = 20) -> int:
     """Ring the people of notices waiting for a call (on the instance holding the SIP port): each
-    is claimed (``calling``) and rung in the background; how many were started."""
+    is claimed (``calling``) and rung in the background (``calling``: notice id → its call); how
+    many were started. A call cut off by a stopped instance is rung again first."""
     caller = ctx.get(PERSON_CALLS)
     if caller is None or not caller.ready():
         return 0
+    await _redial_interrupted(ctx, calling.keys())
     started = 0
     for _ in range(limit):
         async with ctx.pool.acquire() as conn, conn.transaction():
@@ -257,9 +295,10 @@ async def call_pending(ctx: Context, calling: set[asyncio.Task[None]], limit: in
                 )
             deliveries["call"] = {"state": "calling", "at": now}
             row = await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "calling", SYSTEM, from_state=row["state"])
-        task = asyncio.create_task(_ring(ctx, caller, row, mobile, incident_id), name=f"notice-call-{row['id']}")
-        calling.add(task)
-        task.add_done_callback(calling.discard)
+        notice_id = int(row["id"])
+        task = asyncio.create_task(_ring(ctx, caller, row, mobile, incident_id), name=f"notice-call-{notice_id}")
+        calling[notice_id] = task
+        task.add_done_callback(functools.partial(_forget, calling, notice_id))
         started += 1
     return started
 
@@ -391,7 +430,7 @@ async def run_notices(ctx: Context) -> None:
     Calls under way when it stops are cancelled (the SIP edge ends their legs)."""
     wake = ctx[NOTICES_WAKE]
     interval = ctx.settings.plans.timer_interval
-    calling: set[asyncio.Task[None]] = set()
+    calling: dict[int, asyncio.Task[None]] = {}
     try:
         async with aiohttp.ClientSession() as session:
             while True:
@@ -411,9 +450,10 @@ async def run_notices(ctx: Context) -> None:
                 except TimeoutError:
                     pass
     finally:
-        for task in list(calling):
+        tasks = list(calling.values())
+        for task in tasks:
             task.cancel()
-        if calling:
-            await asyncio.wait(list(calling), timeout=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
 __all__ = ["acknowledge", "call_pending", "escalate_due", "my_notices", "receipt", "run_notices", "send_pending_sms", "set_contact"]

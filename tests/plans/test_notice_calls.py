@@ -5,12 +5,14 @@ unavailable."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
-from dispatchd.plans import service
+from dispatchd.plans import notices, service
 from tests.channels.hotline.voice.conftest import until
 from tests.channels.hotline.voice.peers import PhoneTrunk
 from tests.conftest import Account, AppFactory, UserFactory
@@ -49,11 +51,13 @@ async def _activate(
     """An instance whose calls out go to the trunk on ``trunk_port``; the leader's mobile on record
     (if given); the test plan started by hand on a matching case. (client, people, activation)."""
     client = await make_client(
-        video_host_addresses="127.0.0.1",
-        voice_trunk=f"127.0.0.1:{trunk_port}",
-        plans_propose_interval=3600,
-        plans_timer_interval=0.05,
-        **settings,
+        **{
+            "video_host_addresses": "127.0.0.1",
+            "voice_trunk": f"127.0.0.1:{trunk_port}",
+            "plans_propose_interval": 3600,
+            "plans_timer_interval": 0.05,
+            **settings,
+        }
     )
     people = await _people(make_user)
     if mobile is not None:
@@ -126,5 +130,48 @@ async def test_a_person_without_a_mobile_is_not_rung_and_the_notice_says_why(
         notice = await _leader_notice(client, people, act["id"], "failed")
         assert "no mobile number" in notice["deliveries"]["call"]["detail"]
         assert trunk.rung == [] and notice["acknowledged_at"] is None
+    finally:
+        await trunk.close()
+
+
+async def test_a_call_cut_off_by_a_stopped_instance_is_rung_again(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree, clock: FakeClock
+) -> None:
+    """A notice left ``calling`` by an instance that stopped mid-call (no call of this instance
+    rings it) is put back to pending once a call could not still be going on, and rung again; one
+    that is younger than that is left alone."""
+    trunk = PhoneTrunk({LEADER_MOBILE: "ring"})
+    port = await trunk.start()
+    try:
+        client, people, act = await _activate(
+            make_client, make_user, org_tree, port, None, plans_timer_interval=3600
+        )
+        ctx = app_of(client)
+        notice = await _leader_notice(client, people, act["id"], "failed")  # no mobile yet
+        await _contact(client, people, LEADER_MOBILE)
+        cut_at = clock.now()
+        async with ctx.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE plan_notices SET deliveries = jsonb_set(deliveries, '{call}', $2::jsonb) WHERE id = $1",
+                notice["id"],
+                {"state": "calling", "at": cut_at.isoformat()},  # the pool's codec writes it as JSON
+            )
+        calling: dict[int, Any] = {}
+        clock.advance(notices.CALL_AT_MOST - timedelta(seconds=1))
+        assert await notices.call_pending(ctx, calling) == 0  # it could still be ringing elsewhere
+        clock.advance(timedelta(seconds=2))
+        assert await notices.call_pending(ctx, calling) == 1
+        await until(lambda: trunk.rung == [LEADER_MOBILE], limit=20)
+        async with ctx.pool.acquire() as conn:
+            actions = [
+                r["action"]
+                for r in await conn.fetch(
+                    "SELECT action FROM audit_log WHERE entity = 'plan_notice' AND entity_id = $1 ORDER BY id",
+                    str(notice["id"]),
+                )
+            ]
+        assert actions[-2:] == ["call_interrupted", "calling"]
+        for task in list(calling.values()):
+            task.cancel()
     finally:
         await trunk.close()
