@@ -88,7 +88,7 @@ async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
         order_id=order["id"],
         callee_id=target["user_id"],
     )
-    accepted = await ring_for_key(
+    result = await ring_for_key(
         ctx,
         edge,
         callout,
@@ -97,6 +97,7 @@ async def _ring(ctx: Context, edge: Any, order: Any, target: Any) -> bool:
         lambda: _accept(ctx, order["id"], int(target["user_id"])),
         ("accepted", "not_accepted"),
     )
+    accepted = result == "accepted"
     log.info("escalation_call", order_id=order["id"], callee_id=target["user_id"], accepted=accepted)
     return accepted
 
@@ -109,11 +110,12 @@ async def ring_for_key(
     confirmation: Prompt,
     on_one: Callable[[], Awaitable[bool]],
     results: tuple[str, str],
-) -> bool:
+) -> str:
     """Dial ``callout``'s number through the trunk; whoever answers hears ``prompt`` (twice at most)
     and pressing 1 runs ``on_one``; when that holds they hear ``confirmation``. The call out is
     recorded at each step and ends with ``results[0]`` (1 pressed and ``on_one`` held) or
-    ``results[1]``; busy, no answer or a failure end it ``failed``. True when ``on_one`` held."""
+    ``results[1]``; busy, no answer or a failure end it ``failed``. Returns the result recorded:
+    ``results[0]``, ``results[1]``, ``busy``, ``no_answer`` or ``failed``."""
     settings = ctx.settings.voice
     outbound: Outbound = await edge.dialer.dial(callout["number"])
     await callouts.record(ctx, callout["id"], "dialled", external_id=outbound.key)
@@ -135,7 +137,7 @@ async def ring_for_key(
             sip_status=status or None,
             ended_at=ctx.clock.now(),
         )
-        return False
+        return result
     mix, legs = recording_paths(
         ctx.settings.data.dir, ctx.clock.now(), callout["id"], legs=False, prefix="callout"
     )
@@ -173,16 +175,10 @@ async def ring_for_key(
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(10):
             await asyncio.shield(outbound.over)
-    await callouts.record(
-        ctx,
-        callout["id"],
-        "ended",
-        state="ended",
-        result=results[0] if held else results[1],
-        ended_at=ctx.clock.now(),
-    )
+    ended = results[0] if held else results[1]
+    await callouts.record(ctx, callout["id"], "ended", state="ended", result=ended, ended_at=ctx.clock.now())
     log.debug("call_out_keyed", callout_id=callout["id"], pressed=pressed, held=held)
-    return held
+    return ended
 
 
 async def _answered(edge: Any, outbound: Outbound, ring_for: float) -> bool:

@@ -51,7 +51,7 @@ class PersonCalls:
             incident_id=call.incident_id,
             callee_id=call.callee_id,
         )
-        acknowledged = await ring_for_key(
+        result = await ring_for_key(
             self.ctx,
             edge,
             callout,
@@ -60,10 +60,8 @@ class PersonCalls:
             call.acknowledge,
             ("acknowledged", "not_acknowledged"),
         )
-        got = await callouts.get(self.ctx, callout["id"], None)
-        result = str(got["result"] or "failed")
         log.info("notice_call", callout_id=callout["id"], callee_id=call.callee_id, result=result)
-        return "acknowledged" if acknowledged else result
+        return result
 
 
 __all__ = ["ACKNOWLEDGE", "PersonCalls"]
