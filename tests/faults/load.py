@@ -35,6 +35,7 @@ class Record:
     acked_transitions: set[int] = field(default_factory=set)  # cases accepted
     acked_orders: list[int] = field(default_factory=list)
     acked_fixes: set[tuple[str, int]] = field(default_factory=set)  # (device, unix time)
+    fixes_by_phase: Counter[str] = field(default_factory=Counter)  # phase -> fixes acknowledged in it
     board_seqs: list[int] = field(default_factory=list)
     board_connects: int = 0
     late: list[tuple[str, str, float]] = field(default_factory=list)  # (phase, what, started s into it)
@@ -160,6 +161,7 @@ class Load:
             status, _ = await self._call(http, "GET", self.t.osmand, "fix", params=params)
             if status == 200:
                 self.r.acked_fixes.add((device, when))
+                self.r.fixes_by_phase[self.r.phase] += 1
                 unsent.pop(0)
             await asyncio.sleep(0.05)
 

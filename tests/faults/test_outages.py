@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
+from dispatchd.channels.gps.api import SPOOL_DIR
+from dispatchd.channels.gps.slots import SINK
+from dispatchd.channels.gps.spool import HeldSpool, read_batch
 from dispatchd.clock import FakeClock
 from dispatchd.web.appkeys import CTX
 from tests.channels.hotline.voice.conftest import sip_port, waiting_call
@@ -205,8 +210,6 @@ async def _fix(client: TestClient[Any, Any], key: str, at: int, lat: float = MAY
 
 
 async def _track(faults: FaultStores, unit_id: int) -> list[Any]:
-    import asyncpg  # the fault stores' own connection, outside the application
-
     conn = await asyncpg.connect(faults.database)
     try:
         return list(
@@ -234,6 +237,8 @@ async def test_osmand_fixes_are_held_through_an_outage_and_written_once(
     r = await _fix(client, key, start + 99)
     assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
     assert metric(client, "dispatchd_gps_messages_refused_total", protocol="osmand", reason="outage_buffer_full") == 4
+    # What was acknowledged is on disk too, not only in memory (a crash now would lose none of it).
+    assert sorted(int(r[2].timestamp()) for r in _spooled(client)) == list(range(start + 1, start + 5))
     faults.restore()
 
     async def written() -> list[Any]:
@@ -243,6 +248,59 @@ async def test_osmand_fixes_are_held_through_an_outage_and_written_once(
     rows = await eventually(written, within=20)
     assert all(r["n"] == 1 for r in rows)
     assert [int(r["at"].timestamp()) for r in rows] == [start, *range(start + 1, start + 5)]
+    assert _spooled(client) == []  # written: the files are gone
+
+
+def _spooled(client: TestClient[Any, Any]) -> list[tuple[Any, ...]]:
+    """The track rows on disk in the sink's spool (every batch file under <data dir>/gps-held)."""
+    root = client.server.app[CTX].settings.data.dir / SPOOL_DIR
+    found: list[tuple[Any, ...]] = []
+    for path in sorted(root.rglob("*.batch")):
+        found.extend(read_batch(path.read_bytes())[1])
+    return found
+
+
+async def test_batches_held_by_a_sink_that_ended_are_adopted_and_written_once(
+    make_client: AppFactory, make_user: UserFactory, faults: FaultStores, clock: FakeClock
+) -> None:
+    """A batch left on disk by a sink that ended during an outage (as a killed instance leaves it) is
+    taken over by the running sink and written once; written twice over (its first write's answer
+    lost), it is still in the track once."""
+    client = await make_client(**FAST)
+    _, unit_id = await _osmand_unit(client, make_user)
+    ctx = client.server.app[CTX]
+    start = clock.now().replace(microsecond=0)
+    device_id = await _device_id(faults, "48241179")
+    held = [
+        (unit_id, device_id, start + timedelta(seconds=i), MAYU_LAT, MAYU_LON, None, None, None, None, None, "osmand", start)
+        for i in range(3)
+    ]
+    ended = HeldSpool(ctx.settings.data.dir / SPOOL_DIR)
+    ended.open()
+    batch = uuid.uuid4()
+    ended.put(batch, held)
+    ended.close()
+    sink = ctx[SINK]
+    assert await sink.adopt() == 3
+    await sink.flush_track()
+    rows = await _track(faults, unit_id)
+    assert [(int(r["at"].timestamp()), r["n"]) for r in rows] == [(int(f[2].timestamp()), 1) for f in held]
+    assert _spooled(client) == []
+    again = HeldSpool(ctx.settings.data.dir / SPOOL_DIR)
+    again.open()
+    again.put(batch, held)
+    again.close()
+    assert await sink.adopt() == 3
+    await sink.flush_track()
+    assert [r["n"] for r in await _track(faults, unit_id)] == [1, 1, 1]
+
+
+async def _device_id(faults: FaultStores, identifier: str) -> int:
+    conn = await asyncpg.connect(faults.database)
+    try:
+        return int(await conn.fetchval("SELECT id FROM devices WHERE identifier = $1", identifier))
+    finally:
+        await conn.close()
 
 
 async def test_jt808_fixes_are_held_through_an_outage_and_written_once(

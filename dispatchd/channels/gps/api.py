@@ -17,6 +17,7 @@ from dispatchd.channels.gps.jt808_server import serve_jt808
 from dispatchd.channels.gps.osmand_server import serve_osmand
 from dispatchd.channels.gps.sink import PositionSink
 from dispatchd.channels.gps.slots import INTAKE, JT808_SERVER, SINK
+from dispatchd.channels.gps.spool import HeldSpool
 from dispatchd.store.outage import OUTAGES
 from dispatchd.tasks import stop_tasks
 from dispatchd.units.devices import DeviceDirectory
@@ -24,6 +25,9 @@ from dispatchd.units.slots import DEVICES, GPS_PORTS, POSITIONS
 from dispatchd.web.appkeys import CTX
 
 log = structlog.get_logger("dispatchd.gps")
+
+# Under the data directory: the held batches of every sink of the host (see spool.py).
+SPOOL_DIR = "gps-held"
 
 
 def setup(app: web.Application) -> None:
@@ -35,8 +39,11 @@ async def _positions_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     settings = ctx.settings
     devices = ctx[DEVICES] = DeviceDirectory(ctx.pool, ctx.clock)
+    # Fixes held through a PostgreSQL outage are kept on disk too, shared by the instances of the host.
+    spool = HeldSpool(settings.data.dir / SPOOL_DIR)
+    await asyncio.to_thread(spool.open)
     sink = ctx[SINK] = PositionSink(
-        ctx.redis, ctx.pool, ctx.clock, settings.units, ctx.metrics, ctx.get(OUTAGES)
+        ctx.redis, ctx.pool, ctx.clock, settings.units, ctx.metrics, ctx.get(OUTAGES), spool
     )
     ctx[POSITIONS] = sink
     intake = ctx[INTAKE] = GpsIntake(ctx, sink, devices)

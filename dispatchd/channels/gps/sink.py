@@ -15,8 +15,10 @@ is synchronous and cheap: it judges the fix against the unit's live position
 
 Callers that must not answer before the fix is stored await :meth:`PositionSink.written`.
 
-While PostgreSQL is unreachable, track batches are held in memory, oldest first, and written when it
-answers again; a fix is acknowledged once it is written *or held*. Past ``[units] outage_buffer``
+While PostgreSQL is unreachable, track batches are held, oldest first, and written when it answers
+again; a fix is acknowledged once it is written *or held*. A held batch is kept in memory and, before
+its fixes are acknowledged, on disk (:mod:`dispatchd.channels.gps.spool`), so that a daemon killed
+during the outage loses none: the next sink of the host adopts the batches. Past ``[units] outage_buffer``
 held fixes, :meth:`PositionSink.submit` refuses new ones (``outage_buffer_full``, counted) and the
 protocol servers answer "retry" (OsmAnd 503 with Retry-After, JT/T 808 result 1): nothing
 acknowledged is dropped. Each batch carries an id written with it in the same transaction
@@ -38,6 +40,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 
+from dispatchd.channels.gps.spool import HeldSpool
 from dispatchd.clock import Clock
 from dispatchd.config import UnitSettings
 from dispatchd.domain.units import LIVE, TRACK_ONLY, FixRules, Position, judge_fix
@@ -91,6 +94,8 @@ LIVE_CHUNK = 2000
 HELD_BACK = "outage_buffer_full"
 # Seconds between prunes of gps_batches (ids of written batches are kept a day).
 _PRUNE_EVERY = 3600.0
+# Seconds between looks for held batches of sinks that ended (a crashed instance of the host).
+ADOPT_EVERY = 30.0
 
 
 def _num(value: float | None) -> str:
@@ -106,9 +111,12 @@ class PositionSink:
         settings: UnitSettings,
         metrics: Metrics,
         outages: Outages | None = None,
+        spool: HeldSpool | None = None,
     ) -> None:
         self.redis = redis
         self.outages = outages
+        self.spool = spool
+        self._spool_failed = False
         self.pool = pool
         self.clock = clock
         self.settings = settings
@@ -291,29 +299,88 @@ class PositionSink:
                 self._backlog.append((uuid.uuid4(), rows))
                 self._held += len(rows)
             try:
-                while self._backlog:
-                    batch, batch_rows = self._backlog[0]
-                    try:
-                        await self._write_batch(batch, batch_rows)
-                    except Exception as exc:
-                        if classify(exc) is not None:
-                            self._quiet(exc)  # an outage begins (logged once), or the store is busy
-                            raise  # hold the batch, try again at the next tick
-                        # PostgreSQL refused the rows themselves: keeping them would block the rest.
-                        log.exception("gps_track_batch_refused", rows=len(batch_rows))
-                        self.metrics.gps_writes.labels("postgres", "refused").inc()
-                        ok = ok and batch_rows is not rows
-                    else:
-                        self.metrics.gps_writes.labels("postgres", "ok").inc()
-                        self.metrics.gps_batch_rows.labels("postgres").inc(len(batch_rows))
-                    self._backlog.popleft()
-                    self._held -= len(batch_rows)
-            except Exception:
-                self.metrics.gps_writes.labels("postgres", "held").inc()
+                try:
+                    ok = await self._write_backlog(rows)
+                except Exception:
+                    self.metrics.gps_writes.labels("postgres", "held").inc()
+                    ok = await self._keep_held(rows)
             finally:
                 if done is not None and not done.done():
                     done.set_result(ok)
             await self._prune()
+
+    async def _write_backlog(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Write the held batches, oldest first; raise when PostgreSQL is away (the rest stay held).
+        False when PostgreSQL refused ``rows`` (the newest batch) as data."""
+        ok = True
+        while self._backlog:
+            batch, batch_rows = self._backlog[0]
+            try:
+                await self._write_batch(batch, batch_rows)
+            except Exception as exc:
+                if classify(exc) is not None:
+                    self._quiet(exc)  # an outage begins (logged once), or the store is busy
+                    raise  # hold the batch, try again at the next tick
+                # PostgreSQL refused the rows themselves: keeping them would block the rest.
+                log.exception("gps_track_batch_refused", rows=len(batch_rows))
+                self.metrics.gps_writes.labels("postgres", "refused").inc()
+                ok = ok and batch_rows is not rows
+            else:
+                self.metrics.gps_writes.labels("postgres", "ok").inc()
+                self.metrics.gps_batch_rows.labels("postgres").inc(len(batch_rows))
+            self._backlog.popleft()
+            self._held -= len(batch_rows)
+            if self.spool is not None and self.spool.holds(batch):
+                await asyncio.to_thread(self.spool.drop, batch)
+        return ok
+
+    async def _keep_held(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Put the held batches not yet on disk there, before their fixes are acknowledged. When the
+        newest (``rows``) cannot be, it is given up and False returned: its senders are told that it
+        was not stored and send it again (nothing is acknowledged that a crash could lose)."""
+        if self.spool is None:
+            return True
+        spool = self.spool
+        for batch, batch_rows in list(self._backlog):
+            if spool.holds(batch):
+                continue
+            try:
+                await asyncio.to_thread(spool.put, batch, batch_rows)
+            except OSError as exc:
+                if not self._spool_failed:
+                    log.error("gps_spool_failed", rows=len(batch_rows), error=f"{type(exc).__name__}: {exc}")
+                    self._spool_failed = True
+                self.metrics.gps_writes.labels("spool", "error").inc()
+                if batch_rows is rows:
+                    self._backlog.pop()
+                    self._held -= len(rows)
+                    return False
+            else:
+                if self._spool_failed:
+                    log.info("gps_spool_recovered")
+                    self._spool_failed = False
+                self.metrics.gps_writes.labels("spool", "ok").inc()
+        return True
+
+    async def adopt(self) -> int:
+        """Take over the held batches of sinks of this host that ended (killed during an outage, or
+        stopped before PostgreSQL came back); they are written with the rest. Returns the fixes."""
+        if self.spool is None:
+            return 0
+        try:
+            found = await asyncio.to_thread(self.spool.adopt)
+        except OSError as exc:
+            log.error("gps_adopt_failed", error=f"{type(exc).__name__}: {exc}")
+            return 0
+        if not found:
+            return 0
+        async with self._track_lock:
+            for batch in reversed(found):
+                self._backlog.appendleft(batch)
+                self._held += len(batch[1])
+        fixes = sum(len(rows) for _, rows in found)
+        log.info("gps_held_batches_adopted", batches=len(found), fixes=fixes)
+        return fixes
 
     async def _write_batch(self, batch: uuid.UUID, rows: list[tuple[Any, ...]]) -> None:
         """COPY the rows unless the batch is already written (a write whose answer was lost)."""
@@ -408,6 +475,7 @@ class PositionSink:
                         log.exception("gps_flush_failed")
 
         tick = self.settings.live_flush_s
+        await self.adopt()
         await asyncio.gather(
             every(tick, self.flush_live, lambda _: True),
             every(
@@ -416,6 +484,7 @@ class PositionSink:
                 lambda waited: waited >= self.settings.track_flush_s or self._track_done is not None,
             ),
             every(self.settings.publish_interval_s / 2, self.publish, lambda _: True),
+            every(ADOPT_EVERY, self.adopt, lambda _: self.spool is not None),
         )
 
     async def close(self) -> None:
@@ -424,8 +493,17 @@ class PositionSink:
             await asyncio.wait_for(self.flush_pending(), 5)
         except Exception as exc:
             log.warning("gps_final_flush_failed", error=f"{type(exc).__name__}: {exc}")
-        if self.held:
-            log.warning("gps_held_fixes_lost", fixes=self.held)
+        kept = sum(len(rows) for batch, rows in self._backlog if self.spool is not None and self.spool.holds(batch))
+        lost = self.held - kept
+        if self.spool is not None:
+            try:
+                await asyncio.to_thread(self.spool.close)
+            except OSError as exc:
+                log.warning("gps_spool_close_failed", error=f"{type(exc).__name__}: {exc}")
+        if kept:
+            log.warning("gps_held_fixes_kept", fixes=kept)  # on disk: the next sink of the host adopts them
+        if lost:
+            log.warning("gps_held_fixes_lost", fixes=lost)
 
 
 def _json_num(value: float | None) -> str:
