@@ -521,8 +521,19 @@ class PlanSettings:
     )
     sms_sign: str = field(default="", metadata=_meta("SMS signature (短信签名) the carrier registered"))
     sms_template: str = field(default="", metadata=_meta("SMS template id (Aliyun TemplateCode, Tencent TemplateId)"))
-    sms_app_id: str = field(default="", metadata=_meta("SMS application id (Tencent SmsSdkAppId, Aliyun AccessKeyId)"))
+    sms_app_id: str = field(
+        default="", metadata=_meta("SMS application id (Tencent SmsSdkAppId; Aliyun AccessKeyId when not signed here)")
+    )
     sms_api_key: str = field(default="", metadata=_meta("bearer secret sent to the SMS gateway (never logged)"))
+    sms_access_key_id: str = field(
+        default="", metadata=_meta("cloud access key id (Aliyun AccessKeyId, Tencent SecretId): requests are signed")
+    )
+    sms_access_key_secret: str = field(
+        default="", metadata=_meta("cloud access key secret (Aliyun AccessKeySecret, Tencent SecretKey; never logged)")
+    )
+    sms_region: str = field(
+        default="", metadata=_meta("cloud region of a signed request; empty = cn-hangzhou (Aliyun), ap-guangzhou (Tencent)")
+    )
     sms_timeout: float = field(default=5.0, metadata=_meta("seconds an SMS request may take", lo=0.1, hi=120))
     cap_feed_url: str = field(default="", metadata=_meta("URL of a CAP 1.2 feed to poll (an alert or an Atom/RSS list of alerts); empty = none"))
     cap_poll_interval: float = field(default=300.0, metadata=_meta("seconds between polls of the CAP feed", lo=5, hi=86400))
@@ -713,6 +724,8 @@ def describe(settings: Settings) -> dict[str, dict[str, object]]:
                 v = "***"  # video TURN password: never printed
             elif f.name.endswith("password") and v:
                 v = "***"  # voice trunk password, GB/T 28181 shared device password: never printed
+            elif f.name.endswith("_secret") and v:
+                v = "***"  # the SMS cloud's access key secret: never printed
             values[f.name] = str(v) if isinstance(v, Path) else v
         out[section_field.name] = values
     return out

@@ -92,4 +92,16 @@ def test_url_password_masked() -> None:
     """Passwords in store URLs are masked when settings are printed."""
     assert mask_url("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     s = load_settings(None, env={"DISPATCHD_DATABASE_URL": "postgresql://u:secret@h/db"})
-    assert "secret" not in str(describe(s))
+    assert ":secret@" not in str(describe(s))
+
+
+def test_sms_secrets_are_masked() -> None:
+    """The SMS gateway's bearer key and the cloud's access key secret are never printed; the key id is."""
+    env = {
+        "DISPATCHD_PLANS_SMS_API_KEY": "bearer-value",
+        "DISPATCHD_PLANS_SMS_ACCESS_KEY_SECRET": "cloud-secret-value",
+        "DISPATCHD_PLANS_SMS_ACCESS_KEY_ID": "LTAI-visible",
+    }
+    plans = describe(load_settings(None, env=env))["plans"]
+    assert plans["sms_api_key"] == "***" and plans["sms_access_key_secret"] == "***"
+    assert plans["sms_access_key_id"] == "LTAI-visible"

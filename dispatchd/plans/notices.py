@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Final
@@ -201,14 +202,16 @@ async def send_pending_sms(ctx: Context, session: aiohttp.ClientSession, limit: 
             deliveries["sms"] = {"state": "sending", "at": ctx.clock.now().isoformat()}
             row = await _change(ctx, conn, row["id"], {"deliveries": deliveries}, "sms_sending", SYSTEM, from_state=row["state"], publish=False)
         tried += 1
+        key = sms.AccessKey(s.sms_access_key_id, s.sms_access_key_secret, s.sms_region) if s.sms_access_key_secret else None
         request = sms.build_request(
-            s.sms_style, mobile=mobile, text=row["text"], sign=s.sms_sign, template=s.sms_template, app_id=s.sms_app_id, secret=s.sms_api_key
+            s.sms_style, mobile=mobile, text=row["text"], sign=s.sms_sign, template=s.sms_template, app_id=s.sms_app_id,
+            secret=s.sms_api_key, url=s.sms_gateway, key=key, now=ctx.clock.now(), nonce=uuid.uuid4().hex,
         )
         ok, detail = False, ""
         try:
             async with session.post(
                 s.sms_gateway,
-                data=json.dumps(request.body, ensure_ascii=False).encode(),
+                data=request.data,
                 headers=request.headers,
                 timeout=aiohttp.ClientTimeout(total=s.sms_timeout),
             ) as resp:

@@ -1,7 +1,7 @@
 """Plans through the API, against real PostgreSQL and Redis on loopback: posting a plan, a matching
 case proposing it, confirming it (groups, orders to the nearest units, the consultation, notices and
 the checklist in one transaction, on the case's timeline), raising, standing down, SMS through a
-gateway on loopback, and escalation of an unacknowledged notice to the deputy."""
+gateway on loopback (also signed for Aliyun's endpoint), and escalation of an unacknowledged notice to the deputy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 import pytest
@@ -18,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dispatchd.clock import FakeClock
 from dispatchd.domain.orgs import OrgTree
 from dispatchd.incidents import service as cases
-from dispatchd.plans import notices, service
+from dispatchd.plans import notices, service, sms
 from tests.conftest import Account, AppFactory, StoreUrls, UserFactory
 from tests.incidents.helpers import point_in
 from tests.live.helpers import app_of, eventually, make_squad, place_unit
@@ -354,6 +355,66 @@ async def test_sms_through_the_gateway_and_escalation_to_the_deputy(
     assert figures["ack_rate"] == 0.5  # the leader did not answer; the deputy did
     await asyncio.sleep(0)
     _ = json
+
+
+class AliyunGateway:
+    """A fake of Aliyun's SMS endpoint (outside the system) on 127.0.0.1: it checks the RPC signature
+    of the form it receives with the account's secret, as the cloud does, and answers as SendSms."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.received: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = dict(parse_qsl(await request.text(), keep_blank_values=True))
+        signature = form.pop("Signature", "")
+        self.received.append(form)
+        if signature != sms.aliyun_signature(request.method, form, self.secret):
+            return web.json_response({"Code": "SignatureDoesNotMatch", "Message": "Specified signature is not matched"}, status=400)
+        return web.json_response({"Code": "OK", "Message": "OK", "BizId": "900619746936498440^0", "RequestId": "x"})
+
+
+async def test_sms_signed_for_the_aliyun_endpoint_is_delivered(
+    make_client: AppFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """With the cloud's access key configured, the leader's SMS reaches an Aliyun-style endpoint as a
+    form it verifies by its RPC signature (Code OK, BizId kept); the secret is sent nowhere."""
+    gw = AliyunGateway("the-access-key-secret")
+    app = web.Application()
+    app.router.add_post("/", gw.handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        client = await make_client(
+            plans_sms_gateway=f"http://127.0.0.1:{server.port}/", plans_sms_style="aliyun", plans_sms_sign="瑞安指挥",
+            plans_sms_template="SMS_154950909", plans_sms_access_key_id="LTAI-test", plans_sms_access_key_secret=gw.secret,
+            plans_propose_interval=3600, plans_timer_interval=0.05,
+        )
+        ctx = app_of(client)
+        people = await _people(make_user)
+        r = await client.put(
+            f"/api/v1/plan-contacts/{people['leader'].user.id}", json={"mobile": "13800138000"}, headers=people["admin"].headers
+        )
+        assert r.status == 200
+        plan = await _post_plan(client, people["admin"])
+        case = await _case(client, people["officer"], org_tree)
+        r = await client.post(f"/api/v1/incidents/{case['id']}/plan", json={"plan": plan["id"]}, headers=people["officer"].headers)
+        act = await r.json()
+        assert r.status == 201, act
+
+        async def sms_state() -> Any:
+            a = await service.get_activation(ctx, act["id"], people["officer"].user)
+            n = next(n for n in a["notices"] if n["user_id"] == people["leader"].user.id)
+            return n["deliveries"]["sms"] if n["deliveries"]["sms"]["state"] in ("delivered", "failed") else None
+
+        delivery = await eventually(sms_state)
+        assert delivery["state"] == "delivered" and delivery["detail"] == "900619746936498440^0", delivery
+        form = gw.received[0]
+        assert form["AccessKeyId"] == "LTAI-test" and form["PhoneNumbers"] == "13800138000"
+        assert form["SignName"] == "瑞安指挥" and json.loads(form["TemplateParam"])["text"].startswith("讨薪预案已启动")
+        assert gw.secret not in json.dumps(form, ensure_ascii=False)
+    finally:
+        await server.close()
 
 
 async def test_cases_that_do_not_match_are_not_proposed(
