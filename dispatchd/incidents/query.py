@@ -15,6 +15,7 @@ from typing import Any, Final
 import asyncpg
 
 from dispatchd.incidents.store import OPEN_SQL, unit_in_scope_sql, visibility_sql
+from dispatchd.store.db import like_anywhere
 from dispatchd.store.users import User
 
 # The orders a page may come in; keyset paging goes by id within them.
@@ -22,11 +23,6 @@ NEWEST_FIRST: Final = "i.id DESC"
 CREATED_NEWEST_FIRST: Final = "i.created_at DESC, i.id DESC"
 DUE_FIRST: Final = "i.deadline_at NULLS LAST, i.id"
 URGENT_FIRST: Final = "i.priority, i.overdue DESC, i.id DESC"
-
-
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,7 @@ class CaseQuery:
                 f" AND i.lon BETWEEN {param(min_lon)} AND {param(max_lon)}"
             )
         if self.text:
-            n = param(_like(self.text))
+            n = param(like_anywhere(self.text))
             clauses.append(
                 f"(i.number ILIKE {n} OR i.description ILIKE {n} OR coalesce(i.address, '') ILIKE {n}"
                 f" OR coalesce(i.caller, '') ILIKE {n})"

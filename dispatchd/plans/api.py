@@ -21,7 +21,7 @@ from dispatchd.store.apikeys import find_api_key
 from dispatchd.store.changes import Actor
 from dispatchd.store.outage import log_unless_outage
 from dispatchd.tasks import raise_if_cancelling, start_task, stop_tasks
-from dispatchd.validate import Field
+from dispatchd.validate import Field, check_fields
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import authenticate, bearer_token, current_user, jurisdiction
 from dispatchd.web.errors import ApiError
@@ -55,6 +55,11 @@ CONTACT_FIELDS: Final = (
     Field("deputy_user_id", "integer", minimum=1, maximum=2**63 - 1, description="who stands in when they do not acknowledge"),
 )
 ACTIVATIONS_QUERY: Final = (Field("state", choices=("open", "all")),)
+CONTACTS_QUERY: Final = (
+    Field("q", max_length=64, description="part of the account or display name"),
+    Field("after", "integer", minimum=0, maximum=2**63 - 1, description="the next_after of the previous page"),
+    Field("limit", "integer", minimum=1, maximum=200, description="people per page (200)"),
+)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -168,13 +173,20 @@ async def notice_ack(request: web.Request) -> web.Response:
 
 async def set_contact(request: web.Request) -> web.Response:
     user = current_user(request)
-    if user.role != "admin":
-        raise Forbidden("只有管理员可以设置联系方式", "only admins set contacts")
-    body = await json_body(request, CONTACT_FIELDS)
-    out = await notices.set_contact(
-        request.app[CTX], user, _id(request, what=("用户", "user")), body.get("mobile"), body.get("deputy_user_id")
-    )
+    raw = await json_body(request)
+    checked = check_fields(raw, CONTACT_FIELDS)
+    # A key left out stays as it is; a key given as null clears it.
+    changes = {k: checked.get(k) for k in notices.CONTACT_KEYS if k in raw}
+    out = await notices.set_contact(request.app[CTX], user, _id(request, what=("用户", "user")), changes)
     return _json(out)
+
+
+async def list_contacts(request: web.Request) -> web.Response:
+    q = query_params(request, CONTACTS_QUERY)
+    people, after = await notices.list_contacts(
+        request.app[CTX], current_user(request), q=q.get("q"), after=q.get("after"), limit=q.get("limit", notices.CONTACTS_PAGE)
+    )
+    return _json({"contacts": people, "next_after": after})
 
 
 async def _cap_actor(request: web.Request) -> tuple[Actor, str]:
@@ -270,10 +282,19 @@ ROUTES: Final[list[ApiRoute]] = [
         "PUT",
         r"/api/v1/plan-contacts/{id:\d+}",
         set_contact,
-        "A person's mobile (for SMS and calls) and deputy (for escalation); admins",
+        "A person's mobile (for SMS and calls) and deputy (for escalation); admins. A field left out stays as it is, null clears it",
         TAG,
         body=CONTACT_FIELDS,
         responses={200: "the contact, the number masked", 403: "admins only", 404: "unknown user", 422: "invalid"},
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/plan-contacts",
+        list_contacts,
+        "The people of your jurisdiction with their mobile (masked) and deputy, by id; admins",
+        TAG,
+        query=CONTACTS_QUERY,
+        responses={200: "{contacts, next_after}", 403: "admins only"},
     ),
     ApiRoute(
         "POST",

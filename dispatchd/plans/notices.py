@@ -24,11 +24,12 @@ import structlog
 from dispatchd.channels.hotline.slots import PERSON_CALLS, PersonCall, PersonCaller
 from dispatchd.context import Context
 from dispatchd.domain.plans import Selector
-from dispatchd.errors import DomainError, conflict, invalid, not_found
+from dispatchd.errors import DomainError, conflict, forbidden, invalid, not_found
 from dispatchd.plans import sms
 from dispatchd.plans.service import add_notice, notice_json, people
 from dispatchd.plans.slots import NOTICES_WAKE
 from dispatchd.store.changes import SYSTEM, Actor, Change, record
+from dispatchd.store.db import like_anywhere
 from dispatchd.store.outage import log_unless_outage
 from dispatchd.store.users import User, get_user
 from dispatchd.tasks import raise_if_cancelling
@@ -134,11 +135,22 @@ async def my_notices(ctx: Context, user: User, *, open_only: bool = True) -> lis
     return [notice_json(r, user.display_name or user.username) for r in rows]
 
 
-async def set_contact(ctx: Context, admin: User, user_id: int, mobile: str | None, deputy_user_id: int | None) -> dict[str, Any]:
-    """How to reach a person (mobile) and who stands in (deputy); admins of the person's unit."""
+# What a contact holds; a change names only what it changes.
+CONTACT_KEYS: Final = ("mobile", "deputy_user_id")
+# Contacts listed at most per page.
+CONTACTS_PAGE: Final = 200
+
+
+async def set_contact(ctx: Context, admin: User, user_id: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """How to reach a person (mobile) and who stands in (deputy); admins of the person's unit. Only
+    the keys in ``changes`` change (None clears one): a deputy is set without retyping the mobile."""
+    if admin.role != "admin":
+        raise forbidden("只有管理员可以设置联系方式", "only admins set contacts")
+    mobile = changes.get("mobile")
     mobile = (mobile or "").strip() or None
     if mobile is not None and not (mobile.lstrip("+").isdigit() and 6 <= len(mobile) <= 20):
         raise invalid({"mobile": ("手机号码格式错误", "not a phone number")})
+    deputy_user_id = changes.get("deputy_user_id")
     async with ctx.pool.acquire() as conn, conn.transaction():
         person = await _person(conn, user_id)
         if person is None or not ctx.orgs.is_within(person["org_code"], admin.org):
@@ -147,6 +159,13 @@ async def set_contact(ctx: Context, admin: User, user_id: int, mobile: str | Non
             deputy = await _person(conn, deputy_user_id)
             if deputy is None or deputy_user_id == user_id:
                 raise invalid({"deputy_user_id": ("代理人不存在或为本人", "no such deputy, or the person themself")})
+        current = await conn.fetchrow(
+            "SELECT mobile, deputy_user_id FROM plan_contacts WHERE user_id = $1 FOR UPDATE", user_id
+        )
+        if "mobile" not in changes:
+            mobile = current["mobile"] if current else None
+        if "deputy_user_id" not in changes:
+            deputy_user_id = current["deputy_user_id"] if current else None
         await conn.execute(
             "INSERT INTO plan_contacts (user_id, mobile, deputy_user_id, updated_at) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (user_id) DO UPDATE SET mobile = $2, deputy_user_id = $3, updated_at = $4",
@@ -155,8 +174,67 @@ async def set_contact(ctx: Context, admin: User, user_id: int, mobile: str | Non
             deputy_user_id,
             ctx.clock.now(),
         )
-    log.info("contact_set", user_id=user_id, has_mobile=mobile is not None, deputy_user_id=deputy_user_id)
+    log.info(
+        "contact_set",
+        user_id=user_id,
+        by=admin.username,
+        changed=sorted(changes),
+        has_mobile=mobile is not None,
+        deputy_user_id=deputy_user_id,
+    )
     return {"user_id": user_id, "mobile": sms.mask(mobile) if mobile else None, "deputy_user_id": deputy_user_id}
+
+
+async def list_contacts(
+    ctx: Context, admin: User, *, q: str | None = None, after: int | None = None, limit: int = CONTACTS_PAGE
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The enabled accounts of the admin's jurisdiction with how to reach them (the mobile masked) and
+    their deputy, by id; ``q`` matches the account or display name. Returns (page, next ``after``)."""
+    if admin.role != "admin":
+        raise forbidden("只有管理员可以查看联系方式", "only admins see contacts")
+    codes = sorted(ctx.orgs.descendants(admin.org)) if admin.org in ctx.orgs.units else [admin.org]
+    sql = (
+        "SELECT u.id, u.username, u.display_name, u.role, u.org_code, u.department_code, c.mobile,"
+        " c.deputy_user_id, d.username AS deputy_username, d.display_name AS deputy_display"
+        " FROM users u LEFT JOIN plan_contacts c ON c.user_id = u.id LEFT JOIN users d ON d.id = c.deputy_user_id"
+        " WHERE NOT u.disabled AND u.org_code = ANY($1::text[])"
+    )
+    args: list[Any] = [codes]
+    if q:
+        args.append(like_anywhere(q.strip()))
+        sql += f" AND (u.username ILIKE ${len(args)} OR u.display_name ILIKE ${len(args)})"
+    if after is not None:
+        args.append(after)
+        sql += f" AND u.id > ${len(args)}"
+    args.append(limit + 1)
+    sql += f" ORDER BY u.id LIMIT ${len(args)}"
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(sql, *args)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    tree = ctx.orgs
+    out = []
+    for r in rows:
+        org = tree.units.get(r["org_code"])
+        dept = tree.departments.get(r["department_code"]) if r["department_code"] else None
+        out.append(
+            {
+                "user_id": r["id"],
+                "username": r["username"],
+                "name": r["display_name"] or r["username"],
+                "role": r["role"],
+                "org": r["org_code"],
+                "org_name": org.name if org else r["org_code"],
+                "org_name_en": org.name_en if org else r["org_code"],
+                "department": r["department_code"],
+                "department_name": dept.name if dept else None,
+                "department_name_en": dept.name_en if dept else None,
+                "mobile": sms.mask(r["mobile"]) if r["mobile"] else None,
+                "deputy_user_id": r["deputy_user_id"],
+                "deputy_name": (r["deputy_display"] or r["deputy_username"]) if r["deputy_user_id"] else None,
+            }
+        )
+    return out, (rows[-1]["id"] if more and rows else None)
 
 
 # -- SMS ---------------------------------------------------------------------------------------------

@@ -22,6 +22,12 @@ from dispatchd.config import DatabaseSettings
 from dispatchd.store.outage import POSTGRES, Outages, PoolBusy, classify
 
 
+def like_anywhere(text: str) -> str:
+    """A LIKE/ILIKE pattern matching ``text`` anywhere, its own ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
