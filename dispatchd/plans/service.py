@@ -24,7 +24,7 @@ from dispatchd.channels.hotline.slots import PERSON_CALLS
 from dispatchd.context import Context
 from dispatchd.domain import plans as rules
 from dispatchd.domain.incident import OPEN_STATES
-from dispatchd.domain.orgs import LEVELS
+from dispatchd.domain.orgs import LEVELS, OrgTree
 from dispatchd.domain.plans import LEVEL_NAMES, RESPONSE_LEVELS, STEP_TYPES, CaseFacts, Level, Plan, PlanError
 from dispatchd.errors import DomainError, conflict, forbidden, invalid, not_found
 from dispatchd.incidents import service as cases
@@ -74,9 +74,10 @@ def _level_name(level: str) -> dict[str, str]:
 # -- plans -------------------------------------------------------------------------------------------
 
 
-def plan_json(row: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
-    """A plan as the API returns it: the fields as written, plus id, version and where it came from."""
-    return {
+def plan_json(row: Mapping[str, Any], body: Mapping[str, Any], tree: OrgTree | None = None) -> dict[str, Any]:
+    """A plan as the API returns it: the fields as written, plus id, version, where it came from and
+    (with the org tree) its unit's names."""
+    out = {
         **dict(body),
         "id": row["id"],
         "version": row["current_version"],
@@ -84,6 +85,10 @@ def plan_json(row: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
     }
+    unit = tree.units.get(str(body.get("org"))) if tree is not None else None
+    if unit is not None:
+        out["org_name"], out["org_name_en"] = unit.name, unit.name_en
+    return out
 
 
 def _plan_change(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -170,7 +175,7 @@ async def save_plan(ctx: Context, body: Mapping[str, Any], user: User) -> tuple[
     async with ctx.pool.acquire() as conn, conn.transaction():
         existed = await conn.fetchval("SELECT 1 FROM plans WHERE code = $1", plan.code)
         row, _ = await _store_plan(ctx, conn, plan, source="api", file=None, user=user)
-    return plan_json(row, plan.as_json()), existed is None
+    return plan_json(row, plan.as_json(), ctx.orgs), existed is None
 
 
 async def sync_file_plans(ctx: Context, plans: Sequence[Plan], files: Mapping[str, str] | None = None) -> int:
@@ -215,7 +220,7 @@ async def list_plans(ctx: Context, viewer: User) -> list[dict[str, Any]]:
             "SELECT p.*, v.body FROM plans p JOIN plan_versions v ON v.plan_id = p.id AND v.version = p.current_version"
             " ORDER BY p.code"
         )
-    return [plan_json(r, r["body"]) for r in rows if _plan_visible(ctx, r["org_code"], viewer)]
+    return [plan_json(r, r["body"], ctx.orgs) for r in rows if _plan_visible(ctx, r["org_code"], viewer)]
 
 
 async def get_plan(ctx: Context, plan_id: int, viewer: User) -> dict[str, Any]:
@@ -228,7 +233,7 @@ async def get_plan(ctx: Context, plan_id: int, viewer: User) -> dict[str, Any]:
             plan_id,
         )
     current = versions[-1]["body"]
-    out = plan_json(row, current)
+    out = plan_json(row, current, ctx.orgs)
     out["versions"] = [
         {"version": v["version"], "source": v["source"], "created_by": v["created_by"], "created_at": _iso(v["created_at"])}
         for v in versions

@@ -32,6 +32,7 @@ PAGES: dict[str, str] = {
     "/squad": "squad.html",
     "/grid": "grid.html",
     "/stats": "stats.html",
+    "/admin": "admin.html",
 }
 
 # What each optional capability needs from the API; the pages hide what this instance lacks.

@@ -79,6 +79,7 @@ async def test_wrong_role_is_sent_to_its_own_screen(browsing: Browsing, make_use
         ("/board", "leader", WALL_4K, "board-3840x2160"),
         ("/console", "duty_officer", WALL, "console-1920x1080"),
         ("/stats", "leader", DESK, "stats-1600x900"),
+        ("/admin", "admin", DESK, "admin-1600x900"),
         ("/squad", "squad_member", PHONE, "squad-390x844"),
         ("/grid", "grid_worker", PHONE, "grid-390x844"),
     ],

@@ -10,6 +10,7 @@ const NAV = [
   ["/stats", "nav.stats", ["duty_officer", "leader", "admin", "ops", "department_handler"]],
   ["/grid", "nav.grid", ["grid_worker", "admin"]],
   ["/squad", "nav.squad", ["squad_member", "admin"]],
+  ["/admin", "nav.admin", ["admin"]],
 ];
 
 /**

@@ -9,6 +9,7 @@ const SCREENS = [
   ["/stats", "nav.stats", "index.stats", ["duty_officer", "leader", "admin", "ops", "department_handler"]],
   ["/squad", "nav.squad", "index.squad", ["squad_member", "admin"]],
   ["/grid", "nav.grid", "index.grid", ["grid_worker", "admin"]],
+  ["/admin", "nav.admin", "index.admin", ["admin"]],
 ];
 
 async function main() {
