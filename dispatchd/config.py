@@ -263,6 +263,10 @@ class UnitSettings:
     alarm_category: str = field(
         default="incident.criminal", metadata=_meta("taxonomy category of the case an emergency alarm opens")
     )
+    track_retention_days: int = field(
+        default=365,
+        metadata=_meta("days of squad tracks kept; older months are dropped whole (0 = keep all)", lo=0, hi=36500),
+    )
     outage_buffer: int = field(
         default=200000,
         metadata=_meta("fixes held while PostgreSQL is unreachable; past it devices are told to retry", lo=0, hi=10000000),

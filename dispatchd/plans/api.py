@@ -176,7 +176,7 @@ async def set_contact(request: web.Request) -> web.Response:
     raw = await json_body(request)
     checked = check_fields(raw, CONTACT_FIELDS)
     # A key left out stays as it is; a key given as null clears it.
-    changes = {k: checked.get(k) for k in notices.CONTACT_KEYS if k in raw}
+    changes: dict[str, Any] = {k: checked.get(k) for k in notices.CONTACT_KEYS if k in raw}
     out = await notices.set_contact(request.app[CTX], user, _id(request, what=("用户", "user")), changes)
     return _json(out)
 
