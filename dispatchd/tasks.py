@@ -10,12 +10,13 @@ cancels again until the task ends or the budget (seconds) is spent, and retry lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import structlog
 
 from dispatchd.context import Context
+from dispatchd.store.outage import store_failure
 
 log = structlog.get_logger("dispatchd.tasks")
 
@@ -59,3 +60,38 @@ def start_task(ctx: Context, coro: Coroutine[Any, Any, Any], name: str) -> async
     task = asyncio.create_task(guarded(), name=name)
     ctx.tasks.append(task)
     return task
+
+
+async def every(
+    ctx: Context,
+    interval: float | Callable[[], float],
+    step: Callable[[], Awaitable[Any]],
+    failed: str,
+    *,
+    wait_first: bool = False,
+    logger: Any = None,
+) -> None:
+    """Run ``step`` every ``interval`` seconds (a number, or read anew each round) until cancelled.
+
+    A round that fails does not stop the next: a store outage is logged once by its tracker (and
+    counted), anything else is logged as ``failed`` with its traceback. With ``wait_first`` the
+    first round comes after one interval, else at once. ``logger``: the caller's (default: this
+    module's).
+    """
+    out = logger if logger is not None else log
+
+    def pause() -> float:
+        return interval() if callable(interval) else interval
+
+    if wait_first:
+        await asyncio.sleep(pause())
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise_if_cancelling()
+            if store_failure(ctx, exc) is None:
+                out.exception(failed)
+        await asyncio.sleep(pause())

@@ -1,10 +1,16 @@
-"""Stopping background tasks even when they swallow a cancellation."""
+"""Stopping background tasks even when they swallow a cancellation; rounds that go on after a
+failed one."""
 
 from __future__ import annotations
 
 import asyncio
 
-from dispatchd.tasks import raise_if_cancelling, stop_tasks
+import redis.exceptions
+from structlog.testing import capture_logs
+
+from dispatchd.tasks import every, raise_if_cancelling, stop_tasks
+from dispatchd.web.appkeys import CTX
+from tests.conftest import AppFactory
 
 
 async def _swallows_once() -> None:
@@ -71,3 +77,37 @@ async def test_stop_tasks_reports_a_task_that_will_not_stop() -> None:
     task.cancel()
     await asyncio.wait([task], timeout=5)
     assert task.done()
+
+
+async def test_every_goes_on_after_a_failed_round(make_client: AppFactory) -> None:
+    """A round that raises is logged as the loop's failure and the next round runs; a store failure
+    is left to the outage tracker (no failure line of the loop); with wait_first the first round
+    waits one interval; cancelling stops the loop."""
+    client = await make_client()
+    ctx = client.server.app[CTX]
+    rounds = 0
+    done = asyncio.Event()
+
+    async def step() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("a bad round")
+        if rounds == 2:
+            raise redis.exceptions.ConnectionError("Redis went away")
+        if rounds == 4:
+            done.set()
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(every(ctx, 0.01, step, "test_round_failed"))
+        await asyncio.wait_for(done.wait(), 5)
+        assert await stop_tasks([task]) == []
+    failed = [e for e in logs if e["event"] == "test_round_failed"]
+    assert len(failed) == 1 and failed[0]["log_level"] == "error"
+    assert rounds >= 4
+
+    waited = asyncio.create_task(every(ctx, 0.5, step, "test_round_failed", wait_first=True))
+    before = rounds
+    await asyncio.sleep(0.1)
+    assert rounds == before
+    assert await stop_tasks([waited]) == []

@@ -32,8 +32,7 @@ from dispatchd.errors import DomainError
 from dispatchd.incidents import store
 from dispatchd.incidents.service import record_case, transition_locked
 from dispatchd.store.changes import SYSTEM
-from dispatchd.store.outage import store_failure
-from dispatchd.tasks import raise_if_cancelling
+from dispatchd.tasks import every
 
 log = structlog.get_logger("dispatchd.incidents.timers")
 
@@ -131,15 +130,6 @@ async def _escalate(ctx: Context, conn: asyncpg.Connection, case: asyncpg.Record
 
 
 async def run_timers(ctx: Context) -> None:
-    """Fire due timers every ``incidents.timer_interval`` seconds for the life of the app."""
-    interval = ctx.settings.incidents.timer_interval
-    while True:
-        try:
-            await fire_due(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bad round is logged (an outage once); the next one tries again
-            raise_if_cancelling()
-            if store_failure(ctx, exc) is None:
-                log.exception("deadline_timers_failed")
-        await asyncio.sleep(interval)
+    """Fire due timers every ``incidents.timer_interval`` seconds for the life of the app (a bad round
+    is logged, an outage once; the next one tries again)."""
+    await every(ctx, ctx.settings.incidents.timer_interval, lambda: fire_due(ctx), "deadline_timers_failed", logger=log)

@@ -19,8 +19,7 @@ from dispatchd.plans import notices, service, warnings
 from dispatchd.plans.slots import FILE_PLANS, NOTICES_WAKE
 from dispatchd.store.apikeys import find_api_key
 from dispatchd.store.changes import Actor
-from dispatchd.store.outage import log_unless_outage
-from dispatchd.tasks import raise_if_cancelling, start_task, stop_tasks
+from dispatchd.tasks import every, start_task, stop_tasks
 from dispatchd.validate import Field, check_fields
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import authenticate, bearer_token, current_user, jurisdiction
@@ -333,15 +332,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _propose_loop(ctx: Context) -> None:
-    while True:
-        try:
-            await service.propose_due(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise_if_cancelling()
-            log_unless_outage(ctx, exc, "plan_proposals_failed")
-        await asyncio.sleep(ctx.settings.plans.propose_interval)
+    await every(ctx, lambda: ctx.settings.plans.propose_interval, lambda: service.propose_due(ctx), "plan_proposals_failed", logger=log)
 
 
 def setup(app: web.Application) -> None:

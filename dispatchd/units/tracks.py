@@ -6,7 +6,6 @@ before the retention are dropped whole (and older stray rows deleted)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Final
 
@@ -14,7 +13,7 @@ import structlog
 
 from dispatchd.context import Context
 from dispatchd.store import partitions
-from dispatchd.store.outage import store_failure
+from dispatchd.tasks import every
 
 log = structlog.get_logger("dispatchd.units")
 
@@ -40,12 +39,4 @@ async def track_round(ctx: Context) -> tuple[list[str], list[str], int]:
 
 async def keep_track_months(ctx: Context, interval: float = ROUND_EVERY) -> None:
     """:func:`track_round` now and every ``interval`` seconds, until cancelled."""
-    while True:
-        try:
-            await track_round(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
-                log.exception("track_round_failed")
-        await asyncio.sleep(interval)
+    await every(ctx, interval, lambda: track_round(ctx), "track_round_failed", logger=log)

@@ -34,8 +34,7 @@ from dispatchd.domain.hotlines import CALLERS_OUT, load_hotlines
 from dispatchd.domain.taxonomy import PRIORITIES
 from dispatchd.errors import NotFound, invalid, not_found
 from dispatchd.incidents.stats import StatsSection, register_section
-from dispatchd.store.outage import store_failure
-from dispatchd.tasks import raise_if_cancelling, stop_tasks
+from dispatchd.tasks import every, stop_tasks
 from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, may_see, require_role
@@ -783,14 +782,6 @@ async def _hotline_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _queue_loop(ctx: Context) -> None:
-    interval = ctx.settings.hotline.queue_interval
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await calls.queue_round(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise_if_cancelling()
-            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
-                log.exception("hotline_queue_round_failed")
+    await every(
+        ctx, ctx.settings.hotline.queue_interval, lambda: calls.queue_round(ctx), "hotline_queue_round_failed", wait_first=True, logger=log
+    )

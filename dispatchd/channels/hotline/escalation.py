@@ -27,9 +27,8 @@ from dispatchd.channels.hotline.voice.switch import recording_paths
 from dispatchd.context import Context
 from dispatchd.domain.hotlines import Prompt
 from dispatchd.errors import DomainError
-from dispatchd.store.outage import store_failure
 from dispatchd.store.users import get_user
-from dispatchd.tasks import raise_if_cancelling
+from dispatchd.tasks import every
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -41,18 +40,13 @@ async def keep_escalating(ctx: Context, edge: Any, interval: float = 1.0) -> Non
     after = ctx.settings.voice.escalate_after
     if after <= 0 or edge.dialer.trunk is None:
         return
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            for row in await callouts.claim_escalations(ctx, after):
-                log.info("escalation_started", order_id=row["order_id"], unit_id=row["unit_id"])
-                edge.later(escalate(ctx, edge, int(row["order_id"]), int(row["unit_id"])))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise_if_cancelling()
-            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
-                log.exception("escalation_round_failed")
+
+    async def round_() -> None:
+        for row in await callouts.claim_escalations(ctx, after):
+            log.info("escalation_started", order_id=row["order_id"], unit_id=row["unit_id"])
+            edge.later(escalate(ctx, edge, int(row["order_id"]), int(row["unit_id"])))
+
+    await every(ctx, interval, round_, "escalation_round_failed", wait_first=True, logger=log)
 
 
 async def escalate(ctx: Context, edge: Any, order_id: int, unit_id: int) -> str:

@@ -14,7 +14,6 @@ and calls out lose their ``recording``: each of them a change recorded (action
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -27,8 +26,8 @@ from dispatchd.channels.hotline.voice import callouts
 from dispatchd.context import Context
 from dispatchd.errors import NotFound
 from dispatchd.incidents.store import visibility_sql
-from dispatchd.store.outage import store_failure
 from dispatchd.store.users import User
+from dispatchd.tasks import every
 
 log = structlog.get_logger("dispatchd.voice")
 
@@ -134,12 +133,4 @@ async def of_case(ctx: Context, incident_id: int, user: User) -> list[dict[str, 
 
 async def keep_purging(ctx: Context, forget_calls: Forget, interval: float = 3600.0) -> None:
     """:func:`purge` now and every ``interval`` seconds, until cancelled."""
-    while True:
-        try:
-            await purge(ctx, ctx.clock.now(), forget_calls)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if store_failure(ctx, exc) is None:  # an outage is logged once, by its tracker
-                log.exception("recordings_purge_failed")
-        await asyncio.sleep(interval)
+    await every(ctx, interval, lambda: purge(ctx, ctx.clock.now(), forget_calls), "recordings_purge_failed", logger=log)
