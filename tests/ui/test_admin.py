@@ -72,6 +72,7 @@ async def test_admin_sets_a_mobile_and_a_deputy_and_changes_the_deputy_alone(
     head = await make_user("leader", TOWNSHIP, username="陈镇长")
     await make_user("duty_officer", TOWNSHIP, username="周值班")
     page, watch = await browsing.open_page("/admin", token=admin.token, viewport=DESK)
+    await page.wait_for_selector(".topbar .who")  # the page has started
     await page.click("#tab-contacts")
     await page.fill("#contact-q", "镇长")
     row = page.locator(f".contact-row[data-user='{head.user.id}']")

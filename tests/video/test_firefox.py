@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from dispatchd.video.service import ROOMS
+from dispatchd.web.appkeys import CTX
 from tests.conftest import COUNTY, UserFactory, require_tool
 from tests.video.conftest import create_meeting, ws_url
 from tests.video.firefox import Firefox, launch
@@ -92,3 +94,43 @@ async def test_firefox_without_the_meetings_codec_says_so(
     assert "H264" in await tab.evaluate("document.querySelector('#error').textContent")
     assert await tab.evaluate("window.meet.pc") is None
     tab.check()
+
+
+async def test_firefox_publishes_three_simulcast_layers_and_the_speaker_gets_the_high_one(
+    video_client: TestClient[Any, Any], make_user: UserFactory, firefox: Firefox
+) -> None:
+    """Firefox publishes its camera in three simulcast layers (rids l, m, h), each reaching the server;
+    on the aiortc chair's 9-way wall the site's tile gets the low layer, and after roll call (点名) the
+    same slot gets the high one, decoded at least twice as wide."""
+    officer = await make_user("duty_officer", COUNTY)
+    data = await create_meeting(video_client, officer.headers, invite=["330381001"])
+    site_id = data["links"][0]["participant"]
+    chair = MeetingPeer(ws_url(video_client, data["chair_link"]["url"]), colour="red", slots=10)
+    await chair.join()
+    tab = await firefox.new_tab()
+    try:
+        await tab.goto(page_url(video_client, data["links"][0]["url"]))
+        room = next(iter(video_client.server.app[CTX][ROOMS].rooms.values()))
+
+        def three_layers_arrive() -> bool:
+            site = room.participants.get(site_id)
+            return site is not None and len(site.layers) == 3 and all(s.frames_in > 10 for s in site.layers)
+
+        await chair.wait_for(three_layers_arrive, 60)
+        assert sorted(s.rid for s in room.participants[site_id].layers) == ["h", "l", "m"]
+
+        await chair.send("layout", tiles=9)
+        await chair.wait_for(lambda: chair.layer_of(site_id) == "l", 30)
+        mid = chair.slot_of(site_id)
+        assert mid is not None
+        seen = len(chair.sizes[mid])
+        await chair.wait_for(lambda: len(chair.sizes[mid]) > seen + 10, 30)
+        low_width = chair.sizes[mid][-1][0]
+
+        await chair.send("rollcall", participant=site_id)
+        await chair.wait_for(lambda: chair.layer_of(site_id) == "h", 30)
+        assert chair.slot_of(site_id) == mid
+        await chair.wait_for(lambda: chair.sizes[mid][-1][0] >= 2 * low_width, 30)
+        tab.check()
+    finally:
+        await chair.close()

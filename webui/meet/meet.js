@@ -1,7 +1,7 @@
 // The meeting page (/meet/{id}?t=TOKEN): join with camera and microphone, watch the chair and the
 // speaker, and — for the chair — roll call (点名), rotation (轮巡), mute, recording and ending. The
 // chair, and sites it allows, may watch a wall (电视墙) of 1/4/9/16 tiles beside the speaker.
-// Chromium publishes its camera in three simulcast layers (rids l, m, h); the server forwards each
+// Chromium and Firefox publish the camera in three simulcast layers (rids l, m, h); the server forwards each
 // tile the layer its size needs.
 // Signalling is described in docs/video.md: this page always makes the SDP offer, the server answers.
 
@@ -51,9 +51,10 @@ const state = {
   ended: false, wanted: null,
 };
 
-// Simulcast (RFC 8853) where the browser sends it the way the server reads it: Chromium and the
-// browsers built on it. Firefox and Safari publish one encoding, as before; the server forwards that to every size.
-const SIMULCAST = /Chrome\/\d+/.test(navigator.userAgent)
+// Simulcast (RFC 8853) where the browser sends it the way the server reads it (rids in the RTP
+// header extension): Chromium and the browsers built on it, and Firefox. Safari publishes one
+// encoding; the server forwards that to every size.
+const SIMULCAST = /Chrome\/\d+|Firefox\/\d+/.test(navigator.userAgent)
   ? [
     { rid: "l", scaleResolutionDownBy: 4, maxBitrate: 150000 },
     { rid: "m", scaleResolutionDownBy: 2, maxBitrate: 500000 },

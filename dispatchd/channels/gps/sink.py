@@ -331,7 +331,10 @@ class PositionSink:
             self._backlog.popleft()
             self._held -= len(batch_rows)
             if self.spool is not None and self.spool.holds(batch):
-                await asyncio.to_thread(self.spool.drop, batch)
+                try:
+                    await asyncio.to_thread(self.spool.drop, batch)
+                except OSError as exc:  # left on disk: a later adoption finds it written (gps_batches)
+                    log.warning("gps_spool_drop_failed", error=f"{type(exc).__name__}: {exc}")
         return ok
 
     async def _keep_held(self, rows: list[tuple[Any, ...]]) -> bool:

@@ -11,9 +11,16 @@ import { startPage, topBar } from "../shell.js";
 const LEVELS = ["IV", "III", "II", "I"];
 // What the API adds to a plan; the editor shows only what an admin writes.
 const SERVER_FIELDS = ["id", "version", "source", "created_at", "updated_at", "versions", "org_name", "org_name_en"];
-const S = { user: null, plans: [], plan: null, editing: null, taxonomy: new Map(), contacts: [], after: null, q: "" };
+const S = { user: null, tab: "plans", plans: [], plan: null, editing: null, taxonomy: new Map(), contacts: [], after: null, q: "" };
 
 // -- tabs ---------------------------------------------------------------------------------------
+
+// A tab chosen before the page has started is shown once it has.
+for (const tab of ["plans", "contacts"]) {
+  document.getElementById(`tab-${tab}`).addEventListener("click", () => {
+    if (!S.user) S.tab = tab;
+  });
+}
 
 function showTab(name) {
   for (const tab of ["plans", "contacts"]) {
@@ -374,8 +381,8 @@ async function main() {
   const { user, config } = await startPage({ roles: ["admin"] });
   S.user = user;
   document.getElementById("top").replaceWith(topBar(user, { current: "/admin", titleKey: "admin.heading" }));
-  document.getElementById("tab-plans").addEventListener("click", () => showTab("plans"));
-  document.getElementById("tab-contacts").addEventListener("click", () => showTab("contacts"));
+  for (const tab of ["plans", "contacts"]) document.getElementById(`tab-${tab}`).addEventListener("click", () => showTab(tab));
+  if (S.tab === "contacts") showTab("contacts"); // chosen while the page was starting
   document.getElementById("plan-new").addEventListener("click", () => edit(null));
   document.getElementById("contacts-more").addEventListener("click", () => loadContacts(false));
   const search = debounce(() => loadContacts(true), 300);
