@@ -405,6 +405,16 @@ class Gb28181Settings:
     )
     max_devices: int = field(default=5000, metadata=_meta("registered devices at once", lo=1, hi=1000000))
     org: str = field(default="", metadata=_meta("unit owning devices and unplaced cameras; empty = the first county"))
+    alarm_cases: bool = field(
+        default=True, metadata=_meta("a camera's intrusion, tripwire, tamper … alarm opens a case at the camera")
+    )
+    alarm_category: str = field(
+        default="incident.criminal", metadata=_meta("taxonomy category of the case a camera alarm opens")
+    )
+    alarm_merge_s: int = field(
+        default=600,
+        metadata=_meta("seconds in which the same alarm of the same camera adds to its case, not a new one", lo=0, hi=86400),
+    )
     t1: float = field(default=0.5, metadata=_meta("RFC 3261 T1: round-trip estimate in seconds", lo=0.05, hi=10))
     user_agent: str = field(default="dispatchd", metadata=_meta("User-Agent header value"))
 

@@ -32,6 +32,11 @@ def unit_position(unit_id: int) -> str:
     return f"{PREFIX}unit:{unit_id}:pos"
 
 
+def camera_alarm(camera_id: str, method: int | None, alarm_type: int | None) -> str:
+    """Set while an alarm of this kind from this camera has its case (the value: the case's id)."""
+    return f"{PREFIX}camera:{camera_id}:alarm:{method or 0}:{alarm_type or 0}"
+
+
 def unit_alarm(unit_id: int) -> str:
     """Set while an emergency alarm of the unit has an open case (dedupes repeated alarm reports)."""
     return f"{PREFIX}unit:{unit_id}:alarm"

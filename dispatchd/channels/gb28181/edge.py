@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import structlog
 
-from dispatchd.channels.gb28181 import service
+from dispatchd.channels.gb28181 import alarms, service
 from dispatchd.channels.gb28181.agent import (
     AgentConfig,
     AlarmReceived,
@@ -73,6 +73,7 @@ class EdgeTotals:
         self.dropped: Counter[str] = Counter()  # reason
         self.auth_failures = 0
         self.alarms = 0
+        self.alarm_kinds: Counter[str] = Counter()  # case, fault, note
         self.catalogs = 0
         self.subscriptions: Counter[tuple[str, str]] = Counter()  # (event, accepted/refused)
 
@@ -332,8 +333,11 @@ class GbEdge:
                 await self._apply(event)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("gb28181_event_failed", event=type(event).__name__)
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
+                    log.exception("gb28181_event_failed", event=type(event).__name__)
+                elif isinstance(event, AlarmReceived):
+                    log.error("gb28181_alarm_lost", device=event.device_id, channel=event.alarm.device_id)
 
     async def _apply(self, event: object) -> None:
         ctx = self.ctx
@@ -390,15 +394,8 @@ class GbEdge:
             await service.device_info(ctx, event.device_id, event.info)
         elif isinstance(event, AlarmReceived):
             self.totals.alarms += 1
-            alarm = event.alarm
-            log.info(
-                "gb28181_alarm",
-                device=event.device_id,
-                channel=alarm.device_id,
-                priority=alarm.priority,
-                method=alarm.method,
-                alarm_type=alarm.alarm_type,
-            )
+            verdict, _case = await alarms.camera_alarm(ctx, event.device_id, event.alarm)
+            self.totals.alarm_kinds[verdict.kind] += 1
         elif isinstance(event, AuthFailed):
             self.totals.auth_failures += 1
             log.warning(

@@ -92,6 +92,11 @@ class Gb28181Collector(Collector):
             "dispatchd_gb28181_auth_failures", "registrations refused (wrong credentials)"
         )
         alarms = CounterMetricFamily("dispatchd_gb28181_alarms", "alarm notifications from devices")
+        alarm_kinds = CounterMetricFamily(
+            "dispatchd_gb28181_alarm_kinds",
+            "alarm notifications by what they meant: case (opened or merged), fault, note",
+            labels=["kind"],
+        )
         stream_events = CounterMetricFamily(
             "dispatchd_gb28181_stream_events",
             "INVITEs sent, answered, failed; streams restarted after a stall; key frames asked for",
@@ -123,6 +128,8 @@ class Gb28181Collector(Collector):
                 dropped.add_metric([reason], count)
             auth.add_metric([], edge.totals.auth_failures)
             alarms.add_metric([], edge.totals.alarms)
+            for kind in ("case", "fault", "note"):
+                alarm_kinds.add_metric([kind], edge.totals.alarm_kinds[kind])
             totals = edge.streams.totals
             for event in ("invites", "answered", "failures", "restarts", "keyframe_requests"):
                 stream_events.add_metric([event], getattr(totals, event))
@@ -139,6 +146,7 @@ class Gb28181Collector(Collector):
             dropped,
             auth,
             alarms,
+            alarm_kinds,
             stream_events,
             frames,
             received,
