@@ -18,11 +18,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
+from dispatchd.channels.gb28181.runtime import GB28181
 from dispatchd.channels.gps.api import SPOOL_DIR
 from dispatchd.channels.gps.slots import SINK
 from dispatchd.channels.gps.spool import HeldSpool, read_batch
 from dispatchd.clock import FakeClock
 from dispatchd.web.appkeys import CTX
+from tests.channels.gb28181.conftest import DeviceFactory, clip, make_device, start_platform  # noqa: F401  # fixtures
+from tests.channels.gb28181.conftest import poll as gb_poll
+from tests.channels.gb28181.test_alarms import alarm, video_cases
+from tests.channels.gb28181.test_platform import registered_device
 from tests.channels.hotline.voice.conftest import sip_port, waiting_call
 from tests.channels.hotline.voice.peers import ToneCaller
 from tests.channels.test_jt808_server import Terminal, location, register_2013
@@ -352,3 +357,38 @@ async def test_outage_is_one_line_not_a_traceback_per_request(
     )
     assert outages == 1
     assert json.dumps([e["event"] for e in logs]).count("store_unavailable") == 1
+
+
+async def test_a_camera_alarm_during_an_outage_opens_its_case_when_the_database_is_back(
+    make_client: AppFactory,
+    make_user: UserFactory,
+    faults: FaultStores,
+    make_device: DeviceFactory,  # noqa: F811  # the fixture imported above
+) -> None:
+    """PostgreSQL stopped: a registered camera's intrusion alarm is answered and held (logged once as
+    held, not lost); when PostgreSQL is back the held alarm opens its case, once."""
+    client = await start_platform(make_client, **FAST)
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(client, make_device, officer.headers)
+    camera = device.channels[0]
+    faults.stop("postgres")
+    with capture_logs() as logs:
+        assert await device.message(alarm(1, camera.id, 1, 5, 6)) == 200
+
+        async def held() -> bool:
+            return bool(events(logs, "gb28181_alarm_held"))
+
+        await gb_poll(held)
+    faults.restore()
+    edge = client.server.app[CTX][GB28181].edge
+    assert edge is not None
+    handled = 0
+
+    async def opened() -> bool:
+        nonlocal handled
+        handled += await edge.retry_held_alarms()  # what the edge's round does every few seconds
+        return handled == 1 and len(await video_cases(client, officer.headers)) == 1
+
+    await gb_poll(opened)
+    assert await edge.retry_held_alarms() == 0
+    assert len(await video_cases(client, officer.headers)) == 1

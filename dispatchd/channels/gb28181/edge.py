@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import errno
 import itertools
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from datetime import timedelta, timezone
 from typing import Any, Final
@@ -60,6 +60,9 @@ log = structlog.get_logger("dispatchd.gb28181")
 _MAX_TCP_CONNECTIONS: Final = 10_000
 _TIMER_CAP: Final = 0.25
 _CREDENTIALS_REFRESH: Final = 10.0
+# Alarms kept while PostgreSQL is away (the oldest goes past this), and seconds between tries.
+ALARMS_HELD: Final = 1000
+_HELD_ALARMS_RETRY: Final = 5.0
 _SEEN_FLUSH: Final = 30.0
 #: GB/T 28181 devices keep Beijing time (§9.1.2.1 Date, §9.10 time synchronisation).
 BEIJING: Final = timezone(timedelta(hours=8))
@@ -133,6 +136,8 @@ class GbEdge:
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: set[str] = set()
         self._subscribable: dict[tuple[str, str], bool] = {}
+        # Alarms that came while PostgreSQL was away: their cases are opened when it answers again.
+        self._held_alarms: deque[AlarmReceived] = deque()
 
     # -- life -------------------------------------------------------------------------------
 
@@ -163,6 +168,7 @@ class GbEdge:
             asyncio.create_task(self._event_loop(), name="gb28181-events"),
             asyncio.create_task(self.streams.run(), name="gb28181-streams"),
             asyncio.create_task(self._housekeeping(), name="gb28181-housekeeping"),
+            asyncio.create_task(self._held_alarms_loop(), name="gb28181-held-alarms"),
         ]
         log.info("gb28181_listening", host=self.host, udp=self.ports["udp"], tcp=self.ports["tcp"])
         return dict(self.ports)
@@ -337,7 +343,40 @@ class GbEdge:
                 if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
                     log.exception("gb28181_event_failed", event=type(event).__name__)
                 elif isinstance(event, AlarmReceived):
-                    log.error("gb28181_alarm_lost", device=event.device_id, channel=event.alarm.device_id)
+                    self._hold_alarm(event)
+
+    def _hold_alarm(self, event: AlarmReceived) -> None:
+        """Keep an alarm whose case the database could not take, to open it when it answers again."""
+        if len(self._held_alarms) >= ALARMS_HELD:
+            lost = self._held_alarms.popleft()
+            log.error("gb28181_alarm_lost", device=lost.device_id, channel=lost.alarm.device_id, reason="too many held")
+        self._held_alarms.append(event)
+        log.warning("gb28181_alarm_held", device=event.device_id, channel=event.alarm.device_id, held=len(self._held_alarms))
+
+    async def retry_held_alarms(self) -> int:
+        """Open the cases of held alarms, oldest first, until the database fails again; how many."""
+        done = 0
+        while self._held_alarms:
+            event = self._held_alarms[0]
+            try:
+                verdict, _case = await alarms.camera_alarm(self.ctx, event.device_id, event.alarm)
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is not None:
+                    break  # still away: try again at the next round
+                log.exception("gb28181_alarm_failed", device=event.device_id, channel=event.alarm.device_id)
+            else:
+                self.totals.alarm_kinds[verdict.kind] += 1
+                done += 1
+            self._held_alarms.popleft()
+        if done:
+            log.info("gb28181_held_alarms_handled", alarms=done, still_held=len(self._held_alarms))
+        return done
+
+    async def _held_alarms_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_HELD_ALARMS_RETRY)
+            if self._held_alarms:
+                await self.retry_held_alarms()
 
     async def _apply(self, event: object) -> None:
         ctx = self.ctx
