@@ -22,6 +22,7 @@ from dispatchd.channels.gb28181.runtime import GB28181
 from dispatchd.channels.gps.api import SPOOL_DIR
 from dispatchd.channels.gps.slots import SINK
 from dispatchd.channels.gps.spool import HeldSpool, read_batch
+from dispatchd.channels.hotline.slots import SIP
 from dispatchd.clock import FakeClock
 from dispatchd.web.appkeys import CTX
 from tests.channels.gb28181.conftest import DeviceFactory, clip, make_device, start_platform  # noqa: F401  # fixtures
@@ -392,3 +393,42 @@ async def test_a_camera_alarm_during_an_outage_opens_its_case_when_the_database_
     await gb_poll(opened)
     assert await edge.retry_held_alarms() == 0
     assert len(await video_cases(client, officer.headers)) == 1
+
+
+async def test_a_caller_who_hangs_up_during_an_outage_is_recorded_when_the_database_is_back(
+    make_client: AppFactory, make_user: UserFactory, faults: FaultStores
+) -> None:
+    """A waiting caller hangs up (CANCEL) while PostgreSQL is stopped: the SIP edge answers it, the hang-up is
+    held (logged once as held, no traceback), and once PostgreSQL is back the call is recorded as
+    abandoned with the time of the hang-up, not left waiting for ever."""
+    client = await make_client(**FAST, video_host_addresses="127.0.0.1")
+    officer = await make_user("duty_officer", COUNTY)
+    caller = ToneCaller("127.0.0.1", sip_port(client), caller="13800003333")
+    try:
+        await caller.call()
+        queued = await waiting_call(client, officer.headers)
+        faults.stop("postgres")
+        with capture_logs() as logs:
+            await caller.cancel()
+            assert caller.final_status == 487
+
+            async def held() -> bool:
+                return bool(events(logs, "call_end_held"))
+
+            await eventually(held, within=10)
+        assert events(logs, "sip_event_failed") == []
+    finally:
+        await caller.close()
+    hung_up_at = client.server.app[CTX].clock.now()
+    faults.restore()
+    edge = client.server.app[CTX][SIP].edge
+    assert edge is not None
+
+    async def recorded() -> dict[str, Any] | None:
+        await edge.retry_held_ends()  # what the edge's round does every few seconds
+        r = await answer(client, "GET", f"/api/v1/hotline/calls/{queued['id']}", headers=officer.headers)
+        body = await r.json() if r.status == 200 else None
+        return body if body is not None and body["state"] == "abandoned" else None
+
+    call = await eventually(recorded, within=20)
+    assert call["ended_at"] is not None and call["ended_at"].startswith(hung_up_at.isoformat()[:16])

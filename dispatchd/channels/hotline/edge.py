@@ -22,7 +22,9 @@ import asyncio
 import contextlib
 import errno
 import itertools
+from collections import deque
 from collections.abc import Awaitable, Iterable
+from datetime import datetime
 from typing import Any, Final
 
 import structlog
@@ -49,12 +51,13 @@ from dispatchd.channels.hotline.voice.switch import MediaOffer, VoiceSwitch, rec
 from dispatchd.clock import SystemClock
 from dispatchd.context import Context
 from dispatchd.store.outage import store_failure
-from dispatchd.tasks import stop_tasks
+from dispatchd.tasks import every, stop_tasks
 
 log = structlog.get_logger("dispatchd.sip")
 
 _MAX_TCP_CONNECTIONS: Final = 1000
 _TIMER_CAP: Final = 0.25  # seconds: the longest the timer loop sleeps while timers are armed
+_HELD_ENDS_RETRY: Final = 5.0  # seconds between tries of hang-ups held through an outage
 _KNOWN_KINDS: Final = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "response"})
 
 
@@ -85,6 +88,9 @@ class SipEdge:
         self._connections: dict[int, asyncio.Transport] = {}
         self._connection_ids = itertools.count(1)
         self._events: asyncio.Queue[object] = asyncio.Queue()
+        # Callers' hang-ups the database could not take (an outage): (dialog, reason, when), recorded
+        # with their own time once it answers again, so that no call stays "answered" for ever.
+        self._held_ends: deque[tuple[str, str, datetime]] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -136,6 +142,10 @@ class SipEdge:
         self._tasks = [
             asyncio.create_task(self._timer_loop(), name="sip-timers"),
             asyncio.create_task(self._event_loop(), name="sip-events"),
+            asyncio.create_task(
+                every(self.ctx, _HELD_ENDS_RETRY, self.retry_held_ends, "call_end_retry_failed", logger=log),
+                name="sip-held-ends",
+            ),
         ]
         log.info("sip_listening", host=self.host, udp=self.ports["udp"], tcp=self.ports["tcp"])
         return dict(self.ports)
@@ -342,8 +352,31 @@ class SipEdge:
             event = await self._events.get()
             try:
                 await self._apply(event)
-            except Exception:
-                log.exception("sip_event_failed", event=type(event).__name__)
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is None:  # an outage is logged once, by its tracker
+                    log.exception("sip_event_failed", event=type(event).__name__)
+                elif isinstance(event, CallEnded | CallAbandoned):
+                    self._held_ends.append((event.call, event.reason, self.ctx.clock.now()))
+                    log.warning("call_end_held", held=len(self._held_ends))
+
+    async def retry_held_ends(self) -> int:
+        """Record the hang-ups held through an outage, oldest first, until the database fails
+        again; how many were recorded."""
+        done = 0
+        while self._held_ends:
+            external_id, reason, at = self._held_ends[0]
+            try:
+                await calls.caller_gone(self.ctx, "sip", external_id, reason, at=at)
+            except Exception as exc:
+                if store_failure(self.ctx, exc) is not None:
+                    break  # still away: the next round tries again
+                log.exception("call_end_failed")
+            else:
+                done += 1
+            self._held_ends.popleft()
+        if done:
+            log.info("call_ends_recorded", calls=done, still_held=len(self._held_ends))
+        return done
 
     async def _apply(self, event: object) -> None:
         ctx = self.ctx

@@ -208,6 +208,19 @@ class ToneCaller:
             if i < len(train) - dtmf.END_COPIES:
                 await asyncio.sleep(0.05)
 
+    async def cancel(self) -> None:
+        """CANCEL the unanswered INVITE (RFC 3261 §9.1: its Request-URI, Call-ID, From, To, branch and
+        CSeq number); wait for the INVITE's final answer (487)."""
+        assert self._sip is not None and self._invite is not None
+        cancel = self._request("CANCEL", self._invite.uri, 1, self._invite_branch)
+        for _ in range(6):
+            self._sip.sendto(cancel.encode(), self.target)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self.answered.wait()
+                    return
+        raise AssertionError("no final answer to the cancelled INVITE")
+
     async def hangup(self) -> None:
         """BYE (retransmitted until its 200)."""
         assert self._sip is not None
