@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from aiohttp import web
@@ -18,7 +18,7 @@ from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, may_see, require_role
 from dispatchd.web.routing import ApiRoute, add_routes
-from dispatchd.web.validate import json_body, query_params
+from dispatchd.web.validate import json_body, query_params, time_param
 
 log = structlog.get_logger("dispatchd.gps")
 
@@ -215,25 +215,11 @@ TRACK_QUERY = (
 )
 
 
-def _time(name: str, text: str) -> datetime:
-    try:
-        if text.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(text), UTC)
-        value = datetime.fromisoformat(
-            text.replace(" ", "+") if text.count(" ") == 1 and "T" in text else text
-        )
-    except (ValueError, OverflowError, OSError):
-        raise invalid({name: ("应为 ISO 8601 时间或 Unix 秒", "must be ISO 8601 or unix seconds")}) from None
-    if not 1970 <= value.year <= 9000:
-        raise invalid({name: ("应在 1970 至 9000 年之间", "must lie between the years 1970 and 9000")})
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 async def unit_track(request: web.Request) -> web.Response:
     q = query_params(request, TRACK_QUERY)
     unit = await _visible(request)
-    end = _time("to", q["to"]) if "to" in q else request.app[CTX].clock.now() + timedelta(seconds=1)
-    start = _time("from", q["from"]) if "from" in q else end - timedelta(hours=24)
+    end = time_param("to", q["to"]) if "to" in q else request.app[CTX].clock.now() + timedelta(seconds=1)
+    start = time_param("from", q["from"]) if "from" in q else end - timedelta(hours=24)
     if start > end:
         raise invalid({"from": ("不能晚于 to", "must not be after to")})
     await _fresh(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -84,3 +85,19 @@ def query_params(request: web.Request, fields: Sequence[Field]) -> dict[str, Any
     if errors:
         raise invalid(errors)
     return check_fields(converted, fields)
+
+
+def time_param(name: str, text: str) -> datetime:
+    """A time given in a query as ISO 8601 (a zone-less one is UTC; a ``+`` sent unescaped reads as
+    a space) or as unix seconds; 422 naming ``name`` otherwise."""
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(text), UTC)
+        value = datetime.fromisoformat(
+            text.replace(" ", "+") if text.count(" ") == 1 and "T" in text else text
+        )
+    except (ValueError, OverflowError, OSError):
+        raise invalid({name: ("应为 ISO 8601 时间或 Unix 秒", "must be ISO 8601 or unix seconds")}) from None
+    if not 1970 <= value.year <= 9000:
+        raise invalid({name: ("应在 1970 至 9000 年之间", "must lie between the years 1970 and 9000")})
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

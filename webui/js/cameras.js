@@ -1,8 +1,9 @@
 // Cameras of the public-security video network (GB/T 28181): their map markers, and a floating viewer
 // that plays a camera's live H.264 over WebRTC (POST /api/v1/cameras/{id}/view: our offer with its ICE
-// candidates in, the server's answer out) with PTZ buttons for cameras that turn.
-import { api, post } from "./api.js";
-import { errorText, h, toast } from "./dom.js";
+// candidates in, the server's answer out) with PTZ buttons for cameras that turn, and the list of the
+// recordings its device holds for a day (GET /api/v1/cameras/{id}/records, GB/T 28181 RecordInfo).
+import { api, get, post } from "./api.js";
+import { errorText, fmtDuration, fmtTime, h, toast } from "./dom.js";
 import { t } from "./i18n.js";
 import { svg } from "./map.js";
 
@@ -69,6 +70,34 @@ function ptzPad(c) {
   );
 }
 
+/** The recordings the camera's device holds for one local day, asked when the list is opened. */
+function recordsList(c) {
+  const day = h("input.camera-records-day", { type: "date", "aria-label": t("camera.records_day") });
+  const today = new Date();
+  day.value = `${today.getFullYear()}-${String(today.getMonth() + 1).padStart(2, "0")}-${String(today.getDate()).padStart(2, "0")}`;
+  const list = h("ul.camera-records-list", { "aria-live": "polite" });
+  const load = async () => {
+    const start = new Date(`${day.value}T00:00:00`);
+    if (Number.isNaN(start.getTime())) return;
+    const end = new Date(start.getTime() + 24 * 3600 * 1000);
+    list.replaceChildren(h("li.muted", t("camera.records_loading")));
+    try {
+      const r = await get(`/api/v1/cameras/${c.id}/records`, { from: start.toISOString(), to: end.toISOString() });
+      const items = r.records.map((x) =>
+        h("li.camera-record", `${fmtTime(x.start)}–${fmtTime(x.end)}`, x.seconds != null ? h("span.muted", ` ${fmtDuration(x.seconds)}`) : null),
+      );
+      if (!r.complete) items.push(h("li.camera-error", t("camera.records_partial")));
+      list.replaceChildren(...(items.length ? items : [h("li.muted", t("camera.records_none"))]));
+    } catch (err) {
+      list.replaceChildren(h("li.camera-error", errorText(err)));
+    }
+  };
+  day.addEventListener("change", load);
+  const box = h("details.camera-records", h("summary", t("camera.records")), day, list);
+  box.addEventListener("toggle", () => box.open && load());
+  return box;
+}
+
 /** Open (or bring forward) the viewer of camera `c` ({id, name, status, ptz}). */
 export async function openCameraViewer(c) {
   if (!c) return;
@@ -88,6 +117,7 @@ export async function openCameraViewer(c) {
     ),
     video,
     c.ptz ? ptzPad(c) : null,
+    recordsList(c),
   );
   const close = () => {
     open.delete(c.id);

@@ -48,6 +48,7 @@ from dispatchd.channels.gb28181.manscdp import (
     ManscdpError,
     MobilePosition,
     Query,
+    RecordInfo,
     Result,
 )
 from dispatchd.channels.gb28181.registry import (
@@ -105,6 +106,7 @@ __all__ = [
     "Dropped",
     "Gb28181Agent",
     "PositionReceived",
+    "RecordsReceived",
     "RequestFailed",
     "StreamAnswered",
     "StreamEnded",
@@ -210,6 +212,14 @@ class PositionReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsReceived:
+    """One part of a device's answer to a recordings query (§9.7), matched to the query by its SN."""
+
+    device_id: str
+    records: RecordInfo
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFailed:
     """A MESSAGE of ours was refused (``status``) or never answered (408)."""
 
@@ -276,6 +286,7 @@ Event: TypeAlias = (
     | DeviceStatusReceived
     | AlarmReceived
     | PositionReceived
+    | RecordsReceived
     | RequestFailed
     | SubscriptionState
     | StreamAnswered
@@ -794,6 +805,8 @@ class Gb28181Agent:
             return [*answer, AlarmReceived(device_id, message)]
         if isinstance(message, MobilePosition):
             return [PositionReceived(device_id, message)]
+        if isinstance(message, RecordInfo):
+            return [RecordsReceived(device_id, message)]
         return []
 
     def _bye_in(self, key: TxKey, request: Request, now: float) -> list[Effect]:

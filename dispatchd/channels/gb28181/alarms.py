@@ -11,12 +11,11 @@ coordinates), else at the camera; a camera without a position gives the case to 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import structlog
 
-from dispatchd.channels.gb28181.manscdp import Alarm
+from dispatchd.channels.gb28181.manscdp import Alarm, gb_time
 from dispatchd.channels.gb28181.service import wgs84_position
 from dispatchd.context import Context
 from dispatchd.domain.camera_alarms import Judgement, judge
@@ -25,19 +24,6 @@ from dispatchd.store import keys
 from dispatchd.store.outage import REDIS, note_degraded
 
 log = structlog.get_logger("dispatchd.gb28181")
-
-# GB/T 28181 times carry no zone: they are Beijing time.
-BEIJING = timezone(timedelta(hours=8))
-
-
-def alarm_time(text: str) -> datetime | None:
-    """``2025-04-22T11:26:02`` (Beijing time) as an aware time; None when it is not one."""
-    try:
-        at = datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-    return at if at.tzinfo is not None else at.replace(tzinfo=BEIJING)
-
 
 async def camera_alarm(ctx: Context, device_id: str, alarm: Alarm) -> tuple[Judgement, dict[str, Any] | None]:
     """Handle one alarm of a registered device; returns the judgement and the case it opened (None
@@ -78,7 +64,7 @@ async def camera_alarm(ctx: Context, device_id: str, alarm: Alarm) -> tuple[Judg
     )
     where = camera["name"] or camera["device_name"] or alarm.device_id
     address = camera["address"] or None
-    at = alarm_time(alarm.time)
+    at = gb_time(alarm.time)
     description = (
         f"视频监控报警：{verdict.name}（{where}，通道 {alarm.device_id}"
         + (f"，{address}" if address else "")

@@ -4,6 +4,7 @@ nearest cameras, and a camera as a source of a meeting."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ from dispatchd.video.store import NewInvite
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, require_role
 from dispatchd.web.routing import ApiRoute, add_routes
-from dispatchd.web.validate import json_body, query_params
+from dispatchd.web.validate import json_body, query_params, time_param
 
 log = structlog.get_logger("dispatchd.gb28181")
 
@@ -170,6 +171,47 @@ async def close_view(request: web.Request) -> web.Response:
         raise NotFound("会话不存在", "no such viewing session")
     await runtime.viewers.close(session.id)
     return web.json_response({"closed": True})
+
+
+RECORDS_QUERY = (
+    Field("from", description="ISO 8601 or unix seconds; default: 24 h before `to`"),
+    Field("to", description="ISO 8601 or unix seconds; default: now"),
+)
+# The longest period one recordings query may ask of a device.
+RECORDS_SPAN = timedelta(days=7)
+
+
+async def camera_records(request: web.Request) -> web.Response:
+    """The recordings the camera's device holds for a period (GB/T 28181 §9.7 RecordInfo)."""
+    q = query_params(request, RECORDS_QUERY)
+    ctx = request.app[CTX]
+    end = time_param("to", q["to"]) if "to" in q else ctx.clock.now()
+    start = time_param("from", q["from"]) if "from" in q else end - timedelta(hours=24)
+    if start >= end:
+        raise Invalid("from 应早于 to", "from must be before to", fields={"from": ("应早于 to", "must be before to")})
+    if end - start > RECORDS_SPAN:
+        raise Invalid("一次最多查询 7 天", "at most 7 days at once", fields={"from": ("时段过长", "period too long")})
+    camera_id = _camera_id(request)
+    device_id, name, _mode = await service.camera_route(ctx, camera_id, jurisdiction(request))
+    runtime = _runtime(request)
+    assert runtime.edge is not None
+    if not runtime.edge.registered(device_id):
+        raise Conflict("摄像机所属设备不在线", "the camera's device is not registered", code="device_offline")
+    found = await runtime.edge.search_records(device_id, camera_id, start, end)
+    records = sorted(
+        (service.record_json(r) for r in found.records), key=lambda r: (r["start"] or "", r["end"] or "")
+    )
+    log.info("gb28181_records", camera=camera_id, records=len(records), complete=found.complete)
+    return web.json_response(
+        {
+            "camera": {"id": camera_id, "name": name},
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "complete": found.complete,
+            "total": found.total,
+            "records": records,
+        }
+    )
 
 
 PTZ_FIELDS = (
@@ -435,6 +477,16 @@ ROUTES = [
     ),
     ApiRoute(
         "DELETE", f"/api/v1/cameras/{CAMERA_ID}/view/{{session}}", close_view, "End a viewing session", TAG
+    ),
+    ApiRoute(
+        "GET",
+        f"/api/v1/cameras/{CAMERA_ID}/records",
+        camera_records,
+        "Recordings the camera's device holds for a period, at most 7 days (GB/T 28181 RecordInfo);"
+        " complete false when the device did not answer in full within 10 s",
+        TAG,
+        query=RECORDS_QUERY,
+        responses={200: "{camera, from, to, complete, total, records}", 409: "device offline", 503: "platform not on this instance"},
     ),
     ApiRoute(
         "POST",

@@ -19,12 +19,13 @@ import errno
 import itertools
 from collections import Counter, deque
 from collections.abc import Iterable
-from datetime import timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import structlog
 
-from dispatchd.channels.gb28181 import alarms, service
+from dispatchd.channels.gb28181 import alarms, manscdp, service
 from dispatchd.channels.gb28181.agent import (
     AgentConfig,
     AlarmReceived,
@@ -39,6 +40,7 @@ from dispatchd.channels.gb28181.agent import (
     Dropped,
     Gb28181Agent,
     PositionReceived,
+    RecordsReceived,
     RequestFailed,
     StreamAnswered,
     StreamEnded,
@@ -63,6 +65,8 @@ _CREDENTIALS_REFRESH: Final = 10.0
 # Alarms kept while PostgreSQL is away (the oldest goes past this), and seconds between tries.
 ALARMS_HELD: Final = 1000
 _HELD_ALARMS_RETRY: Final = 5.0
+# Seconds a device has to answer a recordings query in full.
+RECORDS_TIMEOUT: Final = 10.0
 _SEEN_FLUSH: Final = 30.0
 #: GB/T 28181 devices keep Beijing time (§9.1.2.1 Date, §9.10 time synchronisation).
 BEIJING: Final = timezone(timedelta(hours=8))
@@ -79,6 +83,26 @@ class EdgeTotals:
         self.alarm_kinds: Counter[str] = Counter()  # case, fault, note
         self.catalogs = 0
         self.subscriptions: Counter[tuple[str, str]] = Counter()  # (event, accepted/refused)
+
+
+@dataclass
+class RecordSearch:
+    """A recordings query's answer as its parts arrive (a device may split it, each part naming the
+    total ``SumNum``)."""
+
+    done: asyncio.Future[None]
+    total: int | None = None
+    records: list[manscdp.RecordItem] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.total is not None and len(self.records) >= self.total
+
+    def add(self, part: manscdp.RecordInfo) -> None:
+        self.total = part.sum_num
+        self.records.extend(part.items)
+        if self.complete and not self.done.done():
+            self.done.set_result(None)
 
 
 class GbEdge:
@@ -136,6 +160,8 @@ class GbEdge:
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: set[str] = set()
         self._subscribable: dict[tuple[str, str], bool] = {}
+        # Recordings queries waiting for their answers, by (device, SN).
+        self._searches: dict[tuple[str, int], RecordSearch] = {}
         # Alarms that came while PostgreSQL was away: their cases are opened when it answers again.
         self._held_alarms: deque[AlarmReceived] = deque()
 
@@ -284,6 +310,32 @@ class GbEdge:
         _, effects = self.agent.query(device_id, cmd_type, self.ctx.clock.monotonic())
         self.transmit(effects)
         return True
+
+    async def search_records(
+        self, device_id: str, channel_id: str, start: datetime, end: datetime, patience: float = RECORDS_TIMEOUT
+    ) -> RecordSearch:
+        """Ask the device which recordings of ``channel_id`` it holds between ``start`` and ``end``
+        (§9.7 ``Query/RecordInfo``) and gather its answer over all its parts; after ``patience``
+        seconds, what came so far (``complete`` False)."""
+        fields = (
+            ("StartTime", manscdp.gb_time_text(start)),
+            ("EndTime", manscdp.gb_time_text(end)),
+            ("Secrecy", "0"),
+            ("Type", "all"),
+        )
+        sn, effects = self.agent.query(
+            device_id, "RecordInfo", self.ctx.clock.monotonic(), target=channel_id, fields=fields
+        )
+        search = RecordSearch(asyncio.get_running_loop().create_future())
+        self._searches[(device_id, sn)] = search
+        try:
+            self.transmit(effects)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    await search.done
+        finally:
+            self._searches.pop((device_id, sn), None)
+        return search
 
     def media_host(self, device_id: str) -> str:
         settings = self.settings
@@ -435,6 +487,10 @@ class GbEdge:
             self.totals.alarms += 1
             verdict, _case = await alarms.camera_alarm(ctx, event.device_id, event.alarm)
             self.totals.alarm_kinds[verdict.kind] += 1
+        elif isinstance(event, RecordsReceived):
+            search = self._searches.get((event.device_id, event.records.sn))
+            if search is not None:
+                search.add(event.records)
         elif isinstance(event, AuthFailed):
             self.totals.auth_failures += 1
             log.warning(

@@ -32,6 +32,7 @@ import codecs
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Final, TypeAlias
 from xml.sax.saxutils import escape
 
@@ -330,6 +331,34 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordItem:
+    """One recording of a ``RecordInfo`` answer (§9.7, A.2.6.7): times as the device writes them
+    (local time, no zone), ``file_path`` the device's own name for it."""
+
+    device_id: str
+    name: str = ""
+    file_path: str = ""
+    address: str = ""
+    start_time: str = ""
+    end_time: str = ""
+    secrecy: int | None = None
+    type: str = ""  # time, alarm, manual, all
+    recorder_id: str = ""
+    file_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """A recordings answer (``Response/RecordInfo``, §9.7): one part of ``sum_num`` recordings."""
+
+    sn: int
+    device_id: str
+    name: str
+    sum_num: int
+    items: tuple[RecordItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """A well-formed MANSCDP message of a kind not modelled here (RecordInfo, PresetQuery, …)."""
 
@@ -349,9 +378,30 @@ Message: TypeAlias = (
     | DeviceControl
     | Alarm
     | MobilePosition
+    | RecordInfo
     | Result
     | Unknown
 )
+
+# ---- times ---------------------------------------------------------------------------------------
+
+# GB/T 28181 times (AlarmTime, StartTime, EndTime …) carry no zone: they are Beijing time.
+BEIJING: Final = timezone(timedelta(hours=8))
+
+
+def gb_time(text: str) -> datetime | None:
+    """``2025-04-22T11:26:02`` (Beijing time) as an aware time; None when it is not one."""
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=BEIJING)
+
+
+def gb_time_text(at: datetime) -> str:
+    """An aware time as GB/T 28181 writes it: Beijing time to the second, no zone."""
+    return at.astimezone(BEIJING).replace(tzinfo=None).isoformat(timespec="seconds")
+
 
 # ---- reading --------------------------------------------------------------------------------------
 
@@ -515,6 +565,28 @@ def parse(body: bytes) -> Message:
             _int(info.text_of("AlarmType"), "AlarmType") if info is not None else None,
             _simple(root, known | fields),
         )
+    if kind == ("Response", "RecordInfo"):
+        listing = root.child("RecordList")
+        entries = [c for c in listing.children if c.tag == "Item"] if listing is not None else []
+        if len(entries) > MAX_ITEMS:
+            raise ManscdpError(f"more than {MAX_ITEMS} items in one RecordList")
+        records = tuple(
+            RecordItem(
+                e.text_of("DeviceID") or device_id,
+                e.text_of("Name") or "",
+                e.text_of("FilePath") or "",
+                e.text_of("Address") or "",
+                e.text_of("StartTime") or "",
+                e.text_of("EndTime") or "",
+                _int(e.text_of("Secrecy"), "Secrecy"),
+                e.text_of("Type") or "",
+                e.text_of("RecorderID") or "",
+                _int(e.text_of("FileSize"), "FileSize"),
+            )
+            for e in entries
+        )
+        sum_num = _int(root.text_of("SumNum"), "SumNum")
+        return RecordInfo(sn, device_id, root.text_of("Name") or "", sum_num if sum_num is not None else len(records), records)
     if kind == ("Notify", "MobilePosition"):
         return MobilePosition(
             sn,
@@ -695,6 +767,27 @@ def _body_lines(message: Message) -> list[str]:
             ),
         )
         return _lines("Notify", "MobilePosition", message.sn, message.device_id, body)
+    if isinstance(message, RecordInfo):
+        body = [_tag("Name", message.name), _tag("SumNum", message.sum_num), f'<RecordList Num="{len(message.items)}">']
+        for r in message.items:
+            body += ["<Item>", _tag("DeviceID", r.device_id)]
+            _opts(
+                body,
+                (
+                    ("Name", r.name),
+                    ("FilePath", r.file_path),
+                    ("Address", r.address),
+                    ("StartTime", r.start_time),
+                    ("EndTime", r.end_time),
+                    ("Secrecy", r.secrecy),
+                    ("Type", r.type),
+                    ("RecorderID", r.recorder_id),
+                    ("FileSize", r.file_size),
+                ),
+            )
+            body.append("</Item>")
+        body.append("</RecordList>")
+        return _lines("Response", "RecordInfo", message.sn, message.device_id, body)
     if isinstance(message, Result):
         body = [_tag("Result", message.result), *(_tag(k, v) for k, v in message.fields)]
         return _lines("Response", message.cmd_type, message.sn, message.device_id, body)

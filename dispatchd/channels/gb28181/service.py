@@ -23,7 +23,7 @@ import asyncpg
 import structlog
 
 from dispatchd.channels.gb28181 import digest
-from dispatchd.channels.gb28181.manscdp import CatalogItem, DeviceInfo
+from dispatchd.channels.gb28181.manscdp import CatalogItem, DeviceInfo, RecordItem, gb_time
 from dispatchd.channels.gb28181.registry import is_gb_id
 from dispatchd.config import ConfigError
 from dispatchd.context import Context
@@ -123,6 +123,22 @@ def camera_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "ptz_type": row["ptz_type"],
         "version": row["version"],
         "updated_at": _iso(row["updated_at"]),
+    }
+
+
+def record_json(item: RecordItem) -> dict[str, Any]:
+    """One recording as the API shows it: times aware (from the device's Beijing time)."""
+    start, end = gb_time(item.start_time), gb_time(item.end_time)
+    return {
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+        "seconds": round((end - start).total_seconds()) if start and end else None,
+        "name": item.name,
+        "type": item.type or None,
+        "file": item.file_path or None,
+        "address": item.address or None,
+        "size": item.file_size,
+        "channel": item.device_id,
     }
 
 

@@ -13,6 +13,7 @@ What it does, as an IPC or a small NVR would:
 * answers Catalog queries with its channels (names and positions) in as many parts as
   ``items_per_message`` says, each with the total ``SumNum`` (§9.5.3); answers DeviceInfo;
 * accepts catalogue and alarm subscriptions (SUBSCRIBE, 200 with Expires);
+* answers RecordInfo queries with the recordings it was given that overlap the period (§9.7), in parts;
 * records DeviceControl commands (the PTZCmd hex, IFameCmd);
 * answers live-view INVITEs with ``sendonly`` PS, and after the ACK streams an H.264 clip as PS over
   RTP: over UDP to the offer's address, or over TCP — connecting when the platform offered
@@ -241,6 +242,9 @@ class SimulatedDevice:
     subscriptions: list[Msg] = field(default_factory=list)
     streams: dict[str, Stream] = field(default_factory=dict)
     byes: list[str] = field(default_factory=list)
+    # Recordings per channel: (start, end) in Beijing time as Annex A writes them ("2026-05-03T08:00:00").
+    recordings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    record_queries: list[Msg] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._udp: asyncio.DatagramTransport | None = None
@@ -467,6 +471,25 @@ class SimulatedDevice:
                 )
                 inner = f'<SumNum>{len(self.channels)}</SumNum>\n<DeviceList Num="{len(part)}">\n{items}</DeviceList>\n'
                 await self.message(manscdp("Response", "Catalog", sn, self.device_id, inner))
+        elif cmd == "RecordInfo":
+            # §9.7: the recordings of the queried channel that overlap [StartTime, EndTime], in parts.
+            self.record_queries.append(msg)
+            channel = xml_text(msg.body, "DeviceID")
+            start, end = xml_text(msg.body, "StartTime"), xml_text(msg.body, "EndTime")
+            found = [(s, e) for s, e in self.recordings.get(channel, []) if s < end and e > start]
+            parts = [found[i : i + self.items_per_message] for i in range(0, len(found), self.items_per_message)]
+            for part in parts or [[]]:
+                items = "".join(
+                    f"<Item>\n<DeviceID>{channel}</DeviceID>\n<Name>通道</Name>\n<FilePath>{s}_{e}</FilePath>\n"
+                    f"<Address>路口</Address>\n<StartTime>{s}</StartTime>\n<EndTime>{e}</EndTime>\n"
+                    "<Secrecy>0</Secrecy>\n<Type>time</Type>\n</Item>\n"
+                    for s, e in part
+                )
+                inner = (
+                    f"<Name>通道</Name>\n<SumNum>{len(found)}</SumNum>\n"
+                    f'<RecordList Num="{len(part)}">\n{items}</RecordList>\n'
+                )
+                await self.message(manscdp("Response", "RecordInfo", sn, channel, inner))
         elif cmd == "DeviceInfo":
             inner = (
                 "<Result>OK</Result>\n<DeviceName>模拟摄像机</DeviceName>\n<Manufacturer>Sim</Manufacturer>\n"

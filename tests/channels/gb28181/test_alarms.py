@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from dispatchd.channels.gb28181.alarms import alarm_time
+from dispatchd.channels.gb28181.manscdp import gb_time as alarm_time
 from dispatchd.domain.orgs import OrgTree
 from tests.channels.gb28181.conftest import DEVICE, GRIDS, DeviceFactory, poll
 from tests.channels.gb28181.device import manscdp

@@ -1,18 +1,23 @@
 """The screens in headless Chromium: the console lists a case's nearest cameras and one click plays a
-camera's live video through the viewing contract (WebRTC, H.264 as the device sent it); the board's
-map draws the cameras."""
+camera's live video through the viewing contract (WebRTC, H.264 as the device sent it); a camera's
+alarm leads the officer from its case to the camera and its recordings; the board's map draws the
+cameras."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from dispatchd.channels.gb28181 import manscdp
 from dispatchd.domain.orgs import OrgTree
 from tests.channels.gb28181.conftest import GRIDS, DeviceFactory, cameras, poll
+from tests.channels.gb28181.test_alarms import alarm, video_cases
+from tests.channels.gb28181.test_platform import registered_device
 from tests.conftest import COUNTY, UserFactory, require_tool
 from tests.incidents.helpers import report
 from tests.video.test_browser import CHROMIUM_FLAGS
@@ -104,3 +109,46 @@ async def test_board_draws_the_cameras(
             await page.locator(f'.map-layer-cameras [data-key="{channel.id}"]').wait_for(state="attached")
     finally:
         await context.close()
+
+
+async def test_an_alarm_case_leads_the_officer_to_the_camera_and_its_recordings(
+    platform: TestClient[Any, Any],
+    make_device: DeviceFactory,
+    make_user: UserFactory,
+    chromium: Any,
+) -> None:
+    """A camera's intrusion alarm opens a case; the duty officer opens it on the console, finds the
+    alarming camera first among the nearest (at 0 m), opens its viewer and, under 录像记录, today's
+    recordings that the device holds, in time order."""
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers)
+    camera = device.channels[2]
+    today = datetime.now(manscdp.BEIJING).date().isoformat()
+    device.recordings[camera.id] = [(f"{today}T08:00:00", f"{today}T09:00:00"), (f"{today}T06:00:00", f"{today}T07:30:00")]
+    assert await device.message(alarm(9, camera.id, 1, 5, 6)) == 200
+
+    async def opened() -> bool:
+        return len(await video_cases(platform, officer.headers)) == 1
+
+    await poll(opened)
+    (case,) = await video_cases(platform, officer.headers)
+    context = await chromium.new_context(locale="zh-CN", timezone_id="Asia/Shanghai")
+    await context.add_init_script(f"localStorage.setItem('dispatchd.token', {json.dumps(officer.token)});")
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        await page.goto(str(platform.make_url(f"/console?case={case['id']}")))
+        row = page.locator(".camera-row").first
+        await row.wait_for()
+        assert camera.name in await row.inner_text()
+        await row.locator("button", has_text="查看视频").click()
+        viewer = page.locator(f'.camera-viewer[data-camera="{camera.id}"]')
+        await viewer.locator(".camera-records summary").click()
+        await viewer.locator(".camera-record").nth(1).wait_for()
+        shown = await viewer.locator(".camera-record").all_inner_texts()
+        assert shown == ["06:00–07:30 1小时30分", "08:00–09:00 1小时"]  # Beijing time, with the length
+        await page.locator(".camera-viewer .camera-close").click()
+    finally:
+        await context.close()
+    assert not errors, errors

@@ -194,3 +194,23 @@ def test_refused_bodies(data: bytes, reason: str) -> None:
     """Oversize, DOCTYPE/entities, malformed XML, non-MANSCDP and undecodable bodies raise with a reason."""
     with pytest.raises(ManscdpError, match=reason):
         manscdp.parse(data)
+
+
+def test_recordinfo_answer_of_a_hikvision_nvr() -> None:
+    """The captured NVR answer: SumNum 2, two recordings of channel ...1310000001 with their file
+    paths and Beijing times; written back and read again it is the same."""
+    records = manscdp.parse(body("hikvision-nvr-recordinfo-response.sip"))
+    assert isinstance(records, manscdp.RecordInfo)
+    assert (records.sn, records.device_id, records.name, records.sum_num) == (18, "34020000001310000001", "IPCamera 01", 2)
+    first, second = records.items
+    assert (first.start_time, first.end_time, first.file_path, first.type) == (
+        "2024-05-04T14:43:16",
+        "2024-05-04T15:16:26",
+        "1714804996_1714806986",
+        "time",
+    )
+    assert second.start_time == first.end_time and first.secrecy == 0
+    assert manscdp.parse(manscdp.serialize(records)) == records
+    start = manscdp.gb_time(first.start_time)
+    assert start is not None and start.timestamp() == 1714804996  # the file name is its unix span
+    assert manscdp.gb_time_text(start) == first.start_time

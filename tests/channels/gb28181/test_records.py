@@ -1,0 +1,87 @@
+"""A camera's recordings, asked of its device (GB/T 28181 §9.7 RecordInfo) by a duty officer through
+the API: the simulated device (written from the standard) answers in parts over real SIP on
+loopback; the officer gets every recording overlapping the period, in time order with aware times;
+an answer is complete only when all its parts came; bad periods are refused."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from dispatchd.channels.gb28181.edge import RecordSearch
+from dispatchd.channels.gb28181.manscdp import RecordInfo, RecordItem
+from dispatchd.domain.orgs import OrgTree
+from tests.channels.gb28181.conftest import DeviceFactory
+from tests.channels.gb28181.device import xml_text
+from tests.channels.gb28181.test_platform import registered_device
+from tests.conftest import COUNTY, UserFactory
+
+DAY = [
+    ("2026-05-03T06:00:00", "2026-05-03T07:00:00"),
+    ("2026-05-03T07:00:00", "2026-05-03T08:00:00"),
+    ("2026-05-03T08:00:00", "2026-05-03T09:00:00"),
+    ("2026-05-02T06:00:00", "2026-05-02T07:00:00"),  # the day before: outside the period asked
+]
+
+
+async def test_the_officer_lists_a_cameras_recordings_for_a_period(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """Three recordings of the morning come back in two parts (two per message), whole and in time
+    order, their times in UTC+8 as the device meant them; the query named the camera's channel and
+    the period in Beijing time; the day before is not asked for."""
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers)
+    camera = device.channels[0]
+    device.recordings[camera.id] = list(reversed(DAY))
+    r = await platform.get(
+        f"/api/v1/cameras/{camera.id}/records",
+        params={"from": "2026-05-02T21:30:00Z", "to": "2026-05-03T01:30:00Z"},  # 05:30–09:30 Beijing
+        headers=officer.headers,
+    )
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["complete"] is True and body["total"] == 3
+    assert [(x["start"], x["end"]) for x in body["records"]] == [(s + "+08:00", e + "+08:00") for s, e in DAY[:3]]
+    assert all(x["seconds"] == 3600 and x["channel"] == camera.id for x in body["records"])
+    assert body["camera"]["name"] == camera.name
+    (query,) = device.record_queries
+    assert xml_text(query.body, "DeviceID") == camera.id
+    assert (xml_text(query.body, "StartTime"), xml_text(query.body, "EndTime")) == ("2026-05-03T05:30:00", "2026-05-03T09:30:00")
+
+
+async def test_a_period_without_recordings_and_bad_periods(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, org_tree: OrgTree
+) -> None:
+    """No recordings: an empty, complete answer. A period ending before it starts, longer than 7 days
+    or not a time is refused 422 naming the field; a camera outside the jurisdiction is 404."""
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers)
+    camera = device.channels[0]
+    path = f"/api/v1/cameras/{camera.id}/records"
+    body = await (await platform.get(path, headers=officer.headers)).json()
+    assert body["records"] == [] and body["complete"] is True
+    for params, field in (
+        ({"from": "2026-05-03T10:00:00Z", "to": "2026-05-03T09:00:00Z"}, "from"),
+        ({"from": "2026-04-01T00:00:00Z", "to": "2026-05-03T00:00:00Z"}, "from"),
+        ({"to": "yesterday"}, "to"),
+    ):
+        r = await platform.get(path, params=params, headers=officer.headers)
+        assert r.status == 422 and field in (await r.json())["error"]["fields"], params
+    township = await make_user("duty_officer", "330381002")
+    r = await platform.get(path, headers=township.headers)
+    assert r.status == 404
+
+
+async def test_an_answer_in_parts_is_complete_only_when_every_part_came() -> None:
+    """The search gathers parts until it holds SumNum recordings: one part of two leaves it
+    incomplete and waiting, the second completes it."""
+    loop = asyncio.get_running_loop()
+    search = RecordSearch(loop.create_future())
+    item = RecordItem("34020000001310000001", start_time="2026-05-03T06:00:00", end_time="2026-05-03T07:00:00")
+    search.add(RecordInfo(7, "34020000001310000001", "通道", 2, (item,)))
+    assert not search.complete and not search.done.done() and search.total == 2
+    search.add(RecordInfo(7, "34020000001310000001", "通道", 2, (item,)))
+    assert search.complete and search.done.done() and len(search.records) == 2
