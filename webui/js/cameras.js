@@ -84,7 +84,16 @@ function recordsList(c) {
     try {
       const r = await get(`/api/v1/cameras/${c.id}/records`, { from: start.toISOString(), to: end.toISOString() });
       const items = r.records.map((x) =>
-        h("li.camera-record", `${fmtTime(x.start)}–${fmtTime(x.end)}`, x.seconds != null ? h("span.muted", ` ${fmtDuration(x.seconds)}`) : null),
+        h(
+          "li.camera-record",
+          h(
+            "button.btn.btn-small.camera-play",
+            { type: "button", title: t("camera.play_back"), onclick: () => openCameraViewer(c, { start: x.start, end: x.end }) },
+            "▶",
+          ),
+          ` ${fmtTime(x.start)}–${fmtTime(x.end)}`,
+          x.seconds != null ? h("span.muted", ` ${fmtDuration(x.seconds)}`) : null,
+        ),
       );
       if (!r.complete) items.push(h("li.camera-error", t("camera.records_partial")));
       list.replaceChildren(...(items.length ? items : [h("li.muted", t("camera.records_none"))]));
@@ -98,35 +107,40 @@ function recordsList(c) {
   return box;
 }
 
-/** Open (or bring forward) the viewer of camera `c` ({id, name, status, ptz}). */
-export async function openCameraViewer(c) {
+/**
+ * Open (or bring forward) the viewer of camera `c` ({id, name, status, ptz}): live, or with
+ * `playback` ({start, end}) its recording of that time (POST /api/v1/cameras/{id}/playback).
+ */
+export async function openCameraViewer(c, playback = null) {
   if (!c) return;
-  if (open.has(c.id)) return;
+  const key = playback ? `${c.id}@${playback.start}` : c.id;
+  if (open.has(key)) return;
   const video = h("video", { autoplay: true, muted: true, playsInline: true });
   const status = h("span.muted", t("camera.connecting"));
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   let session = null;
   const panel = h(
     "div.camera-viewer",
-    { dataset: { camera: c.id }, role: "dialog", "aria-label": c.name || c.id },
+    { dataset: { camera: c.id, playback: playback ? "true" : undefined }, role: "dialog", "aria-label": c.name || c.id },
     h(
       "div.camera-head",
       h("strong", c.name || c.id),
+      playback ? h("span.camera-playback", t("camera.playback_of", { from: fmtTime(playback.start), to: fmtTime(playback.end) })) : null,
       status,
       h("button.btn.btn-small.camera-close", { type: "button", title: t("camera.close"), onclick: () => close() }, "✕"),
     ),
     video,
-    c.ptz ? ptzPad(c) : null,
-    recordsList(c),
+    c.ptz && !playback ? ptzPad(c) : null,
+    playback ? null : recordsList(c),
   );
   const close = () => {
-    open.delete(c.id);
+    open.delete(key);
     panel.remove();
     // Say goodbye before hanging up: closing the connection first would end the session by itself.
     if (session) api("DELETE", `/api/v1/cameras/${c.id}/view/${session}`).catch(() => {}).finally(() => pc.close());
     else pc.close();
   };
-  open.set(c.id, close);
+  open.set(key, close);
   panel.style.setProperty("--stack", String(open.size - 1));
   document.body.append(panel);
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -137,9 +151,12 @@ export async function openCameraViewer(c) {
   try {
     await pc.setLocalDescription(await pc.createOffer());
     await gathered(pc);
-    const r = await post(`/api/v1/cameras/${c.id}/view`, { offer: { type: "offer", sdp: pc.localDescription.sdp } });
+    const offer = { type: "offer", sdp: pc.localDescription.sdp };
+    const r = playback
+      ? await post(`/api/v1/cameras/${c.id}/playback`, { offer, start: playback.start, end: playback.end })
+      : await post(`/api/v1/cameras/${c.id}/view`, { offer });
     session = r.session;
-    if (!open.has(c.id)) {
+    if (!open.has(key)) {
       close();
       return;
     }

@@ -135,8 +135,31 @@ VIEW_FIELDS = (Field("offer", "object", required=True, description='{"type": "of
 
 async def view_camera(request: web.Request) -> web.Response:
     """A receive-only WebRTC session carrying the camera's live H.264 (one device stream for all)."""
+    return await _open_view(request, await json_body(request, VIEW_FIELDS), None)
+
+
+PLAYBACK_FIELDS = (
+    *VIEW_FIELDS,
+    Field("start", required=True, description="ISO 8601 or unix seconds: where the recording starts playing"),
+    Field("end", required=True, description="ISO 8601 or unix seconds: where it stops (at most 24 h later)"),
+)
+PLAYBACK_SPAN = timedelta(hours=24)
+
+
+async def play_back(request: web.Request) -> web.Response:
+    """A receive-only WebRTC session carrying the camera's recording of a time range (GB/T 28181
+    §9.8 Playback): a device stream of the session's own, ended when the session ends."""
+    body = await json_body(request, PLAYBACK_FIELDS)
+    start, end = time_param("start", body["start"]), time_param("end", body["end"])
+    if start >= end:
+        raise Invalid("start 应早于 end", "start must be before end", fields={"start": ("应早于 end", "must be before end")})
+    if end - start > PLAYBACK_SPAN:
+        raise Invalid("一次最多回放 24 小时", "at most 24 hours at once", fields={"end": ("时段过长", "period too long")})
+    return await _open_view(request, body, (int(start.timestamp()), int(end.timestamp())))
+
+
+async def _open_view(request: web.Request, body: dict[str, Any], playback: tuple[int, int] | None) -> web.Response:
     user = current_user(request)
-    body = await json_body(request, VIEW_FIELDS)
     offer = body["offer"]
     if not isinstance(offer, dict) or offer.get("type") != "offer" or not isinstance(offer.get("sdp"), str):
         raise Invalid(
@@ -152,14 +175,17 @@ async def view_camera(request: web.Request) -> web.Response:
     if not runtime.edge.registered(device_id):
         raise Conflict("摄像机所属设备不在线", "the camera's device is not registered", code="device_offline")
     runtime.modes[device_id] = mode
-    session, answer = await runtime.viewers.open(camera_id, device_id, mode, offer["sdp"], user.username)
-    return web.json_response(
-        {
-            "answer": {"type": "answer", "sdp": answer},
-            "session": session,
-            "camera": {"id": camera_id, "name": name},
-        }
+    session, answer = await runtime.viewers.open(
+        camera_id, device_id, mode, offer["sdp"], user.username, playback=playback
     )
+    out: dict[str, Any] = {
+        "answer": {"type": "answer", "sdp": answer},
+        "session": session,
+        "camera": {"id": camera_id, "name": name},
+    }
+    if playback is not None:
+        out["playback"] = {"start": playback[0], "end": playback[1]}
+    return web.json_response(out)
 
 
 async def close_view(request: web.Request) -> web.Response:
@@ -477,6 +503,21 @@ ROUTES = [
     ),
     ApiRoute(
         "DELETE", f"/api/v1/cameras/{CAMERA_ID}/view/{{session}}", close_view, "End a viewing session", TAG
+    ),
+    ApiRoute(
+        "POST",
+        f"/api/v1/cameras/{CAMERA_ID}/playback",
+        play_back,
+        "Play a recording back: a receive-only WebRTC session with the camera's H.264 from `start` to `end`"
+        " ({offer, start, end} → {answer, session}; ended with DELETE …/view/{session})",
+        TAG,
+        body=PLAYBACK_FIELDS,
+        responses={
+            200: "the answer",
+            409: "device offline or not H.264",
+            422: "bad range",
+            503: "platform not on this instance",
+        },
     ),
     ApiRoute(
         "GET",

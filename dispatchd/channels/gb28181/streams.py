@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, TypeAlias
 
 import structlog
@@ -41,6 +41,7 @@ log = structlog.get_logger("dispatchd.gb28181")
 __all__ = ["StartStream", "StopStream", "StreamManager", "StreamPlan"]
 
 MAX_BACKOFF: Final = 30.0
+PLAYBACK_TRIES: Final = 3
 KEYFRAME_REQUEST_INTERVAL: Final = 2.0
 _PTS_WRAP: Final = 1 << 33
 
@@ -64,11 +65,16 @@ Action: TypeAlias = StartStream | StopStream
 class StreamPlan:
     """When one channel's stream should be requested and ended (see the module documentation)."""
 
-    def __init__(self, *, stall_timeout: float, linger: float, max_backoff: float = MAX_BACKOFF) -> None:
+    def __init__(
+        self, *, stall_timeout: float, linger: float, max_backoff: float = MAX_BACKOFF, once: bool = False
+    ) -> None:
         self.stall_timeout = stall_timeout
         self.linger = linger
         self.max_backoff = max_backoff
-        self.state = "idle"  # idle, starting, playing
+        # A playback runs once: a stall or the device's end finishes it, and it is tried at most
+        # PLAYBACK_TRIES times before it plays.
+        self.once = once
+        self.state = "idle"  # idle, starting, playing, finished (a playback that ended)
         self.consumers = 0
         self.attempts = 0
         self.failures = 0  # in a row, since video last flowed
@@ -105,13 +111,19 @@ class StreamPlan:
         self.retry_at = now + min(2.0 ** (self.failures - 1), self.max_backoff)
 
     def ended(self, now: float) -> None:
-        """The device ended the stream (BYE) or its media connection closed: ask again at once."""
-        if self.state != "idle":
+        """The device ended the stream (BYE) or its media connection closed: ask again at once (a
+        playback is over)."""
+        if self.once and self.state in ("playing", "starting"):
+            self.state = "finished"
+            return
+        if self.state not in ("idle", "finished"):
             self.state = "idle"
             self.retry_at = now if self.failures == 0 else now + min(2.0**self.failures, self.max_backoff)
             self.failures += 1
 
     def next_deadline(self) -> float | None:
+        if self.state == "finished":
+            return None
         if self.consumers == 0:
             return (
                 self.idle_since + self.linger
@@ -131,17 +143,25 @@ class StreamPlan:
                 self.state = "idle"
                 actions.append(StopStream("idle"))
             return actions
+        if self.state == "finished":
+            return actions
         if (
             self.state == "playing"
             and self.last_media is not None
             and now - self.last_media >= self.stall_timeout
         ):
+            if self.once:  # the recording ran out (or the device stopped sending): over
+                self.state = "finished"
+                return [StopStream("finished")]
             self.state = "idle"
             self.restarts += 1
             self.retry_at = now if self.failures == 0 else now + min(2.0**self.failures, self.max_backoff)
             self.failures += 1
             actions.append(StopStream("stalled"))
         if self.state == "idle" and now >= self.retry_at:
+            if self.once and self.attempts >= PLAYBACK_TRIES:
+                self.state = "finished"
+                return actions
             self.state = "starting"
             self.attempts += 1
             actions.append(StartStream(self.attempts))
@@ -292,6 +312,8 @@ class CameraStream:
     _pts_origin: int | None = None
     _pts_last: int = 0
     starting: asyncio.Task[None] | None = None
+    key: str = ""  # in StreamManager.streams: the channel id, or a playback's own key
+    playback: tuple[int, int] | None = None  # a recording's (start, end), unix seconds
 
     @property
     def state(self) -> str:
@@ -353,6 +375,7 @@ class StreamManager:
                 mode or self.default_mode,
                 StreamPlan(stall_timeout=self.stall_timeout, linger=self.linger),
                 Source(f"camera:{channel_id}", "video", "H264", totals=self.forwarding),
+                key=channel_id,
             )
             stream.viewer_source._request_keyframe = lambda s=stream: self._keyframe(s)
             stream.sources.add(stream.viewer_source)
@@ -367,7 +390,29 @@ class StreamManager:
         self._act(stream, stream.plan.add_consumer(self.monotonic()))
         return stream, source
 
+    def acquire_playback(
+        self, channel_id: str, device_id: str, mode: str | None, start: int, end: int
+    ) -> tuple[CameraStream, Source]:
+        """A recording of ``channel_id`` from ``start`` to ``end`` (unix seconds), for one viewer: a
+        stream of its own (§9.8 ``s=Playback``), played once and ended when the viewer leaves."""
+        key = f"{channel_id}/playback/{next(self._ssrc)}"
+        stream = CameraStream(
+            channel_id,
+            device_id,
+            mode or self.default_mode,
+            StreamPlan(stall_timeout=self.stall_timeout, linger=0.0, once=True),
+            Source(f"playback:{key}", "video", "H264", totals=self.forwarding),
+            key=key,
+            playback=(start, end),
+        )
+        stream.viewer_source._request_keyframe = lambda s=stream: self._keyframe(s)
+        stream.sources.add(stream.viewer_source)
+        self.streams[key] = stream
+        self._act(stream, stream.plan.add_consumer(self.monotonic()))
+        return stream, stream.viewer_source
+
     def release(self, channel_id: str, source: Source | None = None) -> None:
+        """A consumer leaves the stream ``channel_id`` (a channel, or a playback's key)."""
         stream = self.streams.get(channel_id)
         if stream is None:
             return
@@ -385,8 +430,9 @@ class StreamManager:
         now = self.monotonic()
         for stream in list(self.streams.values()):
             self._act(stream, stream.plan.tick(now))
-            if stream.plan.consumers == 0 and stream.plan.state == "idle" and stream.call is None:
-                del self.streams[stream.channel_id]
+            idle = stream.plan.state == "idle" or (stream.playback is not None and stream.plan.state == "finished")
+            if stream.plan.consumers == 0 and idle and stream.call is None:
+                del self.streams[stream.key]
 
     async def run(self) -> None:
         """Wake for the plans' deadlines (stall checks, retries, lingering streams)."""
@@ -431,7 +477,7 @@ class StreamManager:
 
     async def _start(self, stream: CameraStream) -> None:
         host = self.signalling.media_host(stream.device_id)
-        ssrc = make_ssrc(self.domain, next(self._ssrc))
+        ssrc = make_ssrc(self.domain, next(self._ssrc), live=stream.playback is None)
         media = _Media(
             stream.mode,
             lambda units: self._units(stream, units),
@@ -459,6 +505,10 @@ class StreamManager:
             connection_attr="new" if tcp else "",
             ssrc=ssrc,
         )
+        if stream.playback is not None:
+            # §9.8: a recording is asked for by its channel (u=) and time range (t=, unix seconds).
+            start, end = stream.playback
+            offer = replace(offer, session_name="Playback", uri=f"{stream.channel_id}:0", time=f"{start} {end}")
         if stream.media is not None:
             stream.media.close()
         stream.media = media

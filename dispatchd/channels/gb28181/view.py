@@ -1,4 +1,5 @@
-"""Viewing a camera over WebRTC: a receive-only session carrying the channel's H.264 as the device sent it.
+"""Viewing a camera over WebRTC: a receive-only session carrying the channel's H.264 as the device sent
+it, live or from a recording (a playback stream of the session's own).
 
 One HTTP round trip: the viewer's offer (with its ICE candidates) in, our answer (with ours) out.
 The session's video m-line is answered ``sendonly`` with H.264 only (forwarding never transcodes,
@@ -62,9 +63,16 @@ class Viewers:
         return sum(1 for s in self.sessions.values() if s.camera_id == camera_id and not s.closed)
 
     async def open(
-        self, camera_id: str, device_id: str, mode: str | None, offer: str, user: str
+        self,
+        camera_id: str,
+        device_id: str,
+        mode: str | None,
+        offer: str,
+        user: str,
+        playback: tuple[int, int] | None = None,
     ) -> tuple[str, str]:
-        """Answer ``offer`` with a session showing the camera; returns (session id, answer SDP)."""
+        """Answer ``offer`` with a session showing the camera live, or with ``playback`` (start, end
+        in unix seconds) its recording of that time; returns (session id, answer SDP)."""
         existing = self.streams.streams.get(camera_id)
         if existing is not None and existing.codec not in (None, "H264"):
             raise Conflict(
@@ -104,7 +112,10 @@ class Viewers:
         except BaseException:
             await close_peer(pc)
             raise
-        stream, source = self.streams.acquire(camera_id, device_id, mode)
+        if playback is None:
+            stream, source = self.streams.acquire(camera_id, device_id, mode)
+        else:
+            stream, source = self.streams.acquire_playback(camera_id, device_id, mode, *playback)
         session = ViewSession(session_id, camera_id, user, pc, track, stream, source)
         self.sessions[session_id] = session
         track.show(source)
@@ -115,7 +126,7 @@ class Viewers:
                 await self.close(session_id)
 
         self._later(self._watch(session))
-        log.info("gb28181_view_opened", camera=camera_id, session=session_id, user=user)
+        log.info("gb28181_view_opened", camera=camera_id, session=session_id, user=user, playback=playback)
         return session_id, pc.localDescription.sdp
 
     def _later(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -135,7 +146,7 @@ class Viewers:
             return False
         session.closed = True
         session.track.stop()
-        self.streams.release(session.camera_id, session.source)
+        self.streams.release(session.stream.key, session.source)
         with contextlib.suppress(Exception):
             await close_peer(session.pc)
         log.info("gb28181_view_closed", camera=session.camera_id, session=session.id)

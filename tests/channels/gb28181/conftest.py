@@ -133,7 +133,10 @@ class Viewer:
         self.session = ""
         self._task: asyncio.Task[None] | None = None
 
-    async def open(self, client: TestClient[Any, Any], camera: str, headers: dict[str, str]) -> int:
+    async def open(
+        self, client: TestClient[Any, Any], camera: str, headers: dict[str, str], playback: dict[str, Any] | None = None
+    ) -> int:
+        """Live view, or with ``playback`` ({start, end}) the recording (POST …/playback)."""
         self.pc.addTransceiver("video", direction="recvonly")
 
         @self.pc.on("track")
@@ -142,8 +145,8 @@ class Viewer:
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         resp = await client.post(
-            f"/api/v1/cameras/{camera}/view",
-            json={"offer": {"type": "offer", "sdp": self.pc.localDescription.sdp}},
+            f"/api/v1/cameras/{camera}/{'view' if playback is None else 'playback'}",
+            json={"offer": {"type": "offer", "sdp": self.pc.localDescription.sdp}, **(playback or {})},
             headers=headers,
         )
         if resp.status != 200:

@@ -219,6 +219,7 @@ class Stream:
     packets: int = 0
     stopped: bool = False
     server: asyncio.base_events.Server | None = None
+    offer: str = ""  # the INVITE's SDP (s=Play or Playback, u=, t=, y=)
 
 
 @dataclass
@@ -517,7 +518,7 @@ class SimulatedDevice:
         channel = msg.uri.split(":")[1].split("@")[0]
         call_id = msg.header("Call-ID")
         kind = "UDP" if not tcp else ("TCP-passive" if setup == "passive" else "TCP-active")
-        stream = Stream(call_id, ssrc, kind, channel)
+        stream = Stream(call_id, ssrc, kind, channel, offer=offer)
         stream.remote = (host, port)  # type: ignore[attr-defined]
         self.streams[call_id] = stream
         self._tasks.append(asyncio.create_task(self._answer(msg, stream, tcp)))

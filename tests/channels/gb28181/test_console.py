@@ -119,7 +119,8 @@ async def test_an_alarm_case_leads_the_officer_to_the_camera_and_its_recordings(
 ) -> None:
     """A camera's intrusion alarm opens a case; the duty officer opens it on the console, finds the
     alarming camera first among the nearest (at 0 m), opens its viewer and, under 录像记录, today's
-    recordings that the device holds, in time order."""
+    recordings that the device holds, in time order; ▶ plays the first one back in a viewer of its
+    own (the device got a Playback INVITE) beside the live one."""
     officer = await make_user("duty_officer", COUNTY)
     device = await registered_device(platform, make_device, officer.headers)
     camera = device.channels[2]
@@ -146,9 +147,24 @@ async def test_an_alarm_case_leads_the_officer_to_the_camera_and_its_recordings(
         viewer = page.locator(f'.camera-viewer[data-camera="{camera.id}"]')
         await viewer.locator(".camera-records summary").click()
         await viewer.locator(".camera-record").nth(1).wait_for()
-        shown = await viewer.locator(".camera-record").all_inner_texts()
-        assert shown == ["06:00–07:30 1小时30分", "08:00–09:00 1小时"]  # Beijing time, with the length
-        await page.locator(".camera-viewer .camera-close").click()
+        shown = [" ".join(text.split()) for text in await viewer.locator(".camera-record").all_inner_texts()]
+        assert shown == ["▶ 06:00–07:30 1小时30分", "▶ 08:00–09:00 1小时"]  # Beijing time, with the length
+        await viewer.locator(".camera-record .camera-play").first.click()
+        replay = page.locator('.camera-viewer[data-playback="true"]')
+        assert "回放 06:00–07:30" in await replay.locator(".camera-head").inner_text()
+
+        async def replaying() -> bool:
+            return bool(await replay.locator("video").evaluate("v => v.getVideoPlaybackQuality().totalVideoFrames") > 5)
+
+        await poll(replaying, limit=45)
+        assert any("s=Playback" in s.offer for s in device.streams.values())
+        while await page.locator(".camera-viewer").count():
+            await page.locator(".camera-viewer .camera-close").first.click()
+
+        async def both_ended() -> bool:
+            return len(device.byes) == 2  # the live stream and the playback
+
+        await poll(both_ended)
     finally:
         await context.close()
     assert not errors, errors

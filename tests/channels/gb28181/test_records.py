@@ -1,5 +1,5 @@
-"""A camera's recordings, asked of its device (GB/T 28181 §9.7 RecordInfo) by a duty officer through
-the API: the simulated device (written from the standard) answers in parts over real SIP on
+"""A camera's recordings, asked of its device (GB/T 28181 §9.7 RecordInfo) and played back (§9.8) by
+a duty officer through the API: the simulated device (written from the standard) answers in parts over real SIP on
 loopback; the officer gets every recording overlapping the period, in time order with aware times;
 an answer is complete only when all its parts came; bad periods are refused."""
 
@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from dispatchd.channels.gb28181.edge import RecordSearch
 from dispatchd.channels.gb28181.manscdp import RecordInfo, RecordItem
 from dispatchd.domain.orgs import OrgTree
-from tests.channels.gb28181.conftest import DeviceFactory
+from tests.channels.gb28181.conftest import DeviceFactory, Viewer, poll
 from tests.channels.gb28181.device import xml_text
 from tests.channels.gb28181.test_platform import registered_device
 from tests.conftest import COUNTY, UserFactory
@@ -85,3 +85,51 @@ async def test_an_answer_in_parts_is_complete_only_when_every_part_came() -> Non
     assert not search.complete and not search.done.done() and search.total == 2
     search.add(RecordInfo(7, "34020000001310000001", "通道", 2, (item,)))
     assert search.complete and search.done.done() and len(search.records) == 2
+
+
+async def test_a_recording_is_played_back_in_a_stream_of_its_own(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, org_tree: OrgTree, viewers: Any
+) -> None:
+    """POST …/playback with a recording's range: the device gets an INVITE of its own with s=Playback,
+    u=<channel>:0, t=<start> <end> in unix seconds and a y= SSRC marked as history (first digit 1);
+    the viewer decodes its frames beside a live viewer of the same camera (two streams); closing the
+    playback ends its stream with a BYE and leaves the live one; a range the wrong way is 422."""
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers)
+    camera = device.channels[0]
+    live: Viewer = viewers()
+    assert await live.open(platform, camera.id, officer.headers) == 200
+    playback: Viewer = viewers()
+    span = {"start": "2026-05-03T06:00:00+08:00", "end": "2026-05-03T07:30:00+08:00"}
+    assert await playback.open(platform, camera.id, officer.headers, playback=span) == 200
+
+    async def both_decode() -> bool:
+        return len(live.frames) >= 10 and len(playback.frames) >= 10
+
+    await poll(both_decode)
+    offers = [s.offer for s in device.streams.values()]
+    assert len(offers) == 2
+    (history,) = [o for o in offers if "s=Playback" in o]
+    lines = dict((line[:1], line[2:]) for line in history.split("\r\n") if len(line) > 2 and line[1] == "=")
+    assert lines["u"] == f"{camera.id}:0"
+    assert lines["t"] == "1777759200 1777764600"  # 06:00 and 07:30 Beijing time, 3 May 2026
+    assert lines["y"].startswith("1") and len(lines["y"]) == 10
+    r = await platform.delete(f"/api/v1/cameras/{camera.id}/view/{playback.session}", headers=officer.headers)
+    assert r.status == 200
+
+    async def one_bye() -> bool:
+        return len(device.byes) == 1
+
+    await poll(one_bye)
+    frames = len(live.frames)
+    await poll(lambda: _more(live, frames))
+    r = await platform.post(
+        f"/api/v1/cameras/{camera.id}/playback",
+        json={"offer": {"type": "offer", "sdp": "v=0"}, "start": span["end"], "end": span["start"]},
+        headers=officer.headers,
+    )
+    assert r.status == 422 and "start" in (await r.json())["error"]["fields"]
+
+
+async def _more(viewer: Viewer, than: int) -> bool:
+    return len(viewer.frames) > than + 5  # the live view goes on

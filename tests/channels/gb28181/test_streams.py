@@ -90,3 +90,31 @@ def test_no_consumer_no_stream() -> None:
     p.failed(0.5)
     p.remove_consumer(0.6)
     assert p.tick(100.0) == []
+
+
+def test_a_playback_runs_once() -> None:
+    """A playback plan: the recording running out (no video for stall_timeout) finishes it without a
+    new INVITE; the device's BYE finishes it too; refused three times it gives up; finished, it has
+    no deadline and asks for nothing more."""
+    p = StreamPlan(stall_timeout=8.0, linger=0.0, once=True)
+    assert p.add_consumer(0.0) == [StartStream(1)]
+    p.started(1.0)
+    p.media(2.0)
+    assert p.tick(10.0) == [StopStream("finished")]
+    assert p.state == "finished" and p.next_deadline() is None and p.tick(60.0) == []
+
+    ended = StreamPlan(stall_timeout=8.0, linger=0.0, once=True)
+    ended.add_consumer(0.0)
+    ended.started(1.0)
+    ended.ended(3.0)
+    assert ended.state == "finished" and ended.tick(4.0) == []
+
+    refused = StreamPlan(stall_timeout=8.0, linger=0.0, once=True)
+    refused.add_consumer(0.0)
+    now = 0.0
+    for attempt in (2, 3):
+        refused.failed(now)
+        now = refused.next_deadline() or now
+        assert refused.tick(now) == [StartStream(attempt)]
+    refused.failed(now)
+    assert refused.tick(now + 60) == [] and refused.state == "finished"
