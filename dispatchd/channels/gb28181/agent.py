@@ -46,6 +46,7 @@ from dispatchd.channels.gb28181.manscdp import (
     DeviceInfo,
     DeviceStatus,
     ManscdpError,
+    MediaStatus,
     MobilePosition,
     Query,
     RecordInfo,
@@ -105,6 +106,7 @@ __all__ = [
     "DeviceUnregistered",
     "Dropped",
     "Gb28181Agent",
+    "PlaybackFinished",
     "PositionReceived",
     "RecordsReceived",
     "RequestFailed",
@@ -212,6 +214,14 @@ class PositionReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackFinished:
+    """The device sent the end of a recording of ``channel_id`` (§9.8 MediaStatus 121)."""
+
+    device_id: str
+    channel_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class RecordsReceived:
     """One part of a device's answer to a recordings query (§9.7), matched to the query by its SN."""
 
@@ -287,6 +297,7 @@ Event: TypeAlias = (
     | AlarmReceived
     | PositionReceived
     | RecordsReceived
+    | PlaybackFinished
     | RequestFailed
     | SubscriptionState
     | StreamAnswered
@@ -807,6 +818,8 @@ class Gb28181Agent:
             return [PositionReceived(device_id, message)]
         if isinstance(message, RecordInfo):
             return [RecordsReceived(device_id, message)]
+        if isinstance(message, MediaStatus):
+            return [PlaybackFinished(device_id, message.device_id)] if message.notify_type == manscdp.MEDIA_END else []
         return []
 
     def _bye_in(self, key: TxKey, request: Request, now: float) -> list[Effect]:

@@ -39,6 +39,7 @@ from dispatchd.channels.gb28181.agent import (
     DeviceUnregistered,
     Dropped,
     Gb28181Agent,
+    PlaybackFinished,
     PositionReceived,
     RecordsReceived,
     RequestFailed,
@@ -487,6 +488,8 @@ class GbEdge:
             self.totals.alarms += 1
             verdict, _case = await alarms.camera_alarm(ctx, event.device_id, event.alarm)
             self.totals.alarm_kinds[verdict.kind] += 1
+        elif isinstance(event, PlaybackFinished):
+            self.streams.playback_finished(event.device_id, event.channel_id)
         elif isinstance(event, RecordsReceived):
             search = self._searches.get((event.device_id, event.records.sn))
             if search is not None:

@@ -359,6 +359,19 @@ class RecordInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaStatus:
+    """§9.8: the state of a recording being sent; ``NotifyType`` 121 says its end was reached."""
+
+    sn: int
+    device_id: str
+    notify_type: str
+
+
+# NotifyType of a MediaStatus: the recording's end was sent (the platform then sends BYE).
+MEDIA_END: Final = "121"
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """A well-formed MANSCDP message of a kind not modelled here (RecordInfo, PresetQuery, …)."""
 
@@ -379,6 +392,7 @@ Message: TypeAlias = (
     | Alarm
     | MobilePosition
     | RecordInfo
+    | MediaStatus
     | Result
     | Unknown
 )
@@ -587,6 +601,8 @@ def parse(body: bytes) -> Message:
         )
         sum_num = _int(root.text_of("SumNum"), "SumNum")
         return RecordInfo(sn, device_id, root.text_of("Name") or "", sum_num if sum_num is not None else len(records), records)
+    if kind == ("Notify", "MediaStatus"):
+        return MediaStatus(sn, device_id, root.text_of("NotifyType") or "")
     if kind == ("Notify", "MobilePosition"):
         return MobilePosition(
             sn,
@@ -767,6 +783,8 @@ def _body_lines(message: Message) -> list[str]:
             ),
         )
         return _lines("Notify", "MobilePosition", message.sn, message.device_id, body)
+    if isinstance(message, MediaStatus):
+        return _lines("Notify", "MediaStatus", message.sn, message.device_id, [_tag("NotifyType", message.notify_type)])
     if isinstance(message, RecordInfo):
         body = [_tag("Name", message.name), _tag("SumNum", message.sum_num), f'<RecordList Num="{len(message.items)}">']
         for r in message.items:

@@ -570,6 +570,21 @@ class StreamManager:
         stream.plan.ended(self.monotonic())
         self._wake.set()
 
+    def playback_finished(self, device_id: str, channel_id: str) -> None:
+        """The device sent the end of its recording of ``channel_id`` (MediaStatus 121): each playback
+        of that channel that plays is over — BYE, and never asked again."""
+        for stream in list(self.streams.values()):
+            if (
+                stream.playback is not None
+                and stream.device_id == device_id
+                and stream.channel_id == channel_id
+                and stream.call is not None
+                and stream.plan.state == "playing"
+            ):
+                self._stop(stream, "finished")
+                stream.plan.ended(self.monotonic())
+        self._wake.set()
+
     def _media_closed(self, stream: CameraStream) -> None:
         """The device closed the TCP media connection: end the call and ask again."""
         if stream.call is not None:

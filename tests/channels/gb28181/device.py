@@ -14,6 +14,7 @@ What it does, as an IPC or a small NVR would:
   ``items_per_message`` says, each with the total ``SumNum`` (§9.5.3); answers DeviceInfo;
 * accepts catalogue and alarm subscriptions (SUBSCRIBE, 200 with Expires);
 * answers RecordInfo queries with the recordings it was given that overlap the period (§9.7), in parts;
+  ends a playback after ``playback_frames`` frames with MediaStatus 121 (§9.8);
 * records DeviceControl commands (the PTZCmd hex, IFameCmd);
 * answers live-view INVITEs with ``sendonly`` PS, and after the ACK streams an H.264 clip as PS over
   RTP: over UDP to the offer's address, or over TCP — connecting when the platform offered
@@ -246,6 +247,8 @@ class SimulatedDevice:
     # Recordings per channel: (start, end) in Beijing time as Annex A writes them ("2026-05-03T08:00:00").
     recordings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     record_queries: list[Msg] = field(default_factory=list)
+    # A playback (s=Playback) ends after this many frames with MediaStatus 121 (§9.8); None: never.
+    playback_frames: int | None = None
 
     def __post_init__(self) -> None:
         self._udp: asyncio.DatagramTransport | None = None
@@ -587,6 +590,12 @@ class SimulatedDevice:
                     await writer.drain()
                 n += 1
                 pts += int(90000 / self.fps)
+                if self.playback_frames is not None and "s=Playback" in stream.offer and n >= self.playback_frames:
+                    # The end of the recording: say so (§9.8 MediaStatus, NotifyType 121) and stop.
+                    stream.stopped = True
+                    body = manscdp("Notify", "MediaStatus", n, stream.channel, "<NotifyType>121</NotifyType>\n")
+                    await self.message(body)
+                    break
                 await asyncio.sleep(1 / self.fps)
         except (ConnectionError, OSError):
             pass

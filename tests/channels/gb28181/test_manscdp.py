@@ -214,3 +214,14 @@ def test_recordinfo_answer_of_a_hikvision_nvr() -> None:
     start = manscdp.gb_time(first.start_time)
     assert start is not None and start.timestamp() == 1714804996  # the file name is its unix span
     assert manscdp.gb_time_text(start) == first.start_time
+
+
+def test_media_status_at_the_end_of_a_recording() -> None:
+    """§9.8: Notify/MediaStatus with NotifyType 121 (the recording's end) reads as such and writes back."""
+    text = (
+        '<?xml version="1.0" encoding="GB2312"?>\n<Notify>\n<CmdType>MediaStatus</CmdType>\n<SN>8</SN>\n'
+        "<DeviceID>34020000001310000001</DeviceID>\n<NotifyType>121</NotifyType>\n</Notify>\n"
+    )
+    status = manscdp.parse(text.encode())
+    assert status == manscdp.MediaStatus(8, "34020000001310000001", manscdp.MEDIA_END)
+    assert manscdp.parse(manscdp.serialize(status)) == status

@@ -12,8 +12,10 @@ from aiohttp.test_utils import TestClient
 
 from dispatchd.channels.gb28181.edge import RecordSearch
 from dispatchd.channels.gb28181.manscdp import RecordInfo, RecordItem
+from dispatchd.channels.gb28181.runtime import GB28181
 from dispatchd.domain.orgs import OrgTree
-from tests.channels.gb28181.conftest import DeviceFactory, Viewer, poll
+from dispatchd.web.appkeys import CTX
+from tests.channels.gb28181.conftest import DeviceFactory, Viewer, poll, start_platform
 from tests.channels.gb28181.device import xml_text
 from tests.channels.gb28181.test_platform import registered_device
 from tests.conftest import COUNTY, UserFactory
@@ -133,3 +135,27 @@ async def test_a_recording_is_played_back_in_a_stream_of_its_own(
 
 async def _more(viewer: Viewer, than: int) -> bool:
     return len(viewer.frames) > than + 5  # the live view goes on
+
+
+async def test_the_end_of_a_recording_ends_its_playback(
+    make_client: Any, make_device: DeviceFactory, make_user: UserFactory, org_tree: OrgTree, viewers: Any
+) -> None:
+    """The device sends 20 frames of the recording, then MediaStatus 121: the platform ends that
+    playback with a BYE (long before a stall would: stall_timeout is a minute here) and does not ask
+    for it again; the viewer got the frames."""
+    platform = await start_platform(make_client, gb28181_stall_timeout=60)
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers, playback_frames=20)
+    camera = device.channels[1]
+    viewer: Viewer = viewers()
+    span = {"start": "2026-05-03T06:00:00+08:00", "end": "2026-05-03T06:10:00+08:00"}
+    assert await viewer.open(platform, camera.id, officer.headers, playback=span) == 200
+
+    async def ended() -> bool:
+        return len(device.byes) == 1
+
+    await poll(ended)
+    edge = platform.server.app[CTX][GB28181].edge
+    (playing,) = [s for s in edge.streams.streams.values() if s.playback is not None]
+    assert playing.plan.state == "finished" and playing.plan.next_deadline() is None  # not asked again
+    assert edge.streams.totals.invites == 1 and len(viewer.frames) >= 5
