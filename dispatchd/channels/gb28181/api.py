@@ -140,8 +140,8 @@ async def view_camera(request: web.Request) -> web.Response:
 
 PLAYBACK_FIELDS = (
     *VIEW_FIELDS,
-    Field("start", required=True, description="ISO 8601 or unix seconds: where the recording starts playing"),
-    Field("end", required=True, description="ISO 8601 or unix seconds: where it stops (at most 24 h later)"),
+    Field("start", required=True, description="ISO 8601 (or unix seconds, as a string): where the recording starts"),
+    Field("end", required=True, description="ISO 8601 (or unix seconds, as a string): where it stops, at most 24 h later"),
 )
 PLAYBACK_SPAN = timedelta(hours=24)
 
