@@ -48,6 +48,11 @@ async def camera_alarm(ctx: Context, device_id: str, alarm: Alarm) -> tuple[Judg
     if camera is None:
         log.warning("gb28181_alarm_unknown_device", **fields)
         return verdict, None
+    if camera["id"] is None and alarm.device_id != device_id:
+        # Neither one of its cameras nor the device itself: no case (a device cannot open cases
+        # for channels it does not have, one per made-up id).
+        log.warning("gb28181_alarm_unknown_channel", alarm=verdict.name_en, **fields)
+        return verdict, None
     key = keys.camera_alarm(alarm.device_id, alarm.method, alarm.alarm_type)
     if settings.alarm_merge_s > 0:
         try:

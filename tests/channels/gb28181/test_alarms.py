@@ -41,7 +41,8 @@ async def test_an_intrusion_opens_one_case_at_the_camera_and_noise_opens_none(
 ) -> None:
     """Motion detection (the Hikvision capture's kind) and a disk fault open no case, the fault is
     logged; an intrusion at priority 1 on the second camera opens a P1 case of channel video at that
-    camera, in its grid, naming the camera and the alarm; the same alarm twice more adds no case."""
+    camera, in its grid, naming the camera and the alarm; the same alarm twice more adds no case,
+    nor does an intrusion on a channel the device does not have."""
     officer = await make_user("duty_officer", COUNTY)
     device = await registered_device(platform, make_device, officer.headers)
     camera = device.channels[1]
@@ -63,7 +64,15 @@ async def test_an_intrusion_opens_one_case_at_the_camera_and_noise_opens_none(
     await poll(opened)
     for sn in (4, 5):
         assert await device.message(alarm(sn, camera.id, 1, 5, 6)) == 200
-    await poll(lambda: _counted(platform, "case", 3))  # all three were judged cases: one case stands
+    # A channel the device does not have opens nothing (made-up ids cannot multiply cases).
+    with capture_logs() as logs:
+        assert await device.message(alarm(6, DEVICE[:10] + "1319999999", 1, 5, 6)) == 200
+
+        async def refused() -> bool:
+            return any(e["event"] == "gb28181_alarm_unknown_channel" for e in logs)
+
+        await poll(refused)
+    await poll(lambda: _counted(platform, "case", 4))  # four were judged cases: one case stands
     (case,) = await video_cases(platform, officer.headers)
     assert case["priority"] == "P1" and case["channel"] == "video"
     assert abs(case["location"]["lat"] - camera.lat) < 1e-6 and abs(case["location"]["lon"] - camera.lon) < 1e-6
