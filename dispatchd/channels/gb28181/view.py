@@ -33,6 +33,8 @@ from dispatchd.video.room import ice_configuration
 log = structlog.get_logger("dispatchd.gb28181")
 
 CONNECT_TIMEOUT: Final = 30.0
+# Recordings one device plays back at once (an NVR's playback channels are few; each is a stream).
+PLAYBACKS_PER_DEVICE: Final = 4
 
 
 @dataclass(eq=False)
@@ -73,6 +75,18 @@ class Viewers:
     ) -> tuple[str, str]:
         """Answer ``offer`` with a session showing the camera live, or with ``playback`` (start, end
         in unix seconds) its recording of that time; returns (session id, answer SDP)."""
+        if playback is not None:
+            playing = sum(
+                1
+                for s in self.sessions.values()
+                if not s.closed and s.stream.playback is not None and s.stream.device_id == device_id
+            )
+            if playing >= PLAYBACKS_PER_DEVICE:
+                raise Conflict(
+                    f"该设备已有 {playing} 路回放，请先关闭一路",
+                    f"this device already plays back {playing} recordings; close one first",
+                    code="playbacks_full",
+                )
         existing = self.streams.streams.get(camera_id)
         if existing is not None and existing.codec not in (None, "H264"):
             raise Conflict(

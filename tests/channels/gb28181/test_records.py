@@ -159,3 +159,31 @@ async def test_the_end_of_a_recording_ends_its_playback(
     (playing,) = [s for s in edge.streams.streams.values() if s.playback is not None]
     assert playing.plan.state == "finished" and playing.plan.next_deadline() is None  # not asked again
     assert edge.streams.totals.invites == 1 and len(viewer.frames) >= 5
+
+
+async def test_a_device_plays_back_at_most_four_recordings_at_once(
+    platform: TestClient[Any, Any], make_device: DeviceFactory, make_user: UserFactory, org_tree: OrgTree, viewers: Any
+) -> None:
+    """Four playbacks of one device's cameras are taken; a fifth is refused 409 (playbacks_full), and
+    once one is closed another is taken."""
+    officer = await make_user("duty_officer", COUNTY)
+    device = await registered_device(platform, make_device, officer.headers)
+    span = {"start": "2026-05-03T06:00:00+08:00", "end": "2026-05-03T06:10:00+08:00"}
+    opened: list[Viewer] = []
+    for n in range(4):
+        viewer: Viewer = viewers()
+        assert await viewer.open(platform, device.channels[n % 3].id, officer.headers, playback=span) == 200
+        opened.append(viewer)
+    fifth: Viewer = viewers()
+    fifth.pc.addTransceiver("video", direction="recvonly")
+    await fifth.pc.setLocalDescription(await fifth.pc.createOffer())
+    r = await platform.post(
+        f"/api/v1/cameras/{device.channels[0].id}/playback",
+        json={"offer": {"type": "offer", "sdp": fifth.pc.localDescription.sdp}, **span},
+        headers=officer.headers,
+    )
+    assert r.status == 409 and (await r.json())["error"]["code"] == "playbacks_full"
+    r = await platform.delete(f"/api/v1/cameras/{device.channels[0].id}/view/{opened[0].session}", headers=officer.headers)
+    assert r.status == 200
+    again: Viewer = viewers()
+    assert await again.open(platform, device.channels[0].id, officer.headers, playback=span) == 200
