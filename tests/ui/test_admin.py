@@ -5,12 +5,15 @@ mobile and a deputy set, a deputy changed without retyping the mobile; nobody el
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import COUNTY, UserFactory
+from dispatchd.domain.orgs import DEPARTMENT_KINDS
+from dispatchd.domain.units import UNIT_KINDS
+from tests.conftest import COUNTY, ROOT, UserFactory
 from tests.ui.conftest import DESK, TOWNSHIP, Browsing, screenshot, wait_js
 
 pytestmark = pytest.mark.browser
@@ -38,6 +41,9 @@ async def test_admin_reads_edits_and_versions_a_plan(
 
     await page.click("#plan-edit")
     body = json.loads(await page.input_value("#plan-json"))
+    await page.click("#code-ref details:first-of-type summary")
+    assert "incident.stability.wage_claim" in await page.inner_text("#code-ref")  # codes beside their names
+    await screenshot(page, "admin-plan-editor")
     assert body["code"] == "mass-incident-wage" and "version" not in body and "id" not in body
     await page.fill("#plan-json", "{ not json")
     await page.click("#plan-save")
@@ -117,3 +123,14 @@ async def test_the_admin_screen_is_for_admins_only(browsing: Browsing, make_user
     await page.wait_for_selector(".screen-card[href='/admin']")
     assert "系统管理" in await page.inner_text(".topbar nav")
     watch.check()
+
+
+def test_the_admin_screens_code_lists_are_the_servers() -> None:
+    """The department and squad kinds the plan editor's code reference lists are exactly the server's
+    (a kind added on one side and not the other fails here)."""
+    text = (ROOT / "webui" / "js" / "pages" / "admin.js").read_text(encoding="utf-8")
+    departments = re.search(r"const DEPARTMENT_KINDS = \[(.*?)\];", text, re.S)
+    kinds = re.search(r'\["team", "vehicle"[^\]]*\]', text)
+    assert departments is not None and kinds is not None
+    assert re.findall(r'"([a-z_]+)"', departments.group(1)) == list(DEPARTMENT_KINDS)
+    assert set(re.findall(r'"([a-z_]+)"', kinds.group(0))) == set(UNIT_KINDS)

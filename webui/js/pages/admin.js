@@ -11,7 +11,12 @@ import { startPage, topBar } from "../shell.js";
 const LEVELS = ["IV", "III", "II", "I"];
 // What the API adds to a plan; the editor shows only what an admin writes.
 const SERVER_FIELDS = ["id", "version", "source", "created_at", "updated_at", "versions", "org_name", "org_name_en"];
-const S = { user: null, tab: "plans", plans: [], plan: null, editing: null, taxonomy: new Map(), contacts: [], after: null, q: "" };
+const S = { user: null, tab: "plans", plans: [], plan: null, editing: null, taxonomy: new Map(), units: [], contacts: [], after: null, q: "" };
+// The department kinds of dispatchd.domain.orgs.DEPARTMENT_KINDS, as a plan's members name them.
+const DEPARTMENT_KINDS = [
+  "police", "justice", "work_safety", "fire", "environment", "market", "enforcement", "social_security", "petition",
+  "emergency_squad", "civil_affairs", "health", "transport", "water", "housing", "education", "other",
+];
 
 // -- tabs ---------------------------------------------------------------------------------------
 
@@ -136,9 +141,20 @@ function levelView(lv, level) {
   );
 }
 
+// The order a person reads a plan in; what the server added is left out.
+const FIELD_ORDER = ["code", "name", "name_en", "org", "description", "trigger", "levels"];
+
 function definition(plan) {
-  const body = { ...plan };
-  for (const k of SERVER_FIELDS) delete body[k];
+  const body = {};
+  for (const k of FIELD_ORDER) if (plan[k] !== undefined) body[k] = plan[k];
+  for (const [k, v] of Object.entries(plan)) if (!(k in body) && !SERVER_FIELDS.includes(k)) body[k] = v;
+  if (body.levels) {
+    // The first response level first (Ⅳ, the one a plan usually starts at), then the higher ones.
+    const levels = {};
+    for (const lv of LEVELS) if (body.levels[lv] !== undefined) levels[lv] = body.levels[lv];
+    for (const [lv, v] of Object.entries(body.levels)) if (!(lv in levels)) levels[lv] = v;
+    body.levels = levels;
+  }
   return body;
 }
 
@@ -211,9 +227,10 @@ function editorView() {
     { onsubmit: (ev) => (ev.preventDefault(), save()) },
     h("div.panel-head", h("span", e.creating ? t("admin.plan_new") : t("admin.edit_plan", { name: names(S.plan) })), h("div.spacer")),
     h(
-      "div.panel-body",
+      "div.panel-body.plan-editor-body",
       h("p.muted", t("admin.json_hint")),
       area,
+      codeReference(),
       errors,
       h(
         "div.editor-actions",
@@ -221,6 +238,24 @@ function editorView() {
         h("button.btn", { type: "button", onclick: () => ((S.editing = null), renderDetail()) }, t("admin.cancel")),
       ),
     ),
+  );
+}
+
+/** What the JSON's codes mean: case categories, the jurisdiction's units (to the villages), the
+ * levels, roles, department kinds, squad kinds and step types — looked up, not remembered. */
+function codeReference() {
+  const list = (title, rows) =>
+    h("details.code-ref-part", h("summary", title), h("table.admin-table", h("tbody", rows.map(([code, name]) => h("tr", h("td", h("code", code)), h("td", name))))));
+  const levels = ["province", "city", "county", "township", "community", "grid"];
+  return h(
+    "div.code-ref#code-ref",
+    h("h4", t("admin.codes")),
+    list(t("admin.codes_categories"), [...S.taxonomy.entries()]),
+    list(t("admin.codes_units"), S.units.map((u) => [u.code, `${pick({ name: u.name, name_en: u.name_en }, u.code)} · ${t(`admin.at_${u.level}`)}`])),
+    list(t("admin.codes_levels"), levels.map((lv) => [lv, t(`admin.at_${lv}`)])),
+    list(t("admin.codes_roles"), ["leader", "duty_officer", "department_handler", "grid_worker", "squad_member"].map((r) => [r, t(`role.${r}`)])),
+    list(t("admin.codes_departments"), DEPARTMENT_KINDS.map((k) => [k, t(`admin.dept_${k}`)])),
+    list(t("admin.codes_kinds"), ["team", "vehicle", "motorbike", "ebike", "person"].map((k) => [k, t(`plan.kind_${k}`)])),
   );
 }
 
@@ -396,6 +431,11 @@ async function main() {
     } catch (err) {
       toast(errorText(err), "error");
     }
+  }
+  try {
+    S.units = ((await get("/api/v1/orgs", { depth: 2 })).units || []).filter((u) => u.level !== "grid");
+  } catch (err) {
+    toast(errorText(err), "error");
   }
   await loadPlans();
   onLanguageChange(() => {
