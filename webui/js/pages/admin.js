@@ -38,7 +38,13 @@ function showTab(name) {
 // -- plans --------------------------------------------------------------------------------------
 
 const names = (o) => pick({ name: o.name, name_en: o.name_en }, o.code || "");
-const category = (code) => S.taxonomy.get(code) || code;
+// Punctuation of the language shown: 、（）：in Chinese, ", ( ):" in English.
+const joined = (items) => items.join(isEnglish() ? ", " : "、");
+const paren = (text) => (isEnglish() ? ` (${text})` : `（${text}）`);
+const colon = () => (isEnglish() ? ": " : "：");
+
+// Names are picked when drawn, so that a change of language renames them too.
+const category = (code) => pick(S.taxonomy.get(code), code);
 
 async function loadPlans() {
   try {
@@ -81,8 +87,8 @@ function renderPlans() {
 function triggerText(trigger) {
   if (!trigger) return t("admin.by_hand");
   const parts = [];
-  if (trigger.categories?.length) parts.push(trigger.categories.map(category).join("、"));
-  if (trigger.warning_events?.length) parts.push(t("admin.on_warning", { events: eventNames(trigger.warning_events).join("、") }));
+  if (trigger.categories?.length) parts.push(joined(trigger.categories.map(category)));
+  if (trigger.warning_events?.length) parts.push(t("admin.on_warning", { events: joined(eventNames(trigger.warning_events)) }));
   if (trigger.level) parts.push(t(`plan.level_${trigger.level}`));
   return parts.join(" · ") || t("admin.by_hand");
 }
@@ -123,20 +129,20 @@ function levelView(lv, level) {
     level.description ? h("p", level.description) : null,
     list(
       t("plan.groups"),
-      (level.groups || []).map((g) => [h("strong", pick({ name: g.name, name_en: g.name_en })), "：", (g.members || []).map((m) => `${pick({ name: m.label, name_en: m.label_en })}（${who(m)}）`).join("、")]),
+      (level.groups || []).map((g) => [h("strong", pick({ name: g.name, name_en: g.name_en })), colon(), joined((g.members || []).map((m) => `${pick({ name: m.label, name_en: m.label_en })}${paren(who(m))}`))]),
     ),
     list(
       t("plan.orders"),
       (level.forces || []).map((f) => `${t(`plan.kind_${f.kind}`)} × ${f.count}${f.instructions ? ` — ${f.instructions}` : ""}`),
     ),
-    level.consult ? list(t("plan.meeting"), [`${level.consult.title}（${(level.consult.invite || []).map((x) => t(`admin.at_${x}`)).join("、")}）`]) : null,
+    level.consult ? list(t("plan.meeting"), [`${level.consult.title}${paren(joined((level.consult.invite || []).map((x) => t(`admin.at_${x}`))))}`]) : null,
     list(
       t("plan.notices"),
-      (level.notices || []).map((n) => `${who(n)}：${n.text}（${(n.via || []).map((v) => t(`plan.via_${v}`)).join("、")}）${n.deputy ? ` · ${t("admin.deputy")} ${who(n.deputy)}` : ""}`),
+      (level.notices || []).map((n) => `${who(n)}${colon()}${n.text}${paren(joined((n.via || []).map((v) => t(`plan.via_${v}`))))}${n.deputy ? ` · ${t("admin.deputy")} ${who(n.deputy)}` : ""}`),
     ),
     list(
       t("plan.checklist"),
-      (level.steps || []).map((s) => `${s.title}（${t("admin.within", { d: s.within })}）`),
+      (level.steps || []).map((s) => `${s.title}${paren(t("admin.within", { d: s.within }))}`),
     ),
   );
 }
@@ -182,8 +188,8 @@ function renderDetail() {
     h(
       "div.panel-body",
       p.description ? h("p", p.description) : null,
-      h("p", h("strong", t("admin.plan_org")), "：", orgName(p)),
-      h("p", h("strong", t("admin.plan_trigger")), "：", triggerText(p.trigger)),
+      h("p", h("strong", t("admin.plan_org")), colon(), orgName(p)),
+      h("p", h("strong", t("admin.plan_trigger")), colon(), triggerText(p.trigger)),
       ...LEVELS.filter((lv) => p.levels?.[lv]).map((lv) => levelView(lv, p.levels[lv])),
       h(
         "details.plan-versions",
@@ -250,7 +256,7 @@ function codeReference() {
   return h(
     "div.code-ref#code-ref",
     h("h4", t("admin.codes")),
-    list(t("admin.codes_categories"), [...S.taxonomy.entries()]),
+    list(t("admin.codes_categories"), [...S.taxonomy.keys()].map((code) => [code, category(code)])),
     list(t("admin.codes_units"), S.units.map((u) => [u.code, `${pick({ name: u.name, name_en: u.name_en }, u.code)} · ${t(`admin.at_${u.level}`)}`])),
     list(t("admin.codes_levels"), levels.map((lv) => [lv, t(`admin.at_${lv}`)])),
     list(t("admin.codes_roles"), ["leader", "duty_officer", "department_handler", "grid_worker", "squad_member"].map((r) => [r, t(`role.${r}`)])),
@@ -261,7 +267,7 @@ function codeReference() {
 
 function renderErrors(errors) {
   if (typeof errors === "string") return h("p.field-error", errors);
-  return [h("p.field-error", errors.message), h("ul.field-error", Object.entries(errors.fields || {}).map(([k, v]) => h("li", h("code", k), "：", String(v))))];
+  return [h("p.field-error", errors.message), h("ul.field-error", Object.entries(errors.fields || {}).map(([k, v]) => h("li", h("code", k), colon(), String(v))))];
 }
 
 async function save() {
@@ -407,7 +413,7 @@ function editContact(c, row) {
 
 function flattenTaxonomy(list) {
   for (const c of list) {
-    S.taxonomy.set(c.code, pick(c.name, c.code));
+    S.taxonomy.set(c.code, c.name);
     flattenTaxonomy(c.children || []);
   }
 }
