@@ -18,7 +18,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from dispatchd import __version__, observe
+from dispatchd import __version__, months, observe
 from dispatchd.channels.gb28181 import api as gb28181
 from dispatchd.channels.gps import api as gps
 from dispatchd.channels.hotline import api as hotline
@@ -40,7 +40,7 @@ from dispatchd.store import redis as redis_store
 from dispatchd.store.migrate import migrate
 from dispatchd.store.orgs import sync_org_tree
 from dispatchd.store.outage import OUTAGES, POSTGRES, REDIS, Outages
-from dispatchd.tasks import stop_tasks
+from dispatchd.tasks import start_task, stop_tasks
 from dispatchd.units import api as units
 from dispatchd.video import api as video
 from dispatchd.web.app import app_runner, http_app
@@ -144,10 +144,19 @@ def build_app(
                 log.info("embedded_stores_stopped")
 
     app.cleanup_ctx.append(stores_ctx)
+    app.cleanup_ctx.append(_partition_months)
     for setup in CAPABILITIES:
         setup(app)
     _observe(app)
     return app
+
+
+async def _partition_months(app: web.Application) -> AsyncIterator[None]:
+    """The monthly partitions of the track and the audit log, for the life of the app."""
+    ctx = app[CTX]
+    task = start_task(ctx, months.keep_months(ctx), "partition-months")
+    yield
+    await stop_tasks([task])
 
 
 def _observe(app: web.Application) -> None:

@@ -6,7 +6,9 @@ the coming weeks find theirs; :func:`drop_before` drops the months that ended be
 month is dropped whole, in an instant, instead of deleted row by row). Every partitioned table here
 has a ``<table>_other`` DEFAULT partition that takes any row no month holds (a fix far in the past or
 the future): nothing is refused for its time. When a month is made whose rows already went to the
-default partition, they are moved into it in the same transaction.
+default partition, they are moved into it in the same transaction (the default partition detached
+meanwhile, so that a row rule of the table, such as the audit log's append-only trigger, does not
+stop the move).
 
 Both run in one transaction under a transaction advisory lock per table, so that instances doing
 the same round do not race; the second finds the work done.
@@ -112,18 +114,26 @@ async def ensure_months(conn: asyncpg.Connection, table: str, now: datetime, ahe
             if any(_overlaps(p, lo, hi) for p in existing):
                 continue
             name = month_name(table, lo)
-            await conn.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-            if default is not None:
-                # Rows of this month that came before it existed: into it, then it is attached (the
-                # default partition is locked first, so that no row of the month slips in meanwhile).
-                await conn.execute(f"LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE")
+            bounds = f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
+            early = default is not None and await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {default} WHERE at >= $1 AND at < $2)", lo, hi
+            )
+            if not early:
+                await conn.execute(f"CREATE TABLE {name} PARTITION OF {table} {bounds}")
+            else:
+                # Rows of this month came before it existed: the default partition is taken out (so
+                # that no row-level rule of the table, such as the audit log's append-only trigger,
+                # applies to the move), the month made, its rows moved into it, the default put back.
+                assert default is not None
+                await conn.execute(f"ALTER TABLE {table} DETACH PARTITION {default}")
+                await conn.execute(f"CREATE TABLE {name} PARTITION OF {table} {bounds}")
                 await conn.execute(
                     f"WITH moved AS (DELETE FROM {default} WHERE at >= $1 AND at < $2 RETURNING *)"
-                    f" INSERT INTO {name} SELECT * FROM moved",
+                    f" INSERT INTO {table} SELECT * FROM moved",
                     lo,
                     hi,
                 )
-            await conn.execute(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')")
+                await conn.execute(f"ALTER TABLE {table} ATTACH PARTITION {default} DEFAULT")
             made.append(name)
             existing.append(Partition(name, lo, hi))
     return made

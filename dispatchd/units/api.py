@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import structlog
@@ -10,10 +9,8 @@ from aiohttp import web
 
 from dispatchd.domain.units import DEVICE_PROTOCOLS, UNIT_KINDS, UNIT_STATUSES
 from dispatchd.errors import invalid, not_found
-from dispatchd.tasks import start_task, stop_tasks
 from dispatchd.units import service
 from dispatchd.units.slots import GPS_PORTS, POSITIONS, STATUS_REACTIONS
-from dispatchd.units.tracks import keep_track_months
 from dispatchd.validate import Field
 from dispatchd.web.appkeys import CTX
 from dispatchd.web.auth import current_user, jurisdiction, may_see, require_role
@@ -315,15 +312,7 @@ ROUTES = [
 def setup(app: web.Application) -> None:
     ctx = app[CTX]
     add_routes(app, ROUTES)
-    app.cleanup_ctx.append(_track_months)
     ctx.board_sections["units"] = service.board_units
     if STATUS_REACTIONS not in ctx:
         ctx[STATUS_REACTIONS] = []
 
-
-async def _track_months(app: web.Application) -> AsyncIterator[None]:
-    """The track's monthly partitions made ahead and dropped past retention, for the life of the app."""
-    ctx = app[CTX]
-    task = start_task(ctx, keep_track_months(ctx), "track-months")
-    yield
-    await stop_tasks([task])

@@ -20,6 +20,7 @@ from dispatchd.store.migrate import available_migrations, migrate
 from tests.conftest import StoreUrls
 
 PARTITIONED_IN = 16
+AUDIT_PARTITIONED_IN = 17
 
 
 def _row(unit: int, at: datetime) -> tuple[object, ...]:
@@ -64,7 +65,7 @@ async def test_the_migration_keeps_every_row_and_partitions_by_month(fresh_db: a
     now = await conn.fetchval("SELECT now()")
     old = [_row(1, now - timedelta(days=365)), _row(1, now), _row(2, now + timedelta(days=7))]
     await conn.copy_records_to_table("track_points", records=old, columns=COLUMNS)
-    assert [m.version for m in await migrate(conn)] == [PARTITIONED_IN]
+    assert [m.version for m in await migrate(conn)] == [PARTITIONED_IN, AUDIT_PARTITIONED_IN]
     assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = 'track_points'") == b"p"
     assert await _count(conn, "track_points") == 3 and await _count(conn, "track_points_before") == 3
     parts = {p.name: p for p in await partitions.partitions(conn, "track_points")}
@@ -143,3 +144,44 @@ async def test_one_round_at_a_time(fresh_db: asyncpg.Connection, store_urls: Sto
         assert await partitions.ensure_months(conn, "track_points", far, 0) == ["track_points_p209906"]
     finally:
         await holder.close()
+
+
+async def _audit(conn: asyncpg.Connection, at: datetime, entity_id: str = "1") -> int:
+    return int(
+        await conn.fetchval(
+            "INSERT INTO audit_log (entity, entity_id, version, action, actor_name, at, data)"
+            " VALUES ('incident', $1, 1, 'report', 'test', $2, '{}') RETURNING id",
+            entity_id,
+            at,
+        )
+    )
+
+
+async def test_the_audit_log_keeps_its_rows_its_ids_and_stays_append_only(fresh_db: asyncpg.Connection) -> None:
+    """Audit rows written before migration 0017 are all there afterwards with their ids; new rows
+    take the next ids of the same sequence; updating or deleting a row of any month is refused; a
+    row that reached the default partition early moves into its month when it is made (the
+    append-only rule does not stop the move), and nothing else of the log changes."""
+    conn = fresh_db
+    now = await conn.fetchval("SELECT now()")
+    before = [await _audit(conn, now - timedelta(days=400)), await _audit(conn, now)]
+    await migrate(conn)
+    assert await conn.fetchval("SELECT relkind FROM pg_class WHERE relname = 'audit_log'") == b"p"
+    assert [r["id"] for r in await conn.fetch("SELECT id FROM audit_log ORDER BY id")] == before
+    after = await _audit(conn, now)
+    assert after == before[-1] + 1
+    for statement in ("UPDATE audit_log SET note = 'x' WHERE id = $1", "DELETE FROM audit_log WHERE id = $1"):
+        for row_id in (before[0], after):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(statement, row_id)
+    boundary = next(p.hi for p in await partitions.partitions(conn, "audit_log") if p.name == "audit_log_before")
+    assert boundary is not None
+    later = partitions.add_months(boundary, 6)
+    early = await _audit(conn, later + timedelta(days=3))  # before its month exists: the default partition
+    assert await _count(conn, "audit_log_other") == 1
+    made = await partitions.ensure_months(conn, "audit_log", later, 0)
+    assert made == [partitions.month_name("audit_log", later)]
+    assert await _count(conn, made[0]) == 1 and await _count(conn, "audit_log_other") == 0
+    assert [r["id"] for r in await conn.fetch("SELECT id FROM audit_log ORDER BY id")] == [*before, after, early]
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await conn.execute("DELETE FROM audit_log WHERE id = $1", early)  # the rule holds for the default again
