@@ -25,23 +25,29 @@ CREATE TABLE track_points (
 ) PARTITION BY RANGE (at);
 CREATE INDEX track_points_unit_at ON track_points (unit_id, at);
 
-DO $$
+-- Attaches <tbl>_before (the old rows) to the partitioned <tbl> as the partition of everything
+-- before the first of the month after its newest row (and after now), makes the three months from
+-- there and the DEFAULT partition <tbl>_other. The constraint checked first lets ATTACH skip its own
+-- scan: this is the only pass over the old rows. Also used by 0017 for the audit log.
+CREATE FUNCTION dispatchd_partition_by_month(tbl text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    newest timestamptz := greatest(now(), (SELECT max(at) FROM track_points_before));
-    boundary timestamptz := date_trunc('month', newest AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month';
+    newest timestamptz;
+    boundary timestamptz;
     month timestamptz;
 BEGIN
-    -- The constraint lets ATTACH skip its own scan (this one is the only pass over the old rows).
-    EXECUTE format('ALTER TABLE track_points_before ADD CONSTRAINT track_points_before_range CHECK (at < %L)', boundary);
-    EXECUTE format('ALTER TABLE track_points ATTACH PARTITION track_points_before FOR VALUES FROM (MINVALUE) TO (%L)', boundary);
+    EXECUTE format('SELECT greatest(now(), (SELECT max(at) FROM %I))', tbl || '_before') INTO newest;
+    boundary := date_trunc('month', newest AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month';
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (at < %L)', tbl || '_before', tbl || '_before_range', boundary);
+    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', tbl, tbl || '_before', boundary);
     FOR i IN 0..2 LOOP
         month := boundary + make_interval(months => i);
         EXECUTE format(
-            'CREATE TABLE %I PARTITION OF track_points FOR VALUES FROM (%L) TO (%L)',
-            'track_points_p' || to_char(month AT TIME ZONE 'UTC', 'YYYYMM'), month, month + interval '1 month'
+            'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+            tbl || '_p' || to_char(month AT TIME ZONE 'UTC', 'YYYYMM'), tbl, month, month + interval '1 month'
         );
     END LOOP;
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', tbl || '_other', tbl);
 END
 $$;
 
-CREATE TABLE track_points_other PARTITION OF track_points DEFAULT;
+SELECT dispatchd_partition_by_month('track_points');

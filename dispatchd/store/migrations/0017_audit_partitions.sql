@@ -36,25 +36,7 @@ CREATE INDEX audit_log_at ON audit_log (at);
 -- The old rows under the new key: a unique index the attach takes for the partition's key.
 CREATE UNIQUE INDEX audit_log_before_id_at ON audit_log_before (id, at);
 
-DO $$
-DECLARE
-    newest timestamptz := greatest(now(), (SELECT max(at) FROM audit_log_before));
-    boundary timestamptz := date_trunc('month', newest AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 month';
-    month timestamptz;
-BEGIN
-    EXECUTE format('ALTER TABLE audit_log_before ADD CONSTRAINT audit_log_before_range CHECK (at < %L)', boundary);
-    EXECUTE format('ALTER TABLE audit_log ATTACH PARTITION audit_log_before FOR VALUES FROM (MINVALUE) TO (%L)', boundary);
-    FOR i IN 0..2 LOOP
-        month := boundary + make_interval(months => i);
-        EXECUTE format(
-            'CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)',
-            'audit_log_p' || to_char(month AT TIME ZONE 'UTC', 'YYYYMM'), month, month + interval '1 month'
-        );
-    END LOOP;
-END
-$$;
-
-CREATE TABLE audit_log_other PARTITION OF audit_log DEFAULT;
+SELECT dispatchd_partition_by_month('audit_log');
 
 -- Append-only, now on the partitioned table (and so on every month).
 CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
