@@ -10,8 +10,9 @@ cancels again until the task ends or the budget (seconds) is spent, and retry lo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 
 import structlog
 
@@ -19,6 +20,8 @@ from dispatchd.context import Context
 from dispatchd.store.outage import store_failure
 
 log = structlog.get_logger("dispatchd.tasks")
+
+T = TypeVar("T")
 
 
 def raise_if_cancelling() -> None:
@@ -95,3 +98,31 @@ async def every(
             if store_failure(ctx, exc) is None:
                 out.exception(failed)
         await asyncio.sleep(pause())
+
+
+async def drain(
+    ctx: Context,
+    held: deque[T],
+    step: Callable[[T], Awaitable[Any]],
+    failed: str,
+    *,
+    fields: Callable[[T], Mapping[str, Any]] | None = None,
+    logger: Any = None,
+) -> int:
+    """Carry out ``step`` on what was held through a store outage, oldest first, until a store fails
+    again (the rest stays held for the next round). An item that fails otherwise is logged as
+    ``failed`` (with ``fields`` of it) and dropped. Returns how many were carried out."""
+    out = logger if logger is not None else log
+    done = 0
+    while held:
+        item = held[0]
+        try:
+            await step(item)
+        except Exception as exc:
+            if store_failure(ctx, exc) is not None:
+                break  # still away: the next round tries again
+            out.exception(failed, **(fields(item) if fields is not None else {}))
+        else:
+            done += 1
+        held.popleft()
+    return done

@@ -1,14 +1,15 @@
 """Stopping background tasks even when they swallow a cancellation; rounds that go on after a
-failed one."""
+failed one; work held through an outage carried out when the store is back."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import redis.exceptions
 from structlog.testing import capture_logs
 
-from dispatchd.tasks import every, raise_if_cancelling, stop_tasks
+from dispatchd.tasks import drain, every, raise_if_cancelling, stop_tasks
 from dispatchd.web.appkeys import CTX
 from tests.conftest import AppFactory
 
@@ -111,3 +112,26 @@ async def test_every_goes_on_after_a_failed_round(make_client: AppFactory) -> No
     await asyncio.sleep(0.1)
     assert rounds == before
     assert await stop_tasks([waited]) == []
+
+
+async def test_drain_carries_out_held_work_until_a_store_fails_again(make_client: AppFactory) -> None:
+    """Held items are carried out oldest first; one failing on its own is logged and dropped; a store
+    failure stops the round and keeps that item and the rest for the next one."""
+    client = await make_client()
+    ctx = client.server.app[CTX]
+    held: deque[str] = deque(["a", "bad", "b", "away", "c"])
+    done: list[str] = []
+
+    async def step(item: str) -> None:
+        if item == "bad":
+            raise ValueError("a broken item")
+        if item == "away" and not done.count("retry"):
+            raise redis.exceptions.ConnectionError("Redis went away")
+        done.append(item)
+
+    with capture_logs() as logs:
+        assert await drain(ctx, held, step, "test_item_failed", fields=lambda i: {"item": i}) == 2
+    assert done == ["a", "b"] and list(held) == ["away", "c"]
+    assert [(e["event"], e["item"]) for e in logs if e["event"] == "test_item_failed"] == [("test_item_failed", "bad")]
+    done.append("retry")
+    assert await drain(ctx, held, step, "test_item_failed") == 2 and not held

@@ -56,7 +56,7 @@ from dispatchd.channels.hotline.sip import KeepAlive, Request, Response, SipPars
 from dispatchd.channels.hotline.transaction import Peer, Send, Timers
 from dispatchd.context import Context
 from dispatchd.store.outage import store_failure
-from dispatchd.tasks import stop_tasks
+from dispatchd.tasks import drain, every, stop_tasks
 
 log = structlog.get_logger("dispatchd.gb28181")
 
@@ -195,7 +195,10 @@ class GbEdge:
             asyncio.create_task(self._event_loop(), name="gb28181-events"),
             asyncio.create_task(self.streams.run(), name="gb28181-streams"),
             asyncio.create_task(self._housekeeping(), name="gb28181-housekeeping"),
-            asyncio.create_task(self._held_alarms_loop(), name="gb28181-held-alarms"),
+            asyncio.create_task(
+                every(self.ctx, _HELD_ALARMS_RETRY, self.retry_held_alarms, "gb28181_held_alarms_failed", wait_first=True, logger=log),
+                name="gb28181-held-alarms",
+            ),
         ]
         log.info("gb28181_listening", host=self.host, udp=self.ports["udp"], tcp=self.ports["tcp"])
         return dict(self.ports)
@@ -408,28 +411,22 @@ class GbEdge:
 
     async def retry_held_alarms(self) -> int:
         """Open the cases of held alarms, oldest first, until the database fails again; how many."""
-        done = 0
-        while self._held_alarms:
-            event = self._held_alarms[0]
-            try:
-                verdict, _case = await alarms.camera_alarm(self.ctx, event.device_id, event.alarm)
-            except Exception as exc:
-                if store_failure(self.ctx, exc) is not None:
-                    break  # still away: try again at the next round
-                log.exception("gb28181_alarm_failed", device=event.device_id, channel=event.alarm.device_id)
-            else:
-                self.totals.alarm_kinds[verdict.kind] += 1
-                done += 1
-            self._held_alarms.popleft()
+
+        async def open_case(event: AlarmReceived) -> None:
+            verdict, _case = await alarms.camera_alarm(self.ctx, event.device_id, event.alarm)
+            self.totals.alarm_kinds[verdict.kind] += 1
+
+        done = await drain(
+            self.ctx,
+            self._held_alarms,
+            open_case,
+            "gb28181_alarm_failed",
+            fields=lambda e: {"device": e.device_id, "channel": e.alarm.device_id},
+            logger=log,
+        )
         if done:
             log.info("gb28181_held_alarms_handled", alarms=done, still_held=len(self._held_alarms))
         return done
-
-    async def _held_alarms_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_HELD_ALARMS_RETRY)
-            if self._held_alarms:
-                await self.retry_held_alarms()
 
     async def _apply(self, event: object) -> None:
         ctx = self.ctx

@@ -51,7 +51,7 @@ from dispatchd.channels.hotline.voice.switch import MediaOffer, VoiceSwitch, rec
 from dispatchd.clock import SystemClock
 from dispatchd.context import Context
 from dispatchd.store.outage import store_failure
-from dispatchd.tasks import every, stop_tasks
+from dispatchd.tasks import drain, every, stop_tasks
 
 log = structlog.get_logger("dispatchd.sip")
 
@@ -362,18 +362,12 @@ class SipEdge:
     async def retry_held_ends(self) -> int:
         """Record the hang-ups held through an outage, oldest first, until the database fails
         again; how many were recorded."""
-        done = 0
-        while self._held_ends:
-            external_id, reason, at = self._held_ends[0]
-            try:
-                await calls.caller_gone(self.ctx, "sip", external_id, reason, at=at)
-            except Exception as exc:
-                if store_failure(self.ctx, exc) is not None:
-                    break  # still away: the next round tries again
-                log.exception("call_end_failed")
-            else:
-                done += 1
-            self._held_ends.popleft()
+
+        async def record(end: tuple[str, str, datetime]) -> None:
+            external_id, reason, at = end
+            await calls.caller_gone(self.ctx, "sip", external_id, reason, at=at)
+
+        done = await drain(self.ctx, self._held_ends, record, "call_end_failed", logger=log)
         if done:
             log.info("call_ends_recorded", calls=done, still_held=len(self._held_ends))
         return done
