@@ -15,6 +15,7 @@ from tests.video.conftest import create_meeting, ws_url
 from tests.video.firefox import Firefox, launch
 from tests.video.peers import MeetingPeer
 from tests.video.test_browser import page_url, poll
+from tests.video.test_wall import three_layers_then_the_high_one_for_the_speaker
 
 pytestmark = pytest.mark.browser
 
@@ -111,26 +112,7 @@ async def test_firefox_publishes_three_simulcast_layers_and_the_speaker_gets_the
     try:
         await tab.goto(page_url(video_client, data["links"][0]["url"]))
         room = next(iter(video_client.server.app[CTX][ROOMS].rooms.values()))
-
-        def three_layers_arrive() -> bool:
-            site = room.participants.get(site_id)
-            return site is not None and len(site.layers) == 3 and all(s.frames_in > 10 for s in site.layers)
-
-        await chair.wait_for(three_layers_arrive, 60)
-        assert sorted(s.rid for s in room.participants[site_id].layers) == ["h", "l", "m"]
-
-        await chair.send("layout", tiles=9)
-        await chair.wait_for(lambda: chair.layer_of(site_id) == "l", 30)
-        mid = chair.slot_of(site_id)
-        assert mid is not None
-        seen = len(chair.sizes[mid])
-        await chair.wait_for(lambda: len(chair.sizes[mid]) > seen + 10, 30)
-        low_width = chair.sizes[mid][-1][0]
-
-        await chair.send("rollcall", participant=site_id)
-        await chair.wait_for(lambda: chair.layer_of(site_id) == "h", 30)
-        assert chair.slot_of(site_id) == mid
-        await chair.wait_for(lambda: chair.sizes[mid][-1][0] >= 2 * low_width, 30)
+        await three_layers_then_the_high_one_for_the_speaker(chair, room, site_id, widen=2)
         tab.check()
     finally:
         await chair.close()

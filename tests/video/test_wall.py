@@ -32,6 +32,33 @@ async def send_remb(peer: MeetingPeer, mid: str, bitrate: int) -> None:
     await transceiver.receiver.transport._send_rtp(bytes(packet))
 
 
+async def three_layers_then_the_high_one_for_the_speaker(chair: MeetingPeer, room: Any, site_id: str, widen: int) -> str:
+    """The site's three layers (rids l, m, h) reach the server; on the chair's 9-way wall its tile gets
+    the low layer; after roll call the same slot gets the high one, at least ``widen`` times as
+    wide. Returns the slot's mid."""
+
+    def three_layers_arrive() -> bool:
+        site = room.participants.get(site_id)
+        return site is not None and len(site.layers) == 3 and all(s.frames_in > 10 for s in site.layers)
+
+    await chair.wait_for(three_layers_arrive, 60)
+    assert sorted(s.rid for s in room.participants[site_id].layers) == ["h", "l", "m"]
+
+    await chair.send("layout", tiles=9)
+    await chair.wait_for(lambda: chair.layer_of(site_id) == "l", 30)
+    mid = chair.slot_of(site_id)
+    assert mid is not None
+    seen = len(chair.sizes[mid])
+    await chair.wait_for(lambda: len(chair.sizes[mid]) > seen + 10, 30)
+    low_width = chair.sizes[mid][-1][0]
+
+    await chair.send("rollcall", participant=site_id)
+    await chair.wait_for(lambda: chair.layer_of(site_id) == "h", 30)
+    assert chair.slot_of(site_id) == mid  # the same slot, now large: a layer switch, not a new stream
+    await chair.wait_for(lambda: chair.sizes[mid][-1][0] >= widen * low_width, 30)
+    return mid
+
+
 async def test_a_chromium_site_publishes_three_layers_and_a_slot_moving_to_speaker_gets_the_high_one(
     video_client: TestClient[Any, Any], make_user: UserFactory, browser: Any  # noqa: F811
 ) -> None:
@@ -49,26 +76,8 @@ async def test_a_chromium_site_publishes_three_layers_and_a_slot_moving_to_speak
     try:
         await page.goto(page_url(video_client, data["links"][0]["url"]))
         room = next(iter(video_client.server.app[CTX][ROOMS].rooms.values()))
-
-        def three_layers_arrive() -> bool:
-            site = room.participants.get(site_id)
-            return site is not None and len(site.layers) == 3 and all(s.frames_in > 10 for s in site.layers)
-
-        await chair.wait_for(three_layers_arrive, 60)
-        assert [s.rid for s in room.participants[site_id].layers] == ["l", "m", "h"]
-
-        await chair.send("layout", tiles=9)
-        await chair.wait_for(lambda: chair.layer_of(site_id) == "l", 30)
-        mid = chair.slot_of(site_id)
-        assert mid is not None
-        seen = len(chair.sizes[mid])
-        await chair.wait_for(lambda: len(chair.sizes[mid]) > seen + 10, 30)
-        low_width = chair.sizes[mid][-1][0]
-
-        await chair.send("rollcall", participant=site_id)
-        await chair.wait_for(lambda: chair.layer_of(site_id) == "h", 30)
-        assert chair.slot_of(site_id) == mid  # the same slot, now large: a layer switch, not a new stream
-        await chair.wait_for(lambda: chair.sizes[mid][-1][0] >= 4 * low_width, 30)
+        mid = await three_layers_then_the_high_one_for_the_speaker(chair, room, site_id, widen=4)
+        assert [s.rid for s in room.participants[site_id].layers] == ["l", "m", "h"]  # in the order sent
         assert video_client.server.app[CTX][ROOMS].totals.layer_switches >= 1
 
         # The chair's link turns out short: its REMB (as a browser sends it) lowers the speaker's layer.
