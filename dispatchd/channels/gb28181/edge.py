@@ -66,8 +66,9 @@ _CREDENTIALS_REFRESH: Final = 10.0
 # Alarms kept while PostgreSQL is away (the oldest goes past this), and seconds between tries.
 ALARMS_HELD: Final = 1000
 _HELD_ALARMS_RETRY: Final = 5.0
-# Seconds a device has to answer a recordings query in full.
+# Seconds a device has to answer a recordings query in full, and the most recordings kept of one.
 RECORDS_TIMEOUT: Final = 10.0
+MAX_RECORDS: Final = 10_000
 _SEEN_FLUSH: Final = 30.0
 #: GB/T 28181 devices keep Beijing time (§9.1.2.1 Date, §9.10 time synchronisation).
 BEIJING: Final = timezone(timedelta(hours=8))
@@ -101,8 +102,9 @@ class RecordSearch:
 
     def add(self, part: manscdp.RecordInfo) -> None:
         self.total = part.sum_num
-        self.records.extend(part.items)
-        if self.complete and not self.done.done():
+        self.records.extend(part.items[: max(0, MAX_RECORDS - len(self.records))])
+        # Whole, or as many as are kept (a device's SumNum is not taken for a size to fill).
+        if (self.complete or len(self.records) >= MAX_RECORDS) and not self.done.done():
             self.done.set_result(None)
 
 

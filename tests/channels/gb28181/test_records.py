@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from dispatchd.channels.gb28181.edge import RecordSearch
+from dispatchd.channels.gb28181.edge import MAX_RECORDS, RecordSearch
 from dispatchd.channels.gb28181.manscdp import RecordInfo, RecordItem
 from dispatchd.channels.gb28181.runtime import GB28181
 from dispatchd.domain.orgs import OrgTree
@@ -187,3 +187,14 @@ async def test_a_device_plays_back_at_most_four_recordings_at_once(
     assert r.status == 200
     again: Viewer = viewers()
     assert await again.open(platform, device.channels[0].id, officer.headers, playback=span) == 200
+
+
+async def test_a_device_cannot_fill_the_memory_with_recordings() -> None:
+    """A device declaring a huge SumNum and sending part after part: the search keeps MAX_RECORDS,
+    stops waiting there, and says it is incomplete."""
+    search = RecordSearch(asyncio.get_running_loop().create_future())
+    item = RecordItem("34020000001310000001", start_time="2026-05-03T06:00:00", end_time="2026-05-03T07:00:00")
+    part = RecordInfo(7, "34020000001310000001", "通道", 10**9, (item,) * 2000)
+    for _ in range(8):
+        search.add(part)
+    assert len(search.records) == MAX_RECORDS and search.done.done() and not search.complete
