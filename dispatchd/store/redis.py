@@ -51,3 +51,8 @@ async def probe(url: str, settings: RedisSettings) -> None:
         await client.ping()
     finally:
         await client.aclose()
+
+
+def as_text(value: bytes | str) -> str:
+    """A value read from Redis as text (the client gives bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -22,6 +22,7 @@ from dispatchd.domain.camera_alarms import Judgement, judge
 from dispatchd.incidents.service import create_incident
 from dispatchd.store import keys
 from dispatchd.store.outage import REDIS, note_degraded
+from dispatchd.store.redis import as_text
 
 log = structlog.get_logger("dispatchd.gb28181")
 
@@ -58,7 +59,7 @@ async def camera_alarm(ctx: Context, device_id: str, alarm: Alarm) -> tuple[Judg
         try:
             if not await ctx.redis.set(key, b"opening", nx=True, ex=settings.alarm_merge_s):
                 existing = await ctx.redis.get(key)
-                log.info("gb28181_alarm_merged", alarm=verdict.name_en, incident_id=_text(existing), **fields)
+                log.info("gb28181_alarm_merged", alarm=verdict.name_en, incident_id=as_text(existing) if existing is not None else None, **fields)
                 return verdict, None
         except Exception as exc:  # Redis away: open the case anyway
             note_degraded(REDIS)
@@ -106,8 +107,3 @@ async def camera_alarm(ctx: Context, device_id: str, alarm: Alarm) -> tuple[Judg
     log.warning("gb28181_alarm_case_opened", alarm=verdict.name_en, incident_id=case["id"], number=case.get("number"), **fields)
     return verdict, case
 
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value

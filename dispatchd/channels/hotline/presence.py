@@ -37,6 +37,7 @@ from dispatchd.store.keys import (
     hotline_instance,
 )
 from dispatchd.store.outage import classify
+from dispatchd.store.redis import as_text
 from dispatchd.store.users import User
 from dispatchd.tasks import raise_if_cancelling
 
@@ -120,7 +121,7 @@ class Presence:
         """How many consoles the officer has open, on every instance."""
         prefix = f"{user_id}@"
         counts = await self._redis.hgetall(HOTLINE_CONNECTIONS)
-        return sum(max(0, int(n)) for f, n in counts.items() if _text(f).startswith(prefix))
+        return sum(max(0, int(n)) for f, n in counts.items() if as_text(f).startswith(prefix))
 
     async def connected(self, user: User) -> None:
         """A console of ``user`` connected; the first one makes them present and available."""
@@ -159,7 +160,7 @@ class Presence:
 
     async def leave(self, user_id: int) -> None:
         prefix = f"{user_id}@"
-        fields = [f for f in await self._redis.hkeys(HOTLINE_CONNECTIONS) if _text(f).startswith(prefix)]
+        fields = [f for f in await self._redis.hkeys(HOTLINE_CONNECTIONS) if as_text(f).startswith(prefix)]
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.zrem(HOTLINE_IDLE, str(user_id))
             pipe.hdel(HOTLINE_OFFICERS, str(user_id))
@@ -178,7 +179,7 @@ class Presence:
             keys=[HOTLINE_CONNECTIONS, HOTLINE_IDLE, HOTLINE_OFFICERS],
             args=[hotline_instance("")],
         )
-        users = [int(_text(u)) for u in gone]
+        users = [int(as_text(u)) for u in gone]
         if users:
             log.warning("hotline_presence_reaped", users=users)
         return users
@@ -216,11 +217,11 @@ class Presence:
         """Every present officer: the available ones longest idle first, then the busy or away."""
         known = await self._redis.hgetall(HOTLINE_OFFICERS)
         scores: Any = await self._redis.zrange(HOTLINE_IDLE, 0, -1, withscores=True)
-        idle = {_text(member): float(score) for member, score in scores}
+        idle = {as_text(member): float(score) for member, score in scores}
         out: list[Officer] = []
         for raw_id, raw in known.items():
             info = json.loads(raw)
-            user_id = _text(raw_id)
+            user_id = as_text(raw_id)
             out.append(
                 Officer(int(user_id), info["username"], info.get("name", ""), info["org"], idle.get(user_id))
             )
@@ -235,6 +236,3 @@ class Presence:
         info = {"username": user.username, "name": user.display_name, "org": user.org}
         await self._redis.hset(HOTLINE_OFFICERS, str(user.id), json.dumps(info, ensure_ascii=False))
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
